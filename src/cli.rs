@@ -1,0 +1,100 @@
+//! Command line: run the proxy, or check a config and print the effective settings.
+
+use crate::config::{self, LoadOverrides};
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "launch-proxy", version, about = "Tenant-aware PostgreSQL pooling proxy")]
+pub struct Args {
+    /// Run with this config file.
+    #[arg(long, env = "LAUNCH_PROXY_CONFIG", conflicts_with = "check_config")]
+    pub config: Option<PathBuf>,
+    /// Validate this config, print the effective settings and warnings, and exit.
+    #[arg(long, value_name = "PATH")]
+    pub check_config: Option<PathBuf>,
+    /// Override `listen` (address:port).
+    #[arg(long, env = "LAUNCH_PROXY_LISTEN")]
+    pub listen: Option<String>,
+    /// Override `metrics_listen` (address:port, or empty to disable).
+    #[arg(long, env = "LAUNCH_PROXY_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let overrides = LoadOverrides {
+        listen: args.listen.clone(),
+        metrics_listen: args.metrics_listen.clone(),
+    };
+    if let Some(path) = &args.check_config {
+        return check(path, &overrides);
+    }
+    let Some(path) = &args.config else {
+        eprintln!("launch-proxy: give --config PATH (or --check-config PATH)");
+        return ExitCode::from(2);
+    };
+    init_logging();
+    let settings = match config::load(path, &overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("launch-proxy: invalid configuration: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for w in &settings.warnings {
+        tracing::warn!("config: {w}");
+    }
+    let runtime = if settings.config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.config.workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("launch-proxy: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(crate::server::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("launch-proxy: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(path: &std::path::Path, overrides: &LoadOverrides) -> ExitCode {
+    match config::load(path, overrides) {
+        Ok(settings) => {
+            println!("# effective settings of {}", path.display());
+            print!("{}", settings.describe());
+            for w in &settings.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("# configuration OK ({} warning(s))", settings.warnings.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,271 @@
+//! Configuration: plain serde types with the seed's defaults, loading (files, secrets from
+//! files or environment), validation into hard errors and warnings, and the immutable
+//! [`Settings`] snapshot the rest of the proxy runs on.
+
+mod load;
+mod users;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use load::{load, LoadError, LoadOverrides};
+pub use users::{ClientAuth, ClientSecret, ServerLogin, User, UserEntry, UsersFile};
+pub use validate::Warning;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The main config file, as written by the operator.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect.
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Prometheus `/metrics` endpoint; empty string disables it.
+    #[serde(default = "defaults::metrics_listen")]
+    pub metrics_listen: String,
+    pub server: ServerConfig,
+    /// Relative paths are resolved against the config file's directory.
+    pub users_file: PathBuf,
+    #[serde(default)]
+    pub pool: PoolConfig,
+    #[serde(default)]
+    pub roles: RolesConfig,
+    /// Runtime worker threads. 1 runs everything on one thread, which on a 2-core host shared
+    /// with clients or PostgreSQL costs the least CPU per transaction (see LANDSCAPE.md).
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+    /// How long running transactions may take to finish after SIGTERM/SIGINT.
+    #[serde(default = "defaults::shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+    /// A client must finish the startup and authentication exchange within this time.
+    #[serde(default = "defaults::client_login_timeout_ms")]
+    pub client_login_timeout_ms: u64,
+    /// Largest single client message the proxy accepts (bytes); larger ones are refused with
+    /// 54000 and the connection is closed. COPY data and large binds below it are streamed.
+    #[serde(default = "defaults::max_client_message_bytes")]
+    pub max_client_message_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    #[serde(default = "defaults::server_port")]
+    pub port: u16,
+    /// The one database behind the proxy; clients must ask for this name.
+    pub database: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection is held from a transaction's first message to its end.
+    Transaction,
+    /// A server connection is held for the whole client session.
+    Session,
+}
+
+/// Pool sizes and timeouts; every default is the seed's number.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub mode: PoolMode,
+    pub max_client_conn: usize,
+    pub default_pool_size: usize,
+    pub min_pool_size: usize,
+    pub reserve_pool_size: usize,
+    pub reserve_pool_timeout_ms: u64,
+    /// 0 means no limit, as in PgBouncer.
+    pub max_db_connections: usize,
+    /// 0 means no limit, as in PgBouncer.
+    pub max_user_connections: usize,
+    pub acquire_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub connect_retry_interval_ms: u64,
+    /// 0 disables closing idle connections.
+    pub idle_timeout_ms: u64,
+    /// 0 disables retirement by use count.
+    pub server_max_uses: u64,
+    /// 0 disables retirement by age.
+    pub server_lifetime_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::Transaction,
+            max_client_conn: 2000,
+            default_pool_size: 100,
+            min_pool_size: 10,
+            reserve_pool_size: 50,
+            reserve_pool_timeout_ms: 5000,
+            max_db_connections: 100,
+            max_user_connections: 100,
+            acquire_timeout_ms: 5000,
+            connect_timeout_ms: 5000,
+            connect_retry_interval_ms: 200,
+            idle_timeout_ms: 60_000,
+            server_max_uses: 7200,
+            server_lifetime_ms: 7_200_000,
+        }
+    }
+}
+
+/// Timeouts per application role (`read` or `write`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// Enforced by the proxy: a query running longer is cancelled on the server. 0 disables.
+    pub command_timeout_ms: u64,
+    /// Set as `statement_timeout` on the role's server sessions. 0 disables.
+    pub statement_timeout_ms: u64,
+    /// Set as `idle_in_transaction_session_timeout` on the role's server sessions. 0 disables.
+    pub idle_in_transaction_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesConfig {
+    #[serde(default = "defaults::read_role")]
+    pub read: RoleConfig,
+    #[serde(default = "defaults::write_role")]
+    pub write: RoleConfig,
+}
+
+impl Default for RolesConfig {
+    fn default() -> Self {
+        RolesConfig {
+            read: defaults::read_role(),
+            write: defaults::write_role(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Read,
+    Write,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+        }
+    }
+}
+
+impl RolesConfig {
+    pub fn get(&self, role: Role) -> &RoleConfig {
+        match role {
+            Role::Read => &self.read,
+            Role::Write => &self.write,
+        }
+    }
+}
+
+mod defaults {
+    use super::RoleConfig;
+    pub fn listen() -> String {
+        "0.0.0.0:6432".into()
+    }
+    pub fn metrics_listen() -> String {
+        "127.0.0.1:9127".into()
+    }
+    pub fn server_port() -> u16 {
+        5432
+    }
+    pub fn workers() -> usize {
+        1
+    }
+    pub fn shutdown_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn client_login_timeout_ms() -> u64 {
+        15_000
+    }
+    pub fn max_client_message_bytes() -> usize {
+        64 << 20
+    }
+    pub fn read_role() -> RoleConfig {
+        RoleConfig {
+            command_timeout_ms: 10_000,
+            statement_timeout_ms: 30_000,
+            idle_in_transaction_timeout_ms: 60_000,
+        }
+    }
+    pub fn write_role() -> RoleConfig {
+        RoleConfig {
+            command_timeout_ms: 30_000,
+            statement_timeout_ms: 60_000,
+            idle_in_transaction_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// Milliseconds from config to a `Duration`, with 0 meaning "disabled".
+pub fn ms_opt(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+/// The validated, immutable configuration the proxy runs with.
+#[derive(Debug)]
+pub struct Settings {
+    pub config: Config,
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Users by name, sorted so that output and pool creation are deterministic.
+    pub users: BTreeMap<String, Arc<User>>,
+    pub warnings: Vec<Warning>,
+}
+
+impl Settings {
+    /// The effective settings as YAML, secrets left out, for `--check-config`.
+    pub fn describe(&self) -> String {
+        #[derive(Serialize)]
+        struct UserView<'a> {
+            role: Role,
+            client_auth: ClientAuth,
+            secret: &'static str,
+            server_login: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            server_user: Option<&'a str>,
+        }
+        #[derive(Serialize)]
+        struct View<'a> {
+            #[serde(flatten)]
+            config: &'a Config,
+            users: BTreeMap<&'a str, UserView<'a>>,
+        }
+        let users = self
+            .users
+            .iter()
+            .map(|(name, u)| {
+                (
+                    name.as_str(),
+                    UserView {
+                        role: u.role,
+                        client_auth: u.auth,
+                        secret: u.secret.kind(),
+                        server_login: u.server_login.kind(),
+                        server_user: None,
+                    },
+                )
+            })
+            .collect();
+        serde_norway::to_string(&View {
+            config: &self.config,
+            users,
+        })
+        .unwrap_or_else(|e| format!("# could not render settings: {e}\n"))
+    }
+}

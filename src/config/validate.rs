@@ -1,0 +1,170 @@
+//! Validation: impossible settings are errors; legal but self-defeating ones are warnings
+//! that say what the proxy will actually do.
+
+use super::load::LoadError;
+use super::{Config, PoolMode, Settings, User};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A legal setting that will not do what its numbers suggest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub String);
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, LoadError> {
+    value
+        .parse()
+        .map_err(|e| LoadError::Invalid(format!("{key}: \"{value}\" is not an address:port ({e})")))
+}
+
+pub(super) fn validate(
+    config: Config,
+    users: BTreeMap<String, Arc<User>>,
+) -> Result<Settings, LoadError> {
+    let bad = |m: String| Err(LoadError::Invalid(m));
+    let listen = parse_addr("listen", &config.listen)?;
+    let metrics_listen = if config.metrics_listen.is_empty() {
+        None
+    } else {
+        Some(parse_addr("metrics_listen", &config.metrics_listen)?)
+    };
+    if metrics_listen == Some(listen) {
+        return bad("metrics_listen must differ from listen".into());
+    }
+    let p = &config.pool;
+    if config.server.host.is_empty() || config.server.database.is_empty() {
+        return bad("server.host and server.database must not be empty".into());
+    }
+    if config.workers == 0 || config.workers > 64 {
+        return bad(format!("workers: {} is out of range 1..=64", config.workers));
+    }
+    if p.max_client_conn == 0 {
+        return bad("pool.max_client_conn must be at least 1".into());
+    }
+    if p.default_pool_size == 0 {
+        return bad("pool.default_pool_size must be at least 1".into());
+    }
+    if p.min_pool_size > p.default_pool_size {
+        return bad(format!(
+            "pool.min_pool_size ({}) cannot exceed pool.default_pool_size ({})",
+            p.min_pool_size, p.default_pool_size
+        ));
+    }
+    for (key, v) in [
+        ("acquire_timeout_ms", p.acquire_timeout_ms),
+        ("connect_timeout_ms", p.connect_timeout_ms),
+        ("connect_retry_interval_ms", p.connect_retry_interval_ms),
+    ] {
+        if v == 0 {
+            return bad(format!("pool.{key} must be greater than 0"));
+        }
+    }
+    if config.client_login_timeout_ms == 0 || config.shutdown_timeout_ms == 0 {
+        return bad("client_login_timeout_ms and shutdown_timeout_ms must be greater than 0".into());
+    }
+    if config.max_client_message_bytes < 8192 {
+        return bad("max_client_message_bytes must be at least 8192".into());
+    }
+    if users.is_empty() {
+        return bad("the users file lists no users: nobody could connect".into());
+    }
+    if users.contains_key("") {
+        return bad("a user name must not be empty".into());
+    }
+
+    let mut warnings = Vec::new();
+    let mut warn = |s: String| warnings.push(Warning(s));
+    let caps = [
+        ("max_db_connections", p.max_db_connections),
+        ("max_user_connections", p.max_user_connections),
+    ];
+    for (key, cap) in caps {
+        if cap > 0 && p.min_pool_size > cap {
+            return bad(format!(
+                "pool.min_pool_size ({}) cannot exceed pool.{key} ({cap})",
+                p.min_pool_size
+            ));
+        }
+        if cap > 0 && p.reserve_pool_size > 0 && p.default_pool_size + p.reserve_pool_size > cap {
+            let usable = cap.saturating_sub(p.default_pool_size);
+            warn(format!(
+                "reserve pool partly or wholly unusable: default_pool_size ({}) + reserve_pool_size ({}) \
+                 exceeds {key} ({cap}). launch-proxy never opens more than {key} server connections, \
+                 so a pool can add at most {usable} reserve connection(s) beyond default_pool_size; \
+                 clients that find the pool full wait for a released connection up to acquire_timeout_ms \
+                 and then get SQLSTATE 53300. Lower default_pool_size or raise {key} to make the reserve usable.",
+                p.default_pool_size, p.reserve_pool_size
+            ));
+        }
+    }
+    if p.reserve_pool_size > 0 && p.reserve_pool_timeout_ms >= p.acquire_timeout_ms {
+        warn(format!(
+            "reserve_pool_timeout_ms ({}) is not shorter than acquire_timeout_ms ({}): a waiting client \
+             gives up before the reserve pool may open for it, so the reserve only helps clients that \
+             arrive later. Make reserve_pool_timeout_ms shorter than acquire_timeout_ms.",
+            p.reserve_pool_timeout_ms, p.acquire_timeout_ms
+        ));
+    }
+    let pools = users.len();
+    if p.max_db_connections > 0 && pools * p.min_pool_size > p.max_db_connections {
+        warn(format!(
+            "{pools} pools x min_pool_size {} = {} warm connections exceeds max_db_connections ({}): \
+             pools are warmed in user order until the cap is reached",
+            p.min_pool_size,
+            pools * p.min_pool_size,
+            p.max_db_connections
+        ));
+    }
+    for role in [super::Role::Read, super::Role::Write] {
+        let r = config.roles.get(role);
+        if r.command_timeout_ms > 0
+            && r.statement_timeout_ms > 0
+            && r.statement_timeout_ms >= r.command_timeout_ms
+        {
+            warn(format!(
+                "roles.{}: statement_timeout_ms ({}) is not shorter than command_timeout_ms ({}): the proxy \
+                 cancels a command first, so the server's statement_timeout never fires for it",
+                role.as_str(),
+                r.statement_timeout_ms,
+                r.command_timeout_ms
+            ));
+        }
+    }
+    if config.pool.mode == PoolMode::Session && p.max_client_conn > p.default_pool_size * pools {
+        warn(format!(
+            "pool.mode is session: each client holds a server connection for its whole session, so at \
+             most {} of max_client_conn ({}) clients can run at once",
+            p.default_pool_size * pools,
+            p.max_client_conn
+        ));
+    }
+    if let Some(limit) = open_files_limit() {
+        let need = (p.max_client_conn + p.max_db_connections.max(p.default_pool_size) + 64) as u64;
+        if limit < need {
+            warn(format!(
+                "the open-files limit ({limit}) is below what max_client_conn needs (~{need}); raise it \
+                 (the systemd unit sets LimitNOFILE=65536)"
+            ));
+        }
+    }
+    Ok(Settings {
+        config,
+        listen,
+        metrics_listen,
+        users,
+        warnings,
+    })
+}
+
+/// The soft RLIMIT_NOFILE of this process, read from /proc so that no FFI is needed.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}

@@ -1,0 +1,26 @@
+//! launch-proxy: a tenant-aware PostgreSQL wire-protocol pooling proxy.
+//!
+//! Layout (lower layers never import higher ones):
+//! - [`error`]: error kinds with the SQLSTATE each maps to and what a client may see;
+//!   [`shutdown`]: one cancellation token plus a task tracker.
+//! - [`config`]: plain serde types, validation, warnings; an immutable snapshot.
+//! - [`metrics`]: metric names, cached handles and the `/metrics` listener.
+//! - [`protocol`]: no I/O; message framing, startup packets, message encoders.
+//! - [`auth`]: SCRAM-SHA-256 (server and client side) and md5, no I/O.
+//! - [`pool`]: per (database, server user) pools, checkout, server connections,
+//!   limits across pools, maintenance.
+//! - [`proxy`]: the per-client task: handshake, authentication, transaction relay, cancel.
+//! - [`server`]: accept loop, client limit, signals; `main.rs` stays thin.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod net;
+pub mod pool;
+pub mod protocol;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;

@@ -1,0 +1,102 @@
+//! Metric names, the recorder, and the `/metrics` listener.
+//!
+//! The hot path only bumps plain atomics ([`crate::pool::PoolStats`], [`ClientCounts`]);
+//! they are copied into the registry when Prometheus scrapes, so a transaction costs no
+//! registry lookup. Errors are counted directly (they are rare).
+
+mod http;
+pub mod names;
+
+pub use http::serve;
+
+use crate::pool::PoolSet;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Installs the global recorder. Must run before pools are created (they cache handles).
+pub fn install() -> Option<PrometheusHandle> {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(names::POOL_WAIT_SECONDS.into()),
+            &[
+                0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
+        )
+        .ok()?;
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    Some(handle)
+}
+
+/// Client-side counts that do not belong to one pool.
+#[derive(Default)]
+pub struct ClientCounts {
+    pub connected: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected_max_clients: AtomicU64,
+    pub login_failures: AtomicU64,
+    pub cancel_requests: AtomicU64,
+}
+
+/// Counts an error sent to a client, by SQLSTATE class (two characters: a bounded label).
+pub fn count_error(sqlstate: &[u8]) {
+    let class = std::str::from_utf8(sqlstate.get(..2).unwrap_or(b"??")).unwrap_or("??");
+    metrics::counter!(names::ERRORS, "class" => class.to_owned()).increment(1);
+}
+
+/// Copies the atomics into the registry; called right before rendering.
+pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
+    use metrics::{counter, gauge};
+    gauge!(names::CLIENTS_CONNECTED).set(clients.connected.load(Relaxed) as f64);
+    counter!(names::CLIENTS_ACCEPTED).absolute(clients.accepted.load(Relaxed));
+    counter!(names::CLIENTS_REJECTED).absolute(clients.rejected_max_clients.load(Relaxed));
+    counter!(names::LOGIN_FAILURES).absolute(clients.login_failures.load(Relaxed));
+    counter!(names::CANCEL_REQUESTS).absolute(clients.cancel_requests.load(Relaxed));
+    gauge!(names::DB_SERVER_CONNECTIONS).set(pools.db_connections() as f64);
+    for pool in pools.iter() {
+        let name = pool.name.to_string();
+        let s = &pool.stats;
+        let (total, idle, opening, _waiting) = pool.counts();
+        let active = total.saturating_sub(idle + opening);
+        for (state, v) in [("active", active), ("idle", idle), ("opening", opening)] {
+            gauge!(names::SERVER_CONNECTIONS, "pool" => name.clone(), "state" => state).set(v as f64);
+        }
+        for (state, v) in [
+            ("active", s.clients_active.load(Relaxed)),
+            ("waiting", s.clients_waiting.load(Relaxed)),
+        ] {
+            gauge!(names::CLIENT_CONNECTIONS, "pool" => name.clone(), "state" => state).set(v as f64);
+        }
+        let counters = [
+            (names::TRANSACTIONS, &s.transactions),
+            (names::QUERIES, &s.queries),
+            (names::ACQUIRE_TIMEOUTS, &s.acquire_timeouts),
+        ];
+        for (metric, v) in counters {
+            counter!(metric, "pool" => name.clone()).absolute(v.load(Relaxed));
+        }
+        for (dir, v) in [
+            ("from_clients", &s.bytes_from_clients),
+            ("from_server", &s.bytes_from_server),
+        ] {
+            counter!(names::BYTES, "pool" => name.clone(), "direction" => dir).absolute(v.load(Relaxed));
+        }
+        for (result, v) in [("ok", &s.connects_ok), ("failed", &s.connects_failed)] {
+            counter!(names::SERVER_CONNECTS, "pool" => name.clone(), "result" => result)
+                .absolute(v.load(Relaxed));
+        }
+        for (reason, v) in [("idle", &s.closed_idle), ("retired", &s.closed_retired)] {
+            counter!(names::SERVER_CLOSED, "pool" => name.clone(), "reason" => reason)
+                .absolute(v.load(Relaxed));
+        }
+    }
+}
+
+/// What the `/metrics` listener needs.
+pub struct MetricsContext {
+    pub handle: PrometheusHandle,
+    pub pools: Arc<PoolSet>,
+    pub clients: Arc<ClientCounts>,
+}

@@ -1,0 +1,18 @@
+//! Every metric name in one place, so dashboards and code agree.
+
+pub const CLIENTS_CONNECTED: &str = "launch_proxy_clients_connected";
+pub const CLIENTS_ACCEPTED: &str = "launch_proxy_clients_accepted_total";
+pub const CLIENTS_REJECTED: &str = "launch_proxy_clients_rejected_max_client_conn_total";
+pub const LOGIN_FAILURES: &str = "launch_proxy_login_failures_total";
+pub const CANCEL_REQUESTS: &str = "launch_proxy_cancel_requests_total";
+pub const CLIENT_CONNECTIONS: &str = "launch_proxy_client_connections";
+pub const SERVER_CONNECTIONS: &str = "launch_proxy_server_connections";
+pub const DB_SERVER_CONNECTIONS: &str = "launch_proxy_database_server_connections";
+pub const POOL_WAIT_SECONDS: &str = "launch_proxy_pool_wait_seconds";
+pub const TRANSACTIONS: &str = "launch_proxy_transactions_total";
+pub const QUERIES: &str = "launch_proxy_queries_total";
+pub const BYTES: &str = "launch_proxy_bytes_total";
+pub const ERRORS: &str = "launch_proxy_errors_total";
+pub const ACQUIRE_TIMEOUTS: &str = "launch_proxy_acquire_timeouts_total";
+pub const SERVER_CONNECTS: &str = "launch_proxy_server_connects_total";
+pub const SERVER_CLOSED: &str = "launch_proxy_server_connections_closed_total";

@@ -1,0 +1,191 @@
+//! The pool's manager task: the only place that decides to open server connections.
+//!
+//! It wakes when a client queues, when a slot frees, and on a short tick; it opens enough
+//! connections for the queued clients and the warm minimum within the caps, uses the reserve
+//! once the oldest client has waited `reserve_pool_timeout`, and closes connections that sat
+//! idle too long or outlived `server_lifetime`.
+
+use super::connect::{connect, Credentials};
+use super::server_conn::ServerConn;
+use super::slot::Slot;
+use super::{Pool, PoolStats};
+use crate::config::ServerLogin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TICK: Duration = Duration::from_millis(500);
+
+pub(super) async fn run(pool: Arc<Pool>) {
+    loop {
+        let next = maintain(&pool, Instant::now());
+        let sleep_for = next.min(TICK);
+        tokio::select! {
+            _ = pool.wake.notified() => {}
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = pool.shutdown.triggered() => return,
+        }
+    }
+}
+
+/// One pass over the pool; returns how long until something becomes due.
+fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
+    let mut expired: Vec<ServerConn> = Vec::new();
+    let mut to_open = 0usize;
+    let mut blocked_by_db = false;
+    let mut next = TICK;
+    let has_credentials = match &pool.login {
+        ServerLogin::Password(_) => true,
+        ServerLogin::ScramPassthrough => pool.passthrough_keys.lock().is_some(),
+    };
+    {
+        let mut st = pool.state.lock();
+        st.waiters.retain(|w| !w.tx.is_closed());
+        let reserve_due = st
+            .waiters
+            .front()
+            .map(|w| now.duration_since(w.since) >= pool.limits.reserve_after);
+        if let (Some(false), Some(w)) = (reserve_due, st.waiters.front()) {
+            next = next.min((w.since + pool.limits.reserve_after).saturating_duration_since(now));
+        }
+        let cap = if reserve_due == Some(true) {
+            pool.limits.reserve_cap
+        } else {
+            pool.limits.normal_cap
+        };
+        let for_waiters = st.waiters.len().saturating_sub(st.opening);
+        let for_minimum = pool.limits.min.saturating_sub(st.total);
+        let mut want = for_waiters.max(for_minimum);
+        if !has_credentials {
+            if want > 0 && st.last_error.is_none() {
+                st.last_error = Some(super::ConnectError::NoCredentials.to_string());
+            }
+            want = 0;
+        }
+        if pool.shutdown.is_triggered() {
+            want = 0;
+        }
+        while want > 0 && st.total < cap {
+            if !pool.db.try_acquire() {
+                blocked_by_db = !st.waiters.is_empty();
+                break;
+            }
+            st.total += 1;
+            st.opening += 1;
+            to_open += 1;
+            want -= 1;
+        }
+        if st.waiters.is_empty() {
+            // Retire idle connections: past their lifetime always, past idle_timeout while
+            // above the warm minimum. Oldest-idle first, from the front.
+            let mut keep = st.total;
+            let mut i = 0;
+            while i < st.idle.len() {
+                let c = &st.idle[i];
+                let too_old = pool
+                    .limits
+                    .lifetime
+                    .is_some_and(|l| now.duration_since(c.created) >= l);
+                let idle_too_long = keep > pool.limits.min
+                    && pool
+                        .limits
+                        .idle_timeout
+                        .is_some_and(|t| now.duration_since(c.last_used) >= t);
+                if too_old || idle_too_long {
+                    if let Some(c) = st.idle.remove(i) {
+                        expired.push(c);
+                    }
+                    keep -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+    if !expired.is_empty() {
+        PoolStats::add(&pool.stats.closed_idle, expired.len() as u64);
+        tracing::info!(pool = %pool.name, count = expired.len(), "closing idle server connections (idle_timeout or server_lifetime)");
+        drop(expired);
+    }
+    for _ in 0..to_open {
+        tokio::spawn(open_one(pool.clone()));
+    }
+    if blocked_by_db && pool.db.evict_idle_for(pool) {
+        next = Duration::ZERO;
+    }
+    next
+}
+
+/// Opens one connection for a slot already reserved, retrying every
+/// `connect_retry_interval` while clients still wait for it.
+async fn open_one(pool: Arc<Pool>) {
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let credentials = match &pool.login {
+            ServerLogin::Password(p) => Some(Credentials::Password(p.clone())),
+            ServerLogin::ScramPassthrough => pool
+                .passthrough_keys
+                .lock()
+                .clone()
+                .map(Credentials::ScramKeys),
+        };
+        let result = match credentials {
+            Some(c) => connect(&pool.target, c, pool.limits.connect_timeout).await,
+            None => Err(super::ConnectError::NoCredentials),
+        };
+        match result {
+            Ok(login) => {
+                PoolStats::add(&pool.stats.connects_ok, 1);
+                let now = Instant::now();
+                let conn = ServerConn {
+                    stream: crate::net::Stream::Tcp(login.stream),
+                    buf: bytes::BytesMut::new(),
+                    key: login.key,
+                    id: pool.next_conn_id.fetch_add(1, Ordering::Relaxed),
+                    created: now,
+                    last_used: now,
+                    uses: 0,
+                    slot: Slot::adopt(&pool),
+                };
+                tracing::info!(pool = %pool.name, conn = conn.id, server_pid = conn.key.pid, attempts, "server connection opened");
+                {
+                    let mut params = pool.params.lock();
+                    if params.is_none() {
+                        *params = Some(Arc::new(login.params));
+                    }
+                }
+                let mut st = pool.state.lock();
+                st.opening -= 1;
+                if st.last_error.take().is_some() {
+                    tracing::info!(pool = %pool.name, "server reachable again");
+                }
+                Pool::hand_over(&mut st, conn);
+                return;
+            }
+            Err(e) => {
+                PoolStats::add(&pool.stats.connects_failed, 1);
+                let message = e.to_string();
+                let give_up = {
+                    let mut st = pool.state.lock();
+                    if st.last_error.as_deref() != Some(message.as_str()) {
+                        tracing::warn!(pool = %pool.name, error = %message, "server connection failed");
+                    }
+                    st.last_error = Some(message);
+                    let stop = st.waiters.iter().all(|w| w.tx.is_closed())
+                        || pool.shutdown.is_triggered();
+                    if stop {
+                        st.opening -= 1;
+                        st.total -= 1;
+                    }
+                    stop
+                };
+                if give_up {
+                    pool.db.release();
+                    return;
+                }
+                tokio::time::sleep(pool.limits.retry_interval).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Server-connection pools, one per (database, server user), with the caps that span them.
+//!
+//! Checkout pops the most recently used idle connection or queues the client; every
+//! connection opening happens in the pool's manager task ([`manager`]), which also keeps the
+//! warm minimum, opens the reserve for clients that waited long enough, and retires idle,
+//! old and overused connections.
+
+mod connect;
+mod manager;
+mod server_conn;
+mod slot;
+mod stats;
+
+pub use connect::{send_cancel, ConnectError, ConnectTarget};
+pub use server_conn::{BackendKey, ServerConn};
+pub use stats::{GaugeGuard, PoolStats};
+
+use crate::auth::scram::ScramKeys;
+use crate::config::{ms_opt, Role, ServerLogin, Settings, User};
+use crate::protocol::codes;
+use crate::error::{ClientError, ErrorKind};
+use crate::shutdown::Shutdown;
+use parking_lot::Mutex;
+use slot::DbCount;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, Notify};
+
+/// Numbers a pool runs by, resolved from the config once.
+#[derive(Clone, Debug)]
+pub struct PoolLimits {
+    pub normal_cap: usize,
+    pub reserve_cap: usize,
+    pub min: usize,
+    pub reserve_after: Duration,
+    pub acquire_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry_interval: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub max_uses: Option<u64>,
+    pub lifetime: Option<Duration>,
+    pub command_timeout: Option<Duration>,
+}
+
+/// The server's ParameterStatus values, reported to every client at login.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
+struct Waiter {
+    tx: oneshot::Sender<ServerConn>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Back = most recently used (handed out first); front = idle longest (closed first).
+    idle: VecDeque<ServerConn>,
+    waiters: VecDeque<Waiter>,
+    /// Open plus opening connections: what counts against the caps.
+    total: usize,
+    opening: usize,
+    last_error: Option<String>,
+}
+
+pub struct Pool {
+    pub name: Arc<str>,
+    pub role: Role,
+    pub limits: PoolLimits,
+    pub target: ConnectTarget,
+    pub stats: PoolStats,
+    login: ServerLogin,
+    passthrough_keys: Mutex<Option<ScramKeys>>,
+    state: Mutex<PoolState>,
+    params: Mutex<Option<ServerParams>>,
+    db: Arc<DbCount>,
+    wake: Notify,
+    next_conn_id: AtomicU64,
+    wait_histogram: metrics::Histogram,
+    shutdown: Shutdown,
+}
+
+/// Why a client got no server connection.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    #[error("no server connection available within {waited_ms} ms")]
+    Timeout {
+        waited_ms: u64,
+        last_error: Option<String>,
+        busy: usize,
+    },
+}
+
+impl AcquireError {
+    pub fn to_client_error(&self, pool: &str, cfg_ms: u64) -> ClientError {
+        match self {
+            AcquireError::Timeout {
+                last_error: Some(e),
+                ..
+            } => ClientError::fatal(
+                ErrorKind::Timeout,
+                codes::CANNOT_CONNECT_NOW,
+                format!(
+                    "could not get a server connection for pool \"{pool}\" within acquire_timeout_ms ({cfg_ms} ms): the server is unavailable"
+                ),
+            )
+            .with_detail(format!("last connection attempt: {e}")),
+            AcquireError::Timeout { busy, .. } => ClientError::fatal(
+                ErrorKind::Timeout,
+                codes::TOO_MANY_CONNECTIONS,
+                format!(
+                    "could not get a server connection for pool \"{pool}\" within acquire_timeout_ms ({cfg_ms} ms)"
+                ),
+            )
+            .with_detail(format!("all {busy} server connections of the pool are busy"))
+            .with_hint("raise default_pool_size or max_db_connections, or shorten transactions"),
+        }
+    }
+}
+
+impl Pool {
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Gets a server connection, waiting up to the acquire timeout.
+    pub async fn acquire(self: &Arc<Self>) -> Result<ServerConn, AcquireError> {
+        let start = Instant::now();
+        let mut stale: Vec<ServerConn> = Vec::new();
+        let mut rx = {
+            let mut st = self.state.lock();
+            loop {
+                match st.idle.pop_back() {
+                    Some(c) if c.is_usable() => {
+                        drop(st);
+                        drop(stale);
+                        self.wait_histogram.record(0.0);
+                        return Ok(c);
+                    }
+                    Some(c) => stale.push(c),
+                    None => break,
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back(Waiter { tx, since: start });
+            rx
+        };
+        if !stale.is_empty() {
+            tracing::info!(pool = %self.name, count = stale.len(), "closing idle server connections the server has closed or written to");
+            drop(stale);
+        }
+        self.wake();
+        let _waiting = GaugeGuard::new(&self.stats.clients_waiting);
+        let deadline = tokio::time::Instant::from_std(start + self.limits.acquire_timeout);
+        let result = tokio::select! {
+            r = &mut rx => r.ok(),
+            _ = tokio::time::sleep_until(deadline) => {
+                // A connection may have been handed over just as the timer fired.
+                rx.close();
+                rx.try_recv().ok()
+            }
+        };
+        match result {
+            Some(c) => {
+                self.wait_histogram.record(start.elapsed().as_secs_f64());
+                Ok(c)
+            }
+            None => {
+                PoolStats::add(&self.stats.acquire_timeouts, 1);
+                let st = self.state.lock();
+                Err(AcquireError::Timeout {
+                    waited_ms: start.elapsed().as_millis() as u64,
+                    last_error: st.last_error.clone(),
+                    busy: st.total - st.idle.len(),
+                })
+            }
+        }
+    }
+
+    /// Returns a connection whose transaction is over and whose protocol state is idle.
+    /// Connections past `server_max_uses` or `server_lifetime` are closed instead.
+    pub fn release(&self, mut conn: ServerConn) {
+        conn.uses += 1;
+        let now = Instant::now();
+        if self.limits.max_uses.is_some_and(|m| conn.uses >= m)
+            || self
+                .limits
+                .lifetime
+                .is_some_and(|l| now.duration_since(conn.created) >= l)
+        {
+            PoolStats::add(&self.stats.closed_retired, 1);
+            tracing::debug!(pool = %self.name, conn = conn.id, uses = conn.uses, "retiring server connection");
+            drop(conn);
+            return;
+        }
+        conn.last_used = now;
+        let mut st = self.state.lock();
+        Self::hand_over(&mut st, conn);
+    }
+
+    /// Gives `conn` to the longest-waiting live client, or parks it as idle.
+    fn hand_over(st: &mut PoolState, mut conn: ServerConn) {
+        while let Some(w) = st.waiters.pop_front() {
+            match w.tx.send(conn) {
+                Ok(()) => return,
+                Err(back) => conn = back,
+            }
+        }
+        st.idle.push_back(conn);
+    }
+
+    /// The server's ParameterStatus values, opening a connection first if none was ever open.
+    pub async fn server_params(self: &Arc<Self>) -> Result<ServerParams, AcquireError> {
+        if let Some(p) = self.params.lock().clone() {
+            return Ok(p);
+        }
+        let conn = self.acquire().await?;
+        self.release_unused(conn);
+        Ok(self.params.lock().clone().unwrap_or_default())
+    }
+
+    /// Returns a connection that served no transaction (does not count as a use).
+    pub fn release_unused(&self, conn: ServerConn) {
+        let mut st = self.state.lock();
+        Self::hand_over(&mut st, conn);
+    }
+
+    /// Remembers the SCRAM keys of a client that just proved itself, for pools that log in
+    /// to PostgreSQL with the client's keys.
+    pub fn offer_client_keys(&self, keys: &ScramKeys) {
+        if matches!(self.login, ServerLogin::ScramPassthrough) {
+            let mut k = self.passthrough_keys.lock();
+            if k.is_none() {
+                *k = Some(keys.clone());
+                drop(k);
+                self.wake();
+            }
+        }
+    }
+
+    fn free_slot(&self) {
+        {
+            let mut st = self.state.lock();
+            st.total -= 1;
+        }
+        self.db.release();
+        self.wake();
+    }
+
+    fn take_oldest_idle(&self) -> Option<ServerConn> {
+        self.state.lock().idle.pop_front()
+    }
+
+    /// Counts for metrics: (total, idle, opening, waiting clients).
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let st = self.state.lock();
+        (st.total, st.idle.len(), st.opening, st.waiters.len())
+    }
+}
+
+/// All pools, by the user name clients log in with.
+pub struct PoolSet {
+    pools: BTreeMap<String, Arc<Pool>>,
+    db: Arc<DbCount>,
+}
+
+impl PoolSet {
+    pub fn new(settings: &Settings, shutdown: &Shutdown) -> Arc<PoolSet> {
+        let cfg = &settings.config;
+        let p = &cfg.pool;
+        let db = Arc::new(DbCount::new(p.max_db_connections));
+        let user_cap = |n: usize| {
+            if p.max_user_connections > 0 {
+                n.min(p.max_user_connections)
+            } else {
+                n
+            }
+        };
+        let pools: BTreeMap<String, Arc<Pool>> = settings
+            .users
+            .values()
+            .map(|u| (u.name.clone(), Self::make_pool(settings, u, &db, shutdown, user_cap)))
+            .collect();
+        db.set_pools(pools.values().map(Arc::downgrade).collect());
+        Arc::new(PoolSet { pools, db })
+    }
+
+    fn make_pool(
+        settings: &Settings,
+        user: &User,
+        db: &Arc<DbCount>,
+        shutdown: &Shutdown,
+        user_cap: impl Fn(usize) -> usize,
+    ) -> Arc<Pool> {
+        let cfg = &settings.config;
+        let p = &cfg.pool;
+        let role = cfg.roles.get(user.role);
+        let mut params = vec![
+            ("application_name".to_owned(), "launch-proxy".to_owned()),
+            ("client_encoding".to_owned(), "UTF8".to_owned()),
+        ];
+        params.push((
+            "statement_timeout".to_owned(),
+            role.statement_timeout_ms.to_string(),
+        ));
+        params.push((
+            "idle_in_transaction_session_timeout".to_owned(),
+            role.idle_in_transaction_timeout_ms.to_string(),
+        ));
+        let name: Arc<str> = Arc::from(user.name.as_str());
+        Arc::new(Pool {
+            limits: PoolLimits {
+                normal_cap: user_cap(p.default_pool_size),
+                reserve_cap: user_cap(p.default_pool_size + p.reserve_pool_size),
+                min: user_cap(p.min_pool_size),
+                reserve_after: Duration::from_millis(p.reserve_pool_timeout_ms),
+                acquire_timeout: Duration::from_millis(p.acquire_timeout_ms),
+                connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+                retry_interval: Duration::from_millis(p.connect_retry_interval_ms),
+                idle_timeout: ms_opt(p.idle_timeout_ms),
+                max_uses: (p.server_max_uses > 0).then_some(p.server_max_uses),
+                lifetime: ms_opt(p.server_lifetime_ms),
+                command_timeout: ms_opt(role.command_timeout_ms),
+            },
+            target: ConnectTarget {
+                host: cfg.server.host.clone(),
+                port: cfg.server.port,
+                database: cfg.server.database.clone(),
+                user: user.name.clone(),
+                params,
+            },
+            role: user.role,
+            stats: PoolStats::default(),
+            login: user.server_login.clone(),
+            passthrough_keys: Mutex::new(None),
+            state: Mutex::new(PoolState::default()),
+            params: Mutex::new(None),
+            db: db.clone(),
+            wake: Notify::new(),
+            next_conn_id: AtomicU64::new(1),
+            wait_histogram: metrics::histogram!(crate::metrics::names::POOL_WAIT_SECONDS, "pool" => name.to_string()),
+            name,
+            shutdown: shutdown.clone(),
+        })
+    }
+
+    /// Starts every pool's manager task (warm-up, reserve, retirement).
+    pub fn start(&self) {
+        for pool in self.pools.values() {
+            let pool = pool.clone();
+            tokio::spawn(manager::run(pool));
+        }
+    }
+
+    pub fn get(&self, user: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(user)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pools.values()
+    }
+
+    /// Server connections open or opening to the database, across pools.
+    pub fn db_connections(&self) -> usize {
+        self.db.open()
+    }
+}

@@ -1,0 +1,52 @@
+//! One PostgreSQL server connection and the state the pool keeps about it.
+//!
+//! The state lives with the connection so that later features (the tenant last applied,
+//! prepared statements, tracked session parameters) travel with it between clients.
+
+use super::slot::Slot;
+use crate::net::Stream;
+use bytes::BytesMut;
+use std::time::Instant;
+
+/// The server's process id and secret, needed to cancel its running query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendKey {
+    pub pid: u32,
+    pub secret: u32,
+}
+
+pub struct ServerConn {
+    pub stream: Stream,
+    /// Bytes read from the server and not yet forwarded. Kept with the connection: there are
+    /// at most a hundred of them, and they are busy.
+    pub buf: BytesMut,
+    pub key: BackendKey,
+    pub id: u64,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// Transactions (or sessions) served so far, for `server_max_uses`.
+    pub uses: u64,
+    /// Holds this connection's place in the pool and database counts; freed on drop.
+    pub(super) slot: Slot,
+}
+
+impl ServerConn {
+    /// Whether the connection can be handed out: nothing unexpected arrived while idle.
+    pub fn is_usable(&self) -> bool {
+        self.buf.is_empty() && !self.stream.has_unexpected_input()
+    }
+
+    pub fn pool_name(&self) -> &str {
+        self.slot.pool_name()
+    }
+}
+
+impl std::fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConn")
+            .field("id", &self.id)
+            .field("pid", &self.key.pid)
+            .field("uses", &self.uses)
+            .finish()
+    }
+}

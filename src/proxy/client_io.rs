@@ -1,0 +1,71 @@
+//! The client's socket and read buffer, with the few reads the handshake needs.
+
+use crate::error::ClientError;
+use crate::net::Stream;
+use crate::protocol::framing::parse_header;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub struct ClientConn {
+    pub stream: Stream,
+    /// Bytes read from the client and not yet forwarded. Released while the client idles.
+    pub buf: BytesMut,
+}
+
+/// Read size for client sockets: one read takes a typical batch of messages.
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
+
+impl ClientConn {
+    pub fn new(stream: Stream) -> Self {
+        ClientConn {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Reads more bytes; `Ok(0)` means the client closed.
+    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Sends an error; failures are ignored because the connection is ending anyway.
+    pub async fn send_error(&mut self, err: &ClientError) {
+        let b = super::encode_error(err);
+        let _ = self.stream.write_all(&b).await;
+        let _ = self.stream.flush().await;
+    }
+
+    /// Reads exactly one tagged message of at most `max` bytes (handshake only).
+    pub async fn read_message(&mut self, max: usize) -> Result<(u8, BytesMut), ClientError> {
+        loop {
+            match parse_header(&self.buf) {
+                Err(_) => return Err(ClientError::protocol("invalid message length")),
+                Ok(Some(h)) if h.frame_len > max => {
+                    return Err(ClientError::protocol(format!(
+                        "message of {} bytes is larger than the {max} allowed during login",
+                        h.frame_len
+                    )))
+                }
+                Ok(Some(h)) if self.buf.len() >= h.frame_len => {
+                    let mut m = self.buf.split_to(h.frame_len);
+                    m.advance(5);
+                    return Ok((h.tag, m));
+                }
+                _ => {}
+            }
+            match self.read_more().await {
+                Ok(0) | Err(_) => {
+                    return Err(ClientError::protocol("client closed the connection during login"))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Client startup: SSL/GSS negotiation, cancel requests, the StartupMessage, then
+//! authentication (SCRAM-SHA-256, or md5 when configured), ending with the server's
+//! parameters, our own backend key and ReadyForQuery.
+
+use super::{ClientConn, ProxyContext, Session};
+use crate::auth::md5;
+use crate::auth::scram::{ScramKeys, ScramServer, ScramVerifier, SCRAM_SHA_256};
+use crate::config::{ClientAuth, ClientSecret, User};
+use crate::error::{ClientError, ErrorKind};
+use crate::protocol::codes;
+use crate::protocol::encode;
+use crate::protocol::framing::frontend;
+use crate::protocol::startup::{self, StartupPacket, StartupParams};
+use bytes::BytesMut;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// SASL and password messages are small; anything bigger during login is hostile.
+const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+
+/// Runs the startup exchange. `Ok(None)` means the connection was a cancel request or the
+/// client left before logging in.
+pub(super) async fn run(
+    client: &mut ClientConn,
+    ctx: &Arc<ProxyContext>,
+    over_limit: bool,
+) -> Result<Option<Session>, ClientError> {
+    let params = loop {
+        let packet = match read_startup_packet(client).await? {
+            Some(p) => p,
+            None => return Ok(None),
+        };
+        match startup::parse(&packet).map_err(|e| ClientError::protocol(e.to_string()))? {
+            // TLS arrives with its own issue; until then say no, and the client decides
+            // whether to continue in plain text (sslmode=prefer) or give up (require).
+            StartupPacket::Ssl | StartupPacket::GssEnc => {
+                client
+                    .write(b"N")
+                    .await
+                    .map_err(|_| ClientError::protocol("client went away"))?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                ctx.clients.cancel_requests.fetch_add(1, Relaxed);
+                ctx.cancels.cancel(pid, secret).await;
+                return Ok(None);
+            }
+            StartupPacket::Startup(p) => break p,
+        }
+    };
+    if over_limit {
+        ctx.clients.rejected_max_clients.fetch_add(1, Relaxed);
+        return Err(super::too_many_clients());
+    }
+    if ctx.shutdown.is_triggered() {
+        return Err(ClientError::fatal(
+            ErrorKind::Shutdown,
+            codes::CANNOT_CONNECT_NOW,
+            "the proxy is shutting down",
+        ));
+    }
+    let mut out = BytesMut::with_capacity(512);
+    negotiate_version(&params, &mut out);
+
+    let user_name = params.get("user").unwrap_or("").to_owned();
+    if user_name.is_empty() {
+        return Err(ClientError::fatal(
+            ErrorKind::Protocol,
+            codes::INVALID_AUTHORIZATION,
+            "no PostgreSQL user name specified in startup packet",
+        ));
+    }
+    let database = params.get("database").unwrap_or(&user_name);
+    let configured = &ctx.settings.config.server.database;
+    if database != configured {
+        return Err(ClientError::fatal(
+            ErrorKind::Auth,
+            codes::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        )
+        .with_hint(format!("launch-proxy serves the database \"{configured}\"")));
+    }
+    if params
+        .get("replication")
+        .is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0"))
+    {
+        return Err(ClientError::fatal(
+            ErrorKind::Protocol,
+            codes::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported by launch-proxy",
+        ));
+    }
+
+    let user = ctx.settings.users.get(&user_name).cloned();
+    let keys = authenticate(client, ctx, &user_name, user.as_deref(), &mut out).await?;
+    let user = user.ok_or_else(|| ClientError::password_failed(&user_name))?;
+    let pool = ctx.pools.get(&user.name).cloned().ok_or_else(|| {
+        ClientError::fatal(ErrorKind::Internal, codes::INTERNAL_ERROR, "no pool for user")
+    })?;
+    if let Some(k) = &keys {
+        pool.offer_client_keys(k);
+    }
+    encode::authentication_ok(&mut out);
+    let server_params = pool.server_params().await.map_err(|e| {
+        e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms)
+    })?;
+    for (k, v) in server_params.iter() {
+        // The client sees its own application_name, not the proxy's.
+        let v = if k == "application_name" {
+            params.get("application_name").unwrap_or("")
+        } else {
+            v.as_str()
+        };
+        encode::parameter_status(&mut out, k.as_bytes(), v.as_bytes());
+    }
+    let cancel = ctx.cancels.register();
+    encode::backend_key_data(&mut out, cancel.target.pid, cancel.target.secret);
+    encode::ready_for_query(&mut out, b'I');
+    client
+        .write(&out)
+        .await
+        .map_err(|_| ClientError::protocol("client went away"))?;
+    Ok(Some(Session { user, pool, cancel }))
+}
+
+/// Reads one untagged startup-phase packet; `None` if the client closed first.
+async fn read_startup_packet(client: &mut ClientConn) -> Result<Option<BytesMut>, ClientError> {
+    loop {
+        let len = startup::packet_len(&client.buf)
+            .map_err(|e| ClientError::protocol(e.to_string()))?;
+        if let Some(len) = len {
+            if client.buf.len() >= len {
+                return Ok(Some(client.buf.split_to(len)));
+            }
+        }
+        match client.read_more().await {
+            Ok(0) | Err(_) if client.buf.is_empty() => return Ok(None),
+            Ok(0) | Err(_) => return Err(ClientError::protocol("incomplete startup packet")),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Newer clients may ask for protocol 3.x or `_pq_` options; we speak 3.0 and say so.
+fn negotiate_version(params: &StartupParams, out: &mut BytesMut) {
+    let options: Vec<&str> = params.protocol_options().collect();
+    if params.minor_version > 0 || !options.is_empty() {
+        encode::negotiate_protocol_version(out, 0, &options);
+    }
+}
+
+/// Checks the client's password proof. Unknown users go through the same exchange against
+/// a mock verifier and fail the same way, so that user names cannot be probed.
+async fn authenticate(
+    client: &mut ClientConn,
+    ctx: &ProxyContext,
+    user_name: &str,
+    user: Option<&User>,
+    out: &mut BytesMut,
+) -> Result<Option<ScramKeys>, ClientError> {
+    let method = user.map(|u| u.auth).unwrap_or_default();
+    match method {
+        ClientAuth::ScramSha256 => {
+            let verifier = match user.map(|u| &u.secret) {
+                Some(ClientSecret::Scram(v)) => v.clone(),
+                Some(ClientSecret::Plain(p)) => plain_verifier(ctx, user_name, p),
+                _ => ScramVerifier::mock(user_name, &ctx.mock_secret),
+            };
+            let keys = scram_exchange(client, verifier, user_name, out).await?;
+            if user.is_none() {
+                return Err(ClientError::password_failed(user_name));
+            }
+            Ok(Some(keys))
+        }
+        ClientAuth::Md5 => {
+            let stored = match user.map(|u| &u.secret) {
+                Some(ClientSecret::Plain(p)) => md5::md5_stored_hash(user_name, p),
+                Some(ClientSecret::Md5(h)) => h.clone(),
+                _ => return Err(ClientError::password_failed(user_name)),
+            };
+            let mut salt = [0u8; 4];
+            getrandom::fill(&mut salt).map_err(|_| {
+                ClientError::fatal(ErrorKind::Internal, codes::INTERNAL_ERROR, "no randomness")
+            })?;
+            encode::authentication_md5(out, salt);
+            flush(client, out).await?;
+            let (tag, body) = client.read_message(MAX_AUTH_MESSAGE).await?;
+            if tag != frontend::PASSWORD {
+                return Err(ClientError::protocol(format!(
+                    "expected password response, got message type {}",
+                    tag as char
+                )));
+            }
+            let response = body.strip_suffix(&[0]).unwrap_or(&body);
+            if md5::md5_verify(&stored, salt, response) {
+                Ok(None)
+            } else {
+                Err(ClientError::password_failed(user_name))
+            }
+        }
+    }
+}
+
+/// A SCRAM verifier for a user configured with a plain password, derived once per user and
+/// cached: deriving costs thousands of HMAC rounds, far too much for every login.
+fn plain_verifier(ctx: &ProxyContext, user_name: &str, password: &str) -> ScramVerifier {
+    ctx.settings
+        .users
+        .get(user_name)
+        .and_then(|u| u.scram_verifier.clone())
+        .unwrap_or_else(|| ScramVerifier::from_password(password, None, 4096))
+}
+
+async fn flush(client: &mut ClientConn, out: &mut BytesMut) -> Result<(), ClientError> {
+    client
+        .write(out)
+        .await
+        .map_err(|_| ClientError::protocol("client went away during login"))?;
+    out.clear();
+    Ok(())
+}
+
+async fn scram_exchange(
+    client: &mut ClientConn,
+    verifier: ScramVerifier,
+    user_name: &str,
+    out: &mut BytesMut,
+) -> Result<ScramKeys, ClientError> {
+    encode::authentication_sasl(out, &[SCRAM_SHA_256]);
+    flush(client, out).await?;
+    let (tag, body) = client.read_message(MAX_AUTH_MESSAGE).await?;
+    if tag != frontend::PASSWORD {
+        return Err(ClientError::protocol(format!(
+            "expected SASL response, got message type {}",
+            tag as char
+        )));
+    }
+    let (mechanism, data) = startup::parse_sasl_initial_response(&body)
+        .ok_or_else(|| ClientError::protocol("malformed SASLInitialResponse message"))?;
+    if mechanism != SCRAM_SHA_256.as_bytes() {
+        return Err(ClientError::protocol(
+            "client selected an invalid SASL authentication mechanism",
+        ));
+    }
+    let mut server = ScramServer::new(verifier);
+    let first = server
+        .handle_client_first(data)
+        .map_err(|e| ClientError::protocol(format!("malformed SCRAM message: {e}")))?;
+    encode::authentication_sasl_continue(out, &first);
+    flush(client, out).await?;
+    let (tag, body) = client.read_message(MAX_AUTH_MESSAGE).await?;
+    if tag != frontend::PASSWORD {
+        return Err(ClientError::protocol("expected SASL response"));
+    }
+    match server.handle_client_final(&body) {
+        Ok((final_msg, keys)) => {
+            encode::authentication_sasl_final(out, &final_msg);
+            Ok(keys)
+        }
+        Err(crate::auth::scram::ScramError::InvalidProof) => {
+            Err(ClientError::password_failed(user_name))
+        }
+        Err(e) => Err(ClientError::protocol(format!("malformed SCRAM message: {e}"))),
+    }
+}

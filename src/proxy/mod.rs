@@ -1,0 +1,115 @@
+//! The per-client task: handshake and authentication ([`handshake`]), then the transaction
+//! relay ([`relay`]); cancel keys live in [`cancel`].
+
+pub mod cancel;
+mod client_io;
+mod handshake;
+mod relay;
+
+use crate::config::Settings;
+use crate::error::ClientError;
+use crate::metrics::ClientCounts;
+use crate::pool::PoolSet;
+use crate::shutdown::Shutdown;
+use bytes::BytesMut;
+use cancel::CancelRegistry;
+pub use client_io::ClientConn;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Everything a client task needs, shared by all of them.
+pub struct ProxyContext {
+    pub settings: Arc<Settings>,
+    pub pools: Arc<PoolSet>,
+    pub cancels: Arc<CancelRegistry>,
+    pub clients: Arc<ClientCounts>,
+    pub shutdown: Shutdown,
+    /// Keys the fake SCRAM salts of unknown users, so the same name always gets the same salt.
+    pub mock_secret: [u8; 32],
+}
+
+/// Releases a client's place in the `max_client_conn` count (taken by the accept loop).
+struct ConnectedGuard<'a>(&'a ClientCounts);
+
+impl Drop for ConnectedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connected.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Serves one client connection from its first byte to its last.
+///
+/// `over_limit` is set when the client arrived beyond `max_client_conn`: it still gets a
+/// proper startup exchange so that it can read the 53300 error.
+pub async fn handle_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, over_limit: bool) {
+    let _connected = ConnectedGuard(&ctx.clients);
+    let _ = stream.set_nodelay(true);
+    let mut client = ClientConn::new(crate::net::Stream::Tcp(stream));
+    let started = Instant::now();
+    let login_timeout = Duration::from_millis(ctx.settings.config.client_login_timeout_ms);
+    let outcome = tokio::time::timeout(
+        login_timeout,
+        handshake::run(&mut client, &ctx, over_limit),
+    )
+    .await;
+    let session = match outcome {
+        Err(_) => {
+            let err = ClientError::protocol(format!(
+                "client did not complete the login within client_login_timeout_ms ({} ms)",
+                login_timeout.as_millis()
+            ));
+            tracing::info!(%peer, error = %err, "client login timed out");
+            client.send_error(&err).await;
+            return;
+        }
+        Ok(Err(err)) => {
+            if err.kind == crate::error::ErrorKind::Auth {
+                ctx.clients.login_failures.fetch_add(1, Relaxed);
+            }
+            tracing::info!(%peer, error = %err, "client refused");
+            client.send_error(&err).await;
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(session))) => session,
+    };
+    tracing::info!(%peer, user = %session.user.name, pid = session.cancel.target.pid, "client logged in");
+    let end = relay::run(&mut client, &session, &ctx).await;
+    let stats = end.stats;
+    match &end.error {
+        Some(err) => {
+            tracing::info!(%peer, user = %session.user.name, transactions = stats.transactions, secs = started.elapsed().as_secs_f64(), error = %err, "client disconnected with error");
+            crate::metrics::count_error(err.code.as_bytes());
+            client.send_error(err).await;
+        }
+        None => {
+            tracing::info!(%peer, user = %session.user.name, transactions = stats.transactions, secs = started.elapsed().as_secs_f64(), "client disconnected");
+        }
+    }
+}
+
+/// Answers a client that arrived beyond `max_client_conn` (after reading its startup
+/// packet, so that the error reaches it) and closes.
+pub fn too_many_clients() -> ClientError {
+    ClientError::fatal(
+        crate::error::ErrorKind::Limit,
+        crate::protocol::codes::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already",
+    )
+    .with_detail("launch-proxy is serving max_client_conn clients")
+}
+
+pub(crate) fn encode_error(err: &ClientError) -> BytesMut {
+    let mut b = BytesMut::with_capacity(128);
+    err.encode(&mut b);
+    b
+}
+
+pub(crate) struct Session {
+    pub user: Arc<crate::config::User>,
+    pub pool: Arc<crate::pool::Pool>,
+    pub cancel: cancel::CancelHandle,
+}

@@ -1,0 +1,107 @@
+//! The accept loop, the `max_client_conn` count, signals and the orderly stop.
+
+use crate::metrics::{ClientCounts, MetricsContext};
+use crate::pool::PoolSet;
+use crate::proxy::cancel::CancelRegistry;
+use crate::proxy::{handle_client, ProxyContext};
+use crate::config::Settings;
+use crate::shutdown::Shutdown;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Binds everything, serves until SIGTERM/SIGINT, drains, and returns.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let shutdown = Shutdown::new();
+    let handle = crate::metrics::install();
+    let pools = PoolSet::new(&settings, &shutdown);
+    let clients = Arc::new(ClientCounts::default());
+    let listener = bind(settings.listen)?;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    let ctx = Arc::new(ProxyContext {
+        cancels: CancelRegistry::new(settings.config.server.host.clone(), settings.config.server.port),
+        settings: settings.clone(),
+        pools: pools.clone(),
+        clients: clients.clone(),
+        shutdown: shutdown.clone(),
+        mock_secret: secret,
+    });
+    if let (Some(addr), Some(handle)) = (settings.metrics_listen, handle) {
+        let metrics_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on metrics_listen {addr}: {e}"))?;
+        let mctx = Arc::new(MetricsContext {
+            handle,
+            pools: pools.clone(),
+            clients: clients.clone(),
+        });
+        tokio::spawn(crate::metrics::serve(metrics_listener, mctx, shutdown.clone()));
+        tracing::info!(%addr, "serving /metrics");
+    }
+    pools.start();
+    tracing::info!(listen = %settings.listen, server = %format!("{}:{}", settings.config.server.host, settings.config.server.port), "launch-proxy ready");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tokio::spawn(signals(shutdown.clone()));
+    accept_loop(listener, &ctx, &pools).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let grace = Duration::from_millis(settings.config.shutdown_timeout_ms);
+    tracing::info!(clients = clients.connected.load(Relaxed), grace_ms = grace.as_millis() as u64, "shutting down: no new clients; waiting for running transactions");
+    if shutdown.drain(grace).await {
+        tracing::info!("all clients finished; exiting");
+    } else {
+        tracing::warn!(clients = clients.connected.load(Relaxed), "shutdown_timeout_ms elapsed with clients still connected; exiting");
+    }
+    Ok(())
+}
+
+fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    // A deep backlog absorbs connection storms (thousands of clients reconnecting at once).
+    Ok(socket.listen(4096)?)
+}
+
+async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, _pools: &Arc<PoolSet>) {
+    let max = ctx.settings.config.pool.max_client_conn as u64;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    ctx.clients.accepted.fetch_add(1, Relaxed);
+                    let over_limit = ctx.clients.connected.fetch_add(1, Relaxed) >= max;
+                    let ctx = ctx.clone();
+                    ctx.shutdown.tracker().spawn(handle_client(stream, peer, ctx.clone(), over_limit));
+                }
+                Err(e) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = ctx.shutdown.triggered() => return,
+        }
+    }
+}
+
+async fn signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.trigger();
+}
