@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "launch-proxy", version, about = "Tenant-aware PostgreSQL pooling proxy")]
+#[command(
+    name = "launch-proxy",
+    version,
+    about = "Tenant-aware PostgreSQL pooling proxy"
+)]
 pub struct Args {
     /// Run with this config file.
     #[arg(long, env = "LAUNCH_PROXY_CONFIG", conflicts_with = "check_config")]
@@ -47,7 +51,9 @@ pub fn main() -> ExitCode {
         tracing::warn!("config: {w}");
     }
     let runtime = if settings.config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(settings.config.workers)
@@ -79,7 +85,10 @@ fn check(path: &std::path::Path, overrides: &LoadOverrides) -> ExitCode {
             for w in &settings.warnings {
                 eprintln!("warning: {w}");
             }
-            println!("# configuration OK ({} warning(s))", settings.warnings.len());
+            println!(
+                "# configuration OK ({} warning(s))",
+                settings.warnings.len()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

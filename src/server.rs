@@ -1,10 +1,10 @@
 //! The accept loop, the `max_client_conn` count, signals and the orderly stop.
 
+use crate::config::Settings;
 use crate::metrics::{ClientCounts, MetricsContext};
 use crate::pool::PoolSet;
 use crate::proxy::cancel::CancelRegistry;
 use crate::proxy::{handle_client, ProxyContext};
-use crate::config::Settings;
 use crate::shutdown::Shutdown;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -22,7 +22,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let ctx = Arc::new(ProxyContext {
-        cancels: CancelRegistry::new(settings.config.server.host.clone(), settings.config.server.port),
+        cancels: CancelRegistry::new(
+            settings.config.server.host.clone(),
+            settings.config.server.port,
+        ),
         settings: settings.clone(),
         pools: pools.clone(),
         clients: clients.clone(),
@@ -38,7 +41,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             pools: pools.clone(),
             clients: clients.clone(),
         });
-        tokio::spawn(crate::metrics::serve(metrics_listener, mctx, shutdown.clone()));
+        tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            mctx,
+            shutdown.clone(),
+        ));
         tracing::info!(%addr, "serving /metrics");
     }
     pools.start();
@@ -48,11 +55,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     accept_loop(listener, &ctx, &pools).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let grace = Duration::from_millis(settings.config.shutdown_timeout_ms);
-    tracing::info!(clients = clients.connected.load(Relaxed), grace_ms = grace.as_millis() as u64, "shutting down: no new clients; waiting for running transactions");
+    tracing::info!(
+        clients = clients.connected.load(Relaxed),
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no new clients; waiting for running transactions"
+    );
     if shutdown.drain(grace).await {
         tracing::info!("all clients finished; exiting");
     } else {
-        tracing::warn!(clients = clients.connected.load(Relaxed), "shutdown_timeout_ms elapsed with clients still connected; exiting");
+        tracing::warn!(
+            clients = clients.connected.load(Relaxed),
+            "shutdown_timeout_ms elapsed with clients still connected; exiting"
+        );
     }
     Ok(())
 }
@@ -95,7 +109,10 @@ async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, _pools: &Ar
 
 async fn signals(shutdown: Shutdown) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

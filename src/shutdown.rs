@@ -40,6 +40,8 @@ impl Shutdown {
     /// Waits for every tracked task, at most `grace`. Returns whether all finished.
     pub async fn drain(&self, grace: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }

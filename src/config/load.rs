@@ -42,8 +42,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Settings, LoadError> {
     let users_file: UsersFile = parse_yaml(&users_path)?;
     let mut users = BTreeMap::new();
     for (name, entry) in users_file.users {
-        let user = resolve_user(&name, entry, base)
-            .map_err(|m| LoadError::Invalid(format!("{}: user \"{name}\": {m}", users_path.display())))?;
+        let user = resolve_user(&name, entry, base).map_err(|m| {
+            LoadError::Invalid(format!("{}: user \"{name}\": {m}", users_path.display()))
+        })?;
         users.insert(name, Arc::new(user));
     }
     validate::validate(config, users)
@@ -88,8 +89,14 @@ fn secret(
 }
 
 fn resolve_user(name: &str, e: UserEntry, base: &Path) -> Result<User, String> {
-    let raw = secret("password", e.password, e.password_file, e.password_env, base)?
-        .ok_or("needs one of password, password_file or password_env")?;
+    let raw = secret(
+        "password",
+        e.password,
+        e.password_file,
+        e.password_env,
+        base,
+    )?
+    .ok_or("needs one of password, password_file or password_env")?;
     if crate::auth::scram::ScramVerifier::is_verifier(&raw) {
         crate::auth::scram::ScramVerifier::parse(&raw)
             .map_err(|err| format!("password looks like a SCRAM verifier but is invalid: {err}"))?;
@@ -128,9 +135,13 @@ fn resolve_user(name: &str, e: UserEntry, base: &Path) -> Result<User, String> {
     }
     let scram_verifier = match &secret_value {
         ClientSecret::Scram(v) => Some(v.clone()),
-        ClientSecret::Plain(p) if e.auth == super::ClientAuth::ScramSha256 => Some(
-            crate::auth::scram::ScramVerifier::from_password(p, None, crate::auth::scram::DEFAULT_ITERATIONS),
-        ),
+        ClientSecret::Plain(p) if e.auth == super::ClientAuth::ScramSha256 => {
+            Some(crate::auth::scram::ScramVerifier::from_password(
+                p,
+                None,
+                crate::auth::scram::DEFAULT_ITERATIONS,
+            ))
+        }
         _ => None,
     };
     Ok(User {

@@ -42,7 +42,10 @@ pub(super) fn validate(
         return bad("server.host and server.database must not be empty".into());
     }
     if config.workers == 0 || config.workers > 64 {
-        return bad(format!("workers: {} is out of range 1..=64", config.workers));
+        return bad(format!(
+            "workers: {} is out of range 1..=64",
+            config.workers
+        ));
     }
     if p.max_client_conn == 0 {
         return bad("pool.max_client_conn must be at least 1".into());
@@ -66,7 +69,9 @@ pub(super) fn validate(
         }
     }
     if config.client_login_timeout_ms == 0 || config.shutdown_timeout_ms == 0 {
-        return bad("client_login_timeout_ms and shutdown_timeout_ms must be greater than 0".into());
+        return bad(
+            "client_login_timeout_ms and shutdown_timeout_ms must be greater than 0".into(),
+        );
     }
     if config.max_client_message_bytes < 8192 {
         return bad("max_client_message_bytes must be at least 8192".into());

@@ -49,7 +49,10 @@ async fn respond(mut stream: TcpStream, ctx: &MetricsContext) -> std::io::Result
     }
     let line = req.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let (status, ctype, body) = match (method, path) {
         (b"GET", b"/metrics") => {
             publish(&ctx.pools, &ctx.clients);
@@ -57,7 +60,11 @@ async fn respond(mut stream: TcpStream, ctx: &MetricsContext) -> std::io::Result
         }
         (b"GET", b"/health") => ("200 OK", "text/plain", "ok\n".to_owned()),
         (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-        _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_owned()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".to_owned(),
+        ),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

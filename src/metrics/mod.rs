@@ -61,13 +61,15 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
         let (total, idle, opening, _waiting) = pool.counts();
         let active = total.saturating_sub(idle + opening);
         for (state, v) in [("active", active), ("idle", idle), ("opening", opening)] {
-            gauge!(names::SERVER_CONNECTIONS, "pool" => name.clone(), "state" => state).set(v as f64);
+            gauge!(names::SERVER_CONNECTIONS, "pool" => name.clone(), "state" => state)
+                .set(v as f64);
         }
         for (state, v) in [
             ("active", s.clients_active.load(Relaxed)),
             ("waiting", s.clients_waiting.load(Relaxed)),
         ] {
-            gauge!(names::CLIENT_CONNECTIONS, "pool" => name.clone(), "state" => state).set(v as f64);
+            gauge!(names::CLIENT_CONNECTIONS, "pool" => name.clone(), "state" => state)
+                .set(v as f64);
         }
         let counters = [
             (names::TRANSACTIONS, &s.transactions),
@@ -81,7 +83,8 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
             ("from_clients", &s.bytes_from_clients),
             ("from_server", &s.bytes_from_server),
         ] {
-            counter!(names::BYTES, "pool" => name.clone(), "direction" => dir).absolute(v.load(Relaxed));
+            counter!(names::BYTES, "pool" => name.clone(), "direction" => dir)
+                .absolute(v.load(Relaxed));
         }
         for (result, v) in [("ok", &s.connects_ok), ("failed", &s.connects_failed)] {
             counter!(names::SERVER_CONNECTS, "pool" => name.clone(), "result" => result)

@@ -134,7 +134,11 @@ async fn connect_inner(target: &ConnectTarget, creds: Credentials) -> Result<Log
                             None => return Err(ConnectError::Protocol("second SASL request")),
                         };
                         let client = ScramClient::new(c);
-                        encode::sasl_initial_response(&mut out, SCRAM_SHA_256, &client.client_first());
+                        encode::sasl_initial_response(
+                            &mut out,
+                            SCRAM_SHA_256,
+                            &client.client_first(),
+                        );
                         scram = Some(client);
                     }
                     11 => {
@@ -158,8 +162,10 @@ async fn connect_inner(target: &ConnectTarget, creds: Credentials) -> Result<Log
                 }
             }
             backend::PARAMETER_STATUS => {
-                let (k, rest) = read_cstr(&body).ok_or(ConnectError::Protocol("bad ParameterStatus"))?;
-                let (v, _) = read_cstr(rest).ok_or(ConnectError::Protocol("bad ParameterStatus"))?;
+                let (k, rest) =
+                    read_cstr(&body).ok_or(ConnectError::Protocol("bad ParameterStatus"))?;
+                let (v, _) =
+                    read_cstr(rest).ok_or(ConnectError::Protocol("bad ParameterStatus"))?;
                 server_params.push((
                     String::from_utf8_lossy(k).into_owned(),
                     String::from_utf8_lossy(v).into_owned(),

@@ -172,8 +172,8 @@ async fn open_one(pool: Arc<Pool>) {
                         tracing::warn!(pool = %pool.name, error = %message, "server connection failed");
                     }
                     st.last_error = Some(message);
-                    let stop = st.waiters.iter().all(|w| w.tx.is_closed())
-                        || pool.shutdown.is_triggered();
+                    let stop =
+                        st.waiters.iter().all(|w| w.tx.is_closed()) || pool.shutdown.is_triggered();
                     if stop {
                         st.opening -= 1;
                         st.total -= 1;

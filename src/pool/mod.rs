@@ -17,8 +17,8 @@ pub use stats::{GaugeGuard, PoolStats};
 
 use crate::auth::scram::ScramKeys;
 use crate::config::{ms_opt, Role, ServerLogin, Settings, User};
-use crate::protocol::codes;
 use crate::error::{ClientError, ErrorKind};
+use crate::protocol::codes;
 use crate::shutdown::Shutdown;
 use parking_lot::Mutex;
 use slot::DbCount;
@@ -279,7 +279,12 @@ impl PoolSet {
         let pools: BTreeMap<String, Arc<Pool>> = settings
             .users
             .values()
-            .map(|u| (u.name.clone(), Self::make_pool(settings, u, &db, shutdown, user_cap)))
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    Self::make_pool(settings, u, &db, shutdown, user_cap),
+                )
+            })
             .collect();
         db.set_pools(pools.values().map(Arc::downgrade).collect());
         Arc::new(PoolSet { pools, db })

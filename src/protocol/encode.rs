@@ -144,7 +144,10 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, unrecognized: 
 }
 
 /// StartupMessage for protocol 3.0 with the given parameters.
-pub fn startup_message<'a>(buf: &mut BytesMut, params: impl IntoIterator<Item = (&'a str, &'a str)>) {
+pub fn startup_message<'a>(
+    buf: &mut BytesMut,
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
     let len_at = buf.len();
     buf.put_i32(0);
     buf.put_i32(196_608);

@@ -78,7 +78,9 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket, StartupError> {
             pid: u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
             secret: u32::from_be_bytes([body[4], body[5], body[6], body[7]]),
         }),
-        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE | CANCEL_REQUEST_CODE => Err(StartupError::BadLength),
+        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE | CANCEL_REQUEST_CODE => {
+            Err(StartupError::BadLength)
+        }
         _ => {
             let major = (code >> 16) as u16;
             let minor = (code & 0xffff) as u16;

@@ -35,7 +35,14 @@ fn bad_lengths_are_errors() {
 #[test]
 fn error_response_round_trips_fields() {
     let mut buf = BytesMut::new();
-    encode::error_response(&mut buf, Severity::Fatal, "28P01", "bad\0pw", None, Some("h"));
+    encode::error_response(
+        &mut buf,
+        Severity::Fatal,
+        "28P01",
+        "bad\0pw",
+        None,
+        Some("h"),
+    );
     let h = parse_header(&buf).unwrap().unwrap();
     assert_eq!(h.tag, b'E');
     assert_eq!(h.frame_len, buf.len());

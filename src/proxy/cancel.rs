@@ -119,7 +119,10 @@ impl CancelRegistry {
         )
         .await;
         if !matches!(result, Ok(Ok(()))) {
-            tracing::warn!(server_pid = key.pid, "could not deliver a cancel request to the server");
+            tracing::warn!(
+                server_pid = key.pid,
+                "could not deliver a cancel request to the server"
+            );
         }
         let mut st = target.state.lock();
         st.in_flight -= 1;

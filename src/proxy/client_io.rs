@@ -62,7 +62,9 @@ impl ClientConn {
             }
             match self.read_more().await {
                 Ok(0) | Err(_) => {
-                    return Err(ClientError::protocol("client closed the connection during login"))
+                    return Err(ClientError::protocol(
+                        "client closed the connection during login",
+                    ))
                 }
                 Ok(_) => {}
             }

@@ -94,15 +94,20 @@ pub(super) async fn run(
     let keys = authenticate(client, ctx, &user_name, user.as_deref(), &mut out).await?;
     let user = user.ok_or_else(|| ClientError::password_failed(&user_name))?;
     let pool = ctx.pools.get(&user.name).cloned().ok_or_else(|| {
-        ClientError::fatal(ErrorKind::Internal, codes::INTERNAL_ERROR, "no pool for user")
+        ClientError::fatal(
+            ErrorKind::Internal,
+            codes::INTERNAL_ERROR,
+            "no pool for user",
+        )
     })?;
     if let Some(k) = &keys {
         pool.offer_client_keys(k);
     }
     encode::authentication_ok(&mut out);
-    let server_params = pool.server_params().await.map_err(|e| {
-        e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms)
-    })?;
+    let server_params = pool
+        .server_params()
+        .await
+        .map_err(|e| e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms))?;
     for (k, v) in server_params.iter() {
         // The client sees its own application_name, not the proxy's.
         let v = if k == "application_name" {
@@ -125,8 +130,8 @@ pub(super) async fn run(
 /// Reads one untagged startup-phase packet; `None` if the client closed first.
 async fn read_startup_packet(client: &mut ClientConn) -> Result<Option<BytesMut>, ClientError> {
     loop {
-        let len = startup::packet_len(&client.buf)
-            .map_err(|e| ClientError::protocol(e.to_string()))?;
+        let len =
+            startup::packet_len(&client.buf).map_err(|e| ClientError::protocol(e.to_string()))?;
         if let Some(len) = len {
             if client.buf.len() >= len {
                 return Ok(Some(client.buf.split_to(len)));
@@ -259,6 +264,8 @@ async fn scram_exchange(
         Err(crate::auth::scram::ScramError::InvalidProof) => {
             Err(ClientError::password_failed(user_name))
         }
-        Err(e) => Err(ClientError::protocol(format!("malformed SCRAM message: {e}"))),
+        Err(e) => Err(ClientError::protocol(format!(
+            "malformed SCRAM message: {e}"
+        ))),
     }
 }

@@ -44,17 +44,19 @@ impl Drop for ConnectedGuard<'_> {
 ///
 /// `over_limit` is set when the client arrived beyond `max_client_conn`: it still gets a
 /// proper startup exchange so that it can read the 53300 error.
-pub async fn handle_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>, over_limit: bool) {
+pub async fn handle_client(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ProxyContext>,
+    over_limit: bool,
+) {
     let _connected = ConnectedGuard(&ctx.clients);
     let _ = stream.set_nodelay(true);
     let mut client = ClientConn::new(crate::net::Stream::Tcp(stream));
     let started = Instant::now();
     let login_timeout = Duration::from_millis(ctx.settings.config.client_login_timeout_ms);
-    let outcome = tokio::time::timeout(
-        login_timeout,
-        handshake::run(&mut client, &ctx, over_limit),
-    )
-    .await;
+    let outcome =
+        tokio::time::timeout(login_timeout, handshake::run(&mut client, &ctx, over_limit)).await;
     let session = match outcome {
         Err(_) => {
             let err = ClientError::protocol(format!(

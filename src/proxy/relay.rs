@@ -106,7 +106,11 @@ enum Stop {
     ServerGone { fatal_sent: bool },
 }
 
-pub(super) async fn run(client: &mut ClientConn, session: &Session, ctx: &ProxyContext) -> RelayEnd {
+pub(super) async fn run(
+    client: &mut ClientConn,
+    session: &Session,
+    ctx: &ProxyContext,
+) -> RelayEnd {
     let mut stats = ClientStats::default();
     let session_mode = ctx.settings.config.pool.mode == PoolMode::Session;
     let mut held: Option<ServerConn> = None;
@@ -120,13 +124,18 @@ pub(super) async fn run(client: &mut ClientConn, session: &Session, ctx: &ProxyC
             let server = match session.pool.acquire().await {
                 Ok(s) => s,
                 Err(e) => {
-                    break Some(e.to_client_error(&session.pool.name, ctx.settings.config.pool.acquire_timeout_ms))
+                    break Some(e.to_client_error(
+                        &session.pool.name,
+                        ctx.settings.config.pool.acquire_timeout_ms,
+                    ))
                 }
             };
             session.cancel.target.attach(server.key);
             held = Some(server);
         }
-        let Some(mut server) = held.take() else { break None };
+        let Some(mut server) = held.take() else {
+            break None;
+        };
         let _active = crate::pool::GaugeGuard::new(&session.pool.stats.clients_active);
         let mut t = Tracker::new();
         let result = transaction(client, &mut server, &mut t, session, ctx, session_mode).await;
@@ -269,7 +278,8 @@ async fn transaction(
         if t.terminated || (!session_mode && t.is_clean()) {
             return Ok(());
         }
-        let want_timer = command_timeout.is_some() && t.pending > 0 && !t.copy_in && !t.timeout_cancel;
+        let want_timer =
+            command_timeout.is_some() && t.pending > 0 && !t.copy_in && !t.timeout_cancel;
         if want_timer && !armed {
             if let Some(d) = command_timeout {
                 timer.as_mut().reset(tokio::time::Instant::now() + d);
@@ -330,7 +340,11 @@ async fn forward_client(
         let h = match parse_header(&buf[pos..]) {
             Ok(Some(h)) => h,
             Ok(None) => break,
-            Err(_) => return Err(Stop::Client(ClientError::protocol("invalid message length"))),
+            Err(_) => {
+                return Err(Stop::Client(ClientError::protocol(
+                    "invalid message length",
+                )))
+            }
         };
         if h.frame_len > max {
             return Err(Stop::Client(oversized(h, ctx)));
@@ -460,7 +474,11 @@ async fn forward_server(
     if let Some((at, len)) = rewrite {
         let mut out = BytesMut::with_capacity(at + 256);
         out.extend_from_slice(&server.buf[..at]);
-        let ms = session.pool.limits.command_timeout.map_or(0, |d| d.as_millis());
+        let ms = session
+            .pool
+            .limits
+            .command_timeout
+            .map_or(0, |d| d.as_millis());
         encode::error_response(
             &mut out,
             Severity::Error,
