@@ -24,3 +24,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
+pub mod tenant;

@@ -47,7 +47,42 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Settings, LoadError> {
         })?;
         users.insert(name, Arc::new(user));
     }
-    validate::validate(config, users)
+    let signing_key = signing_key(&config.tenant, base)?;
+    validate::validate(config, users, signing_key)
+}
+
+/// The key that signs tenant ids: at least 32 bytes, given as hex.
+fn signing_key(t: &super::TenantConfig, base: &Path) -> Result<Option<Vec<u8>>, LoadError> {
+    let hex = secret(
+        "signing_key",
+        t.signing_key.clone(),
+        t.signing_key_file.clone(),
+        t.signing_key_env.clone(),
+        base,
+    )
+    .map_err(|m| LoadError::Invalid(format!("tenant.{m}")))?;
+    let Some(hex) = hex else { return Ok(None) };
+    let hex = hex.trim();
+    let bytes = decode_hex(hex).ok_or_else(|| {
+        LoadError::Invalid("tenant.signing_key must be hex (e.g. `openssl rand -hex 32`)".into())
+    })?;
+    if bytes.len() < 32 {
+        return Err(LoadError::Invalid(format!(
+            "tenant.signing_key is {} bytes; at least 32 are required",
+            bytes.len()
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, LoadError> {
@@ -144,7 +179,15 @@ fn resolve_user(name: &str, e: UserEntry, base: &Path) -> Result<User, String> {
         }
         _ => None,
     };
+    let tenant = e
+        .tenant
+        .as_deref()
+        .map(crate::tenant::TenantId::parse)
+        .transpose()
+        .map_err(|err| format!("tenant: {err}"))?;
     Ok(User {
+        tenant,
+        server_user: e.server_user.unwrap_or_else(|| name.to_owned()),
         scram_verifier,
         name: name.to_owned(),
         role: e.role,

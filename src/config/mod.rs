@@ -39,6 +39,8 @@ pub struct Config {
     pub roles: RolesConfig,
     /// Runtime worker threads. 1 runs everything on one thread, which on a 2-core host shared
     /// with clients or PostgreSQL costs the least CPU per transaction (see LANDSCAPE.md).
+    #[serde(default)]
+    pub tenant: TenantConfig,
     #[serde(default = "defaults::workers")]
     pub workers: usize,
     /// How long running transactions may take to finish after SIGTERM/SIGINT.
@@ -114,6 +116,34 @@ impl Default for PoolConfig {
             idle_timeout_ms: 60_000,
             server_max_uses: 7200,
             server_lifetime_ms: 7_200_000,
+        }
+    }
+}
+
+/// How tenants are carried to PostgreSQL and checked.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Hex key (32+ bytes) for the HMAC the proxy sets beside `app.tenant_id`; the database
+    /// trusts a tenant only with a valid signature. One of the three forms.
+    #[serde(skip_serializing)]
+    pub signing_key: Option<String>,
+    pub signing_key_file: Option<PathBuf>,
+    pub signing_key_env: Option<String>,
+    /// Refuse tenants whose `tenants.status` is not `active` (looked up through the pool).
+    pub check_status: bool,
+    /// How long a looked-up status is trusted before it is read again.
+    pub status_cache_ms: u64,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            signing_key: None,
+            signing_key_file: None,
+            signing_key_env: None,
+            check_status: true,
+            status_cache_ms: 5000,
         }
     }
 }
@@ -225,6 +255,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Users by name, sorted so that output and pool creation are deterministic.
     pub users: BTreeMap<String, Arc<User>>,
+    /// Resolved `tenant.signing_key`.
+    pub signing_key: Option<Arc<[u8]>>,
     pub warnings: Vec<Warning>,
 }
 
@@ -239,6 +271,8 @@ impl Settings {
             server_login: &'static str,
             #[serde(skip_serializing_if = "Option::is_none")]
             server_user: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tenant: Option<String>,
         }
         #[derive(Serialize)]
         struct View<'a> {
@@ -257,7 +291,8 @@ impl Settings {
                         client_auth: u.auth,
                         secret: u.secret.kind(),
                         server_login: u.server_login.kind(),
-                        server_user: None,
+                        server_user: (u.server_user != u.name).then_some(u.server_user.as_str()),
+                        tenant: u.tenant.as_ref().map(|t| t.to_string()),
                     },
                 )
             })

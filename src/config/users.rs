@@ -4,6 +4,7 @@
 use super::Role;
 use crate::auth::md5::is_md5_hash;
 use crate::auth::scram::ScramVerifier;
+use crate::tenant::TenantId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +32,12 @@ pub struct UserEntry {
     pub server_password: Option<String>,
     pub server_password_file: Option<PathBuf>,
     pub server_password_env: Option<String>,
+    /// The tenant (a ULID) every session of this login runs as; absent for tenant-less
+    /// users such as operators and migrations, who run with an empty tenant.
+    pub tenant: Option<String>,
+    /// The users-file entry whose PostgreSQL login (and pool) this user's transactions run
+    /// on, so that the clients of many tenants share one pool per server role.
+    pub server_user: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -116,4 +123,7 @@ pub struct User {
     /// passwords (deriving costs thousands of HMAC rounds, too much for every login).
     pub scram_verifier: Option<ScramVerifier>,
     pub server_login: ServerLogin,
+    pub tenant: Option<TenantId>,
+    /// The pool this user's transactions run on: its own name unless `server_user` says.
+    pub server_user: String,
 }

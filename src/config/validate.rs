@@ -26,6 +26,7 @@ fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, LoadError> {
 pub(super) fn validate(
     config: Config,
     users: BTreeMap<String, Arc<User>>,
+    signing_key: Option<Vec<u8>>,
 ) -> Result<Settings, LoadError> {
     let bad = |m: String| Err(LoadError::Invalid(m));
     let listen = parse_addr("listen", &config.listen)?;
@@ -83,6 +84,39 @@ pub(super) fn validate(
         return bad("a user name must not be empty".into());
     }
 
+    for u in users.values() {
+        if u.server_user == u.name {
+            continue;
+        }
+        let Some(target) = users.get(&u.server_user) else {
+            return bad(format!(
+                "user \"{}\": server_user \"{}\" is not in the users file",
+                u.name, u.server_user
+            ));
+        };
+        if target.server_user != target.name {
+            return bad(format!(
+                "user \"{}\": server_user \"{}\" itself has a server_user; name the login directly",
+                u.name, u.server_user
+            ));
+        }
+        if target.role != u.role {
+            return bad(format!(
+                "user \"{}\" has role {} but its server_user \"{}\" has role {}: the pool's timeouts would not match",
+                u.name,
+                u.role.as_str(),
+                target.name,
+                target.role.as_str()
+            ));
+        }
+    }
+    if signing_key.is_none() && users.values().any(|u| u.tenant.is_some()) {
+        return bad(
+            "users with a tenant need tenant.signing_key (or signing_key_file / signing_key_env): \
+             the database only trusts a signed tenant"
+                .into(),
+        );
+    }
     let mut warnings = Vec::new();
     let mut warn = |s: String| warnings.push(Warning(s));
     let caps = [
@@ -116,7 +150,7 @@ pub(super) fn validate(
             p.reserve_pool_timeout_ms, p.acquire_timeout_ms
         ));
     }
-    let pools = users.len();
+    let pools = users.values().filter(|u| u.server_user == u.name).count();
     if p.max_db_connections > 0 && pools * p.min_pool_size > p.max_db_connections {
         warn(format!(
             "{pools} pools x min_pool_size {} = {} warm connections exceeds max_db_connections ({}): \
@@ -163,6 +197,7 @@ pub(super) fn validate(
         listen,
         metrics_listen,
         users,
+        signing_key: signing_key.map(Arc::from),
         warnings,
     })
 }

@@ -16,3 +16,4 @@ pub const ERRORS: &str = "launch_proxy_errors_total";
 pub const ACQUIRE_TIMEOUTS: &str = "launch_proxy_acquire_timeouts_total";
 pub const SERVER_CONNECTS: &str = "launch_proxy_server_connects_total";
 pub const SERVER_CLOSED: &str = "launch_proxy_server_connections_closed_total";
+pub const GUARD_VIOLATIONS: &str = "launch_proxy_guard_violations_total";

@@ -146,6 +146,7 @@ async fn open_one(pool: Arc<Pool>) {
                     created: now,
                     last_used: now,
                     uses: 0,
+                    tenant: super::AppliedTenant::Unknown,
                     slot: Slot::adopt(&pool),
                 };
                 tracing::info!(pool = %pool.name, conn = conn.id, server_pid = conn.key.pid, attempts, "server connection opened");

@@ -12,7 +12,7 @@ mod slot;
 mod stats;
 
 pub use connect::{send_cancel, ConnectError, ConnectTarget};
-pub use server_conn::{BackendKey, ServerConn};
+pub use server_conn::{AppliedTenant, BackendKey, ServerConn};
 pub use stats::{GaugeGuard, PoolStats};
 
 use crate::auth::scram::ScramKeys;
@@ -258,7 +258,7 @@ impl Pool {
     }
 }
 
-/// All pools, by the user name clients log in with.
+/// All pools, by server login (the users-file entry whose credentials they use).
 pub struct PoolSet {
     pools: BTreeMap<String, Arc<Pool>>,
     db: Arc<DbCount>,
@@ -276,9 +276,11 @@ impl PoolSet {
                 n
             }
         };
+        // One pool per server login: users with a `server_user` share that login's pool.
         let pools: BTreeMap<String, Arc<Pool>> = settings
             .users
             .values()
+            .filter(|u| u.server_user == u.name)
             .map(|u| {
                 (
                     u.name.clone(),
@@ -357,8 +359,9 @@ impl PoolSet {
         }
     }
 
-    pub fn get(&self, user: &str) -> Option<&Arc<Pool>> {
-        self.pools.get(user)
+    /// The pool of a server login (`User::server_user`).
+    pub fn get(&self, server_user: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(server_user)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {

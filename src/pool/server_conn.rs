@@ -5,6 +5,7 @@
 
 use super::slot::Slot;
 use crate::net::Stream;
+use crate::tenant::TenantId;
 use bytes::BytesMut;
 use std::time::Instant;
 
@@ -13,6 +14,15 @@ use std::time::Instant;
 pub struct BackendKey {
     pub pid: u32,
     pub secret: u32,
+}
+
+/// What the proxy last set as this connection's tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppliedTenant {
+    /// Never set (a fresh connection): the settings must be written before any client runs.
+    Unknown,
+    /// `app.tenant_id` holds this tenant (`None`: empty, a tenant-less user).
+    Applied(Option<TenantId>),
 }
 
 pub struct ServerConn {
@@ -26,6 +36,7 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Transactions (or sessions) served so far, for `server_max_uses`.
     pub uses: u64,
+    pub tenant: AppliedTenant,
     /// Holds this connection's place in the pool and database counts; freed on drop.
     pub(super) slot: Slot,
 }

@@ -15,3 +15,4 @@ pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";

@@ -93,14 +93,14 @@ pub(super) async fn run(
     let user = ctx.settings.users.get(&user_name).cloned();
     let keys = authenticate(client, ctx, &user_name, user.as_deref(), &mut out).await?;
     let user = user.ok_or_else(|| ClientError::password_failed(&user_name))?;
-    let pool = ctx.pools.get(&user.name).cloned().ok_or_else(|| {
+    let pool = ctx.pools.get(&user.server_user).cloned().ok_or_else(|| {
         ClientError::fatal(
             ErrorKind::Internal,
             codes::INTERNAL_ERROR,
             "no pool for user",
         )
     })?;
-    if let Some(k) = &keys {
+    if let (Some(k), true) = (&keys, user.server_user == user.name) {
         pool.offer_client_keys(k);
     }
     encode::authentication_ok(&mut out);
@@ -124,7 +124,16 @@ pub(super) async fn run(
         .write(&out)
         .await
         .map_err(|_| ClientError::protocol("client went away"))?;
-    Ok(Some(Session { user, pool, cancel }))
+    let tenant = user.tenant;
+    let prelude =
+        crate::tenant::prelude::prelude(tenant.as_ref(), ctx.settings.signing_key.as_deref());
+    Ok(Some(Session {
+        user,
+        pool,
+        cancel,
+        tenant,
+        prelude,
+    }))
 }
 
 /// Reads one untagged startup-phase packet; `None` if the client closed first.

@@ -114,4 +114,8 @@ pub(crate) struct Session {
     pub user: Arc<crate::config::User>,
     pub pool: Arc<crate::pool::Pool>,
     pub cancel: cancel::CancelHandle,
+    /// The tenant this session is bound to from its authenticated identity.
+    pub tenant: Option<crate::tenant::TenantId>,
+    /// The Query that applies `tenant` to a server connection (see `tenant::prelude`).
+    pub prelude: bytes::Bytes,
 }

@@ -9,9 +9,9 @@
 use super::{ClientConn, ProxyContext, Session};
 use crate::config::PoolMode;
 use crate::error::{ClientError, ErrorKind};
-use crate::pool::{PoolStats, ServerConn};
+use crate::pool::{AppliedTenant, PoolStats, ServerConn};
 use crate::protocol::codes;
-use crate::protocol::encode::{self, Severity};
+use crate::protocol::encode;
 use crate::protocol::fields;
 use crate::protocol::framing::{backend, frontend, parse_header, Header};
 use bytes::{Buf, BytesMut};
@@ -57,6 +57,15 @@ struct Tracker {
     server_fatal: bool,
     /// A cancel for command_timeout was sent; the 57014 it causes gets our wording.
     timeout_cancel: bool,
+    /// Replies to the tenant prelude are being dropped until its ReadyForQuery.
+    swallowing: bool,
+    /// After a refused Parse, extended-protocol messages are dropped until Sync, as
+    /// PostgreSQL itself does after an error.
+    discarding: bool,
+    /// The refusal to report once the discarded run reaches its Sync.
+    refused: Option<ClientError>,
+    /// A refusal to put before the ReadyForQuery that is this many ReadyForQuery away.
+    inject: Option<(u32, ClientError)>,
     queries: u64,
     bytes_in: u64,
     bytes_out: u64,
@@ -104,6 +113,8 @@ enum Stop {
     Client(ClientError),
     /// The server went away (its FATAL already forwarded if `fatal_sent`).
     ServerGone { fatal_sent: bool },
+    /// The server refused the tenant prelude.
+    Prelude(String),
 }
 
 pub(super) async fn run(
@@ -164,6 +175,14 @@ pub(super) async fn run(
                     Stop::Client(e) => Some(e),
                     Stop::ServerGone { fatal_sent: true } => None,
                     Stop::ServerGone { fatal_sent: false } => Some(server_lost()),
+                    Stop::Prelude(e) => {
+                        tracing::error!(pool = %session.pool.name, error = %e, "the server refused the tenant settings");
+                        Some(ClientError::fatal(
+                            ErrorKind::Server,
+                            codes::INTERNAL_ERROR,
+                            "launch-proxy could not apply the tenant to the server connection",
+                        ))
+                    }
                 };
             }
         }
@@ -273,7 +292,14 @@ async fn transaction(
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
     let mut armed = false;
-    forward_client(client, server, t, ctx).await?;
+    let prelude = if server.tenant != AppliedTenant::Applied(session.tenant) {
+        t.swallowing = true;
+        t.push_sync(true);
+        Some(&session.prelude[..])
+    } else {
+        None
+    };
+    forward_client(client, server, t, ctx, prelude).await?;
     loop {
         if t.terminated || (!session_mode && t.is_clean()) {
             return Ok(());
@@ -297,7 +323,7 @@ async fn transaction(
                 Ok(0) | Err(_) => return Err(Stop::ServerGone { fatal_sent: t.server_fatal }),
                 Ok(_) => {
                     let before = t.pending;
-                    forward_server(client, server, t, session, ctx).await?;
+                    forward_server(client, server, t, session).await?;
                     if t.pending < before && t.pending > 0 {
                         // The next command in the pipeline gets its own time budget.
                         armed = false;
@@ -306,7 +332,7 @@ async fn transaction(
             },
             r = client.stream.read_buf(&mut client.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
-                Ok(_) => forward_client(client, server, t, ctx).await?,
+                Ok(_) => forward_client(client, server, t, ctx, None).await?,
             },
             _ = &mut timer, if armed => {
                 t.timeout_cancel = true;
@@ -320,14 +346,124 @@ async fn transaction(
     }
 }
 
-/// Forwards every complete (or streamable) client message in the buffer to the server.
+/// Something the client sent that is not forwarded as it is.
+enum Detour {
+    /// A Query the statement guard refused: a stand-in that raises 42501 on the server goes
+    /// instead, so that transaction state and ReadyForQuery stay PostgreSQL's own.
+    RefuseQuery { len: usize, error: ClientError },
+    /// A Parse the guard refused: dropped, and the rest of its run up to Sync with it.
+    RefuseParse { len: usize, error: ClientError },
+    /// A message dropped while discarding after a refused Parse.
+    Skip { len: usize },
+}
+
+/// Forwards every complete (or streamable) client message in the buffer to the server,
+/// after `prefix` (the tenant prelude) if given, in one write.
 async fn forward_client(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
     ctx: &ProxyContext,
+    mut prefix: Option<&[u8]>,
 ) -> Result<(), Stop> {
-    let buf = &client.buf;
+    loop {
+        let (pos, detour) = scan_client(&client.buf, t, ctx)?;
+        if pos > 0 || prefix.is_some() {
+            let head = prefix.take().unwrap_or(&[]);
+            if write_both(&mut server.stream, head, &client.buf[..pos])
+                .await
+                .is_err()
+            {
+                return Err(Stop::ServerGone { fatal_sent: false });
+            }
+            t.bytes_in += pos as u64;
+            client.buf.advance(pos);
+        }
+        match detour {
+            None => break,
+            Some(Detour::RefuseQuery { len, error }) => {
+                let mut stand_in = BytesMut::with_capacity(256);
+                encode::query(&mut stand_in, &raise_sql(&error));
+                if server.stream.write_all(&stand_in).await.is_err() {
+                    return Err(Stop::ServerGone { fatal_sent: false });
+                }
+                client.buf.advance(len);
+                t.queries += 1;
+                t.push_sync(true);
+            }
+            Some(Detour::RefuseParse { len, error }) => {
+                client.buf.advance(len);
+                t.discarding = true;
+                t.refused = Some(error);
+            }
+            Some(Detour::Skip { len }) => client.buf.advance(len),
+        }
+    }
+    if t.terminated {
+        // Nothing after Terminate matters.
+        client.buf.clear();
+    }
+    Ok(())
+}
+
+/// Writes two slices as one `writev` where possible: the tenant prelude and the client's
+/// messages leave in one segment.
+async fn write_both(stream: &mut crate::net::Stream, a: &[u8], b: &[u8]) -> std::io::Result<()> {
+    if a.is_empty() {
+        return stream.write_all(b).await;
+    }
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = stream
+            .write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    stream.write_all(b).await
+}
+
+/// SQL that makes the server itself raise the guard's refusal.
+fn raise_sql(error: &ClientError) -> String {
+    let message = error.message.replace('\'', "''");
+    format!(
+        "DO $launch_proxy$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = '{message}'; END$launch_proxy$",
+        error.code
+    )
+}
+
+fn guard_error(v: &crate::tenant::guard::GuardViolation) -> ClientError {
+    metrics::counter!(crate::metrics::names::GUARD_VIOLATIONS, "what" => v.what).increment(1);
+    ClientError::error(ErrorKind::Auth, codes::INSUFFICIENT_PRIVILEGE, v.message())
+}
+
+/// The SQL text of a Query body or of a Parse body (after the statement name).
+fn sql_of(tag: u8, body: &[u8]) -> &[u8] {
+    let body = if tag == frontend::PARSE {
+        match fields::read_cstr(body) {
+            Some((_, rest)) => rest,
+            None => return body,
+        }
+    } else {
+        body
+    };
+    fields::read_cstr(body).map_or(body, |(sql, _)| sql)
+}
+
+/// Scans client messages from the front: returns how many bytes can go to the server as
+/// they are, and what to do with the message right after them, if anything.
+fn scan_client(
+    buf: &[u8],
+    t: &mut Tracker,
+    ctx: &ProxyContext,
+) -> Result<(usize, Option<Detour>), Stop> {
     let mut pos = 0;
     let max = ctx.settings.config.max_client_message_bytes;
     while pos < buf.len() {
@@ -350,7 +486,19 @@ async fn forward_client(
             return Err(Stop::Client(oversized(h, ctx)));
         }
         let complete = buf.len() - pos >= h.frame_len;
-        if !complete && !streamable(h.tag) {
+        if t.discarding {
+            if !complete {
+                break;
+            }
+            if h.tag != frontend::SYNC {
+                return Ok((pos, Some(Detour::Skip { len: h.frame_len })));
+            }
+            // The Sync ends the refused run: its ReadyForQuery gets the refusal before it.
+            t.discarding = false;
+            if let Some(e) = t.refused.take() {
+                t.inject = Some((t.pending, e));
+            }
+        } else if !complete && !streamable(h.tag) {
             break;
         }
         match h.tag {
@@ -358,7 +506,30 @@ async fn forward_client(
                 t.terminated = true;
                 break;
             }
-            frontend::QUERY | frontend::FUNCTION_CALL => {
+            frontend::QUERY | frontend::PARSE => {
+                let sql = sql_of(h.tag, &buf[pos + 5..pos + h.frame_len]);
+                if crate::tenant::guard::needs_check(sql) {
+                    if let Err(v) =
+                        crate::tenant::guard::check(sql, crate::tenant::PROTECTED_SETTINGS)
+                    {
+                        let error = guard_error(&v);
+                        let len = h.frame_len;
+                        let detour = if h.tag == frontend::QUERY {
+                            Detour::RefuseQuery { len, error }
+                        } else {
+                            Detour::RefuseParse { len, error }
+                        };
+                        return Ok((pos, Some(detour)));
+                    }
+                }
+                if h.tag == frontend::QUERY {
+                    t.queries += 1;
+                    t.push_sync(true);
+                } else {
+                    t.unsynced = true;
+                }
+            }
+            frontend::FUNCTION_CALL => {
                 t.queries += 1;
                 t.push_sync(true);
             }
@@ -385,18 +556,17 @@ async fn forward_client(
             pos = buf.len();
         }
     }
-    if pos > 0 {
-        if server.stream.write_all(&client.buf[..pos]).await.is_err() {
-            return Err(Stop::ServerGone { fatal_sent: false });
-        }
-        t.bytes_in += pos as u64;
-        client.buf.advance(pos);
-    }
-    if t.terminated {
-        // Nothing after Terminate matters.
-        client.buf.clear();
-    }
-    Ok(())
+    Ok((pos, None))
+}
+
+/// Server bytes that are not forwarded as they are.
+enum ServerDetour {
+    /// Part of the reply to the tenant prelude: dropped.
+    Swallow { len: usize },
+    /// The 57014 caused by our command_timeout cancel: replaced by one naming the timeout.
+    Reword { len: usize },
+    /// A guard refusal goes to the client before the ReadyForQuery at this point.
+    Inject { error: ClientError },
 }
 
 /// Forwards server bytes to the client, tracking ReadyForQuery, errors and COPY state.
@@ -405,105 +575,143 @@ async fn forward_server(
     server: &mut ServerConn,
     t: &mut Tracker,
     session: &Session,
-    ctx: &ProxyContext,
 ) -> Result<(), Stop> {
-    let _ = ctx;
-    let mut pos = 0;
-    let mut rewrite: Option<(usize, usize)> = None;
-    {
-        let buf = &server.buf;
-        while pos < buf.len() {
-            if t.server_remaining > 0 {
-                let take = t.server_remaining.min(buf.len() - pos);
-                t.server_remaining -= take;
-                pos += take;
+    loop {
+        let (pos, detour) = scan_server(&server.buf, t)?;
+        if pos > 0 {
+            if client.stream.write_all(&server.buf[..pos]).await.is_err() {
+                return Err(Stop::ClientGone);
+            }
+            t.bytes_out += pos as u64;
+            server.buf.advance(pos);
+        }
+        let extra = match detour {
+            None => return Ok(()),
+            Some(ServerDetour::Swallow { len }) => {
+                server.buf.advance(len);
+                if !t.swallowing {
+                    server.tenant = AppliedTenant::Applied(session.tenant);
+                }
                 continue;
             }
-            let h = match parse_header(&buf[pos..]) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(_) => return Err(Stop::ServerGone { fatal_sent: false }),
-            };
-            let complete = buf.len() - pos >= h.frame_len;
-            match h.tag {
-                backend::READY_FOR_QUERY | backend::ERROR_RESPONSE | backend::COPY_IN_RESPONSE
-                    if !complete =>
-                {
-                    break
-                }
-                backend::READY_FOR_QUERY => {
-                    t.status = buf.get(pos + 5).copied().unwrap_or(b'I');
-                    t.pop_sync();
-                    t.copy_in = false;
-                    t.timeout_cancel = false;
-                }
-                backend::ERROR_RESPONSE => {
-                    let body = &buf[pos + 5..pos + h.frame_len];
-                    let code = fields::sqlstate(body).unwrap_or(*b"XX000");
-                    crate::metrics::count_error(&code);
-                    if fields::error_fields(body)
-                        .any(|(f, v)| f == b'V' && (v == b"FATAL" || v == b"PANIC"))
-                    {
-                        t.server_fatal = true;
-                    }
-                    if t.timeout_cancel && &code == b"57014" {
-                        rewrite = Some((pos, h.frame_len));
-                        pos += h.frame_len;
-                        break;
-                    }
-                }
-                backend::COPY_IN_RESPONSE => {
-                    t.copy_in = true;
-                    // A COPY started by Execute: the Syncs already sent after it are read in
-                    // COPY mode and ignored, so they will never be answered.
-                    if t.simple_bits & 1 == 0 {
-                        t.pending = 0;
-                        t.simple_bits = 0;
-                    }
-                }
-                _ => {}
+            Some(ServerDetour::Reword { len }) => {
+                server.buf.advance(len);
+                command_timeout_error(session)
             }
-            if complete {
-                pos += h.frame_len;
-            } else {
-                t.server_remaining = h.frame_len - (buf.len() - pos);
-                pos = buf.len();
-            }
-        }
-    }
-    if let Some((at, len)) = rewrite {
-        let mut out = BytesMut::with_capacity(at + 256);
-        out.extend_from_slice(&server.buf[..at]);
-        let ms = session
-            .pool
-            .limits
-            .command_timeout
-            .map_or(0, |d| d.as_millis());
-        encode::error_response(
-            &mut out,
-            Severity::Error,
-            codes::QUERY_CANCELED,
-            &format!("canceling statement due to command timeout ({ms} ms)"),
-            Some(&format!(
-                "launch-proxy cancelled the command after command_timeout_ms ({ms}) of role \"{}\"",
-                session.pool.role.as_str()
-            )),
-            None,
-        );
-        server.buf.advance(at + len);
+            Some(ServerDetour::Inject { error }) => error,
+        };
+        let mut out = BytesMut::with_capacity(256);
+        extra.encode(&mut out);
         t.bytes_out += out.len() as u64;
         if client.write(&out).await.is_err() {
             return Err(Stop::ClientGone);
         }
-        // The rest of the buffer (ReadyForQuery, usually) goes out on the next pass.
-        return Box::pin(forward_server(client, server, t, session, ctx)).await;
     }
-    if pos > 0 {
-        if client.stream.write_all(&server.buf[..pos]).await.is_err() {
-            return Err(Stop::ClientGone);
+}
+
+fn command_timeout_error(session: &Session) -> ClientError {
+    let ms = session
+        .pool
+        .limits
+        .command_timeout
+        .map_or(0, |d| d.as_millis());
+    ClientError::error(
+        ErrorKind::Timeout,
+        codes::QUERY_CANCELED,
+        format!("canceling statement due to command timeout ({ms} ms)"),
+    )
+    .with_detail(format!(
+        "launch-proxy cancelled the command after command_timeout_ms ({ms}) of role \"{}\"",
+        session.pool.role.as_str()
+    ))
+}
+
+/// Scans server messages from the front: how many bytes go to the client as they are, and
+/// what happens right after them.
+fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<ServerDetour>), Stop> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        if t.server_remaining > 0 {
+            let take = t.server_remaining.min(buf.len() - pos);
+            t.server_remaining -= take;
+            pos += take;
+            continue;
         }
-        t.bytes_out += pos as u64;
-        server.buf.advance(pos);
+        let h = match parse_header(&buf[pos..]) {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(_) => return Err(Stop::ServerGone { fatal_sent: false }),
+        };
+        let complete = buf.len() - pos >= h.frame_len;
+        if t.swallowing {
+            if !complete {
+                break;
+            }
+            if pos > 0 {
+                return Ok((pos, None));
+            }
+            match h.tag {
+                backend::READY_FOR_QUERY => {
+                    t.swallowing = false;
+                    t.pop_sync();
+                }
+                backend::ERROR_RESPONSE => {
+                    return Err(Stop::Prelude(fields::summary(&buf[5..h.frame_len])))
+                }
+                _ => {}
+            }
+            return Ok((0, Some(ServerDetour::Swallow { len: h.frame_len })));
+        }
+        match h.tag {
+            backend::READY_FOR_QUERY | backend::ERROR_RESPONSE | backend::COPY_IN_RESPONSE
+                if !complete =>
+            {
+                break
+            }
+            backend::READY_FOR_QUERY => {
+                if let Some((due, _)) = &mut t.inject {
+                    if *due == 0 {
+                        let (_, error) = t.inject.take().expect("checked above");
+                        return Ok((pos, Some(ServerDetour::Inject { error })));
+                    }
+                    *due -= 1;
+                }
+                t.status = buf.get(pos + 5).copied().unwrap_or(b'I');
+                t.pop_sync();
+                t.copy_in = false;
+                t.timeout_cancel = false;
+            }
+            backend::ERROR_RESPONSE => {
+                let body = &buf[pos + 5..pos + h.frame_len];
+                let code = fields::sqlstate(body).unwrap_or(*b"XX000");
+                crate::metrics::count_error(&code);
+                if fields::error_fields(body)
+                    .any(|(f, v)| f == b'V' && (v == b"FATAL" || v == b"PANIC"))
+                {
+                    t.server_fatal = true;
+                }
+                if t.timeout_cancel && &code == b"57014" {
+                    t.timeout_cancel = false;
+                    return Ok((pos, Some(ServerDetour::Reword { len: h.frame_len })));
+                }
+            }
+            backend::COPY_IN_RESPONSE => {
+                t.copy_in = true;
+                // A COPY started by Execute: the Syncs already sent after it are read in
+                // COPY mode and ignored, so they will never be answered.
+                if t.simple_bits & 1 == 0 {
+                    t.pending = 0;
+                    t.simple_bits = 0;
+                }
+            }
+            _ => {}
+        }
+        if complete {
+            pos += h.frame_len;
+        } else {
+            t.server_remaining = h.frame_len - (buf.len() - pos);
+            pos = buf.len();
+        }
     }
-    Ok(())
+    Ok((pos, None))
 }
