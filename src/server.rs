@@ -31,6 +31,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         clients: clients.clone(),
         shutdown: shutdown.clone(),
         mock_secret: secret,
+        tenant_status: crate::proxy::tenant_status::TenantStatusCache::new(Duration::from_millis(
+            settings.config.tenant.status_cache_ms,
+        )),
     });
     if let (Some(addr), Some(handle)) = (settings.metrics_listen, handle) {
         let metrics_listener = TcpListener::bind(addr)

@@ -7,6 +7,7 @@
 
 mod connect;
 mod manager;
+pub mod query;
 mod server_conn;
 mod slot;
 mod stats;

@@ -103,6 +103,9 @@ pub(super) async fn run(
     if let (Some(k), true) = (&keys, user.server_user == user.name) {
         pool.offer_client_keys(k);
     }
+    if let (Some(tenant), true) = (&user.tenant, ctx.settings.config.tenant.check_status) {
+        check_tenant(ctx, &pool, tenant).await?;
+    }
     encode::authentication_ok(&mut out);
     let server_params = pool
         .server_params()
@@ -276,5 +279,32 @@ async fn scram_exchange(
         Err(e) => Err(ClientError::protocol(format!(
             "malformed SCRAM message: {e}"
         ))),
+    }
+}
+
+/// Refuses a tenant that is not active, looking its status up through the pool when the
+/// cached one is stale.
+async fn check_tenant(
+    ctx: &ProxyContext,
+    pool: &Arc<crate::pool::Pool>,
+    tenant: &crate::tenant::TenantId,
+) -> Result<(), ClientError> {
+    use super::tenant_status::{refused, Status};
+    let status = match ctx.tenant_status.fresh(tenant) {
+        Some(s) => s,
+        None => {
+            let mut conn = pool.acquire().await.map_err(|e| {
+                e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms)
+            })?;
+            let result = ctx.tenant_status.refresh(tenant, &mut conn).await;
+            if result.is_ok() {
+                pool.release_unused(conn);
+            }
+            result?
+        }
+    };
+    match status {
+        Status::Active => Ok(()),
+        Status::Refused(s) => Err(refused(tenant, &s)),
     }
 }

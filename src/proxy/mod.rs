@@ -5,6 +5,7 @@ pub mod cancel;
 mod client_io;
 mod handshake;
 mod relay;
+pub mod tenant_status;
 
 use crate::config::Settings;
 use crate::error::ClientError;
@@ -27,6 +28,8 @@ pub struct ProxyContext {
     pub cancels: Arc<CancelRegistry>,
     pub clients: Arc<ClientCounts>,
     pub shutdown: Shutdown,
+    /// Recently looked-up tenant statuses (`tenant.check_status`).
+    pub tenant_status: tenant_status::TenantStatusCache,
     /// Keys the fake SCRAM salts of unknown users, so the same name always gets the same salt.
     pub mock_secret: [u8; 32],
 }

@@ -292,6 +292,16 @@ async fn transaction(
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
     let mut armed = false;
+    if let (Some(tenant), true) = (&session.tenant, ctx.settings.config.tenant.check_status) {
+        use super::tenant_status::{refused, Status};
+        let status = match ctx.tenant_status.fresh(tenant) {
+            Some(s) => s,
+            None => ctx.tenant_status.refresh(tenant, server).await.map_err(Stop::Client)?,
+        };
+        if let Status::Refused(s) = status {
+            return Err(Stop::Client(refused(tenant, &s)));
+        }
+    }
     let prelude = if server.tenant != AppliedTenant::Applied(session.tenant) {
         t.swallowing = true;
         t.push_sync(true);

@@ -1,0 +1,82 @@
+//! Tenant status: a tenant whose `tenants.status` is not `active` is refused at login and,
+//! for clients already connected, from their next transaction once the cached status
+//! expires. Lookups go through the pool (`launch.tenant_status(id)`) and are cached briefly.
+
+use crate::error::{ClientError, ErrorKind};
+use crate::pool::query::query_scalar;
+use crate::pool::ServerConn;
+use crate::protocol::codes;
+use crate::tenant::TenantId;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Cached statuses, bounded: entries past their lifetime are dropped when the map grows.
+pub struct TenantStatusCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<TenantId, (Status, Instant)>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    /// Not active: the status text (`suspended`, `inactive`) or `unknown`.
+    Refused(String),
+}
+
+const MAX_ENTRIES: usize = 100_000;
+
+impl TenantStatusCache {
+    pub fn new(ttl: Duration) -> Self {
+        TenantStatusCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached status if still fresh.
+    pub fn fresh(&self, tenant: &TenantId) -> Option<Status> {
+        let entries = self.entries.lock();
+        entries
+            .get(tenant)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(s, _)| s.clone())
+    }
+
+    /// Looks the status up on `conn` (an idle server connection) and caches it.
+    pub async fn refresh(&self, tenant: &TenantId, conn: &mut ServerConn) -> Result<Status, ClientError> {
+        let sql = format!("SELECT launch.tenant_status('{}')", tenant.as_str());
+        let status = match query_scalar(conn, &sql).await {
+            Ok(Some(s)) if s == "active" => Status::Active,
+            Ok(Some(s)) => Status::Refused(s),
+            Ok(None) => Status::Refused("unknown".into()),
+            Err(e) => {
+                return Err(ClientError::fatal(
+                    ErrorKind::Server,
+                    codes::INTERNAL_ERROR,
+                    "could not check the tenant's status",
+                )
+                .with_detail(e.to_string())
+                .with_hint(
+                    "apply the migrations (launch.tenant_status), or set tenant.check_status: false",
+                ))
+            }
+        };
+        let mut entries = self.entries.lock();
+        if entries.len() >= MAX_ENTRIES {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+        }
+        entries.insert(*tenant, (status.clone(), Instant::now()));
+        Ok(status)
+    }
+}
+
+/// The error for a tenant that may not connect.
+pub fn refused(tenant: &TenantId, status: &str) -> ClientError {
+    ClientError::fatal(
+        ErrorKind::Auth,
+        codes::INVALID_AUTHORIZATION,
+        format!("tenant \"{tenant}\" is not active (status: {status})"),
+    )
+}
