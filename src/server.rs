@@ -16,7 +16,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let shutdown = Shutdown::new();
     let handle = crate::metrics::install();
-    let pools = PoolSet::new(&settings, &shutdown);
+    let server_tls = crate::net::tls::server_tls(
+        &settings.config.server.tls,
+        &settings.config.server.host,
+        &settings.base_dir,
+    )?;
+    let client_tls = match &settings.config.tls {
+        Some(t) => Some(crate::net::tls::ClientTls::load(t, &settings.base_dir)?),
+        None => None,
+    };
+    if let Some(t) = &client_tls {
+        tokio::spawn(t.clone().watch(shutdown.clone()));
+    }
+    let pools = PoolSet::new(&settings, &shutdown, server_tls);
     let clients = Arc::new(ClientCounts::default());
     let listener = bind(settings.listen)?;
     let mut secret = [0u8; 32];
@@ -31,6 +43,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         clients: clients.clone(),
         shutdown: shutdown.clone(),
         mock_secret: secret,
+        client_tls,
         tenant_status: crate::proxy::tenant_status::TenantStatusCache::new(Duration::from_millis(
             settings.config.tenant.status_cache_ms,
         )),

@@ -48,7 +48,19 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Settings, LoadError> {
         users.insert(name, Arc::new(user));
     }
     let signing_key = signing_key(&config.tenant, base)?;
-    validate::validate(config, users, signing_key)
+    let mut settings = validate::validate(config, users, signing_key)?;
+    settings.base_dir = base.to_owned();
+    if let Some(tls) = &settings.config.tls {
+        crate::net::tls::ClientTls::load(tls, base)
+            .map_err(|e| LoadError::Invalid(format!("tls: {e}")))?;
+    }
+    crate::net::tls::server_tls(
+        &settings.config.server.tls,
+        &settings.config.server.host,
+        base,
+    )
+    .map_err(|e| LoadError::Invalid(format!("server.tls: {e}")))?;
+    Ok(settings)
 }
 
 /// The key that signs tenant ids: at least 32 bytes, given as hex.
@@ -124,14 +136,26 @@ fn secret(
 }
 
 fn resolve_user(name: &str, e: UserEntry, base: &Path) -> Result<User, String> {
-    let raw = secret(
+    let raw = match secret(
         "password",
         e.password,
         e.password_file,
         e.password_env,
         base,
-    )?
-    .ok_or("needs one of password, password_file or password_env")?;
+    )? {
+        Some(p) => p,
+        // Certificate users prove themselves with TLS; their server login is another entry's.
+        None if e.auth == super::ClientAuth::Cert => {
+            if e.server_user.is_none() && e.server_password.is_none() {
+                return Err(
+                    "auth: cert needs server_user (or server_password) to log in to PostgreSQL"
+                        .into(),
+                );
+            }
+            String::new()
+        }
+        None => return Err("needs one of password, password_file or password_env".into()),
+    };
     if crate::auth::scram::ScramVerifier::is_verifier(&raw) {
         crate::auth::scram::ScramVerifier::parse(&raw)
             .map_err(|err| format!("password looks like a SCRAM verifier but is invalid: {err}"))?;

@@ -41,6 +41,13 @@ pub struct Config {
     /// with clients or PostgreSQL costs the least CPU per transaction (see LANDSCAPE.md).
     #[serde(default)]
     pub tenant: TenantConfig,
+    /// Client-facing TLS; absent means SSLRequest is answered 'N'.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Cleartext passwords (JWTs) are accepted only over TLS, or also from loopback
+    /// addresses when this is set (tests, sidecars).
+    #[serde(default)]
+    pub allow_cleartext_on_loopback: bool,
     #[serde(default = "defaults::workers")]
     pub workers: usize,
     /// How long running transactions may take to finish after SIGTERM/SIGINT.
@@ -63,6 +70,63 @@ pub struct ServerConfig {
     pub port: u16,
     /// The one database behind the proxy; clients must ask for this name.
     pub database: String,
+    /// TLS toward PostgreSQL.
+    #[serde(default)]
+    pub tls: ServerTlsConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    #[default]
+    Disable,
+    /// Encrypt without checking the certificate (libpq's sslmode=require).
+    Require,
+    /// Check the certificate chain against `ca_file` and the host name (RDS).
+    VerifyFull,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    #[serde(default)]
+    pub mode: ServerTlsMode,
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify; defaults to `server.host`.
+    pub server_name: Option<String>,
+}
+
+/// Client-facing TLS.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// CA for client certificates; needed by users with `auth: cert`.
+    pub client_ca_file: Option<PathBuf>,
+    /// Where a client certificate names its tenant.
+    #[serde(default)]
+    pub client_cert_tenant: CertTenantRule,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CertField {
+    /// A subjectAltName URI, e.g. `spiffe://launch/tenant/<ULID>` with that prefix.
+    #[default]
+    SanUri,
+    /// The subject common name.
+    Cn,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertTenantRule {
+    #[serde(default)]
+    pub from: CertField,
+    /// Stripped from the URI or CN; the rest must be a ULID.
+    #[serde(default)]
+    pub prefix: String,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -255,6 +319,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Users by name, sorted so that output and pool creation are deterministic.
     pub users: BTreeMap<String, Arc<User>>,
+    /// The config file's directory: relative paths in the config are resolved against it.
+    pub base_dir: PathBuf,
     /// Resolved `tenant.signing_key`.
     pub signing_key: Option<Arc<[u8]>>,
     pub warnings: Vec<Warning>,

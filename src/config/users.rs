@@ -47,6 +47,8 @@ pub enum ClientAuth {
     #[serde(rename = "scram-sha-256", alias = "scram")]
     ScramSha256,
     Md5,
+    /// A verified TLS client certificate; the tenant comes from the certificate.
+    Cert,
 }
 
 /// What the client's proof is checked against.

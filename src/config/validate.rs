@@ -197,6 +197,7 @@ pub(super) fn validate(
         listen,
         metrics_listen,
         users,
+        base_dir: std::path::PathBuf::new(),
         signing_key: signing_key.map(Arc::from),
         warnings,
     })

@@ -4,6 +4,7 @@
 use super::server_conn::BackendKey;
 use crate::auth::md5::{md5_client_response, md5_stored_hash};
 use crate::auth::scram::{ScramClient, ScramCredentials, ScramKeys, SCRAM_SHA_256};
+use crate::net::Stream;
 use crate::protocol::encode;
 use crate::protocol::fields::{self, read_cstr};
 use crate::protocol::framing::{backend, parse_header};
@@ -13,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Where and as whom to log in; one per pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ConnectTarget {
     pub host: String,
     pub port: u16,
@@ -21,6 +22,7 @@ pub struct ConnectTarget {
     pub user: String,
     /// Extra startup parameters (timeouts per role, application_name).
     pub params: Vec<(String, String)>,
+    pub tls: Option<crate::net::tls::ServerTls>,
 }
 
 /// The proxy's credentials for one login attempt.
@@ -41,13 +43,15 @@ pub enum ConnectError {
     Protocol(&'static str),
     #[error("SCRAM with the server failed: {0}")]
     Scram(#[from] crate::auth::scram::ScramError),
+    #[error("TLS with the server failed: {0}")]
+    Tls(String),
     #[error("no credentials for the server yet: a client of this user must log in first (SCRAM passthrough)")]
     NoCredentials,
 }
 
 /// What a successful login yields.
 pub struct Login {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub key: BackendKey,
     pub params: Vec<(String, String)>,
 }
@@ -67,8 +71,12 @@ pub async fn connect(
 }
 
 async fn connect_inner(target: &ConnectTarget, creds: Credentials) -> Result<Login, ConnectError> {
-    let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-    stream.set_nodelay(true)?;
+    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    tcp.set_nodelay(true)?;
+    let mut stream = match &target.tls {
+        None => Stream::Tcp(tcp),
+        Some(tls) => start_tls(tcp, tls).await?,
+    };
     let mut out = BytesMut::with_capacity(256);
     let params = [
         ("user", target.user.as_str()),
@@ -199,8 +207,28 @@ async fn connect_inner(target: &ConnectTarget, creds: Credentials) -> Result<Log
 }
 
 /// Reads one whole message (login phase only; allocation here is fine).
+/// SSLRequest, then the TLS handshake if the server agrees; a server that says no is an
+/// error, since TLS was asked for.
+async fn start_tls(
+    mut tcp: TcpStream,
+    tls: &crate::net::tls::ServerTls,
+) -> Result<Stream, ConnectError> {
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    if answer[0] != b'S' {
+        return Err(ConnectError::Protocol("the server does not accept TLS"));
+    }
+    let session = tls
+        .connector
+        .connect(tls.name.clone(), tcp)
+        .await
+        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+    Ok(Stream::ServerTls(Box::new(session)))
+}
+
 async fn read_message(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<(u8, BytesMut), ConnectError> {
     loop {

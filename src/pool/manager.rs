@@ -139,7 +139,7 @@ async fn open_one(pool: Arc<Pool>) {
                 PoolStats::add(&pool.stats.connects_ok, 1);
                 let now = Instant::now();
                 let conn = ServerConn {
-                    stream: crate::net::Stream::Tcp(login.stream),
+                    stream: login.stream,
                     buf: bytes::BytesMut::new(),
                     key: login.key,
                     id: pool.next_conn_id.fetch_add(1, Ordering::Relaxed),

@@ -266,7 +266,11 @@ pub struct PoolSet {
 }
 
 impl PoolSet {
-    pub fn new(settings: &Settings, shutdown: &Shutdown) -> Arc<PoolSet> {
+    pub fn new(
+        settings: &Settings,
+        shutdown: &Shutdown,
+        tls: Option<crate::net::tls::ServerTls>,
+    ) -> Arc<PoolSet> {
         let cfg = &settings.config;
         let p = &cfg.pool;
         let db = Arc::new(DbCount::new(p.max_db_connections));
@@ -285,7 +289,7 @@ impl PoolSet {
             .map(|u| {
                 (
                     u.name.clone(),
-                    Self::make_pool(settings, u, &db, shutdown, user_cap),
+                    Self::make_pool(settings, u, &db, shutdown, user_cap, tls.clone()),
                 )
             })
             .collect();
@@ -299,6 +303,7 @@ impl PoolSet {
         db: &Arc<DbCount>,
         shutdown: &Shutdown,
         user_cap: impl Fn(usize) -> usize,
+        tls: Option<crate::net::tls::ServerTls>,
     ) -> Arc<Pool> {
         let cfg = &settings.config;
         let p = &cfg.pool;
@@ -336,6 +341,7 @@ impl PoolSet {
                 database: cfg.server.database.clone(),
                 user: user.name.clone(),
                 params,
+                tls,
             },
             role: user.role,
             stats: PoolStats::default(),

@@ -31,8 +31,30 @@ pub(super) async fn run(
             None => return Ok(None),
         };
         match startup::parse(&packet).map_err(|e| ClientError::protocol(e.to_string()))? {
-            // TLS arrives with its own issue; until then say no, and the client decides
-            // whether to continue in plain text (sslmode=prefer) or give up (require).
+            StartupPacket::Ssl if ctx.client_tls.is_some() && !client.stream.is_tls() => {
+                // Bytes sent after SSLRequest but before the handshake would be read as if
+                // they came over TLS: refuse them (the CVE-2021-23222 class of injection).
+                if !client.buf.is_empty() {
+                    return Err(ClientError::protocol(
+                        "received unencrypted data after SSL request",
+                    ));
+                }
+                client
+                    .write(b"S")
+                    .await
+                    .map_err(|_| ClientError::protocol("client went away"))?;
+                let acceptor = ctx
+                    .client_tls
+                    .as_ref()
+                    .map(|t| t.acceptor())
+                    .expect("checked");
+                if let Err(e) = client.stream.accept_tls(acceptor).await {
+                    tracing::info!(error = %e, "TLS handshake with a client failed");
+                    return Ok(None);
+                }
+            }
+            // Without TLS configured say no; the client decides whether to continue in
+            // plain text (sslmode=prefer) or give up (sslmode=require).
             StartupPacket::Ssl | StartupPacket::GssEnc => {
                 client
                     .write(b"N")
@@ -93,6 +115,10 @@ pub(super) async fn run(
     let user = ctx.settings.users.get(&user_name).cloned();
     let keys = authenticate(client, ctx, &user_name, user.as_deref(), &mut out).await?;
     let user = user.ok_or_else(|| ClientError::password_failed(&user_name))?;
+    let user = match user.auth {
+        ClientAuth::Cert => with_cert_tenant(client, ctx, user)?,
+        _ => user,
+    };
     let pool = ctx.pools.get(&user.server_user).cloned().ok_or_else(|| {
         ClientError::fatal(
             ErrorKind::Internal,
@@ -188,6 +214,7 @@ async fn authenticate(
             }
             Ok(Some(keys))
         }
+        ClientAuth::Cert => Ok(None),
         ClientAuth::Md5 => {
             let stored = match user.map(|u| &u.secret) {
                 Some(ClientSecret::Plain(p)) => md5::md5_stored_hash(user_name, p),
@@ -307,4 +334,54 @@ async fn check_tenant(
         Status::Active => Ok(()),
         Status::Refused(s) => Err(refused(tenant, &s)),
     }
+}
+
+/// For `auth: cert` users: the verified client certificate names the tenant. A user with a
+/// fixed tenant must present a certificate for that same tenant.
+fn with_cert_tenant(
+    client: &ClientConn,
+    ctx: &ProxyContext,
+    user: Arc<User>,
+) -> Result<Arc<User>, ClientError> {
+    let refuse = |why: &str| {
+        ClientError::fatal(
+            ErrorKind::Auth,
+            codes::INVALID_AUTHORIZATION,
+            format!(
+                "certificate authentication failed for user \"{}\"",
+                user.name
+            ),
+        )
+        .with_detail(why.to_owned())
+    };
+    let (Some(tls), Some(certs)) = (
+        &ctx.settings.config.tls,
+        client.stream.client_certificates(),
+    ) else {
+        return Err(refuse(
+            "connect with TLS and a client certificate (sslcert/sslkey)",
+        ));
+    };
+    let leaf = certs
+        .first()
+        .ok_or_else(|| refuse("no client certificate"))?;
+    let named = crate::net::tls::cert_tenant(leaf, &tls.client_cert_tenant)
+        .ok_or_else(|| refuse("the certificate names no tenant under the configured rule"))?;
+    let tenant = crate::tenant::TenantId::parse(&named)
+        .map_err(|_| refuse("the tenant in the certificate is not a ULID"))?;
+    if user.tenant.is_some_and(|t| t != tenant) {
+        return Err(refuse(
+            "the certificate is for another tenant than this user's",
+        ));
+    }
+    Ok(Arc::new(User {
+        name: user.name.clone(),
+        role: user.role,
+        auth: user.auth,
+        secret: user.secret.clone(),
+        scram_verifier: None,
+        server_login: user.server_login.clone(),
+        tenant: Some(tenant),
+        server_user: user.server_user.clone(),
+    }))
 }

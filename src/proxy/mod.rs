@@ -28,6 +28,8 @@ pub struct ProxyContext {
     pub cancels: Arc<CancelRegistry>,
     pub clients: Arc<ClientCounts>,
     pub shutdown: Shutdown,
+    /// Client-facing TLS, if configured.
+    pub client_tls: Option<Arc<crate::net::tls::ClientTls>>,
     /// Recently looked-up tenant statuses (`tenant.check_status`).
     pub tenant_status: tenant_status::TenantStatusCache,
     /// Keys the fake SCRAM salts of unknown users, so the same name always gets the same salt.

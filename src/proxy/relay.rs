@@ -296,7 +296,11 @@ async fn transaction(
         use super::tenant_status::{refused, Status};
         let status = match ctx.tenant_status.fresh(tenant) {
             Some(s) => s,
-            None => ctx.tenant_status.refresh(tenant, server).await.map_err(Stop::Client)?,
+            None => ctx
+                .tenant_status
+                .refresh(tenant, server)
+                .await
+                .map_err(Stop::Client)?,
         };
         if let Status::Refused(s) = status {
             return Err(Stop::Client(refused(tenant, &s)));

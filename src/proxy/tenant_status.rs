@@ -44,23 +44,25 @@ impl TenantStatusCache {
     }
 
     /// Looks the status up on `conn` (an idle server connection) and caches it.
-    pub async fn refresh(&self, tenant: &TenantId, conn: &mut ServerConn) -> Result<Status, ClientError> {
+    pub async fn refresh(
+        &self,
+        tenant: &TenantId,
+        conn: &mut ServerConn,
+    ) -> Result<Status, ClientError> {
         let sql = format!("SELECT launch.tenant_status('{}')", tenant.as_str());
         let status = match query_scalar(conn, &sql).await {
             Ok(Some(s)) if s == "active" => Status::Active,
             Ok(Some(s)) => Status::Refused(s),
             Ok(None) => Status::Refused("unknown".into()),
-            Err(e) => {
-                return Err(ClientError::fatal(
-                    ErrorKind::Server,
-                    codes::INTERNAL_ERROR,
-                    "could not check the tenant's status",
-                )
-                .with_detail(e.to_string())
-                .with_hint(
-                    "apply the migrations (launch.tenant_status), or set tenant.check_status: false",
-                ))
-            }
+            Err(e) => return Err(ClientError::fatal(
+                ErrorKind::Server,
+                codes::INTERNAL_ERROR,
+                "could not check the tenant's status",
+            )
+            .with_detail(e.to_string())
+            .with_hint(
+                "apply the migrations (launch.tenant_status), or set tenant.check_status: false",
+            )),
         };
         let mut entries = self.entries.lock();
         if entries.len() >= MAX_ENTRIES {
