@@ -5,6 +5,7 @@
 //! return message payloads. Framing, sockets and timeouts live in `protocol` and `proxy`, so this
 //! module can be tested exhaustively without a network and cannot block the runtime on I/O.
 
+pub mod jwt;
 pub mod md5;
 pub mod scram;
 
