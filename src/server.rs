@@ -29,6 +29,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(t.clone().watch(shutdown.clone()));
     }
     let pools = PoolSet::new(&settings, &shutdown, server_tls);
+    let jwt = match &settings.config.jwt {
+        Some(j) => Some(crate::auth::jwt::JwtVerifier::new(j, &settings.base_dir)?),
+        None => None,
+    };
     let clients = Arc::new(ClientCounts::default());
     let listener = bind(settings.listen)?;
     let mut secret = [0u8; 32];
@@ -44,6 +48,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         mock_secret: secret,
         client_tls,
+        jwt,
         tenant_status: crate::proxy::tenant_status::TenantStatusCache::new(Duration::from_millis(
             settings.config.tenant.status_cache_ms,
         )),

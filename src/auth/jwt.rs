@@ -78,6 +78,20 @@ pub struct JwtSettings {
     pub require_exp: bool,
     /// Keys that may have signed a token; at least one.
     pub keys: Vec<JwtKeySettings>,
+    /// The users-file entries whose PostgreSQL logins (and pools) serve token holders, by
+    /// role: tokens carry tenants, never credentials.
+    pub server_users: JwtServerUsers,
+    /// Role for tokens without a role claim; without it such tokens are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_role: Option<String>,
+}
+
+/// `server_users: { read: app_ro, write: app }`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtServerUsers {
+    pub read: String,
+    pub write: String,
 }
 
 fn default_tenant_claim() -> String {

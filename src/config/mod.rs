@@ -44,6 +44,9 @@ pub struct Config {
     /// Client-facing TLS; absent means SSLRequest is answered 'N'.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Token logins: clients not in the users file send a JWT as their password.
+    #[serde(default)]
+    pub jwt: Option<crate::auth::jwt::JwtSettings>,
     /// Cleartext passwords (JWTs) are accepted only over TLS, or also from loopback
     /// addresses when this is set (tests, sidecars).
     #[serde(default)]

@@ -110,6 +110,39 @@ pub(super) fn validate(
             ));
         }
     }
+    if let Some(jwt) = &config.jwt {
+        for (role, name) in [
+            (super::Role::Read, &jwt.server_users.read),
+            (super::Role::Write, &jwt.server_users.write),
+        ] {
+            match users.get(name) {
+                Some(u) if u.server_user == u.name && u.role == role => {}
+                Some(_) => {
+                    return bad(format!(
+                        "jwt.server_users.{}: \"{name}\" must be a {} user with its own PostgreSQL login (no server_user)",
+                        role.as_str(),
+                        role.as_str()
+                    ))
+                }
+                None => {
+                    return bad(format!(
+                        "jwt.server_users.{}: \"{name}\" is not in the users file",
+                        role.as_str()
+                    ))
+                }
+            }
+        }
+        if let Some(r) = &jwt.default_role {
+            if r != "read" && r != "write" {
+                return bad(format!(
+                    "jwt.default_role: \"{r}\" is neither read nor write"
+                ));
+            }
+        }
+        if signing_key.is_none() {
+            return bad("jwt needs tenant.signing_key: tokens carry tenants, and the database only trusts a signed tenant".into());
+        }
+    }
     if signing_key.is_none() && users.values().any(|u| u.tenant.is_some()) {
         return bad(
             "users with a tenant need tenant.signing_key (or signing_key_file / signing_key_env): \

@@ -100,6 +100,10 @@ pub fn authentication_ok(buf: &mut BytesMut) {
     message(buf, b'R', |b| b.put_i32(0));
 }
 
+pub fn authentication_cleartext(buf: &mut BytesMut) {
+    message(buf, b'R', |b| b.put_i32(3));
+}
+
 pub fn authentication_md5(buf: &mut BytesMut, salt: [u8; 4]) {
     message(buf, b'R', |b| {
         b.put_i32(5);

@@ -112,9 +112,17 @@ pub(super) async fn run(
         ));
     }
 
-    let user = ctx.settings.users.get(&user_name).cloned();
-    let keys = authenticate(client, ctx, &user_name, user.as_deref(), &mut out).await?;
-    let user = user.ok_or_else(|| ClientError::password_failed(&user_name))?;
+    let (user, keys) = match (ctx.settings.users.get(&user_name).cloned(), &ctx.jwt) {
+        (None, Some(jwt)) => (
+            token_login(client, ctx, jwt, &user_name, &mut out).await?,
+            None,
+        ),
+        (user, _) => {
+            let keys = authenticate(client, ctx, &user_name, user.as_deref(), &mut out).await?;
+            let user = user.ok_or_else(|| ClientError::password_failed(&user_name))?;
+            (user, keys)
+        }
+    };
     let user = match user.auth {
         ClientAuth::Cert => with_cert_tenant(client, ctx, user)?,
         _ => user,
@@ -383,5 +391,81 @@ fn with_cert_tenant(
         server_login: user.server_login.clone(),
         tenant: Some(tenant),
         server_user: user.server_user.clone(),
+    }))
+}
+
+/// A client not in the users file, with `jwt:` configured: its password is a token that
+/// names its tenant and role. Cleartext passwords travel only over TLS (or loopback when
+/// explicitly allowed).
+async fn token_login(
+    client: &mut ClientConn,
+    ctx: &ProxyContext,
+    jwt: &crate::auth::jwt::JwtVerifier,
+    user_name: &str,
+    out: &mut BytesMut,
+) -> Result<Arc<User>, ClientError> {
+    let loopback = client
+        .stream
+        .peer_addr()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if !client.stream.is_tls() && !(loopback && ctx.settings.config.allow_cleartext_on_loopback) {
+        return Err(ClientError::fatal(
+            ErrorKind::Auth,
+            codes::INVALID_AUTHORIZATION,
+            format!("user \"{user_name}\" must log in with a token over TLS"),
+        )
+        .with_hint(
+            "connect with sslmode=require (or verify-full) and send the token as the password",
+        ));
+    }
+    encode::authentication_cleartext(out);
+    flush(client, out).await?;
+    let (tag, body) = client
+        .read_message(crate::auth::jwt::MAX_TOKEN_LEN + 64)
+        .await?;
+    if tag != frontend::PASSWORD {
+        return Err(ClientError::protocol("expected password message"));
+    }
+    let token = std::str::from_utf8(body.strip_suffix(&[0]).unwrap_or(&body))
+        .map_err(|_| ClientError::password_failed(user_name))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let identity = jwt.verify(token, now).map_err(|e| {
+        ClientError::password_failed(user_name).with_detail(format!("token rejected: {e}"))
+    })?;
+    let tenant = crate::tenant::TenantId::parse(&identity.tenant).map_err(|_| {
+        ClientError::password_failed(user_name)
+            .with_detail("token rejected: the tenant claim is not a ULID")
+    })?;
+    let settings = ctx.settings.config.jwt.as_ref().expect("jwt configured");
+    let role = identity
+        .role
+        .as_deref()
+        .or(settings.default_role.as_deref())
+        .ok_or_else(|| {
+            ClientError::password_failed(user_name).with_detail("token rejected: it names no role")
+        })?;
+    let (role, server_user) = match role {
+        "read" => (crate::config::Role::Read, &settings.server_users.read),
+        _ => (crate::config::Role::Write, &settings.server_users.write),
+    };
+    let login = ctx.settings.users.get(server_user).ok_or_else(|| {
+        ClientError::fatal(
+            ErrorKind::Internal,
+            codes::INTERNAL_ERROR,
+            "token server user missing",
+        )
+    })?;
+    Ok(Arc::new(User {
+        name: user_name.to_owned(),
+        role,
+        auth: ClientAuth::ScramSha256,
+        secret: ClientSecret::Plain(String::new()),
+        scram_verifier: None,
+        server_login: login.server_login.clone(),
+        tenant: Some(tenant),
+        server_user: server_user.clone(),
     }))
 }

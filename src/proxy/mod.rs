@@ -28,6 +28,8 @@ pub struct ProxyContext {
     pub cancels: Arc<CancelRegistry>,
     pub clients: Arc<ClientCounts>,
     pub shutdown: Shutdown,
+    /// Token verification, if `jwt:` is configured.
+    pub jwt: Option<crate::auth::jwt::JwtVerifier>,
     /// Client-facing TLS, if configured.
     pub client_tls: Option<Arc<crate::net::tls::ClientTls>>,
     /// Recently looked-up tenant statuses (`tenant.check_status`).

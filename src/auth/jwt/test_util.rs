@@ -173,6 +173,11 @@ pub fn settings(keys: Vec<JwtKeySettings>) -> JwtSettings {
         leeway_secs: default_leeway_secs(),
         require_exp: default_require_exp(),
         keys,
+        server_users: super::JwtServerUsers {
+            read: "app_ro".into(),
+            write: "app".into(),
+        },
+        default_role: None,
     }
 }
 

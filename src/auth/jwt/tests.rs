@@ -310,7 +310,8 @@ fn role_claim_rules() {
 fn settings_shape_and_defaults() {
     let yaml =
         "keys:\n  - alg: HS256\n    secret_env: JWT_SECRET\n  - alg: RS256\n    kid: k1\n    \
-                public_key_file: rsa.pem\n  - alg: EdDSA\n    jwks_file: jwks.json\n";
+                public_key_file: rsa.pem\n  - alg: EdDSA\n    jwks_file: jwks.json\n\
+         server_users: { read: app_ro, write: app }\n";
     let s: JwtSettings = serde_norway::from_str(yaml).unwrap();
     assert_eq!(s.tenant_claim, "tenant_id");
     assert_eq!(s.role_claim, "role");
