@@ -408,7 +408,9 @@ async fn token_login(
         .stream
         .peer_addr()
         .is_ok_and(|a| a.ip().is_loopback());
-    if !client.stream.is_tls() && !(loopback && ctx.settings.config.allow_cleartext_on_loopback) {
+    let cleartext_ok =
+        client.stream.is_tls() || (loopback && ctx.settings.config.allow_cleartext_on_loopback);
+    if !cleartext_ok {
         return Err(ClientError::fatal(
             ErrorKind::Auth,
             codes::INVALID_AUTHORIZATION,
