@@ -668,6 +668,10 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<ServerDetou
                 backend::READY_FOR_QUERY => {
                     t.swallowing = false;
                     t.pop_sync();
+                    // The prelude's ReadyForQuery counts among those a refusal waits for.
+                    if let Some((due, _)) = &mut t.inject {
+                        *due = due.saturating_sub(1);
+                    }
                 }
                 backend::ERROR_RESPONSE => {
                     return Err(Stop::Prelude(fields::summary(&buf[5..h.frame_len])))
