@@ -49,6 +49,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         mock_secret: secret,
         client_tls,
         jwt,
+        statements: Default::default(),
         tenant_status: crate::proxy::tenant_status::TenantStatusCache::new(Duration::from_millis(
             settings.config.tenant.status_cache_ms,
         )),

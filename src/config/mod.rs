@@ -164,6 +164,9 @@ pub struct PoolConfig {
     pub server_max_uses: u64,
     /// 0 disables retirement by age.
     pub server_lifetime_ms: u64,
+    /// Named prepared statements each server connection keeps (least recently used are
+    /// closed beyond it).
+    pub prepared_statement_cache_size: usize,
 }
 
 impl Default for PoolConfig {
@@ -183,6 +186,7 @@ impl Default for PoolConfig {
             idle_timeout_ms: 60_000,
             server_max_uses: 7200,
             server_lifetime_ms: 7_200_000,
+            prepared_statement_cache_size: 256,
         }
     }
 }

@@ -147,6 +147,9 @@ async fn open_one(pool: Arc<Pool>) {
                     last_used: now,
                     uses: 0,
                     tenant: super::AppliedTenant::Unknown,
+                    statements: super::statements::ServerStatements::new(
+                        pool.limits.statement_cache_size,
+                    ),
                     slot: Slot::adopt(&pool),
                 };
                 tracing::info!(pool = %pool.name, conn = conn.id, server_pid = conn.key.pid, attempts, "server connection opened");

@@ -10,6 +10,7 @@ mod manager;
 pub mod query;
 mod server_conn;
 mod slot;
+pub mod statements;
 mod stats;
 
 pub use connect::{send_cancel, ConnectError, ConnectTarget};
@@ -43,6 +44,8 @@ pub struct PoolLimits {
     pub max_uses: Option<u64>,
     pub lifetime: Option<Duration>,
     pub command_timeout: Option<Duration>,
+    /// Prepared statements kept per server connection (least recently used evicted).
+    pub statement_cache_size: usize,
 }
 
 /// The server's ParameterStatus values, reported to every client at login.
@@ -334,6 +337,7 @@ impl PoolSet {
                 max_uses: (p.server_max_uses > 0).then_some(p.server_max_uses),
                 lifetime: ms_opt(p.server_lifetime_ms),
                 command_timeout: ms_opt(role.command_timeout_ms),
+                statement_cache_size: p.prepared_statement_cache_size,
             },
             target: ConnectTarget {
                 host: cfg.server.host.clone(),

@@ -5,6 +5,7 @@ pub mod cancel;
 mod client_io;
 mod handshake;
 mod relay;
+pub mod statements;
 pub mod tenant_status;
 
 use crate::config::Settings;
@@ -30,6 +31,8 @@ pub struct ProxyContext {
     pub shutdown: Shutdown,
     /// Token verification, if `jwt:` is configured.
     pub jwt: Option<crate::auth::jwt::JwtVerifier>,
+    /// Prepared statement definitions shared by all clients.
+    pub statements: statements::StatementRegistry,
     /// Client-facing TLS, if configured.
     pub client_tls: Option<Arc<crate::net::tls::ClientTls>>,
     /// Recently looked-up tenant statuses (`tenant.check_status`).

@@ -1,0 +1,285 @@
+//! Server → client: forwards server bytes as whole slices of the read buffer, scanning
+//! headers to match replies with the messages that asked for them (see [`super::tracker`]),
+//! dropping the replies to the proxy's own messages and making up the ones the server will
+//! not send.
+
+use super::tracker::{Action, Expect, Tracker};
+use super::Stop;
+use crate::error::ClientError;
+use crate::pool::{AppliedTenant, ServerConn};
+use crate::protocol::fields;
+use crate::protocol::framing::{backend, parse_header};
+use crate::proxy::statements::ClientStatements;
+use crate::proxy::{ClientConn, Session};
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+/// Server bytes (or their absence) that are not forwarded as they are.
+enum Detour {
+    /// A reply to the proxy's own message: dropped. `prelude` when it ends the prelude.
+    Swallow { len: usize, prelude: bool },
+    /// The 57014 caused by our command_timeout cancel: replaced by one naming the timeout.
+    Reword { len: usize },
+    /// The reply group at the front is made up by the proxy: send it now.
+    Emit,
+    /// A client's Parse failed on the server: the statement does not exist after all.
+    ParseFailed { id: u64, name: Box<[u8]> },
+}
+
+pub(super) async fn forward_server(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    statements: &mut ClientStatements,
+    session: &Session,
+) -> Result<(), Stop> {
+    loop {
+        let (pos, detour) = scan_server(&server.buf, t)?;
+        if pos > 0 {
+            if client.stream.write_all(&server.buf[..pos]).await.is_err() {
+                return Err(Stop::ClientGone);
+            }
+            t.bytes_out += pos as u64;
+            server.buf.advance(pos);
+        }
+        let made_up: ClientError = match detour {
+            None => return Ok(()),
+            Some(Detour::Swallow { len, prelude }) => {
+                server.buf.advance(len);
+                if prelude {
+                    server.tenant = AppliedTenant::Applied(session.tenant);
+                }
+                continue;
+            }
+            Some(Detour::ParseFailed { id, name }) => {
+                server.statements.remove(id);
+                statements.remove(&name);
+                continue;
+            }
+            Some(Detour::Reword { len }) => {
+                server.buf.advance(len);
+                super::command_timeout_error(session)
+            }
+            Some(Detour::Emit) => match t.replies.pop_front().map(|r| r.action) {
+                Some(Action::Fake(tag)) => {
+                    let msg = [tag, 0, 0, 0, 4];
+                    t.bytes_out += msg.len() as u64;
+                    if client.stream.write_all(&msg).await.is_err() {
+                        return Err(Stop::ClientGone);
+                    }
+                    continue;
+                }
+                Some(Action::FakeError(e)) => *e,
+                _ => continue,
+            },
+        };
+        let mut out = BytesMut::with_capacity(256);
+        made_up.encode(&mut out);
+        t.bytes_out += out.len() as u64;
+        if client.stream.write_all(&out).await.is_err() {
+            return Err(Stop::ClientGone);
+        }
+    }
+}
+
+/// Messages that end a reply group or that the proxy reads; they are forwarded only whole.
+fn must_be_whole(tag: u8) -> bool {
+    !matches!(tag, b'D' | b'd' | b'N' | b'A' | b'V' | b'H' | b'W')
+}
+
+/// Scans server messages from the front: how many bytes go to the client as they are, and
+/// what happens right after them.
+fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), Stop> {
+    let mut pos = 0;
+    loop {
+        if t.server_remaining == 0 {
+            // What the proxy makes up goes out in order, before anything the server says
+            // next; after a server error PostgreSQL would have skipped it, and so do we.
+            while t.replies.front().is_some_and(|r| r.is_fake()) {
+                if t.skipping {
+                    t.replies.pop_front();
+                } else {
+                    return Ok((pos, Some(Detour::Emit)));
+                }
+            }
+        }
+        if pos >= buf.len() {
+            break;
+        }
+        if t.server_remaining > 0 {
+            let take = t.server_remaining.min(buf.len() - pos);
+            t.server_remaining -= take;
+            pos += take;
+            continue;
+        }
+        let h = match parse_header(&buf[pos..]) {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(_) => return Err(Stop::ServerGone { fatal_sent: false }),
+        };
+        let complete = buf.len() - pos >= h.frame_len;
+        let tag = h.tag;
+        if t.skipping {
+            while t
+                .replies
+                .front()
+                .is_some_and(|r| !matches!(r.expect, Expect::Ready { .. }))
+            {
+                t.replies.pop_front();
+            }
+        }
+        let dropping = t
+            .replies
+            .front()
+            .is_some_and(|r| matches!(r.action, Action::Drop | Action::Prelude));
+        if !complete && (dropping || must_be_whole(tag)) {
+            break;
+        }
+        let is_async = matches!(
+            tag,
+            backend::NOTICE_RESPONSE | backend::NOTIFICATION_RESPONSE | backend::PARAMETER_STATUS
+        );
+        let mut after: Option<Detour> = None;
+        if !is_async {
+            if let Some(d) = account(buf, pos, h.frame_len, tag, t)? {
+                match d {
+                    Detour::Reword { .. } => return Ok((pos, Some(d))),
+                    Detour::Swallow { .. } => return Ok((pos, Some(d))),
+                    other => after = Some(other),
+                }
+            }
+        } else if dropping {
+            return Ok((
+                pos,
+                Some(Detour::Swallow {
+                    len: h.frame_len,
+                    prelude: false,
+                }),
+            ));
+        }
+        if complete {
+            pos += h.frame_len;
+        } else {
+            t.server_remaining = h.frame_len - (buf.len() - pos);
+            pos = buf.len();
+        }
+        if after.is_some() {
+            return Ok((pos, after));
+        }
+    }
+    Ok((pos, None))
+}
+
+/// Matches one (whole, for the tags that matter) server message against the reply group
+/// at the front. Returns a detour for the message itself (Swallow, Reword) or one to take
+/// after it is forwarded (ParseFailed).
+fn account(
+    buf: &[u8],
+    pos: usize,
+    len: usize,
+    tag: u8,
+    t: &mut Tracker,
+) -> Result<Option<Detour>, Stop> {
+    let Some(front) = t.replies.front_mut() else {
+        // Unsolicited (a FATAL before the server closes): the client sees it.
+        if tag == backend::ERROR_RESPONSE {
+            note_error(&buf[pos + 5..pos + len], t);
+        }
+        return Ok(None);
+    };
+    let expect = front.expect;
+    let drop_it = matches!(front.action, Action::Drop | Action::Prelude);
+    let is_prelude = matches!(front.action, Action::Prelude);
+    let swallow = |prelude| Detour::Swallow { len, prelude };
+    match tag {
+        backend::READY_FOR_QUERY => {
+            let done = t.replies.pop_front();
+            t.seen = 0;
+            t.skipping = false;
+            t.copy_in = false;
+            t.timeout_cancel = false;
+            t.ready_seen += 1;
+            if drop_it {
+                return Ok(Some(swallow(is_prelude)));
+            }
+            t.status = buf.get(pos + 5).copied().unwrap_or(b'I');
+            let _ = done;
+            Ok(None)
+        }
+        backend::ERROR_RESPONSE => {
+            let body = &buf[pos + 5..pos + len];
+            if is_prelude {
+                return Err(Stop::Prelude(fields::summary(body)));
+            }
+            let reword = note_error(body, t);
+            let mut after = None;
+            if !matches!(expect, Expect::Ready { simple: true }) {
+                // Extended protocol: the server now skips everything up to Sync.
+                if let Some(r) = t.replies.pop_front() {
+                    if let Action::Prepared { id, name } = r.action {
+                        after = Some(Detour::ParseFailed { id, name });
+                    }
+                }
+                t.seen = 0;
+                t.skipping = true;
+            }
+            if reword {
+                return Ok(Some(Detour::Reword { len }));
+            }
+            // An error answering the proxy's own Parse still reaches the client: it is the
+            // error its own statement would have had.
+            Ok(after)
+        }
+        _ => {
+            match expect {
+                Expect::Count(n) => {
+                    t.seen += 1;
+                    if t.seen >= n {
+                        t.seen = 0;
+                        t.replies.pop_front();
+                    }
+                }
+                Expect::Execute => match tag {
+                    b'C' | b'I' | b's' => {
+                        t.replies.pop_front();
+                    }
+                    backend::COPY_IN_RESPONSE => {
+                        t.copy_in = true;
+                        // The Syncs already sent after this Execute reach the server in
+                        // COPY mode, which ignores them: no ReadyForQuery will answer them.
+                        let mut first = true;
+                        t.replies.retain(|r| {
+                            let keep = first
+                                || r.is_fake()
+                                || !matches!(r.expect, Expect::Ready { simple: false });
+                            first = false;
+                            keep
+                        });
+                    }
+                    _ => {}
+                },
+                Expect::Ready { .. } => {
+                    if tag == backend::COPY_IN_RESPONSE {
+                        t.copy_in = true;
+                    }
+                }
+            }
+            Ok(drop_it.then(|| swallow(false)))
+        }
+    }
+}
+
+/// Counts an error and notes a FATAL; returns whether it is the 57014 of our own
+/// command_timeout cancel (to be reworded).
+fn note_error(body: &[u8], t: &mut Tracker) -> bool {
+    let code = fields::sqlstate(body).unwrap_or(*b"XX000");
+    crate::metrics::count_error(&code);
+    if fields::error_fields(body).any(|(f, v)| f == b'V' && (v == b"FATAL" || v == b"PANIC")) {
+        t.server_fatal = true;
+    }
+    if t.timeout_cancel && &code == b"57014" {
+        t.timeout_cancel = false;
+        return true;
+    }
+    false
+}

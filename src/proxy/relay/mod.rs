@@ -1,0 +1,329 @@
+//! The transaction relay: the hot path.
+//!
+//! While the client idles it holds no server and no read buffer. Its first complete
+//! message checks out a server; from then on client bytes go to the server and server bytes
+//! to the client as whole slices of the read buffers, while only message headers are
+//! scanned. The server goes back to the pool when every sync point sent has been answered,
+//! the last ReadyForQuery says idle, and no message is half-sent in either direction.
+
+mod downstream;
+mod tracker;
+mod upstream;
+
+use super::statements::ClientStatements;
+use super::{ClientConn, ProxyContext, Session};
+use crate::config::PoolMode;
+use crate::error::{ClientError, ErrorKind};
+use crate::pool::{AppliedTenant, PoolStats, ServerConn};
+use crate::protocol::codes;
+use downstream::forward_server;
+use tracker::{Action, Expect, Tracker};
+use upstream::forward_client;
+
+use crate::protocol::framing::{frontend, parse_header, Header};
+use bytes::BytesMut;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// Server reads reserve this much room; large result sets stream through it.
+const SERVER_READ_CHUNK: usize = 16 * 1024;
+
+/// How the relay ended.
+pub(super) struct RelayEnd {
+    pub stats: ClientStats,
+    /// An error for the client, sent before its connection closes.
+    pub error: Option<ClientError>,
+}
+
+#[derive(Default, Clone, Copy)]
+pub(super) struct ClientStats {
+    pub transactions: u64,
+}
+
+/// What stopped a transaction early.
+enum Stop {
+    /// The client closed or broke its connection.
+    ClientGone,
+    /// The client broke the protocol; tell it and close.
+    Client(ClientError),
+    /// The server went away (its FATAL already forwarded if `fatal_sent`).
+    ServerGone { fatal_sent: bool },
+    /// The server refused the tenant prelude.
+    Prelude(String),
+}
+
+pub(super) async fn run(
+    client: &mut ClientConn,
+    session: &Session,
+    ctx: &ProxyContext,
+) -> RelayEnd {
+    let mut stats = ClientStats::default();
+    let session_mode = ctx.settings.config.pool.mode == PoolMode::Session;
+    let mut held: Option<ServerConn> = None;
+    let mut t = Tracker::default();
+    let mut statements = ClientStatements::default();
+    let error = loop {
+        if held.is_none() {
+            match wait_for_work(client, ctx).await {
+                Ok(true) => {}
+                Ok(false) => break None,
+                Err(e) => break e,
+            }
+            let server = match session.pool.acquire().await {
+                Ok(s) => s,
+                Err(e) => {
+                    break Some(e.to_client_error(
+                        &session.pool.name,
+                        ctx.settings.config.pool.acquire_timeout_ms,
+                    ))
+                }
+            };
+            session.cancel.target.attach(server.key);
+            held = Some(server);
+        }
+        let Some(mut server) = held.take() else {
+            break None;
+        };
+        let _active = crate::pool::GaugeGuard::new(&session.pool.stats.clients_active);
+        t.start();
+        let result = transaction(
+            client,
+            &mut server,
+            &mut t,
+            &mut statements,
+            session,
+            ctx,
+            session_mode,
+        )
+        .await;
+        let stats_pool = &session.pool.stats;
+        PoolStats::add(&stats_pool.queries, t.queries);
+        PoolStats::add(&stats_pool.bytes_from_clients, t.bytes_in);
+        PoolStats::add(&stats_pool.bytes_from_server, t.bytes_out);
+        match result {
+            Ok(()) => {
+                stats.transactions += 1;
+                PoolStats::add(&stats_pool.transactions, 1);
+                let settled = session.cancel.target.detach().await;
+                if settled && t.is_clean() {
+                    session.pool.release(server);
+                } else {
+                    drop(server);
+                }
+                if t.terminated {
+                    break None;
+                }
+            }
+            Err(stop) => {
+                let error = abandon(server, &t, session, ctx).await;
+                break match stop {
+                    Stop::ClientGone => error,
+                    Stop::Client(e) => Some(e),
+                    Stop::ServerGone { fatal_sent: true } => None,
+                    Stop::ServerGone { fatal_sent: false } => Some(server_lost()),
+                    Stop::Prelude(e) => {
+                        tracing::error!(pool = %session.pool.name, error = %e, "the server refused the tenant settings");
+                        Some(ClientError::fatal(
+                            ErrorKind::Server,
+                            codes::INTERNAL_ERROR,
+                            "launch-proxy could not apply the tenant to the server connection",
+                        ))
+                    }
+                };
+            }
+        }
+    };
+    if let Some(server) = held.take() {
+        // Session mode: the client left while holding its server.
+        t.start();
+        let _ = abandon(server, &t, session, ctx).await;
+    }
+    RelayEnd { stats, error }
+}
+
+fn server_lost() -> ClientError {
+    ClientError::fatal(
+        ErrorKind::Server,
+        codes::CONNECTION_FAILURE,
+        "server closed the connection unexpectedly",
+    )
+    .with_detail("the PostgreSQL server terminated or the connection to it broke; the transaction was rolled back")
+}
+
+/// Gets rid of a server connection whose client is gone or whose state is unknown: a
+/// running query is cancelled first so that its locks go with it, then the connection is
+/// closed (PostgreSQL rolls back an open transaction on disconnect).
+async fn abandon(
+    server: ServerConn,
+    t: &Tracker,
+    session: &Session,
+    ctx: &ProxyContext,
+) -> Option<ClientError> {
+    if !t.replies.is_empty() {
+        ctx.cancels.cancel_running(&session.cancel.target).await;
+    }
+    session.cancel.target.detach().await;
+    tracing::debug!(pool = %session.pool.name, conn = server.id, "closing server connection left in an unknown state");
+    drop(server);
+    None
+}
+
+/// Waits, holding no server, until the client has a complete message to run. Returns
+/// `Ok(false)` when the client ended the session.
+async fn wait_for_work(
+    client: &mut ClientConn,
+    ctx: &ProxyContext,
+) -> Result<bool, Option<ClientError>> {
+    loop {
+        if !client.buf.is_empty() {
+            match parse_header(&client.buf) {
+                Err(_) => return Err(Some(ClientError::protocol("invalid message length"))),
+                Ok(Some(h)) if h.tag == frontend::TERMINATE => return Ok(false),
+                Ok(Some(h)) if h.frame_len > ctx.settings.config.max_client_message_bytes => {
+                    return Err(Some(oversized(h, ctx)))
+                }
+                Ok(Some(h)) if client.buf.len() >= h.frame_len || streamable(h.tag) => {
+                    return Ok(true)
+                }
+                _ => {}
+            }
+        } else {
+            if client.buf.capacity() > 0 {
+                // An idle client keeps no buffer: thousands of idle clients cost sockets only.
+                client.buf = BytesMut::new();
+            }
+            if ctx.shutdown.is_triggered() {
+                return Err(Some(ClientError::shutting_down()));
+            }
+            tokio::select! {
+                r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
+                _ = ctx.shutdown.triggered() => return Err(Some(ClientError::shutting_down())),
+            }
+        }
+        match client.read_more().await {
+            Ok(0) | Err(_) => return Ok(false),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn oversized(h: Header, ctx: &ProxyContext) -> ClientError {
+    ClientError::fatal(
+        ErrorKind::Protocol,
+        codes::PROGRAM_LIMIT_EXCEEDED,
+        format!(
+            "message of {} bytes exceeds max_client_message_bytes ({})",
+            h.frame_len, ctx.settings.config.max_client_message_bytes
+        ),
+    )
+}
+
+/// Messages that may be forwarded before they are complete (they can be large and the
+/// proxy never needs their contents).
+#[inline]
+fn streamable(tag: u8) -> bool {
+    matches!(tag, frontend::COPY_DATA | frontend::BIND)
+}
+
+/// Relays one transaction (or, in session mode, the whole session) on `server`.
+async fn transaction(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    statements: &mut ClientStatements,
+    session: &Session,
+    ctx: &ProxyContext,
+    session_mode: bool,
+) -> Result<(), Stop> {
+    let command_timeout = session.pool.limits.command_timeout;
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut armed = false;
+    if let (Some(tenant), true) = (&session.tenant, ctx.settings.config.tenant.check_status) {
+        use super::tenant_status::{refused, Status};
+        let status = match ctx.tenant_status.fresh(tenant) {
+            Some(s) => s,
+            None => ctx
+                .tenant_status
+                .refresh(tenant, server)
+                .await
+                .map_err(Stop::Client)?,
+        };
+        if let Status::Refused(s) = status {
+            return Err(Stop::Client(refused(tenant, &s)));
+        }
+    }
+    let prelude = if server.tenant != AppliedTenant::Applied(session.tenant) {
+        t.push(Expect::Ready { simple: true }, Action::Prelude);
+        Some(&session.prelude[..])
+    } else {
+        None
+    };
+    forward_client(client, server, t, statements, ctx, prelude).await?;
+    forward_server(client, server, t, statements, session).await?;
+    let mut progress = t.ready_seen;
+    loop {
+        if t.terminated || (!session_mode && t.is_clean()) {
+            return Ok(());
+        }
+        let want_timer =
+            command_timeout.is_some() && !t.replies.is_empty() && !t.copy_in && !t.timeout_cancel;
+        if want_timer && !armed {
+            if let Some(d) = command_timeout {
+                timer.as_mut().reset(tokio::time::Instant::now() + d);
+            }
+        }
+        armed = want_timer;
+        if server.buf.capacity() - server.buf.len() < 4096 {
+            server.buf.reserve(SERVER_READ_CHUNK);
+        }
+        if client.buf.capacity() - client.buf.len() < 1024 {
+            client.buf.reserve(super::client_io::READ_CHUNK);
+        }
+        tokio::select! {
+            r = server.stream.read_buf(&mut server.buf) => match r {
+                Ok(0) | Err(_) => return Err(Stop::ServerGone { fatal_sent: t.server_fatal }),
+                Ok(_) => {
+                    forward_server(client, server, t, statements, session).await?;
+                    if t.ready_seen != progress {
+                        // The next command in the pipeline gets its own time budget.
+                        progress = t.ready_seen;
+                        armed = false;
+                    }
+                }
+            },
+            r = client.stream.read_buf(&mut client.buf) => match r {
+                Ok(0) | Err(_) => return Err(Stop::ClientGone),
+                Ok(_) => {
+                    forward_client(client, server, t, statements, ctx, None).await?;
+                    forward_server(client, server, t, statements, session).await?;
+                }
+            },
+            _ = &mut timer, if armed => {
+                t.timeout_cancel = true;
+                armed = false;
+                tracing::info!(pool = %session.pool.name, pid = session.cancel.target.pid, "command_timeout reached: cancelling the running query");
+                let cancels = ctx.cancels.clone();
+                let target = session.cancel.target.clone();
+                tokio::spawn(async move { cancels.cancel_running(&target).await; });
+            }
+        }
+    }
+}
+
+pub(super) fn command_timeout_error(session: &Session) -> ClientError {
+    let ms = session
+        .pool
+        .limits
+        .command_timeout
+        .map_or(0, |d| d.as_millis());
+    ClientError::error(
+        ErrorKind::Timeout,
+        codes::QUERY_CANCELED,
+        format!("canceling statement due to command timeout ({ms} ms)"),
+    )
+    .with_detail(format!(
+        "launch-proxy cancelled the command after command_timeout_ms ({ms}) of role \"{}\"",
+        session.pool.role.as_str()
+    ))
+}

@@ -1,0 +1,119 @@
+//! What the relay knows about a transaction in flight: the replies it still expects from
+//! the server, in order, and what to do with each group of them.
+//!
+//! Every message sent to the server gets a [`Reply`] entry. Replies the client must not
+//! see (the tenant prelude, statements the proxy prepares on its own) are dropped; replies
+//! the server will not send but the client expects (a statement the server already had, a
+//! guard refusal) are made up in place. Ordering is what makes this exact: the server
+//! answers messages in the order it got them.
+
+use crate::error::ClientError;
+use std::collections::VecDeque;
+
+/// How a group of server replies ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Expect {
+    /// This many messages (ParseComplete, BindComplete, CloseComplete: 1; Describe of a
+    /// statement: ParameterDescription then RowDescription/NoData: 2; of a portal: 1).
+    Count(u8),
+    /// Execute: up to CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute,
+    /// Query, FunctionCall (`simple`) or Sync: up to ReadyForQuery.
+    Ready { simple: bool },
+}
+
+#[derive(Debug)]
+pub(super) enum Action {
+    /// The client sees the replies.
+    Pass,
+    /// The replies answer the proxy's own message; dropped.
+    Drop,
+    /// The tenant prelude: dropped, and the connection then carries the session's tenant.
+    Prelude,
+    /// A Parse the proxy sent for a client statement: on error the statement is forgotten.
+    Prepared { id: u64, name: Box<[u8]> },
+    /// No server reply: send the client this message (ParseComplete '1', CloseComplete '3').
+    Fake(u8),
+    /// No server reply: send the client this error; the server skips nothing (it never saw
+    /// the refused message), the proxy discarded the rest up to Sync.
+    FakeError(Box<ClientError>),
+}
+
+#[derive(Debug)]
+pub(super) struct Reply {
+    pub expect: Expect,
+    pub action: Action,
+}
+
+impl Reply {
+    pub fn is_fake(&self) -> bool {
+        matches!(self.action, Action::Fake(_) | Action::FakeError(_))
+    }
+}
+
+/// Per-session relay state; the queue's storage is reused across transactions.
+#[derive(Default)]
+pub(super) struct Tracker {
+    pub replies: VecDeque<Reply>,
+    /// Scratch space for rewritten batches, kept across transactions.
+    pub scratch: bytes::BytesMut,
+    /// Transaction status from the last ReadyForQuery.
+    pub status: u8,
+    /// Extended-protocol messages were sent after the last Sync.
+    pub unsynced: bool,
+    /// The server is in COPY IN and waits for client data.
+    pub copy_in: bool,
+    /// Bytes of a client message already partly forwarded.
+    pub client_remaining: usize,
+    /// Bytes of a server message already partly forwarded.
+    pub server_remaining: usize,
+    /// The client sent Terminate.
+    pub terminated: bool,
+    /// The server sent a FATAL error: it is about to close.
+    pub server_fatal: bool,
+    /// A cancel for command_timeout was sent; the 57014 it causes gets our wording.
+    pub timeout_cancel: bool,
+    /// Client messages are dropped up to the next Sync (after a refused message), as
+    /// PostgreSQL itself does after an error.
+    pub discarding: bool,
+    /// After a server error in the extended protocol, reply groups up to the next Sync
+    /// produce nothing.
+    pub skipping: bool,
+    /// Messages seen of the reply group at the front (for `Expect::Count`).
+    pub seen: u8,
+    /// ReadyForQuery messages received, to tell the command timer about progress.
+    pub ready_seen: u64,
+    pub queries: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Tracker {
+    /// Resets everything but the queue's storage for a new transaction.
+    pub fn start(&mut self) {
+        let replies = std::mem::take(&mut self.replies);
+        let scratch = std::mem::take(&mut self.scratch);
+        *self = Tracker {
+            replies,
+            scratch,
+            status: b'I',
+            ..Default::default()
+        };
+        self.replies.clear();
+    }
+
+    pub fn push(&mut self, expect: Expect, action: Action) {
+        self.replies.push_back(Reply { expect, action });
+    }
+
+    /// The server may be handed to another client.
+    pub fn is_clean(&self) -> bool {
+        self.replies.is_empty()
+            && self.status == b'I'
+            && !self.unsynced
+            && !self.copy_in
+            && !self.discarding
+            && self.client_remaining == 0
+            && self.server_remaining == 0
+    }
+}

@@ -1,0 +1,426 @@
+//! Client → server: forwards whole runs of client messages in one write, scanning only
+//! headers, except for the few messages the proxy must look into: Query and Parse (the
+//! statement guard), and named statements in Parse/Bind/Describe/Close (rewritten to the
+//! proxy's names, prepared on this server on demand).
+
+use super::tracker::{Action, Expect, Tracker};
+use super::{oversized, streamable, Stop};
+use crate::error::{ClientError, ErrorKind};
+use crate::pool::statements::server_name;
+use crate::pool::ServerConn;
+use crate::protocol::codes;
+use crate::protocol::encode;
+use crate::protocol::fields::read_cstr;
+use crate::protocol::framing::{frontend, parse_header};
+use crate::proxy::statements::{close_message, rewrite_name, ClientStatements};
+use crate::proxy::{ClientConn, ProxyContext};
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+/// A client message that is not forwarded as it is.
+enum Detour {
+    /// A Query the statement guard refused: a stand-in that raises the error on the server
+    /// goes instead, so that transaction state and ReadyForQuery stay PostgreSQL's own.
+    RefuseQuery { len: usize, error: ClientError },
+    /// A message refused by the proxy itself: dropped with the rest of its run up to Sync,
+    /// and the error goes to the client in its place.
+    Refuse { len: usize, error: ClientError },
+    /// A message dropped while discarding.
+    Skip { len: usize },
+    /// Parse, Bind, Describe or Close naming a client statement.
+    Named { len: usize },
+}
+
+/// Forwards the complete (or streamable) client messages in the buffer, after `prefix`
+/// (the tenant prelude) if given.
+pub(super) async fn forward_client(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    statements: &mut ClientStatements,
+    ctx: &ProxyContext,
+    mut prefix: Option<&[u8]>,
+) -> Result<(), Stop> {
+    // Batches the proxy does not touch go out straight from the read buffer; once a
+    // message is rewritten, the rest of the batch is gathered so it still leaves in one write.
+    let mut out = std::mem::take(&mut t.scratch);
+    out.clear();
+    loop {
+        let (pos, detour) = scan_client(&client.buf, t, ctx)?;
+        let head = prefix.take().unwrap_or(&[]);
+        if out.is_empty() && detour.is_none() {
+            if (pos > 0 || !head.is_empty())
+                && write_both(&mut server.stream, head, &client.buf[..pos])
+                    .await
+                    .is_err()
+            {
+                t.scratch = out;
+                return Err(Stop::ServerGone { fatal_sent: false });
+            }
+            t.bytes_in += pos as u64;
+            client.buf.advance(pos);
+            break;
+        }
+        out.extend_from_slice(head);
+        out.extend_from_slice(&client.buf[..pos]);
+        t.bytes_in += pos as u64;
+        client.buf.advance(pos);
+        let Some(detour) = detour else { break };
+        match detour {
+            Detour::RefuseQuery { len, error } => {
+                encode::query(&mut out, &raise_sql(&error));
+                client.buf.advance(len);
+                t.queries += 1;
+                t.push(Expect::Ready { simple: true }, Action::Pass);
+            }
+            Detour::Refuse { len, error } => {
+                client.buf.advance(len);
+                refuse(t, error);
+            }
+            Detour::Skip { len } => client.buf.advance(len),
+            Detour::Named { len } => {
+                let msg = client.buf.split_to(len);
+                named(&msg, server, t, statements, ctx, &mut out);
+                t.bytes_in += len as u64;
+            }
+        }
+    }
+    if !out.is_empty() {
+        let r = server.stream.write_all(&out).await;
+        out.clear();
+        t.scratch = out;
+        if r.is_err() {
+            return Err(Stop::ServerGone { fatal_sent: false });
+        }
+    } else {
+        t.scratch = out;
+    }
+    if t.terminated {
+        // Nothing after Terminate matters.
+        client.buf.clear();
+    }
+    Ok(())
+}
+
+/// Reports `error` in place of the refused message and drops the rest of its run.
+fn refuse(t: &mut Tracker, error: ClientError) {
+    t.push(Expect::Count(0), Action::FakeError(Box::new(error)));
+    t.discarding = true;
+}
+
+/// Writes two slices with `writev` where possible: the tenant prelude and the client's
+/// messages leave in one segment.
+async fn write_both(stream: &mut crate::net::Stream, a: &[u8], b: &[u8]) -> std::io::Result<()> {
+    if a.is_empty() {
+        return stream.write_all(b).await;
+    }
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = stream
+            .write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    stream.write_all(b).await
+}
+
+/// SQL that makes the server itself raise the guard's refusal.
+fn raise_sql(error: &ClientError) -> String {
+    let message = error.message.replace('\'', "''");
+    format!(
+        "DO $launch_proxy$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = '{message}'; END$launch_proxy$",
+        error.code
+    )
+}
+
+fn guard_error(v: &crate::tenant::guard::GuardViolation) -> ClientError {
+    metrics::counter!(crate::metrics::names::GUARD_VIOLATIONS, "what" => v.what).increment(1);
+    ClientError::error(ErrorKind::Auth, codes::INSUFFICIENT_PRIVILEGE, v.message())
+}
+
+fn no_such_statement(name: &[u8]) -> ClientError {
+    ClientError::error(
+        ErrorKind::Protocol,
+        codes::INVALID_SQL_STATEMENT_NAME,
+        format!(
+            "prepared statement \"{}\" does not exist",
+            String::from_utf8_lossy(name)
+        ),
+    )
+}
+
+/// Whether the named-statement part of a message can be read from what is buffered, and
+/// the name (for Bind: after the portal name; Describe/Close: after the kind byte, only for
+/// statements). `None`: not enough bytes yet.
+fn statement_name(tag: u8, body: &[u8]) -> Option<Option<&[u8]>> {
+    match tag {
+        frontend::PARSE => Some(read_cstr(body).map(|(n, _)| n)),
+        frontend::BIND => {
+            let (_, rest) = read_cstr(body)?;
+            Some(read_cstr(rest).map(|(n, _)| n))
+        }
+        frontend::DESCRIBE | frontend::CLOSE => match body.first() {
+            None => None,
+            Some(b'S') => Some(read_cstr(&body[1..]).map(|(n, _)| n)),
+            Some(_) => Some(None),
+        },
+        _ => Some(None),
+    }
+}
+
+/// Scans client messages from the front: how many bytes go to the server as they are,
+/// and what to do with the message right after them.
+fn scan_client(
+    buf: &[u8],
+    t: &mut Tracker,
+    ctx: &ProxyContext,
+) -> Result<(usize, Option<Detour>), Stop> {
+    let mut pos = 0;
+    let max = ctx.settings.config.max_client_message_bytes;
+    while pos < buf.len() {
+        if t.client_remaining > 0 {
+            let take = t.client_remaining.min(buf.len() - pos);
+            t.client_remaining -= take;
+            pos += take;
+            continue;
+        }
+        let h = match parse_header(&buf[pos..]) {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(Stop::Client(ClientError::protocol(
+                    "invalid message length",
+                )))
+            }
+        };
+        if h.frame_len > max {
+            return Err(Stop::Client(oversized(h, ctx)));
+        }
+        let avail = (buf.len() - pos).min(h.frame_len);
+        let complete = avail == h.frame_len;
+        let body = &buf[pos + 5..pos + avail];
+        if t.discarding {
+            if !complete {
+                break;
+            }
+            if h.tag != frontend::SYNC {
+                return Ok((pos, Some(Detour::Skip { len: h.frame_len })));
+            }
+            t.discarding = false;
+        }
+        // Named statements are rewritten, so their messages must be whole; a large unnamed
+        // Bind may stream.
+        let name = match statement_name(h.tag, body) {
+            None if complete => {
+                return Err(Stop::Client(ClientError::protocol(format!(
+                    "malformed message of type '{}'",
+                    h.tag as char
+                ))))
+            }
+            None => break,
+            Some(n) => n.filter(|n| !n.is_empty()),
+        };
+        if !complete && (name.is_some() || !streamable(h.tag)) {
+            break;
+        }
+        match h.tag {
+            frontend::TERMINATE => {
+                t.terminated = true;
+                break;
+            }
+            frontend::QUERY | frontend::PARSE => {
+                let sql = sql_of(h.tag, body);
+                if crate::tenant::guard::needs_check(sql) {
+                    if let Err(v) =
+                        crate::tenant::guard::check(sql, crate::tenant::PROTECTED_SETTINGS)
+                    {
+                        let error = guard_error(&v);
+                        let len = h.frame_len;
+                        let detour = if h.tag == frontend::QUERY {
+                            Detour::RefuseQuery { len, error }
+                        } else {
+                            Detour::Refuse { len, error }
+                        };
+                        return Ok((pos, Some(detour)));
+                    }
+                }
+                if h.tag == frontend::QUERY {
+                    t.queries += 1;
+                    t.push(Expect::Ready { simple: true }, Action::Pass);
+                } else if name.is_some() {
+                    return Ok((pos, Some(Detour::Named { len: h.frame_len })));
+                } else {
+                    t.unsynced = true;
+                    t.push(Expect::Count(1), Action::Pass);
+                }
+            }
+            frontend::BIND | frontend::DESCRIBE | frontend::CLOSE => {
+                if name.is_some() {
+                    return Ok((pos, Some(Detour::Named { len: h.frame_len })));
+                }
+                t.unsynced = true;
+                let count = if h.tag == frontend::DESCRIBE && body.first() == Some(&b'S') {
+                    2
+                } else {
+                    1
+                };
+                t.push(Expect::Count(count), Action::Pass);
+            }
+            frontend::EXECUTE => {
+                t.queries += 1;
+                t.unsynced = true;
+                t.push(Expect::Execute, Action::Pass);
+            }
+            frontend::FUNCTION_CALL => {
+                t.queries += 1;
+                t.push(Expect::Ready { simple: true }, Action::Pass);
+            }
+            frontend::SYNC => {
+                t.unsynced = false;
+                // During COPY IN the server ignores Sync: it produces no ReadyForQuery.
+                if !t.copy_in {
+                    t.push(Expect::Ready { simple: false }, Action::Pass);
+                }
+            }
+            frontend::COPY_DONE | frontend::COPY_FAIL => t.copy_in = false,
+            frontend::COPY_DATA | frontend::FLUSH => {}
+            _ => t.unsynced = true,
+        }
+        if complete {
+            pos += h.frame_len;
+        } else {
+            t.client_remaining = h.frame_len - avail;
+            pos = buf.len();
+        }
+    }
+    Ok((pos, None))
+}
+
+/// The SQL text of a Query body or of a Parse body (after the statement name).
+fn sql_of(tag: u8, body: &[u8]) -> &[u8] {
+    let body = if tag == frontend::PARSE {
+        match read_cstr(body) {
+            Some((_, rest)) => rest,
+            None => return body,
+        }
+    } else {
+        body
+    };
+    read_cstr(body).map_or(body, |(sql, _)| sql)
+}
+
+/// Makes sure the server holds `def`, queueing a Parse (and a Close for the statement it
+/// evicts) into `out` if not. `on_error` names the client statement to forget if the
+/// Parse fails (a client Parse), or `None` for one the proxy sends on its own.
+fn ensure_prepared(
+    def: &crate::proxy::statements::StatementDef,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    out: &mut BytesMut,
+    client_parse: Option<&[u8]>,
+) -> bool {
+    if server.statements.touch(def.id) {
+        return false;
+    }
+    if let Some(evicted) = server.statements.insert(def.id) {
+        close_message(evicted, out);
+        t.push(Expect::Count(1), Action::Drop);
+    }
+    out.extend_from_slice(&def.parse);
+    let action = match client_parse {
+        Some(name) => Action::Prepared {
+            id: def.id,
+            name: name.into(),
+        },
+        None => Action::Drop,
+    };
+    t.push(Expect::Count(1), action);
+    true
+}
+
+/// Handles a Parse, Bind, Describe or Close that names a client statement.
+fn named(
+    msg: &[u8],
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    statements: &mut ClientStatements,
+    ctx: &ProxyContext,
+    out: &mut BytesMut,
+) {
+    let tag = msg[0];
+    let body = &msg[5..];
+    t.unsynced = true;
+    match tag {
+        frontend::PARSE => {
+            let Some((name, query_and_types)) = read_cstr(body) else {
+                return;
+            };
+            if statements.contains(name) {
+                let error = ClientError::error(
+                    ErrorKind::Protocol,
+                    codes::DUPLICATE_PREPARED_STATEMENT,
+                    format!(
+                        "prepared statement \"{}\" already exists",
+                        String::from_utf8_lossy(name)
+                    ),
+                );
+                return refuse(t, error);
+            }
+            let def = ctx.statements.intern(query_and_types);
+            if !statements.insert(name, def.clone()) {
+                let error = ClientError::error(
+                    ErrorKind::Limit,
+                    codes::PROGRAM_LIMIT_EXCEEDED,
+                    "too many prepared statements in this session",
+                );
+                return refuse(t, error);
+            }
+            if !ensure_prepared(&def, server, t, out, Some(name)) {
+                t.push(Expect::Count(1), Action::Fake(b'1'));
+            }
+        }
+        frontend::BIND => {
+            let Some((portal, rest)) = read_cstr(body) else {
+                return;
+            };
+            let Some((name, rest)) = read_cstr(rest) else {
+                return;
+            };
+            let Some(def) = statements.get(name).cloned() else {
+                return refuse(t, no_such_statement(name));
+            };
+            ensure_prepared(&def, server, t, out, None);
+            let head = &body[..portal.len() + 1];
+            rewrite_name(tag, head, &server_name(def.id), rest, out);
+            t.push(Expect::Count(1), Action::Pass);
+        }
+        frontend::DESCRIBE => {
+            let Some((name, rest)) = read_cstr(&body[1..]) else {
+                return;
+            };
+            let Some(def) = statements.get(name).cloned() else {
+                return refuse(t, no_such_statement(name));
+            };
+            ensure_prepared(&def, server, t, out, None);
+            rewrite_name(tag, b"S", &server_name(def.id), rest, out);
+            t.push(Expect::Count(2), Action::Pass);
+        }
+        frontend::CLOSE => {
+            // The server keeps the statement for other clients; closing a name that does
+            // not exist is not an error in PostgreSQL either.
+            if let Some((name, _)) = read_cstr(&body[1..]) {
+                statements.remove(name);
+            }
+            t.push(Expect::Count(1), Action::Fake(b'3'));
+        }
+        _ => {}
+    }
+}

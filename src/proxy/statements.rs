@@ -1,0 +1,160 @@
+//! Named prepared statements in transaction mode.
+//!
+//! A client's statement names are its own: the proxy maps each to a shared definition
+//! (one per distinct query text and parameter types, across all clients), prepares that
+//! definition on whichever server connection a transaction lands on under a proxy name
+//! (`lp_<id>`), and rewrites the client's Bind/Describe to that name.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A statement as servers know it.
+#[derive(Debug)]
+pub struct StatementDef {
+    pub id: u64,
+    /// The Parse message under the proxy's name, ready to send.
+    pub parse: Bytes,
+}
+
+/// Definitions shared by all clients, keyed by query text plus parameter types.
+pub struct StatementRegistry {
+    inner: Mutex<RegistryInner>,
+}
+
+struct RegistryInner {
+    defs: HashMap<Bytes, Arc<StatementDef>>,
+    next_id: u64,
+}
+
+/// Definitions no client holds any more are dropped when the registry reaches this size.
+const REGISTRY_SWEEP_AT: usize = 20_000;
+
+impl Default for StatementRegistry {
+    fn default() -> Self {
+        StatementRegistry {
+            inner: Mutex::new(RegistryInner {
+                defs: HashMap::new(),
+                next_id: 1,
+            }),
+        }
+    }
+}
+
+impl StatementRegistry {
+    /// The definition for a Parse body's part after the statement name (query text, then
+    /// parameter types), created on first sight.
+    pub fn intern(&self, query_and_types: &[u8]) -> Arc<StatementDef> {
+        let mut inner = self.inner.lock();
+        if let Some(d) = inner.defs.get(query_and_types) {
+            return d.clone();
+        }
+        if inner.defs.len() >= REGISTRY_SWEEP_AT {
+            inner.defs.retain(|_, d| Arc::strong_count(d) > 1);
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let name = crate::pool::statements::server_name(id);
+        let mut parse = BytesMut::with_capacity(query_and_types.len() + name.len() + 6);
+        parse.put_u8(b'P');
+        parse.put_i32((4 + name.len() + 1 + query_and_types.len()) as i32);
+        parse.put_slice(name.as_bytes());
+        parse.put_u8(0);
+        parse.put_slice(query_and_types);
+        let def = Arc::new(StatementDef {
+            id,
+            parse: parse.freeze(),
+        });
+        inner
+            .defs
+            .insert(Bytes::copy_from_slice(query_and_types), def.clone());
+        def
+    }
+}
+
+/// One client's named statements.
+#[derive(Default)]
+pub struct ClientStatements {
+    by_name: HashMap<Box<[u8]>, Arc<StatementDef>>,
+}
+
+/// PostgreSQL sets no limit; a proxy must, or one client could exhaust memory.
+pub const MAX_CLIENT_STATEMENTS: usize = 10_000;
+
+impl ClientStatements {
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
+        self.by_name.get(name)
+    }
+
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// False when the client already holds the maximum number of statements.
+    pub fn insert(&mut self, name: &[u8], def: Arc<StatementDef>) -> bool {
+        if self.by_name.len() >= MAX_CLIENT_STATEMENTS {
+            return false;
+        }
+        self.by_name.insert(name.into(), def);
+        true
+    }
+
+    pub fn remove(&mut self, name: &[u8]) {
+        self.by_name.remove(name);
+    }
+
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+}
+
+/// Builds a Bind or Describe/Close-statement message whose statement name is replaced:
+/// `head` is what precedes the name in the body (the portal name for Bind, the 'S' byte
+/// for Describe), `rest` what follows it.
+pub fn rewrite_name(tag: u8, head: &[u8], name: &str, rest: &[u8], out: &mut BytesMut) {
+    out.put_u8(tag);
+    out.put_i32((4 + head.len() + name.len() + 1 + rest.len()) as i32);
+    out.put_slice(head);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(rest);
+}
+
+/// A Close('S') for a proxy-named statement, to evict it from a server.
+pub fn close_message(id: u64, out: &mut BytesMut) {
+    let name = crate::pool::statements::server_name(id);
+    rewrite_name(b'C', b"S", &name, &[], out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_same_definition() {
+        let r = StatementRegistry::default();
+        let a = r.intern(b"select 1\0\0\0");
+        let b = r.intern(b"select 1\0\0\0");
+        let c = r.intern(b"select 2\0\0\0");
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        let h = crate::protocol::framing::parse_header(&a.parse)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.frame_len, a.parse.len());
+        assert!(a.parse.starts_with(b"P"));
+        assert!(a.parse[5..].starts_with(format!("lp_{}\0select 1", a.id).as_bytes()));
+    }
+
+    #[test]
+    fn rewrite_keeps_the_rest() {
+        let mut out = BytesMut::new();
+        rewrite_name(b'B', b"portal\0", "lp_7", b"\0\0\0\0\0\0", &mut out);
+        let h = crate::protocol::framing::parse_header(&out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.frame_len, out.len());
+        assert_eq!(&out[5..], b"portal\0lp_7\0\0\0\0\0\0\0");
+    }
+}
