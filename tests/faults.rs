@@ -1,0 +1,565 @@
+//! Faults around the proxy (PostgreSQL stopped or killed, clients vanishing mid-query)
+//! and what operators see of them (/metrics and the log), checked against a real
+//! PostgreSQL through the proxy binary.
+
+mod common;
+
+use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, Error, NoTls, SimpleQueryMessage};
+
+/// Upper bound for anything that must not hang.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A client whose connection task can be awaited or aborted (closing the socket at once,
+/// without a Terminate message).
+struct Conn {
+    client: Client,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+async fn connect(proxy: &ProxyProcess, user: &str, password: &str) -> Result<Conn, Error> {
+    let (client, connection) =
+        tokio_postgres::connect(&proxy.conn_string(user, password), NoTls).await?;
+    Ok(Conn {
+        client,
+        task: tokio::spawn(connection),
+    })
+}
+
+async fn app(proxy: &ProxyProcess) -> Conn {
+    connect(proxy, "app", "apppw").await.expect("app logs in")
+}
+
+/// Runs `sql` with the simple protocol; first column of every row. Fails if it hangs.
+async fn try_col(c: &Client, sql: &str) -> Result<Vec<String>, Error> {
+    let msgs = tokio::time::timeout(LIMIT, c.simple_query(sql))
+        .await
+        .unwrap_or_else(|_| panic!("{sql:?} hangs"))?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .collect())
+}
+
+async fn one(c: &Client, sql: &str) -> String {
+    let rows = try_col(c, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql:?} failed: {e:?}"));
+    rows.into_iter().next().unwrap_or_default()
+}
+
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    tokio::task::block_in_place(f)
+}
+
+/// Polls `f` every 100 ms until it returns true or `limit` passes.
+async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if blocking(&mut f) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    blocking(f)
+}
+
+/// The value of the first sample of `name` carrying all `labels` (0 when absent).
+fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        let ok = n == name
+            && labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        ok.then(|| value.parse().ok()).flatten()
+    });
+    found.unwrap_or(0.0)
+}
+
+const NOT_IDLE: &str =
+    "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND state <> 'idle'";
+
+/// Idle clients (holding no server connection) outlive a PostgreSQL outage: after the
+/// restart their next transactions get fresh server connections, new clients succeed,
+/// and the proxy process is the same one throughout.
+async fn idle_clients_survive_outage(kill: bool) {
+    let mut pg = PgServer::start();
+    // CHECKPOINT: the harness runs with synchronous_commit off, and a kill loses recent WAL.
+    pg.psql(
+        "launch",
+        "CREATE TABLE t (id int); GRANT ALL ON t TO app; CHECKPOINT;",
+    );
+    let cfg = proxy_config(&pg, "min_pool_size: 3\nacquire_timeout_ms: 20000");
+    let mut proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let pid = proxy.pid();
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(app(&proxy).await);
+    }
+    let mut before = Vec::new();
+    for c in &clients {
+        before.push(one(&c.client, "SELECT pg_backend_pid()").await);
+    }
+    blocking(|| if kill { pg.kill() } else { pg.stop() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(proxy.is_running(), "the proxy died with PostgreSQL");
+    blocking(|| pg.restart());
+    // All at once, right after the restart: none may be handed a dead server connection.
+    let mut tasks = Vec::new();
+    for (i, (c, before)) in clients.into_iter().zip(before).enumerate() {
+        tasks.push(tokio::spawn(async move {
+            one(&c.client, &format!("INSERT INTO t VALUES ({i})")).await;
+            let after = one(&c.client, "SELECT pg_backend_pid()").await;
+            assert_ne!(after, before, "a dead server connection was reused");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("an idle client did not survive the outage");
+    }
+    for _ in 0..3 {
+        assert_eq!(one(&app(&proxy).await.client, "SELECT 1").await, "1");
+    }
+    assert_eq!(pg.psql("launch", "SELECT count(*) FROM t"), "5");
+    assert!(
+        proxy.is_running() && proxy.pid() == pid,
+        "the proxy restarted"
+    );
+}
+
+/// Fast shutdown of PostgreSQL while clients idle; see [`idle_clients_survive_outage`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_survive_postgres_fast_stop() {
+    idle_clients_survive_outage(false).await;
+}
+
+/// PostgreSQL killed (immediate shutdown) while clients idle; see
+/// [`idle_clients_survive_outage`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_survive_postgres_kill() {
+    idle_clients_survive_outage(true).await;
+}
+
+/// A client in the middle of a query when PostgreSQL goes away gets an error (the proxy's
+/// 08006 or PostgreSQL's own FATAL 57P01) instead of hanging; the proxy keeps running and
+/// serves again once PostgreSQL is back.
+async fn running_query_gets_error_when_postgres_dies(kill: bool) {
+    let mut pg = PgServer::start();
+    let mut proxy = ProxyProcess::start(&proxy_config(&pg, ""), USERS_YAML);
+    let c = app(&proxy).await;
+    let client = c.client;
+    let q = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND query = 'SELECT pg_sleep(60)'";
+    assert!(eventually(LIMIT, || pg.psql("postgres", sql) == "1").await);
+    blocking(|| if kill { pg.kill() } else { pg.stop() });
+    let r = tokio::time::timeout(LIMIT, q)
+        .await
+        .expect("the running query hangs after PostgreSQL died")
+        .unwrap();
+    let err = r.expect_err("the query cannot have succeeded");
+    let code = err.as_db_error().map(|d| d.code().code().to_owned());
+    assert!(
+        matches!(code.as_deref(), Some("08006" | "57P01")),
+        "expected 08006 or 57P01, got {err:?}"
+    );
+    assert!(proxy.is_running());
+    blocking(|| pg.restart());
+    assert_eq!(one(&app(&proxy).await.client, "SELECT 1").await, "1");
+}
+
+/// See [`running_query_gets_error_when_postgres_dies`] (fast shutdown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_query_gets_error_on_postgres_fast_stop() {
+    running_query_gets_error_when_postgres_dies(false).await;
+}
+
+/// See [`running_query_gets_error_when_postgres_dies`] (immediate shutdown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_query_gets_error_on_postgres_kill() {
+    running_query_gets_error_when_postgres_dies(true).await;
+}
+
+/// Sends `signal` to the postmaster of `pg`.
+fn signal_postmaster(pg: &PgServer, signal: &str) {
+    let pid_file = std::fs::read_to_string(pg.data_dir.join("postmaster.pid")).unwrap();
+    let pid = pid_file.lines().next().unwrap().trim().to_owned();
+    let ok = std::process::Command::new("kill")
+        .args(["-s", signal, &pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -s {signal} {pid} failed");
+}
+
+/// A frozen PostgreSQL (postmaster stopped: connects hang in its listen backlog) makes
+/// each connect attempt give up after connect_timeout_ms: a client needing a new server
+/// connection gets 57P03 after acquire_timeout_ms with the timeout named in the detail,
+/// while an open server connection keeps working; once PostgreSQL thaws, all recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_postgres_hits_connect_timeout() {
+    let pg = PgServer::start();
+    let pool = "default_pool_size: 2\nmin_pool_size: 0\nreserve_pool_size: 0\n\
+                acquire_timeout_ms: 3000\nconnect_timeout_ms: 500\nconnect_retry_interval_ms: 100";
+    let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS_YAML);
+    let holder = app(&proxy).await;
+    one(&holder.client, "BEGIN").await;
+    let waiter = app(&proxy).await;
+    signal_postmaster(&pg, "STOP");
+    let during = try_col(&holder.client, "SELECT 2").await;
+    let t0 = Instant::now();
+    let result = try_col(&waiter.client, "SELECT 1").await;
+    let waited = t0.elapsed();
+    signal_postmaster(&pg, "CONT");
+    assert_eq!(
+        during.expect("an open server connection still works"),
+        ["2"]
+    );
+    let err = result.expect_err("no server connection can be opened");
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(db.code().code(), "57P03", "{db:?}");
+    let detail = db.detail().unwrap_or("");
+    assert!(detail.contains("timed out after 500 ms"), "{detail:?}");
+    assert!(
+        waited >= Duration::from_millis(2950),
+        "failed early: {waited:?}"
+    );
+    one(&holder.client, "COMMIT").await;
+    assert_eq!(one(&app(&proxy).await.client, "SELECT 3").await, "3");
+}
+
+/// A client that disappears inside a transaction (idle in it, in the middle of a query,
+/// or with a polite Terminate) leaves no lock and no uncommitted row behind: another
+/// client can LOCK the table within its lock_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_mid_transaction_leaves_no_lock() {
+    let pg = PgServer::start();
+    pg.psql(
+        "launch",
+        "CREATE TABLE locked (id int); GRANT ALL ON locked TO app;",
+    );
+    let proxy = ProxyProcess::start(&proxy_config(&pg, ""), USERS_YAML);
+    let other = app(&proxy).await;
+    let lock = "BEGIN; SET LOCAL lock_timeout = '10s'; \
+                LOCK TABLE locked IN ACCESS EXCLUSIVE MODE; COMMIT";
+    for how in ["abort while idle", "abort mid-query", "terminate"] {
+        let c = app(&proxy).await;
+        one(&c.client, "BEGIN").await;
+        one(&c.client, "INSERT INTO locked VALUES (1)").await;
+        one(&c.client, "LOCK TABLE locked IN ACCESS EXCLUSIVE MODE").await;
+        match how {
+            "abort while idle" => c.task.abort(),
+            "abort mid-query" => {
+                let client = c.client;
+                let q =
+                    tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+                let sql =
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'";
+                assert!(eventually(LIMIT, || pg.psql("postgres", sql) == "1").await);
+                c.task.abort();
+                let _ = q.await;
+            }
+            _ => drop(c.client),
+        }
+        try_col(&other.client, lock)
+            .await
+            .unwrap_or_else(|e| panic!("{how}: the table stays locked: {e:?}"));
+        assert_eq!(
+            one(&other.client, "SELECT count(*) FROM locked").await,
+            "0",
+            "{how}"
+        );
+    }
+    let clean = eventually(Duration::from_secs(10), || {
+        pg.psql("launch", NOT_IDLE) == "0"
+    })
+    .await;
+    assert!(clean, "a backend of a vanished client is still busy");
+}
+
+/// 50 clients connect and vanish abruptly mid-query or mid-transaction (twice each) while
+/// 5 well-behaved clients run transactions: the well-behaved ones see zero errors, all
+/// their committed rows are there, nothing of the vanished clients is committed, no
+/// backend stays busy and the proxy's client count returns to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_clients_do_not_disturb_steady_clients() {
+    let pg = PgServer::start();
+    pg.psql(
+        "launch",
+        "CREATE TABLE steady (worker int, seq int, PRIMARY KEY (worker, seq)); \
+         CREATE TABLE junk (id int); GRANT ALL ON steady, junk TO app;",
+    );
+    let cfg = proxy_config(&pg, "default_pool_size: 20\nacquire_timeout_ms: 30000");
+    let proxy = Arc::new(ProxyProcess::start(&cfg, USERS_YAML));
+    // The steady clients run until the abrupt ones are done (at least MIN_ROUNDS each).
+    const MIN_ROUNDS: i64 = 60;
+    let abrupt_done = Arc::new(AtomicBool::new(false));
+    let mut steady = Vec::new();
+    for w in 0..5i64 {
+        let (proxy, abrupt_done) = (proxy.clone(), abrupt_done.clone());
+        steady.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            let c = app(&proxy).await;
+            let mut seq = 0;
+            while seq < MIN_ROUNDS || !abrupt_done.load(Ordering::Relaxed) {
+                let steps = [
+                    "BEGIN".to_owned(),
+                    format!("INSERT INTO steady VALUES ({w}, {seq})"),
+                    "COMMIT".to_owned(),
+                    format!("SELECT count(*) FROM steady WHERE worker = {w}"),
+                ];
+                for sql in &steps {
+                    match try_col(&c.client, sql).await {
+                        Ok(rows)
+                            if sql.starts_with("SELECT") && rows != [(seq + 1).to_string()] =>
+                        {
+                            errors.push(format!("{sql}: {rows:?} after {} commits", seq + 1))
+                        }
+                        Ok(_) => {}
+                        Err(e) => errors.push(format!("{sql}: {e:?}")),
+                    }
+                }
+                seq += 1;
+            }
+            (errors, seq)
+        }));
+    }
+    let mut abrupt = Vec::new();
+    for i in 0..50u64 {
+        let proxy = proxy.clone();
+        abrupt.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i * 20)).await;
+            for round in 0..2u64 {
+                let c = connect(&proxy, "app", "apppw").await?;
+                let client = Arc::new(c.client);
+                if (i + round) % 3 != 0 {
+                    client
+                        .simple_query("BEGIN; INSERT INTO junk VALUES (1)")
+                        .await?;
+                }
+                let q = (i + round) % 3 != 1;
+                let running = client.clone();
+                let q = q.then(|| {
+                    tokio::spawn(async move { running.simple_query("SELECT pg_sleep(10)").await })
+                });
+                tokio::time::sleep(Duration::from_millis(20 + (i * 37 + round * 53) % 250)).await;
+                c.task.abort();
+                if let Some(q) = q {
+                    let _ = q.await;
+                }
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for a in abrupt {
+        a.await
+            .unwrap()
+            .expect("an abrupt client could not even connect or begin");
+    }
+    abrupt_done.store(true, Ordering::Relaxed);
+    let (mut errors, mut total) = (Vec::new(), 0);
+    for s in steady {
+        let (e, committed) = s.await.unwrap();
+        errors.extend(e);
+        total += committed;
+    }
+    assert!(
+        errors.is_empty(),
+        "well-behaved clients saw errors: {errors:#?}"
+    );
+    assert_eq!(
+        pg.psql("launch", "SELECT count(*) FROM steady"),
+        total.to_string()
+    );
+    assert_eq!(pg.psql("launch", "SELECT count(*) FROM junk"), "0");
+    let clean = eventually(Duration::from_secs(15), || {
+        pg.psql("launch", NOT_IDLE) == "0"
+    })
+    .await;
+    assert!(clean, "backends of vanished clients are still busy");
+    let gone = eventually(Duration::from_secs(15), || {
+        metric(&proxy.metrics(), "launch_proxy_clients_connected", &[]) == 0.0
+    })
+    .await;
+    assert!(gone, "the proxy still counts connected clients");
+}
+
+/// /metrics moves as a workload runs: client and server connection gauges by state
+/// (active/waiting, active/idle), the pool wait histogram, transaction, query, byte,
+/// error-class and server-connect counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_workload() {
+    let pg = PgServer::start();
+    let pool =
+        "default_pool_size: 1\nmin_pool_size: 1\nreserve_pool_size: 0\nacquire_timeout_ms: 20000";
+    let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS_YAML);
+    let m = || blocking(|| proxy.metrics());
+    let app_l = [("pool", "app")];
+    let before = m();
+    let holder = app(&proxy).await;
+    for i in 0..10 {
+        one(&holder.client, &format!("SELECT {i}")).await;
+    }
+    let after = m();
+    for name in [
+        "launch_proxy_transactions_total",
+        "launch_proxy_queries_total",
+    ] {
+        let delta = metric(&after, name, &app_l) - metric(&before, name, &app_l);
+        assert_eq!(delta, 10.0, "{name} after 10 single-query transactions");
+    }
+    for dir in ["from_clients", "from_server"] {
+        let l = [("pool", "app"), ("direction", dir)];
+        let delta = metric(&after, "launch_proxy_bytes_total", &l)
+            - metric(&before, "launch_proxy_bytes_total", &l);
+        assert!(delta > 0.0, "bytes {dir} moved by {delta}");
+    }
+    let ok = [("pool", "app"), ("result", "ok")];
+    assert!(metric(&after, "launch_proxy_server_connects_total", &ok) >= 1.0);
+    assert_eq!(
+        metric(&after, "launch_proxy_clients_connected", &[]),
+        1.0,
+        "{after}"
+    );
+
+    one(&holder.client, "BEGIN").await;
+    let waiter = app(&proxy).await;
+    let client = waiter.client;
+    let q = tokio::spawn(async move {
+        let r = client.simple_query("SELECT 1").await;
+        (client, r)
+    });
+    let waiting = [("pool", "app"), ("state", "waiting")];
+    assert!(
+        eventually(LIMIT, || metric(
+            &proxy.metrics(),
+            "launch_proxy_client_connections",
+            &waiting
+        ) == 1.0)
+        .await,
+        "the waiting client is not shown"
+    );
+    let body = m();
+    let gauge = |name: &str, state: &str| metric(&body, name, &[("pool", "app"), ("state", state)]);
+    assert_eq!(
+        gauge("launch_proxy_client_connections", "active"),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        gauge("launch_proxy_server_connections", "active"),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        gauge("launch_proxy_server_connections", "idle"),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        gauge("launch_proxy_server_connections", "opening"),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "launch_proxy_clients_connected", &[]),
+        2.0,
+        "{body}"
+    );
+    let waits_before = metric(&body, "launch_proxy_pool_wait_seconds_count", &app_l);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    one(&holder.client, "COMMIT").await;
+    let (client, r) = tokio::time::timeout(LIMIT, q)
+        .await
+        .expect("waiter hangs")
+        .unwrap();
+    r.expect("the waiter gets the connection once it is released");
+    let _ = try_col(&client, "SELEC 1").await.expect_err("syntax error");
+    // PostgreSQL flushes an ErrorResponse before its ReadyForQuery: finish with a query
+    // whose answer ends with ReadyForQuery so that the transaction is over in the proxy.
+    assert_eq!(one(&client, "SELECT 1").await, "1");
+    let body = m();
+    let gauge = |name: &str, state: &str| metric(&body, name, &[("pool", "app"), ("state", state)]);
+    assert_eq!(
+        gauge("launch_proxy_client_connections", "waiting"),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        gauge("launch_proxy_client_connections", "active"),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        gauge("launch_proxy_server_connections", "active"),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        gauge("launch_proxy_server_connections", "idle"),
+        1.0,
+        "{body}"
+    );
+    let waits = metric(&body, "launch_proxy_pool_wait_seconds_count", &app_l);
+    assert!(
+        waits > waits_before,
+        "pool wait not recorded: {waits_before} -> {waits}"
+    );
+    assert!(
+        metric(&body, "launch_proxy_pool_wait_seconds_sum", &app_l) >= 0.2,
+        "{body}"
+    );
+    let class42 = metric(&body, "launch_proxy_errors_total", &[("class", "42")]);
+    assert_eq!(class42, 1.0, "one syntax error: {body}");
+    drop((client, holder));
+    let zero = eventually(LIMIT, || {
+        metric(&proxy.metrics(), "launch_proxy_clients_connected", &[]) == 0.0
+    })
+    .await;
+    assert!(zero, "clients_connected does not return to 0");
+}
+
+/// At the default log level the log has exactly one line per client login and one per
+/// disconnect, and nothing per query (assumes LP_PROXY_RUST_LOG is unset or `info`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_has_a_line_per_login_and_disconnect_only() {
+    let pg = PgServer::start();
+    let proxy = ProxyProcess::start(&proxy_config(&pg, ""), USERS_YAML);
+    let clients = [
+        app(&proxy).await,
+        app(&proxy).await,
+        connect(&proxy, "app_ro", "approp").await.unwrap(),
+    ];
+    for c in &clients {
+        one(&c.client, "SELECT 1").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines_before = proxy.log().lines().count();
+    for i in 0..30 {
+        for c in &clients {
+            one(&c.client, &format!("SELECT 'lp_marker_{i}'")).await;
+            one(&c.client, "BEGIN; SELECT 1; COMMIT").await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = proxy.log();
+    let new: Vec<&str> = log
+        .lines()
+        .skip(lines_before)
+        .filter(|l| !l.contains("server connection opened"))
+        .collect();
+    assert!(new.is_empty(), "per-query log lines: {new:#?}");
+    assert!(!log.contains("lp_marker"), "query text in the log");
+    drop(clients);
+    let count = |what: &str| proxy.log().lines().filter(|l| l.contains(what)).count();
+    assert!(eventually(LIMIT, || count("client disconnected") >= 3).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count("client logged in"), 3, "{}", proxy.log());
+    assert_eq!(count("client disconnected"), 3, "{}", proxy.log());
+}

@@ -1,0 +1,200 @@
+//! Many clients through one proxy with the shipped pool settings, against a real
+//! PostgreSQL: the server connection caps hold and max_client_conn is exact.
+
+mod common;
+
+use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, Error, NoTls, SimpleQueryMessage};
+
+const CLIENTS: usize = 2000;
+/// default_pool_size = max_db_connections = max_user_connections of the shipped config.
+const SERVER_CAP: i64 = 100;
+/// Connection attempts in flight at once while the clients log in.
+const CONNECT_CONCURRENCY: usize = 100;
+
+struct Conn {
+    client: Client,
+    _task: JoinHandle<Result<(), Error>>,
+}
+
+async fn connect(proxy: &ProxyProcess, user: &str, password: &str) -> Result<Conn, Error> {
+    let (client, connection) =
+        tokio_postgres::connect(&proxy.conn_string(user, password), NoTls).await?;
+    Ok(Conn {
+        client,
+        _task: tokio::spawn(connection),
+    })
+}
+
+/// Every 10th client is the read user: both pools share max_db_connections.
+fn user_of(i: usize) -> (&'static str, &'static str) {
+    if i % 10 == 9 {
+        ("app_ro", "approp")
+    } else {
+        ("app", "apppw")
+    }
+}
+
+/// First column of every row of a simple-protocol query.
+async fn col(c: &Client, sql: &str) -> Result<Vec<String>, Error> {
+    Ok(c.simple_query(sql)
+        .await?
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// 2000 clients (connected 100 at a time and all kept open, 10% of them as the read
+/// user) each run a couple of queries at once through the shipped pool settings: all
+/// succeed and each runs as its own user, a sampler polling pg_stat_activity every
+/// 100 ms never sees more than 100 backends of the proxy's users (while the load does
+/// reach the pool), and with all 2000 connected a 2001st client gets 53300 until one
+/// leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_clients_share_one_hundred_server_connections() {
+    let started = Instant::now();
+    let pg = PgServer::start();
+    let max_connections: i64 = pg.psql("postgres", "SHOW max_connections").parse().unwrap();
+    assert!(
+        max_connections >= SERVER_CAP + 2,
+        "PostgreSQL must admit the proxy's {SERVER_CAP} connections plus the sampler"
+    );
+    let proxy = Arc::new(ProxyProcess::start(&proxy_config(&pg, ""), USERS_YAML));
+
+    let sampler_client = pg.superuser("postgres").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (max_seen, samples) = (Arc::new(AtomicI64::new(0)), Arc::new(AtomicUsize::new(0)));
+    let sampler = {
+        let (stop, max_seen, samples) = (stop.clone(), max_seen.clone(), samples.clone());
+        tokio::spawn(async move {
+            let sql = "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('app', 'app_ro')";
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 = col(&sampler_client, sql).await.expect("sampler query")[0]
+                    .parse()
+                    .unwrap();
+                max_seen.fetch_max(n, Ordering::Relaxed);
+                samples.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut opening = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let (proxy, gate) = (proxy.clone(), gate.clone());
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.unwrap();
+            let (user, password) = user_of(i);
+            connect(&proxy, user, password).await
+        }));
+    }
+    let mut conns = Vec::with_capacity(CLIENTS);
+    let mut connect_errors = Vec::new();
+    for (i, t) in opening.into_iter().enumerate() {
+        match tokio::time::timeout(Duration::from_secs(90), t).await {
+            Ok(Ok(Ok(c))) => conns.push((i, c)),
+            Ok(Ok(Err(e))) => connect_errors.push(format!("client {i}: {e:?}")),
+            Ok(Err(e)) => connect_errors.push(format!("client {i}: task {e}")),
+            Err(_) => panic!("client {i} still connecting after 90 s"),
+        }
+    }
+    assert!(
+        connect_errors.is_empty(),
+        "{} of {CLIENTS} clients could not connect, e.g. {:#?}",
+        connect_errors.len(),
+        &connect_errors[..connect_errors.len().min(5)]
+    );
+
+    let mut running = Vec::with_capacity(CLIENTS);
+    for (i, c) in conns {
+        running.push(tokio::spawn(async move {
+            let r = async {
+                col(&c.client, "SELECT pg_sleep(0.02)").await?;
+                col(&c.client, "SELECT current_user").await
+            }
+            .await;
+            (i, c, r)
+        }));
+    }
+    let mut conns = Vec::with_capacity(CLIENTS);
+    let mut query_errors = Vec::new();
+    for t in running {
+        let (i, c, r) = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("a client's queries hang")
+            .unwrap();
+        match r {
+            Ok(user) if user == [user_of(i).0] => {}
+            Ok(user) => query_errors.push(format!("client {i} ran as {user:?}")),
+            Err(e) => query_errors.push(format!("client {i}: {e:?}")),
+        }
+        conns.push(c);
+    }
+    assert!(
+        query_errors.is_empty(),
+        "{} of {CLIENTS} clients failed, e.g. {:#?}",
+        query_errors.len(),
+        &query_errors[..query_errors.len().min(5)]
+    );
+
+    let err = match connect(&proxy, "app", "apppw").await {
+        Ok(_) => panic!("client {} was admitted beyond max_client_conn", CLIENTS + 1),
+        Err(e) => e,
+    };
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("no 53300 but {err:?}"));
+    assert_eq!(db.code().code(), "53300", "{db:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let (max_seen, samples) = (
+        max_seen.load(Ordering::Relaxed),
+        samples.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "sampler: {samples} samples, at most {max_seen} backends; {:?} so far",
+        started.elapsed()
+    );
+    assert!(
+        max_seen <= SERVER_CAP,
+        "saw {max_seen} backends of the proxy's users"
+    );
+    assert!(
+        samples >= 5 && max_seen >= SERVER_CAP / 2,
+        "the load never reached the pool ({max_seen} backends, {samples} samples)"
+    );
+    let after = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('app', 'app_ro')",
+    );
+    assert!(
+        after.parse::<i64>().unwrap() <= SERVER_CAP,
+        "{after} backends"
+    );
+
+    // One client leaves: its place is free again.
+    drop(conns.pop());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let newcomer = loop {
+        match connect(&proxy, "app", "apppw").await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code().map(|c| c.code()), Some("53300"), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the freed client slot is never reused: {e:?}"),
+        }
+    };
+    assert_eq!(col(&newcomer.client, "SELECT 1").await.unwrap(), ["1"]);
+    drop(conns);
+}
