@@ -7,6 +7,8 @@
 //! - [`metrics`]: metric names, cached handles and the `/metrics` listener.
 //! - [`protocol`]: no I/O; message framing, startup packets, message encoders.
 //! - [`auth`]: SCRAM-SHA-256 (server and client side) and md5, no I/O.
+//! - [`tenant`]: no I/O; the validated tenant id, a PostgreSQL lexer, and the statement guard
+//!   that refuses SQL changing `app.tenant_id`/`app.tenant_sig`.
 //! - [`pool`]: per (database, server user) pools, checkout, server connections,
 //!   limits across pools, maintenance.
 //! - [`proxy`]: the per-client task: handshake, authentication, transaction relay, cancel.
