@@ -91,16 +91,6 @@ pub(super) async fn run(
             "no PostgreSQL user name specified in startup packet",
         ));
     }
-    let database = params.get("database").unwrap_or(&user_name);
-    let configured = &ctx.settings.config.server.database;
-    if database != configured {
-        return Err(ClientError::fatal(
-            ErrorKind::Auth,
-            codes::INVALID_CATALOG_NAME,
-            format!("database \"{database}\" does not exist"),
-        )
-        .with_hint(format!("launch-proxy serves the database \"{configured}\"")));
-    }
     if params
         .get("replication")
         .is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0"))
@@ -127,6 +117,18 @@ pub(super) async fn run(
         ClientAuth::Cert => with_cert_tenant(client, ctx, user)?,
         _ => user,
     };
+    // As in PostgreSQL, the database is checked only after the client proved who it is, so
+    // that nothing about the server is told to an unauthenticated client.
+    let database = params.get("database").unwrap_or(&user_name);
+    let configured = &ctx.settings.config.server.database;
+    if database != configured {
+        return Err(ClientError::fatal(
+            ErrorKind::Auth,
+            codes::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        )
+        .with_hint(format!("launch-proxy serves the database \"{configured}\"")));
+    }
     let pool = ctx.pools.get(&user.server_user).cloned().ok_or_else(|| {
         ClientError::fatal(
             ErrorKind::Internal,

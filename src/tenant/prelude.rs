@@ -30,7 +30,13 @@ pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Bytes {
         (Some(t), None) => (t.as_str().to_owned(), String::new()),
         (None, _) => (String::new(), String::new()),
     };
-    let sql = format!("SET {TENANT_SETTING} = '{id}'; SET {SIGNATURE_SETTING} = '{sig}'");
+    // Session state a previous tenant may have left behind is dropped first: WITH HOLD
+    // cursors (rows computed under its tenant), LISTEN registrations (payloads meant for
+    // it) and advisory locks. Temporary tables are out of reach of the application roles.
+    let sql = format!(
+        "CLOSE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); \
+         SET {TENANT_SETTING} = '{id}'; SET {SIGNATURE_SETTING} = '{sig}'"
+    );
     let mut buf = BytesMut::with_capacity(sql.len() + 6);
     crate::protocol::encode::query(&mut buf, &sql);
     buf.freeze()
@@ -45,13 +51,11 @@ mod tests {
         let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
         let p = prelude(Some(&t), Some(&[7u8; 32]));
         let text = std::str::from_utf8(&p[5..p.len() - 1]).unwrap();
-        assert!(text.starts_with(
-            "SET app.tenant_id = '01HZY3M8Q5V6W7X8Y9Z0ABCDEF'; SET app.tenant_sig = '"
-        ));
-        assert_eq!(
-            text.len(),
-            "SET app.tenant_id = '01HZY3M8Q5V6W7X8Y9Z0ABCDEF'; SET app.tenant_sig = ''".len() + 64
-        );
+        assert!(text.starts_with("CLOSE ALL; UNLISTEN *;"), "{text}");
+        assert!(text
+            .contains("SET app.tenant_id = '01HZY3M8Q5V6W7X8Y9Z0ABCDEF'; SET app.tenant_sig = '"));
+        let sig = text.rsplit("app.tenant_sig = '").next().unwrap();
+        assert_eq!(sig.trim_end_matches('\'').len(), 64);
         let empty = prelude(None, Some(&[7u8; 32]));
         assert!(std::str::from_utf8(&empty[5..])
             .unwrap()
