@@ -147,6 +147,7 @@ async fn open_one(pool: Arc<Pool>) {
                     last_used: now,
                     uses: 0,
                     tenant: super::AppliedTenant::Unknown,
+                    params: Default::default(),
                     statements: super::statements::ServerStatements::new(
                         pool.limits.statement_cache_size,
                     ),

@@ -37,6 +37,8 @@ pub struct ServerConn {
     /// Transactions (or sessions) served so far, for `server_max_uses`.
     pub uses: u64,
     pub tenant: AppliedTenant,
+    /// Session parameters clients changed on this connection, beyond its startup values.
+    pub params: crate::proxy::session_params::ParamSet,
     /// Proxy-named prepared statements this server holds.
     pub statements: super::statements::ServerStatements,
     /// Holds this connection's place in the pool and database counts; freed on drop.

@@ -78,6 +78,10 @@ pub fn error_response(
     });
 }
 
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    message(buf, b'C', |b| put_cstr(b, tag.as_bytes()));
+}
+
 pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     message(buf, b'Z', |b| b.put_u8(status));
 }

@@ -82,6 +82,21 @@ pub(super) async fn run(
     }
     let mut out = BytesMut::with_capacity(512);
     negotiate_version(&params, &mut out);
+    if let Some(enc) = params.get("client_encoding") {
+        // Server connections speak UTF8 and are shared; another encoding would have to be
+        // set per transaction, and the statement guard's lexer assumes UTF8 (see
+        // tenant::guard). Refuse clearly instead of corrupting text.
+        let e = enc.to_ascii_lowercase().replace(['-', '_'], "");
+        if !matches!(e.as_str(), "utf8" | "unicode") {
+            return Err(ClientError::fatal(
+                ErrorKind::Protocol,
+                codes::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "client_encoding \"{enc}\" is not supported: launch-proxy serves UTF8 only"
+                ),
+            ));
+        }
+    }
 
     let user_name = params.get("user").unwrap_or("").to_owned();
     if user_name.is_empty() {
@@ -148,14 +163,24 @@ pub(super) async fn run(
         .await
         .map_err(|e| e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms))?;
     for (k, v) in server_params.iter() {
-        // The client sees its own application_name, not the proxy's.
-        let v = if k == "application_name" {
-            params.get("application_name").unwrap_or("")
-        } else {
-            v.as_str()
+        // The client sees what it asked for (its own application_name, DateStyle, ...): the
+        // proxy applies those values on every server its transactions run on.
+        let asked = params
+            .params
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(k) && k != "client_encoding")
+            .map(|(_, v)| v.as_str());
+        let v = match (k.as_str(), asked) {
+            (_, Some(a)) => a,
+            ("application_name", None) => "",
+            _ => v.as_str(),
         };
         encode::parameter_status(&mut out, k.as_bytes(), v.as_bytes());
     }
+    let startup_params = super::session_params::ParamSet::from_startup(
+        params.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &server_params,
+    );
     let cancel = ctx.cancels.register();
     encode::backend_key_data(&mut out, cancel.target.pid, cancel.target.secret);
     encode::ready_for_query(&mut out, b'I');
@@ -172,6 +197,7 @@ pub(super) async fn run(
         cancel,
         tenant,
         prelude,
+        startup_params,
     }))
 }
 

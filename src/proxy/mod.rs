@@ -5,6 +5,7 @@ pub mod cancel;
 mod client_io;
 mod handshake;
 mod relay;
+pub mod session_params;
 pub mod statements;
 pub mod tenant_status;
 
@@ -39,6 +40,12 @@ pub struct ProxyContext {
     pub tenant_status: tenant_status::TenantStatusCache,
     /// Keys the fake SCRAM salts of unknown users, so the same name always gets the same salt.
     pub mock_secret: [u8; 32],
+}
+
+impl ProxyContext {
+    pub fn session_mode(&self) -> bool {
+        self.settings.config.pool.mode == crate::config::PoolMode::Session
+    }
 }
 
 /// Releases a client's place in the `max_client_conn` count (taken by the accept loop).
@@ -128,4 +135,6 @@ pub(crate) struct Session {
     pub tenant: Option<crate::tenant::TenantId>,
     /// The Query that applies `tenant` to a server connection (see `tenant::prelude`).
     pub prelude: bytes::Bytes,
+    /// Session parameters from the startup packet, to re-apply on every server connection.
+    pub startup_params: session_params::ParamSet,
 }

@@ -109,6 +109,50 @@ impl ClientStatements {
     }
 }
 
+/// SQL-level statements that touch prepared statements, told apart by their first word.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SqlPrepared {
+    /// `PREPARE` or `EXECUTE`: session state transaction pooling cannot keep.
+    PrepareOrExecute,
+    /// `DEALLOCATE [PREPARE] name`, or `ALL` (`None`).
+    Deallocate(Option<Vec<u8>>),
+}
+
+/// Classifies a simple Query by its first words; `None` for everything else. Costs one
+/// byte test for ordinary queries.
+pub fn classify_sql(sql: &[u8]) -> Option<SqlPrepared> {
+    let first = sql.iter().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(first.to_ascii_lowercase(), b'p' | b'e' | b'd') {
+        return None;
+    }
+    let mut words = crate::tenant::lexer::Lexer::new(sql)
+        .filter(|t| !t.kind.is_trivia())
+        .take(6);
+    let head = words.next()?;
+    if head.is_word(b"prepare") || head.is_word(b"execute") {
+        return Some(SqlPrepared::PrepareOrExecute);
+    }
+    if !head.is_word(b"deallocate") {
+        return None;
+    }
+    let mut next = words.next()?;
+    if next.is_word(b"prepare") {
+        next = words.next()?;
+    }
+    if next.kind == crate::tenant::token::TokenKind::Ident && next.is_word(b"all") {
+        return Some(SqlPrepared::Deallocate(None));
+    }
+    // One statement only: anything after the name but `;` is not ours to answer.
+    if let Some(after) = words.next() {
+        if !after.is_punct(b";") || words.next().is_some() {
+            return None;
+        }
+    }
+    next.kind
+        .is_ident_like()
+        .then(|| SqlPrepared::Deallocate(Some(next.folded().into_owned())))
+}
+
 /// Builds a Bind or Describe/Close-statement message whose statement name is replaced:
 /// `head` is what precedes the name in the body (the portal name for Bind, the 'S' byte
 /// for Describe), `rest` what follows it.
@@ -145,6 +189,29 @@ mod tests {
         assert_eq!(h.frame_len, a.parse.len());
         assert!(a.parse.starts_with(b"P"));
         assert!(a.parse[5..].starts_with(format!("lp_{}\0select 1", a.id).as_bytes()));
+    }
+
+    #[test]
+    fn classifies_sql_level_statements() {
+        assert_eq!(classify_sql(b"select 1"), None);
+        assert_eq!(
+            classify_sql(b" PREPARE p AS select 1"),
+            Some(SqlPrepared::PrepareOrExecute)
+        );
+        assert_eq!(
+            classify_sql(b"execute p"),
+            Some(SqlPrepared::PrepareOrExecute)
+        );
+        assert_eq!(
+            classify_sql(b"DEALLOCATE ALL"),
+            Some(SqlPrepared::Deallocate(None))
+        );
+        assert_eq!(
+            classify_sql(b"deallocate prepare \"S_1\";"),
+            Some(SqlPrepared::Deallocate(Some(b"S_1".to_vec())))
+        );
+        assert_eq!(classify_sql(b"deallocate s1; select 1"), None);
+        assert_eq!(classify_sql(b"delete from t"), None);
     }
 
     #[test]

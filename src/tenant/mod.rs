@@ -21,7 +21,7 @@ pub mod lexer;
 pub mod prelude;
 
 mod escape;
-mod token;
+pub mod token;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -4,12 +4,12 @@
 //! not send.
 
 use super::tracker::{Action, Expect, Tracker};
+use super::SessionState;
 use super::Stop;
 use crate::error::ClientError;
 use crate::pool::{AppliedTenant, ServerConn};
 use crate::protocol::fields;
 use crate::protocol::framing::{backend, parse_header};
-use crate::proxy::statements::ClientStatements;
 use crate::proxy::{ClientConn, Session};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -30,11 +30,18 @@ pub(super) async fn forward_server(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
-    statements: &mut ClientStatements,
+    state: &mut SessionState,
     session: &Session,
 ) -> Result<(), Stop> {
     loop {
         let (pos, detour) = scan_server(&server.buf, t)?;
+        for (name, value) in t.param_updates.drain(..) {
+            // A reported parameter the client changed: it now wants this value, and this
+            // server has it.
+            let value = crate::proxy::session_params::literal(&value);
+            state.params.set(&name, value.clone());
+            server.params.set(&name, value);
+        }
         if pos > 0 {
             if client.stream.write_all(&server.buf[..pos]).await.is_err() {
                 return Err(Stop::ClientGone);
@@ -53,7 +60,7 @@ pub(super) async fn forward_server(
             }
             Some(Detour::ParseFailed { id, name }) => {
                 server.statements.remove(id);
-                statements.remove(&name);
+                state.statements.remove(&name);
                 continue;
             }
             Some(Detour::Reword { len }) => {
@@ -70,6 +77,16 @@ pub(super) async fn forward_server(
                     continue;
                 }
                 Some(Action::FakeError(e)) => *e,
+                Some(Action::FakeComplete(tag)) => {
+                    let mut out = BytesMut::with_capacity(32);
+                    crate::protocol::encode::command_complete(&mut out, tag);
+                    crate::protocol::encode::ready_for_query(&mut out, t.status);
+                    t.bytes_out += out.len() as u64;
+                    if client.stream.write_all(&out).await.is_err() {
+                        return Err(Stop::ClientGone);
+                    }
+                    continue;
+                }
                 _ => continue,
             },
         };
@@ -146,6 +163,16 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
                     Detour::Reword { .. } => return Ok((pos, Some(d))),
                     Detour::Swallow { .. } => return Ok((pos, Some(d))),
                     other => after = Some(other),
+                }
+            }
+        } else if tag == backend::PARAMETER_STATUS && !dropping && complete {
+            let body = &buf[pos + 5..pos + h.frame_len];
+            if let Some((k, rest)) = fields::read_cstr(body) {
+                if let Some((v, _)) = fields::read_cstr(rest) {
+                    t.param_updates.push((
+                        String::from_utf8_lossy(k).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    ));
                 }
             }
         } else if dropping {

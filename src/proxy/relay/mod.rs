@@ -10,6 +10,7 @@ mod downstream;
 mod tracker;
 mod upstream;
 
+use super::session_params::ParamSet;
 use super::statements::ClientStatements;
 use super::{ClientConn, ProxyContext, Session};
 use crate::config::PoolMode;
@@ -27,6 +28,22 @@ use tokio::io::AsyncReadExt;
 
 /// Server reads reserve this much room; large result sets stream through it.
 const SERVER_READ_CHUNK: usize = 16 * 1024;
+
+/// What a client carries from one transaction to the next.
+pub(super) struct SessionState {
+    /// Its named prepared statements.
+    pub statements: ClientStatements,
+    /// Its session parameters.
+    pub params: ParamSet,
+}
+
+/// The SQL text inside the tenant prelude's Query message.
+fn tenant_sql(prelude: &[u8]) -> &str {
+    prelude
+        .get(5..prelude.len().saturating_sub(1))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
 
 /// How the relay ended.
 pub(super) struct RelayEnd {
@@ -61,7 +78,10 @@ pub(super) async fn run(
     let session_mode = ctx.settings.config.pool.mode == PoolMode::Session;
     let mut held: Option<ServerConn> = None;
     let mut t = Tracker::default();
-    let mut statements = ClientStatements::default();
+    let mut state = SessionState {
+        statements: ClientStatements::default(),
+        params: session.startup_params.clone(),
+    };
     let error = loop {
         if held.is_none() {
             match wait_for_work(client, ctx).await {
@@ -90,7 +110,7 @@ pub(super) async fn run(
             client,
             &mut server,
             &mut t,
-            &mut statements,
+            &mut state,
             session,
             ctx,
             session_mode,
@@ -230,7 +250,7 @@ async fn transaction(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
-    statements: &mut ClientStatements,
+    state: &mut SessionState,
     session: &Session,
     ctx: &ProxyContext,
     session_mode: bool,
@@ -253,14 +273,33 @@ async fn transaction(
             return Err(Stop::Client(refused(tenant, &s)));
         }
     }
-    let prelude = if server.tenant != AppliedTenant::Applied(session.tenant) {
-        t.push(Expect::Ready { simple: true }, Action::Prelude);
-        Some(&session.prelude[..])
-    } else {
-        None
+    let tenant_needed = server.tenant != AppliedTenant::Applied(session.tenant);
+    let mut params_sql = String::new();
+    state.params.apply_to(&mut server.params, &mut params_sql);
+    let built;
+    let prelude = match (tenant_needed, params_sql.is_empty()) {
+        (false, true) => None,
+        (true, true) => Some(&session.prelude[..]),
+        (tenant, false) => {
+            if tenant {
+                params_sql.push_str(tenant_sql(&session.prelude));
+            }
+            let mut q = BytesMut::with_capacity(params_sql.len() + 6);
+            crate::protocol::encode::query(&mut q, &params_sql);
+            built = q;
+            Some(&built[..])
+        }
     };
-    forward_client(client, server, t, statements, ctx, prelude).await?;
-    forward_server(client, server, t, statements, session).await?;
+    if prelude.is_some() {
+        let action = if tenant_needed {
+            Action::Prelude
+        } else {
+            Action::Drop
+        };
+        t.push(Expect::Ready { simple: true }, action);
+    }
+    forward_client(client, server, t, state, ctx, prelude).await?;
+    forward_server(client, server, t, state, session).await?;
     let mut progress = t.ready_seen;
     loop {
         if t.terminated || (!session_mode && t.is_clean()) {
@@ -284,7 +323,7 @@ async fn transaction(
             r = server.stream.read_buf(&mut server.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ServerGone { fatal_sent: t.server_fatal }),
                 Ok(_) => {
-                    forward_server(client, server, t, statements, session).await?;
+                    forward_server(client, server, t, state, session).await?;
                     if t.ready_seen != progress {
                         // The next command in the pipeline gets its own time budget.
                         progress = t.ready_seen;
@@ -295,8 +334,8 @@ async fn transaction(
             r = client.stream.read_buf(&mut client.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
                 Ok(_) => {
-                    forward_client(client, server, t, statements, ctx, None).await?;
-                    forward_server(client, server, t, statements, session).await?;
+                    forward_client(client, server, t, state, ctx, None).await?;
+                    forward_server(client, server, t, state, session).await?;
                 }
             },
             _ = &mut timer, if armed => {

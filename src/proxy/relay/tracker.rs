@@ -34,6 +34,9 @@ pub(super) enum Action {
     Prepared { id: u64, name: Box<[u8]> },
     /// No server reply: send the client this message (ParseComplete '1', CloseComplete '3').
     Fake(u8),
+    /// No server reply: send the client CommandComplete with this tag and ReadyForQuery
+    /// (a simple Query the proxy answered itself).
+    FakeComplete(&'static str),
     /// No server reply: send the client this error; the server skips nothing (it never saw
     /// the refused message), the proxy discarded the rest up to Sync.
     FakeError(Box<ClientError>),
@@ -47,7 +50,10 @@ pub(super) struct Reply {
 
 impl Reply {
     pub fn is_fake(&self) -> bool {
-        matches!(self.action, Action::Fake(_) | Action::FakeError(_))
+        matches!(
+            self.action,
+            Action::Fake(_) | Action::FakeError(_) | Action::FakeComplete(_)
+        )
     }
 }
 
@@ -83,6 +89,8 @@ pub(super) struct Tracker {
     pub seen: u8,
     /// ReadyForQuery messages received, to tell the command timer about progress.
     pub ready_seen: u64,
+    /// ParameterStatus values forwarded to the client, for its session parameters.
+    pub param_updates: Vec<(String, String)>,
     pub queries: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,

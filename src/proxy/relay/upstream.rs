@@ -4,6 +4,7 @@
 //! proxy's names, prepared on this server on demand).
 
 use super::tracker::{Action, Expect, Tracker};
+use super::SessionState;
 use super::{oversized, streamable, Stop};
 use crate::error::{ClientError, ErrorKind};
 use crate::pool::statements::server_name;
@@ -12,6 +13,7 @@ use crate::protocol::codes;
 use crate::protocol::encode;
 use crate::protocol::fields::read_cstr;
 use crate::protocol::framing::{frontend, parse_header};
+use crate::proxy::session_params::ParamSet;
 use crate::proxy::statements::{close_message, rewrite_name, ClientStatements};
 use crate::proxy::{ClientConn, ProxyContext};
 use bytes::{Buf, BytesMut};
@@ -29,6 +31,8 @@ enum Detour {
     Skip { len: usize },
     /// Parse, Bind, Describe or Close naming a client statement.
     Named { len: usize },
+    /// `DEALLOCATE name|ALL` in a simple Query: answered for the client's own statements.
+    Deallocate { len: usize, name: Option<Vec<u8>> },
 }
 
 /// Forwards the complete (or streamable) client messages in the buffer, after `prefix`
@@ -37,7 +41,7 @@ pub(super) async fn forward_client(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
-    statements: &mut ClientStatements,
+    state: &mut SessionState,
     ctx: &ProxyContext,
     mut prefix: Option<&[u8]>,
 ) -> Result<(), Stop> {
@@ -46,7 +50,8 @@ pub(super) async fn forward_client(
     let mut out = std::mem::take(&mut t.scratch);
     out.clear();
     loop {
-        let (pos, detour) = scan_client(&client.buf, t, ctx)?;
+        let (pos, detour) =
+            scan_client(&client.buf, t, ctx, &mut state.params, &mut server.params)?;
         let head = prefix.take().unwrap_or(&[]);
         if out.is_empty() && detour.is_none() {
             if (pos > 0 || !head.is_empty())
@@ -78,9 +83,29 @@ pub(super) async fn forward_client(
                 refuse(t, error);
             }
             Detour::Skip { len } => client.buf.advance(len),
+            Detour::Deallocate { len, name } => {
+                let msg = client.buf.split_to(len);
+                t.bytes_in += len as u64;
+                t.queries += 1;
+                match name {
+                    None => {
+                        state.statements.clear();
+                        t.push(Expect::Count(0), Action::FakeComplete("DEALLOCATE ALL"));
+                    }
+                    Some(n) if state.statements.contains(&n) => {
+                        state.statements.remove(&n);
+                        t.push(Expect::Count(0), Action::FakeComplete("DEALLOCATE"));
+                    }
+                    // Not a protocol-level statement of this client: PostgreSQL answers.
+                    Some(_) => {
+                        out.extend_from_slice(&msg);
+                        t.push(Expect::Ready { simple: true }, Action::Pass);
+                    }
+                }
+            }
             Detour::Named { len } => {
                 let msg = client.buf.split_to(len);
-                named(&msg, server, t, statements, ctx, &mut out);
+                named(&msg, server, t, &mut state.statements, ctx, &mut out);
                 t.bytes_in += len as u64;
             }
         }
@@ -182,6 +207,8 @@ fn scan_client(
     buf: &[u8],
     t: &mut Tracker,
     ctx: &ProxyContext,
+    desired: &mut ParamSet,
+    on_server: &mut ParamSet,
 ) -> Result<(usize, Option<Detour>), Stop> {
     let mut pos = 0;
     let max = ctx.settings.config.max_client_message_bytes;
@@ -251,8 +278,27 @@ fn scan_client(
                         };
                         return Ok((pos, Some(detour)));
                     }
+                    // A session-level SET follows the client to its next server connection.
+                    desired.observe_sql(sql);
+                    on_server.observe_sql(sql);
                 }
                 if h.tag == frontend::QUERY {
+                    use crate::proxy::statements::{classify_sql, SqlPrepared};
+                    let len = h.frame_len;
+                    match classify_sql(sql) {
+                        Some(SqlPrepared::PrepareOrExecute) if !ctx.session_mode() => {
+                            let error = ClientError::error(
+                                ErrorKind::Protocol,
+                                codes::FEATURE_NOT_SUPPORTED,
+                                "SQL PREPARE and EXECUTE are not supported in transaction pooling: use the driver's protocol-level prepared statements",
+                            );
+                            return Ok((pos, Some(Detour::RefuseQuery { len, error })));
+                        }
+                        Some(SqlPrepared::Deallocate(name)) => {
+                            return Ok((pos, Some(Detour::Deallocate { len, name })));
+                        }
+                        _ => {}
+                    }
                     t.queries += 1;
                     t.push(Expect::Ready { simple: true }, Action::Pass);
                 } else if name.is_some() {

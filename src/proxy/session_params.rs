@@ -1,0 +1,363 @@
+//! Session parameters in transaction mode: what a client set for its session is re-applied
+//! on whichever server connection its next transaction lands on, and what it left on a
+//! server connection is undone before another client runs there.
+//!
+//! A client's desired values come from its startup packet (`options=-c name=value`, and the
+//! reported parameters it asked for, such as DateStyle or TimeZone), from ParameterStatus
+//! messages the server sends while the client runs (a `SET` of a reported parameter), and
+//! from session-level `SET name TO value` statements the lexer sees (parameters PostgreSQL
+//! does not report, such as search_path or statement_timeout). Each server connection
+//! remembers which parameters differ from its startup values; the difference is put right
+//! in the tenant prelude, so it costs no round trip, and nothing at all when it is empty.
+
+use crate::tenant::lexer::Lexer;
+use crate::tenant::token::TokenKind;
+
+/// Name → value as SQL to put after `SET name TO` (a quoted literal or the client's own
+/// value text), lower-case names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParamSet {
+    values: Vec<(String, String)>,
+}
+
+/// Parameters a client may not carry around: the proxy owns them (the tenant settings,
+/// the encoding it speaks to servers, the per-role timeouts are set per pool) or they are
+/// not settable per session.
+fn untracked(name: &str) -> bool {
+    matches!(
+        name,
+        "client_encoding"
+            | "session_authorization"
+            | "role"
+            | "is_superuser"
+            | "server_version"
+            | "server_encoding"
+            | "integer_datetimes"
+            | "in_hot_standby"
+            | "default_transaction_read_only"
+            | "scram_iterations"
+            | "transaction_isolation"
+            | "transaction_read_only"
+            | "transaction_deferrable"
+    ) || name.starts_with("app.")
+        || name.starts_with("_pq_")
+}
+
+/// A string as a SQL literal.
+pub fn literal(value: &str) -> String {
+    let mut s = String::with_capacity(value.len() + 2);
+    s.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            s.push('\'');
+        }
+        if c != '\0' {
+            s.push(c);
+        }
+    }
+    s.push('\'');
+    s
+}
+
+impl ParamSet {
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Records `name` (any case) = `sql_value`; ignores parameters the proxy owns.
+    pub fn set(&mut self, name: &str, sql_value: String) {
+        let name = name.to_ascii_lowercase();
+        if untracked(&name) {
+            return;
+        }
+        match self.values.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = sql_value,
+            None => self.values.push((name, sql_value)),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        let name = name.to_ascii_lowercase();
+        self.values.retain(|(n, _)| *n != name);
+    }
+
+    /// The statements that turn a server whose non-startup values are `server` into one
+    /// with `self`, appended to `sql`; afterwards `server` equals `self`.
+    pub fn apply_to(&self, server: &mut ParamSet, sql: &mut String) {
+        if self == server {
+            return;
+        }
+        for (name, _) in &server.values {
+            if self.get(name).is_none() {
+                sql.push_str("RESET ");
+                sql.push_str(name);
+                sql.push_str("; ");
+            }
+        }
+        for (name, value) in &self.values {
+            if server.get(name) != Some(value.as_str()) {
+                sql.push_str("SET ");
+                sql.push_str(name);
+                sql.push_str(" TO ");
+                sql.push_str(value);
+                sql.push_str("; ");
+            }
+        }
+        *server = self.clone();
+    }
+
+    /// Desired values from a startup packet: `options` (`-c name=value`, `--name=value`)
+    /// and the reported parameters a client may ask for directly.
+    pub fn from_startup<'a>(
+        params: impl Iterator<Item = (&'a str, &'a str)>,
+        defaults: &[(String, String)],
+    ) -> ParamSet {
+        let mut set = ParamSet::default();
+        for (k, v) in params {
+            match k {
+                "user" | "database" | "replication" | "application_name" => {}
+                "options" => {
+                    for (name, value) in parse_options(v) {
+                        set.set(&name, literal(&value));
+                    }
+                }
+                _ => {
+                    // A value the server already has needs nothing.
+                    let same = defaults
+                        .iter()
+                        .any(|(n, d)| n.eq_ignore_ascii_case(k) && same_value(d, v));
+                    if !same {
+                        set.set(k, literal(v));
+                    }
+                }
+            }
+        }
+        set
+    }
+
+    /// Notes a session-level `SET`/`RESET` in a statement the client sent. Only plain
+    /// forms are followed (`SET [SESSION] name {TO | =} value`, `RESET name`); `SET LOCAL`
+    /// ends with the transaction, and reported parameters arrive as ParameterStatus anyway.
+    pub fn observe_sql(&mut self, sql: &[u8]) {
+        let mut statement: Vec<(TokenKind, std::ops::Range<usize>, Vec<u8>)> = Vec::new();
+        for tok in Lexer::new(sql) {
+            if tok.kind.is_trivia() {
+                continue;
+            }
+            if tok.is_punct(b";") {
+                self.observe_statement(sql, &statement);
+                statement.clear();
+                continue;
+            }
+            if statement.len() < 64 {
+                statement.push((tok.kind, tok.span.clone(), tok.folded().into_owned()));
+            }
+        }
+        self.observe_statement(sql, &statement);
+    }
+
+    fn observe_statement(
+        &mut self,
+        sql: &[u8],
+        toks: &[(TokenKind, std::ops::Range<usize>, Vec<u8>)],
+    ) {
+        let word = |i: usize, w: &[u8]| {
+            toks.get(i)
+                .is_some_and(|t| t.0 == TokenKind::Ident && t.2 == w)
+        };
+        let mut i = 0;
+        if word(0, b"reset") {
+            if let Some(name) = param_name(toks, 1).map(|(n, _)| n) {
+                if name != "all" {
+                    self.remove(&name);
+                }
+            }
+            return;
+        }
+        if !word(0, b"set") {
+            return;
+        }
+        i += 1;
+        if word(i, b"local") {
+            return;
+        }
+        if word(i, b"session") {
+            i += 1;
+            if word(i, b"authorization") || word(i, b"characteristics") {
+                return;
+            }
+        }
+        if word(i, b"time") && word(i + 1, b"zone") {
+            if let Some(t) = toks.get(i + 2) {
+                let end = toks.last().map_or(t.1.end, |l| l.1.end);
+                let raw = String::from_utf8_lossy(&sql[t.1.start..end]).into_owned();
+                if !raw.eq_ignore_ascii_case("local") && !raw.eq_ignore_ascii_case("default") {
+                    self.set("timezone", raw);
+                } else {
+                    self.remove("timezone");
+                }
+            }
+            return;
+        }
+        let Some((name, next)) = param_name(toks, i) else {
+            return;
+        };
+        let is_to = toks.get(next).is_some_and(|t| {
+            (t.0 == TokenKind::Ident && t.2 == b"to") || (t.0 == TokenKind::Operator && t.2 == b"=")
+        });
+        let Some(first) = toks.get(next + 1).filter(|_| is_to) else {
+            return;
+        };
+        let end = toks.last().map_or(first.1.end, |l| l.1.end);
+        let raw = String::from_utf8_lossy(&sql[first.1.start..end]).into_owned();
+        if raw.eq_ignore_ascii_case("default") {
+            self.remove(&name);
+        } else {
+            self.set(&name, raw);
+        }
+    }
+}
+
+/// A dotted parameter name starting at token `i`, and the index after it.
+fn param_name(
+    toks: &[(TokenKind, std::ops::Range<usize>, Vec<u8>)],
+    mut i: usize,
+) -> Option<(String, usize)> {
+    let mut name = String::new();
+    loop {
+        let t = toks.get(i)?;
+        if !matches!(t.0, TokenKind::Ident | TokenKind::QuotedIdent) {
+            return None;
+        }
+        name.push_str(&String::from_utf8_lossy(&t.2));
+        i += 1;
+        if toks
+            .get(i)
+            .is_some_and(|t| t.0 == TokenKind::Punct && t.2 == b".")
+        {
+            name.push('.');
+            i += 1;
+        } else {
+            return Some((name, i));
+        }
+    }
+}
+
+/// Whether a server's reported value already satisfies what a client asked for: equal
+/// ignoring case, or, for DateStyle, the same leading style ("ISO" is "ISO, MDY").
+fn same_value(server: &str, client: &str) -> bool {
+    server.eq_ignore_ascii_case(client)
+        || server
+            .split(',')
+            .next()
+            .is_some_and(|s| s.trim().eq_ignore_ascii_case(client.trim()))
+}
+
+/// `-c name=value` and `--name=value` pairs of a startup `options` string (backslash
+/// escapes a space, as libpq does).
+fn parse_options(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut escaped = false;
+    for c in options.chars() {
+        match (escaped, c) {
+            (true, c) => {
+                cur.push(c);
+                escaped = false;
+            }
+            (false, '\\') => escaped = true,
+            (false, c) if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            (false, c) => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let pair = if w == "-c" {
+            it.next()
+        } else if let Some(rest) = w.strip_prefix("--") {
+            Some(rest.to_owned())
+        } else {
+            w.strip_prefix("-c").map(str::to_owned)
+        };
+        if let Some((k, v)) = pair.as_deref().and_then(|p| p.split_once('=')) {
+            out.push((k.replace('-', "_"), v.to_owned()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_and_startup_parameters() {
+        let defaults = vec![("DateStyle".to_owned(), "ISO, MDY".to_owned())];
+        let p = ParamSet::from_startup(
+            [
+                ("user", "u"),
+                (
+                    "options",
+                    "-c search_path=s1,public --statement-timeout=5s -c app.tenant_id=x",
+                ),
+                ("DateStyle", "ISO"),
+                ("TimeZone", "Europe/Paris"),
+            ]
+            .into_iter(),
+            &defaults,
+        );
+        assert_eq!(p.get("search_path"), Some("'s1,public'"));
+        assert_eq!(p.get("statement_timeout"), Some("'5s'"));
+        assert_eq!(p.get("app.tenant_id"), None, "the proxy owns the tenant");
+        assert_eq!(p.get("datestyle"), None, "ISO is what the server has");
+        assert_eq!(p.get("timezone"), Some("'Europe/Paris'"));
+    }
+
+    #[test]
+    fn observes_session_sets_only() {
+        let mut p = ParamSet::default();
+        p.observe_sql(b"SET search_path TO a, b; set LOCAL work_mem = '1MB'; SET SESSION lock_timeout = 5; SET TIME ZONE 'UTC'");
+        assert_eq!(p.get("search_path"), Some("a, b"));
+        assert_eq!(p.get("work_mem"), None);
+        assert_eq!(p.get("lock_timeout"), Some("5"));
+        assert_eq!(p.get("timezone"), Some("'UTC'"));
+        p.observe_sql(b"RESET search_path; SET lock_timeout TO DEFAULT");
+        assert_eq!(p.get("search_path"), None);
+        assert_eq!(p.get("lock_timeout"), None);
+    }
+
+    #[test]
+    fn apply_makes_the_difference_only() {
+        let mut client = ParamSet::default();
+        client.set("search_path", "a".into());
+        let mut server = ParamSet::default();
+        server.set("work_mem", "'1MB'".into());
+        let mut sql = String::new();
+        client.apply_to(&mut server, &mut sql);
+        assert_eq!(sql, "RESET work_mem; SET search_path TO a; ");
+        assert_eq!(server, client);
+        sql.clear();
+        client.apply_to(&mut server, &mut sql);
+        assert!(sql.is_empty());
+    }
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}
