@@ -75,23 +75,30 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             to_open += 1;
             want -= 1;
         }
-        if st.waiters.is_empty() {
-            // Retire idle connections: past their lifetime always, past idle_timeout while
-            // above the warm minimum. Oldest-idle first, from the front.
+        {
+            // Retire idle connections: broken or past their lifetime always, past
+            // idle_timeout while above the warm minimum and nobody waits. Oldest-idle
+            // first, from the front.
+            let nobody_waits = st.waiters.is_empty();
             let mut keep = st.total;
             let mut i = 0;
             while i < st.idle.len() {
                 let c = &st.idle[i];
-                let too_old = pool
-                    .limits
-                    .lifetime
-                    .is_some_and(|l| now.duration_since(c.created) >= l);
-                let idle_too_long = keep > pool.limits.min
+                let too_old = nobody_waits
+                    && pool
+                        .limits
+                        .lifetime
+                        .is_some_and(|l| now.duration_since(c.created) >= l);
+                let idle_too_long = nobody_waits
+                    && keep > pool.limits.min
                     && pool
                         .limits
                         .idle_timeout
                         .is_some_and(|t| now.duration_since(c.last_used) >= t);
-                if too_old || idle_too_long {
+                // The server closed it (restart, pg_terminate_backend) or wrote to it while
+                // idle: it would fail its next client, and it still counts against the caps.
+                let broken = !c.is_usable();
+                if too_old || idle_too_long || broken {
                     if let Some(c) = st.idle.remove(i) {
                         expired.push(c);
                     }
