@@ -41,6 +41,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         cancels: CancelRegistry::new(
             settings.config.server.host.clone(),
             settings.config.server.port,
+            cancel_peers(&settings.config.cancel),
         ),
         settings: settings.clone(),
         pools: pools.clone(),
@@ -143,4 +144,17 @@ async fn signals(shutdown: Shutdown) {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.trigger();
+}
+
+fn cancel_peers(c: &crate::config::CancelConfig) -> crate::proxy::cancel::CancelPeers {
+    let mut peers = vec![None; 16];
+    for (id, addr) in &c.peers {
+        if *id != c.host_id {
+            peers[*id as usize] = Some(addr.clone());
+        }
+    }
+    crate::proxy::cancel::CancelPeers {
+        host_id: c.host_id,
+        peers,
+    }
 }

@@ -44,6 +44,9 @@ pub struct Config {
     /// Client-facing TLS; absent means SSLRequest is answered 'N'.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Cancel requests across the pool hosts behind one address.
+    #[serde(default)]
+    pub cancel: CancelConfig,
     /// Token logins: clients not in the users file send a JWT as their password.
     #[serde(default)]
     pub jwt: Option<crate::auth::jwt::JwtSettings>,
@@ -189,6 +192,19 @@ impl Default for PoolConfig {
             prepared_statement_cache_size: 256,
         }
     }
+}
+
+/// This host's number and its peers, so that a CancelRequest arriving at the wrong pool
+/// host reaches the one that issued the key (the number is part of every key).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelConfig {
+    /// 0..=15, unique per host behind the same address.
+    #[serde(default)]
+    pub host_id: u8,
+    /// `host_id: "address:port"` of the other hosts.
+    #[serde(default)]
+    pub peers: BTreeMap<u8, String>,
 }
 
 /// How tenants are carried to PostgreSQL and checked.

@@ -77,6 +77,12 @@ pub(super) fn validate(
     if config.max_client_message_bytes < 8192 {
         return bad("max_client_message_bytes must be at least 8192".into());
     }
+    if config.cancel.host_id > 15 || config.cancel.peers.keys().any(|h| *h > 15) {
+        return bad("cancel.host_id and the keys of cancel.peers must be 0..=15".into());
+    }
+    if config.pool.prepared_statement_cache_size == 0 {
+        return bad("pool.prepared_statement_cache_size must be at least 1".into());
+    }
     if users.is_empty() {
         return bad("the users file lists no users: nobody could connect".into());
     }

@@ -37,7 +37,22 @@ pub struct CancelRegistry {
     next_pid: AtomicU32,
     server_host: String,
     server_port: u16,
+    peers: CancelPeers,
 }
+
+/// Proxies behind one address (the pool hosts) hand out keys whose pid carries the issuing
+/// host's number in its top bits; a CancelRequest that reaches another host is forwarded to
+/// the issuer, the only one that knows which server query the key maps to.
+#[derive(Clone, Debug, Default)]
+pub struct CancelPeers {
+    /// This host's number, 0..=15.
+    pub host_id: u8,
+    /// Address of each host by number (this host's own entry is ignored).
+    pub peers: Vec<Option<String>>,
+}
+
+const HOST_SHIFT: u32 = 27;
+const HOST_MASK: u32 = 0xf << HOST_SHIFT;
 
 /// Registration of a client's key; dropping it unregisters.
 pub struct CancelHandle {
@@ -58,13 +73,19 @@ fn random_u32() -> u32 {
 }
 
 impl CancelRegistry {
-    pub fn new(server_host: String, server_port: u16) -> Arc<Self> {
+    pub fn new(server_host: String, server_port: u16, peers: CancelPeers) -> Arc<Self> {
         Arc::new(CancelRegistry {
             targets: Mutex::new(HashMap::new()),
-            next_pid: AtomicU32::new(random_u32() >> 1),
+            next_pid: AtomicU32::new(random_u32()),
             server_host,
             server_port,
+            peers,
         })
+    }
+
+    /// The host number a pid was issued by.
+    pub fn host_of(pid: u32) -> u8 {
+        ((pid & HOST_MASK) >> HOST_SHIFT) as u8
     }
 
     /// Issues a fresh key for a client that just logged in.
@@ -72,7 +93,9 @@ impl CancelRegistry {
         let secret = random_u32();
         let mut targets = self.targets.lock();
         let pid = loop {
-            let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+            // Positive pids (clients print them), host number in bits 27..31.
+            let serial = self.next_pid.fetch_add(1, Ordering::Relaxed) & !HOST_MASK & 0x7fff_ffff;
+            let pid = serial | ((self.peers.host_id as u32) << HOST_SHIFT);
             if pid != 0 && !targets.contains_key(&pid) {
                 break pid;
             }
@@ -93,12 +116,40 @@ impl CancelRegistry {
     /// Handles a client's CancelRequest. Unknown keys and wrong secrets are ignored silently,
     /// as PostgreSQL does, so that keys cannot be probed.
     pub async fn cancel(&self, pid: u32, secret: u32) -> bool {
+        let host = Self::host_of(pid);
+        if host != self.peers.host_id {
+            return self.forward(host, pid, secret).await;
+        }
         let target = self.targets.lock().get(&pid).cloned();
         let Some(target) = target else { return false };
         if !bool::from(target.secret.to_be_bytes().ct_eq(&secret.to_be_bytes())) {
             return false;
         }
         self.cancel_running(&target).await
+    }
+
+    /// Passes a CancelRequest to the host that issued its key. The peer checks the secret;
+    /// this host learns nothing about it.
+    async fn forward(&self, host: u8, pid: u32, secret: u32) -> bool {
+        let Some(Some(addr)) = self.peers.peers.get(host as usize) else {
+            return false;
+        };
+        let send = async {
+            let mut stream = tokio::net::TcpStream::connect(addr.as_str()).await?;
+            let mut buf = bytes::BytesMut::with_capacity(16);
+            crate::protocol::encode::cancel_request(&mut buf, pid, secret);
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &buf).await?;
+            let mut sink = [0u8; 16];
+            while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        };
+        match tokio::time::timeout(CANCEL_SETTLE, send).await {
+            Ok(Ok(())) => true,
+            _ => {
+                tracing::warn!(peer = %addr, "could not forward a cancel request to the host that issued its key");
+                false
+            }
+        }
     }
 
     /// Cancels whatever the target's client runs now (also used for command_timeout).
@@ -158,5 +209,29 @@ impl CancelTarget {
                 return false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_carry_the_host_number() {
+        let peers = CancelPeers {
+            host_id: 5,
+            peers: vec![],
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let reg = CancelRegistry::new("127.0.0.1".into(), 1, peers);
+            for _ in 0..100 {
+                let h = reg.register();
+                assert_eq!(CancelRegistry::host_of(h.target.pid), 5);
+                assert!(h.target.pid <= 0x7fff_ffff);
+            }
+        });
     }
 }
