@@ -149,6 +149,25 @@ pub(super) fn validate(
             return bad("jwt needs tenant.signing_key: tokens carry tenants, and the database only trusts a signed tenant".into());
         }
     }
+    let cert_users = users.values().any(|u| u.auth == super::ClientAuth::Cert);
+    if cert_users
+        && !config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some())
+    {
+        return bad(
+            "users with auth: cert need tls with client_ca_file: the proxy must verify the certificates that name their tenants"
+                .into(),
+        );
+    }
+    if signing_key.is_none() && cert_users {
+        return bad(
+            "users with auth: cert need tenant.signing_key (or signing_key_file / signing_key_env): \
+             their certificates name tenants, and the database only trusts a signed tenant"
+                .into(),
+        );
+    }
     if signing_key.is_none() && users.values().any(|u| u.tenant.is_some()) {
         return bad(
             "users with a tenant need tenant.signing_key (or signing_key_file / signing_key_env): \
