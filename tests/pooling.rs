@@ -588,12 +588,8 @@ fn psql_copy_round_trip_and_bad_data() {
 /// Session mode: a client that gets the server connection of an earlier session receives
 /// no notifications for channels only that earlier session LISTENed to.
 ///
-/// Ignored, design question: a session's connection goes back to the pool as it is
-/// (src/proxy/relay/mod.rs:128-129) and `UNLISTEN *` only runs when the tenant changes
-/// (src/tenant/prelude.rs:37, docs/session-state.md), so the next session of the same
-/// user inherits the LISTEN. PgBouncer's session mode resets with DISCARD ALL.
+/// The proxy resets a session's connection with DISCARD ALL before the next session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "design question: session mode keeps LISTEN registrations for the next session"]
 async fn session_mode_next_client_inherits_no_listen() {
     let (pg, proxy) = start(
         "mode: session\nmax_client_conn: 10\ndefault_pool_size: 1\nmin_pool_size: 0\n\

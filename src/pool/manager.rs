@@ -33,6 +33,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     let mut expired: Vec<ServerConn> = Vec::new();
     let mut to_open = 0usize;
     let mut blocked_by_db = false;
+    let oldest_waiter;
     let mut next = TICK;
     let has_credentials = match &pool.login {
         ServerLogin::Password(_) => true,
@@ -41,6 +42,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     {
         let mut st = pool.state.lock();
         st.waiters.retain(|w| !w.tx.is_closed());
+        oldest_waiter = st.waiters.front().map(|w| w.since);
         let reserve_due = st
             .waiters
             .front()
@@ -117,6 +119,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     for _ in 0..to_open {
         tokio::spawn(open_one(pool.clone()));
     }
+    *pool.starved_since.lock() = if blocked_by_db { oldest_waiter } else { None };
     if blocked_by_db && pool.db.evict_idle_for(pool) {
         next = Duration::ZERO;
     }

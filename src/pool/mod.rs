@@ -76,6 +76,9 @@ pub struct Pool {
     login: ServerLogin,
     passthrough_keys: Mutex<Option<ScramKeys>>,
     state: Mutex<PoolState>,
+    /// Since when this pool's oldest client waits while `max_db_connections` stops it from
+    /// opening a connection (set by the manager); other pools yield to it.
+    starved_since: Mutex<Option<Instant>>,
     params: Mutex<Option<ServerParams>>,
     db: Arc<DbCount>,
     wake: Notify,
@@ -199,6 +202,15 @@ impl Pool {
         }
         conn.last_used = now;
         let mut st = self.state.lock();
+        // At the database cap, a pool whose clients waited longer than ours gets the slot:
+        // the connection closes and that pool's manager opens one (fair share across pools).
+        let ours = st.waiters.front().map(|w| w.since);
+        if self.db.at_cap() && self.db.longer_wait_elsewhere(self, ours) {
+            drop(st);
+            tracing::debug!(pool = %self.name, "yielding a server connection to a pool waiting at max_db_connections");
+            drop(conn);
+            return;
+        }
         Self::hand_over(&mut st, conn);
     }
 
@@ -249,6 +261,10 @@ impl Pool {
         }
         self.db.release();
         self.wake();
+    }
+
+    fn starved_since(&self) -> Option<Instant> {
+        *self.starved_since.lock()
     }
 
     fn take_oldest_idle(&self) -> Option<ServerConn> {
@@ -352,6 +368,7 @@ impl PoolSet {
             login: user.server_login.clone(),
             passthrough_keys: Mutex::new(None),
             state: Mutex::new(PoolState::default()),
+            starved_since: Mutex::new(None),
             params: Mutex::new(None),
             db: db.clone(),
             wake: Notify::new(),

@@ -81,6 +81,26 @@ impl DbCount {
         }
     }
 
+    pub(super) fn at_cap(&self) -> bool {
+        self.max > 0 && self.open.load(Ordering::Relaxed) >= self.max
+    }
+
+    /// Whether another pool of this database has a client starved at the cap for longer
+    /// than `than` (our oldest waiter; `None`: nobody waits here).
+    pub(super) fn longer_wait_elsewhere(
+        &self,
+        me: &Pool,
+        than: Option<std::time::Instant>,
+    ) -> bool {
+        self.pools.get().into_iter().flatten().any(|p| {
+            p.upgrade().is_some_and(|p| {
+                !std::ptr::eq(Arc::as_ptr(&p), me)
+                    && p.starved_since()
+                        .is_some_and(|t| than.is_none_or(|ours| t < ours))
+            })
+        })
+    }
+
     pub(super) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }

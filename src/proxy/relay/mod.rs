@@ -37,6 +37,19 @@ pub(super) struct SessionState {
     pub params: ParamSet,
 }
 
+/// Session mode: a connection a client held for its whole session goes back clean, as
+/// PgBouncer's server_reset_query does: no LISTEN, cursors, statements or settings of the
+/// previous client survive. The next client's tenant and parameters are applied afresh.
+async fn reset_session(server: &mut ServerConn) -> bool {
+    let ok = crate::pool::query::query_scalar(server, "DISCARD ALL")
+        .await
+        .is_ok();
+    server.tenant = AppliedTenant::Unknown;
+    server.statements.clear();
+    server.params = ParamSet::default();
+    ok
+}
+
 /// The SQL text inside the tenant prelude's Query message.
 fn tenant_sql(prelude: &[u8]) -> &str {
     prelude
@@ -125,7 +138,7 @@ pub(super) async fn run(
                 stats.transactions += 1;
                 PoolStats::add(&stats_pool.transactions, 1);
                 let settled = session.cancel.target.detach().await;
-                if settled && t.is_clean() {
+                if settled && t.is_clean() && (!session_mode || reset_session(&mut server).await) {
                     session.pool.release(server);
                 } else {
                     drop(server);
