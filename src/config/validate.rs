@@ -151,10 +151,10 @@ pub(super) fn validate(
     }
     let cert_users = users.values().any(|u| u.auth == super::ClientAuth::Cert);
     if cert_users
-        && !config
+        && config
             .tls
             .as_ref()
-            .is_some_and(|t| t.client_ca_file.is_some())
+            .is_none_or(|t| t.client_ca_file.is_none())
     {
         return bad(
             "users with auth: cert need tls with client_ca_file: the proxy must verify the certificates that name their tenants"

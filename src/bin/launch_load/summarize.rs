@@ -1,0 +1,292 @@
+//! `launch-load summarize`: turns the per-run records of scripts/bench-compare into one
+//! markdown table, one JSON file and the latency plot.
+//!
+//! A record is a JSON object (one file per run, read in file-name order):
+//!
+//! ```text
+//! { "scenario": "select-50", "target": "pgbouncer", "tool": "pgbench",
+//!   "description": "...", "clients": 50, "status": "ok" | "failed", "note": "...",
+//!   "plot": true,                      // a point of the latency/clients plot
+//!   "idle": true,                      // the idle-clients scenario (RSS per client)
+//!   "report": { "tps": .., "transactions_ok": .., "transactions_failed": ..,
+//!               "latency": { "p50_ms": .., "p99_ms": .., ... },
+//!               "errors": { "26000": { "count": .., "sample": ".." } },
+//!               "proxy": { "cpu_ms_per_1000_tx": .., "peak_rss_kib": ..,
+//!                          "rss_per_client_bytes": .. } } }
+//! ```
+//!
+//! `report` is launch-load's own JSON report, or the same fields derived from pgbench.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::plot;
+
+/// The three targets, in table order, with the names used in the table.
+const TARGETS: &[(&str, &str)] = &[
+    ("direct", "PostgreSQL (direct)"),
+    ("pgbouncer", "PgBouncer 1.18"),
+    ("proxy", "launch-proxy"),
+];
+
+pub struct Record(pub Value);
+
+impl Record {
+    fn str(&self, key: &str) -> &str {
+        self.0.get(key).and_then(Value::as_str).unwrap_or("")
+    }
+    fn report_f64(&self, path: &[&str]) -> Option<f64> {
+        let mut v = self.0.get("report")?;
+        for p in path {
+            v = v.get(*p)?;
+        }
+        v.as_f64()
+    }
+    fn ok(&self) -> bool {
+        self.str("status") == "ok"
+    }
+    fn tps(&self) -> Option<f64> {
+        self.report_f64(&["tps"]).filter(|t| *t > 0.0)
+    }
+    /// Throughput for ratios: only from runs that succeeded.
+    fn ok_tps(&self) -> Option<f64> {
+        self.tps().filter(|_| self.ok())
+    }
+    fn errors(&self) -> (u64, String) {
+        let mut total = 0;
+        let mut parts = Vec::new();
+        if let Some(map) = self
+            .0
+            .get("report")
+            .and_then(|r| r.get("errors"))
+            .and_then(Value::as_object)
+        {
+            for (code, e) in map {
+                let n = e.get("count").and_then(Value::as_u64).unwrap_or(0);
+                total += n;
+                parts.push(format!("{n}× {code}"));
+            }
+        }
+        (total, parts.join(", "))
+    }
+    fn first_error_sample(&self) -> Option<String> {
+        let map = self.0.get("report")?.get("errors")?.as_object()?;
+        map.values()
+            .find_map(|e| e.get("sample").and_then(Value::as_str))
+            .map(str::to_owned)
+    }
+}
+
+/// Reads every `*.json` file of `dir` in name order.
+pub fn read_records(dir: &Path) -> Result<Vec<Record>, String> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str(&text)
+                .map(Record)
+                .map_err(|e| format!("{}: {e}", p.display()))
+        })
+        .collect()
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("—".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "—".to_owned(),
+    }
+}
+
+fn cell(s: &str) -> String {
+    let s = s.replace('|', "\\|").replace('\n', " ");
+    if s.chars().count() > 90 {
+        let cut: String = s.chars().take(87).collect();
+        format!("{cut}…")
+    } else {
+        s
+    }
+}
+
+/// The markdown table: one row per (scenario, target), scenarios in record order.
+pub fn markdown(records: &[Record]) -> String {
+    let mut scenarios: Vec<&str> = Vec::new();
+    for r in records {
+        let s = r.str("scenario");
+        if !scenarios.contains(&s) {
+            scenarios.push(s);
+        }
+    }
+    let find = |scenario: &str, target: &str| {
+        records
+            .iter()
+            .find(|r| r.str("scenario") == scenario && r.str("target") == target)
+    };
+    let mut out = String::new();
+    out.push_str(
+        "| scenario | target | tps | p50 ms | p99 ms | proxy CPU ms / 1000 tx | peak RSS MiB | errors | tps vs PgBouncer | tps vs direct | notes |\n\
+         |---|---|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
+    );
+    for scenario in scenarios {
+        let direct = find(scenario, "direct").and_then(Record::ok_tps);
+        let bouncer = find(scenario, "pgbouncer").and_then(Record::ok_tps);
+        for (target, target_name) in TARGETS {
+            let Some(r) = find(scenario, target) else {
+                continue;
+            };
+            let idle = r.0.get("idle") == Some(&Value::Bool(true));
+            let tps = r.ok_tps();
+            let (n_err, err_text) = r.errors();
+            let mut notes = Vec::new();
+            if !r.ok() {
+                notes.push(format!("**failed**: {}", r.str("note")));
+            } else if !r.str("note").is_empty() {
+                notes.push(r.str("note").to_owned());
+            }
+            if let Some(b) = r.report_f64(&["proxy", "rss_per_client_bytes"]) {
+                if idle {
+                    notes.push(format!("{:.0} B RSS per idle client", b));
+                }
+            }
+            if n_err > 0 {
+                if let Some(sample) = r.first_error_sample() {
+                    notes.push(format!("first error: {sample}"));
+                }
+            }
+            let (vs_bouncer, vs_direct) = match *target {
+                "proxy" => (ratio(tps, bouncer), ratio(tps, direct)),
+                "pgbouncer" => ("—".to_owned(), ratio(tps, direct)),
+                _ => ("—".to_owned(), "—".to_owned()),
+            };
+            let peak = r
+                .report_f64(&["proxy", "peak_rss_kib"])
+                .filter(|_| *target != "direct")
+                .map(|k| k / 1024.0);
+            let cpu = r
+                .report_f64(&["proxy", "cpu_ms_per_1000_tx"])
+                .filter(|_| *target != "direct" && !idle && r.ok());
+            // A failed run's figures describe the few transactions before it broke.
+            let latency = |q: &str| {
+                if idle || !r.ok() {
+                    "—".to_owned()
+                } else {
+                    fmt_opt(r.report_f64(&["latency", q]), 2)
+                }
+            };
+            let tps_cell = match (idle, r.ok()) {
+                (true, _) => "—".to_owned(),
+                (false, true) => fmt_opt(tps, 0),
+                (false, false) => r.tps().map_or("—".to_owned(), |t| format!("({t:.0})")),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cell(scenario),
+                target_name,
+                tps_cell,
+                latency("p50_ms"),
+                latency("p99_ms"),
+                fmt_opt(cpu, 1),
+                fmt_opt(peak, 1),
+                if n_err == 0 {
+                    "0".to_owned()
+                } else {
+                    cell(&err_text)
+                },
+                vs_bouncer,
+                vs_direct,
+                cell(&notes.join("; ")),
+            );
+        }
+    }
+    out
+}
+
+/// TSV for [`plot::parse`]: the records marked `"plot": true`.
+pub fn plot_points(records: &[Record]) -> String {
+    let mut out = String::from("# series\tclients\tp50_ms\tp99_ms\n");
+    for (target, name) in TARGETS {
+        for r in records {
+            if r.str("target") != *target || r.0.get("plot") != Some(&Value::Bool(true)) {
+                continue;
+            }
+            let (Some(c), Some(p50), Some(p99)) = (
+                r.0.get("clients").and_then(Value::as_f64),
+                r.report_f64(&["latency", "p50_ms"]),
+                r.report_f64(&["latency", "p99_ms"]),
+            ) else {
+                continue;
+            };
+            if r.ok() {
+                let _ = writeln!(out, "{name}\t{c}\t{p50}\t{p99}");
+            }
+        }
+    }
+    out
+}
+
+pub fn results_json(records: Vec<Record>, meta: Value) -> Value {
+    json!({
+        "meta": meta,
+        "runs": records.into_iter().map(|r| r.0).collect::<Vec<_>>(),
+    })
+}
+
+pub fn svg(records: &[Record], title: &str) -> Result<String, String> {
+    Ok(plot::svg(title, &plot::parse(&plot_points(records))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(scenario: &str, target: &str, tps: f64, status: &str) -> Record {
+        Record(json!({
+            "scenario": scenario, "target": target, "tool": "pgbench", "clients": 50,
+            "status": status, "note": if status == "ok" { "" } else { "pgbench exit 2" },
+            "plot": true,
+            "report": {
+                "tps": tps,
+                "latency": { "p50_ms": 1.5, "p99_ms": 4.25 },
+                "errors": if status == "ok" { json!({}) } else {
+                    json!({ "26000": { "count": 50, "sample": "prepared statement \"P0_1\" does not exist" } })
+                },
+                "proxy": { "cpu_ms_per_1000_tx": 12.5, "peak_rss_kib": 10240 }
+            }
+        }))
+    }
+
+    #[test]
+    fn table_and_ratios() {
+        let records = vec![
+            rec("select-50", "direct", 30000.0, "ok"),
+            rec("select-50", "pgbouncer", 20000.0, "ok"),
+            rec("select-50", "proxy", 25000.0, "ok"),
+            rec("prepared-50", "pgbouncer", 0.0, "failed"),
+        ];
+        let md = markdown(&records);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines.len(), 2 + 4);
+        assert!(lines[4]
+            .contains("| launch-proxy | 25000 | 1.50 | 4.25 | 12.5 | 10.0 | 0 | 1.25× | 0.83× |"));
+        assert!(lines[3].contains("| PgBouncer 1.18 | 20000 |"));
+        assert!(lines[3].contains("| — | 0.67× |"));
+        assert!(lines[2].contains("| PostgreSQL (direct) | 30000 | 1.50 | 4.25 | — | — | 0 |"));
+        assert!(lines[5].contains("**failed**"));
+        assert!(lines[5].contains("50× 26000"));
+        let tsv = plot_points(&records);
+        assert_eq!(tsv.lines().count(), 4);
+        assert!(svg(&records, "t").unwrap().contains("<polyline"));
+    }
+}
