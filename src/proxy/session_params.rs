@@ -146,6 +146,9 @@ impl ParamSet {
     /// forms are followed (`SET [SESSION] name {TO | =} value`, `RESET name`); `SET LOCAL`
     /// ends with the transaction, and reported parameters arrive as ParameterStatus anyway.
     pub fn observe_sql(&mut self, sql: &[u8]) {
+        if !may_set(sql) {
+            return;
+        }
         let mut statement: Vec<(TokenKind, std::ops::Range<usize>, Vec<u8>)> = Vec::new();
         for tok in Lexer::new(sql) {
             if tok.kind.is_trivia() {
@@ -223,6 +226,23 @@ impl ParamSet {
             self.set(&name, raw);
         }
     }
+}
+
+/// Cheap pre-check on the hot path: only a text that starts with SET/RESET (after blanks),
+/// or that holds several statements or a comment, is worth lexing. `UPDATE t SET ...`, the
+/// common case that contains "set", is skipped without a second lexing pass.
+fn may_set(sql: &[u8]) -> bool {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let head = &sql[start..];
+    let starts = |w: &[u8]| head.len() > w.len() && head[..w.len()].eq_ignore_ascii_case(w);
+    starts(b"set")
+        || starts(b"reset")
+        || head.starts_with(b"--")
+        || head.starts_with(b"/*")
+        || sql.contains(&b';')
 }
 
 /// A dotted parameter name starting at token `i`, and the index after it.
@@ -354,6 +374,14 @@ mod tests {
         sql.clear();
         client.apply_to(&mut server, &mut sql);
         assert!(sql.is_empty());
+    }
+
+    #[test]
+    fn skips_statements_that_cannot_set() {
+        assert!(!may_set(b"UPDATE t SET a = 1 WHERE id = $1"));
+        assert!(may_set(b"  set search_path = a"));
+        assert!(may_set(b"select 1; set work_mem = '1MB'"));
+        assert!(may_set(b"/* x */ SET a = 1"));
     }
 
     #[test]
