@@ -83,18 +83,17 @@ pub(super) async fn run(
     let mut out = BytesMut::with_capacity(512);
     negotiate_version(&params, &mut out);
     if let Some(enc) = params.get("client_encoding") {
-        // Server connections speak UTF8 and are shared; another encoding would have to be
-        // set per transaction, and the statement guard's lexer assumes UTF8 (see
-        // tenant::guard). Refuse clearly instead of corrupting text.
-        let e = enc.to_ascii_lowercase().replace(['-', '_'], "");
-        if !matches!(e.as_str(), "utf8" | "unicode") {
+        // Server connections speak UTF8 and are shared: another client encoding is set per
+        // transaction like any session parameter. Encodings whose multi-byte characters can
+        // contain ASCII quote or backslash bytes are refused: the statement guard's lexer
+        // could be fooled by them (see tenant::guard).
+        if !crate::proxy::session_params::client_encoding_is_safe(enc) {
             return Err(ClientError::fatal(
                 ErrorKind::Protocol,
                 codes::FEATURE_NOT_SUPPORTED,
-                format!(
-                    "client_encoding \"{enc}\" is not supported: launch-proxy serves UTF8 only"
-                ),
-            ));
+                format!("client_encoding \"{enc}\" is not supported by launch-proxy"),
+            )
+            .with_hint("use UTF8"));
         }
     }
 
@@ -168,8 +167,17 @@ pub(super) async fn run(
         let asked = params
             .params
             .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(k) && k != "client_encoding")
+            .find(|(name, _)| name.eq_ignore_ascii_case(k))
             .map(|(_, v)| v.as_str());
+        let encoding;
+        let asked = match (k.as_str(), asked) {
+            ("client_encoding", Some(e)) if super::session_params::is_utf8(e) => None,
+            ("client_encoding", Some(e)) => {
+                encoding = e.to_ascii_uppercase().replace('-', "_");
+                Some(encoding.as_str())
+            }
+            (_, a) => a,
+        };
         let v = match (k.as_str(), asked) {
             (_, Some(a)) => a,
             ("application_name", None) => "",

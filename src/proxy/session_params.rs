@@ -26,8 +26,7 @@ pub struct ParamSet {
 fn untracked(name: &str) -> bool {
     matches!(
         name,
-        "client_encoding"
-            | "session_authorization"
+        "session_authorization"
             | "role"
             | "is_superuser"
             | "server_version"
@@ -41,6 +40,47 @@ fn untracked(name: &str) -> bool {
             | "transaction_deferrable"
     ) || name.starts_with("app.")
         || name.starts_with("_pq_")
+}
+
+fn encoding_key(name: &str) -> String {
+    // As PostgreSQL's clean_encoding_name: only letters and digits count.
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Whether an encoding name means UTF8 ('UTF8', 'utf-8', 'unicode', asyncpg's quoted form).
+pub fn is_utf8(name: &str) -> bool {
+    matches!(encoding_key(name).as_str(), "utf8" | "unicode")
+}
+
+/// Whether a client encoding keeps every ASCII byte an ASCII character; SJIS, BIG5, GBK,
+/// UHC, GB18030 and JOHAB do not (their trailing bytes include `'` and `\`).
+pub fn client_encoding_is_safe(name: &str) -> bool {
+    !matches!(
+        encoding_key(name).as_str(),
+        "sjis"
+            | "shiftjis"
+            | "mskanji"
+            | "big5"
+            | "gbk"
+            | "uhc"
+            | "gb18030"
+            | "johab"
+            | "cp932"
+            | "cp936"
+            | "cp949"
+            | "cp950"
+            | "win932"
+            | "win936"
+            | "win949"
+            | "win950"
+            | "windows932"
+            | "windows936"
+            | "windows949"
+            | "windows950"
+    )
 }
 
 /// A string as a SQL literal.
@@ -123,6 +163,7 @@ impl ParamSet {
         for (k, v) in params {
             match k {
                 "user" | "database" | "replication" | "application_name" => {}
+                "client_encoding" if is_utf8(v) => {}
                 "options" => {
                     for (name, value) in parse_options(v) {
                         set.set(&name, literal(&value));
@@ -382,6 +423,17 @@ mod tests {
         assert!(may_set(b"  set search_path = a"));
         assert!(may_set(b"select 1; set work_mem = '1MB'"));
         assert!(may_set(b"/* x */ SET a = 1"));
+    }
+
+    #[test]
+    fn encodings() {
+        assert!(is_utf8("'utf-8'") && is_utf8("UTF8") && is_utf8("unicode"));
+        assert!(client_encoding_is_safe("SQL_ASCII") && client_encoding_is_safe("LATIN1"));
+        assert!(!client_encoding_is_safe("SJIS") && !client_encoding_is_safe("gb-18030"));
+        let p = ParamSet::from_startup([("client_encoding", "'utf-8'")].into_iter(), &[]);
+        assert!(p.is_empty());
+        let p = ParamSet::from_startup([("client_encoding", "SQL_ASCII")].into_iter(), &[]);
+        assert_eq!(p.get("client_encoding"), Some("'SQL_ASCII'"));
     }
 
     #[test]

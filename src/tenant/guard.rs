@@ -103,13 +103,41 @@ pub fn needs_check(sql: &[u8]) -> bool {
 /// Checks a query string (one or more `;`-separated statements) against the rules above.
 /// `protected` are setting names, compared ASCII-case-insensitively as PostgreSQL does.
 pub fn check(sql: &[u8], protected: &[&str]) -> Result<(), GuardViolation> {
+    check_with(sql, protected, false).map(|_| ())
+}
+
+/// What a statement allowed by [`check_allowing_resets`] resets as a whole.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resets {
+    /// `RESET ALL` (or `DISCARD ALL`): every setting, the tenant ones included, is back to
+    /// its default, which fails closed until the proxy sets the tenant again.
+    pub settings: bool,
+    /// `DISCARD ALL`: prepared statements, cursors, LISTENs and temp state are gone too.
+    pub everything: bool,
+}
+
+/// Like [`check`], but lets plain `RESET ALL` and `DISCARD ALL` through (connection-pool
+/// drivers send them to clean a session) and reports them, so that the caller re-applies
+/// the tenant before the next transaction. Clearing the tenant can only fail closed: the
+/// database trusts no tenant without its signature.
+pub fn check_allowing_resets(sql: &[u8], protected: &[&str]) -> Result<Resets, GuardViolation> {
+    check_with(sql, protected, true)
+}
+
+fn check_with(
+    sql: &[u8],
+    protected: &[&str],
+    allow_resets: bool,
+) -> Result<Resets, GuardViolation> {
     // PostgreSQL reads the query as a C string: nothing after a NUL is ever lexed, so nothing
     // after one may influence the verdict either.
     let sql = sql.split(|&b| b == 0).next().unwrap_or_default();
     if !needs_check(sql) {
-        return Ok(());
+        return Ok(Resets::default());
     }
     let mut rules = Rules {
+        allow_resets,
+        resets: Resets::default(),
         protected,
         max_len: protected
             .iter()
@@ -135,7 +163,7 @@ pub fn check(sql: &[u8], protected: &[&str]) -> Result<(), GuardViolation> {
             .scan(sql, legacy, false)
             .map_err(|what| GuardViolation { what })?;
     }
-    Ok(())
+    Ok(rules.resets)
 }
 
 const CLIENT_ENCODING: &str = "client_encoding";
@@ -288,6 +316,9 @@ impl Statement {
 
 struct Rules<'p> {
     protected: &'p [&'p str],
+    /// Whether plain RESET ALL / DISCARD ALL pass (and are recorded in `resets`).
+    allow_resets: bool,
+    resets: Resets,
     /// Longest name worth assembling; longer names cannot match, so reading stops there.
     max_len: usize,
     /// Reused buffer for dotted setting names.
@@ -352,7 +383,17 @@ impl Rules<'_> {
         match word {
             Word::Set => self.set(cur, stmt.alter),
             Word::Reset => self.reset(cur, stmt.alter),
-            Word::Discard if cur.is_word(1, b"all") => Err(GuardViolation::DISCARD_ALL),
+            Word::Discard if cur.is_word(1, b"all") => {
+                if self.allow_resets && !stmt.alter {
+                    self.resets = Resets {
+                        settings: true,
+                        everything: true,
+                    };
+                    Ok(())
+                } else {
+                    Err(GuardViolation::DISCARD_ALL)
+                }
+            }
             Word::SetConfig => self.set_config(cur),
             Word::PgSettings => {
                 stmt.pg_settings = true;
@@ -436,6 +477,10 @@ impl Rules<'_> {
         // Name start after 0, 1 or 2 modifiers.
         for i in 1..=3 {
             if cur.is_word(i, b"all") && !cur.is_punct(i + 1, b".") {
+                if self.allow_resets && !alter {
+                    self.resets.settings = true;
+                    return Ok(());
+                }
                 return Err(all);
             }
             self.read_name(cur, i);

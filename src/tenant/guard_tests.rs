@@ -361,3 +361,29 @@ fn messages_name_the_setting_and_the_reason() {
     let v = check_str("SET NAMES 'SJIS'").unwrap_err();
     assert!(v.message().contains("\"client_encoding\""));
 }
+
+#[test]
+fn pool_resets_pass_only_when_allowed_and_are_reported() {
+    use super::guard::{check_allowing_resets, Resets};
+    let p = crate::tenant::PROTECTED_SETTINGS;
+    let asyncpg = b"SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;";
+    assert!(super::guard::check(asyncpg, p).is_err());
+    assert_eq!(
+        check_allowing_resets(asyncpg, p),
+        Ok(Resets {
+            settings: true,
+            everything: false
+        })
+    );
+    assert_eq!(
+        check_allowing_resets(b"discard all", p),
+        Ok(Resets {
+            settings: true,
+            everything: true
+        })
+    );
+    assert!(check_allowing_resets(b"RESET ALL; SET app.tenant_id = 'x'", p).is_err());
+    assert!(check_allowing_resets(b"ALTER ROLE app RESET ALL", p).is_err());
+    assert!(check_allowing_resets(b"RESET app.tenant_id", p).is_err());
+    assert_eq!(check_allowing_resets(b"select 1", p), Ok(Resets::default()));
+}

@@ -129,6 +129,17 @@ pub(super) async fn run(
             session_mode,
         )
         .await;
+        if t.resets.settings {
+            // The tenant is cleared (fail-closed) and goes on again before the next
+            // transaction; the session's parameters are back to their startup values.
+            server.tenant = AppliedTenant::Unknown;
+            server.params = ParamSet::default();
+            state.params = session.startup_params.clone();
+        }
+        if t.resets.everything {
+            server.statements.clear();
+            state.statements.clear();
+        }
         let stats_pool = &session.pool.stats;
         PoolStats::add(&stats_pool.queries, t.queries);
         PoolStats::add(&stats_pool.bytes_from_clients, t.bytes_in);

@@ -89,6 +89,9 @@ pub(super) struct Tracker {
     pub seen: u8,
     /// ReadyForQuery messages received, to tell the command timer about progress.
     pub ready_seen: u64,
+    /// The client sent RESET ALL or DISCARD ALL: the connection's tenant and settings (and
+    /// for DISCARD ALL its prepared statements) are gone.
+    pub resets: crate::tenant::guard::Resets,
     /// ParameterStatus values forwarded to the client, for its session parameters.
     pub param_updates: Vec<(String, String)>,
     pub queries: u64,

@@ -266,9 +266,15 @@ fn scan_client(
             frontend::QUERY | frontend::PARSE => {
                 let sql = sql_of(h.tag, body);
                 if crate::tenant::guard::needs_check(sql) {
-                    if let Err(v) =
-                        crate::tenant::guard::check(sql, crate::tenant::PROTECTED_SETTINGS)
-                    {
+                    let verdict = crate::tenant::guard::check_allowing_resets(
+                        sql,
+                        crate::tenant::PROTECTED_SETTINGS,
+                    );
+                    if let Ok(r) = verdict {
+                        t.resets.settings |= r.settings;
+                        t.resets.everything |= r.everything;
+                    }
+                    if let Err(v) = verdict {
                         let error = guard_error(&v);
                         let len = h.frame_len;
                         let detour = if h.tag == frontend::QUERY {
