@@ -42,6 +42,13 @@ GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_read_all_stats;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO pg_read_all_stats;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) TO pg_read_all_stats;
 
+-- The proxy prepares statements on shared server sessions under its own names; a tenant
+-- that could list them (pg_prepared_statements) would read other tenants' query texts and
+-- learn names to DEALLOCATE and re-PREPARE with code of its own. The names are random per
+-- proxy process as well; closing the listing makes them unguessable from inside a session.
+REVOKE SELECT ON pg_catalog.pg_prepared_statements FROM PUBLIC, app, app_ro;
+REVOKE EXECUTE ON FUNCTION pg_catalog.pg_prepared_statement() FROM PUBLIC, app, app_ro;
+
 SET ROLE launch_owner;
 
 -- ---------------------------------------------------------------------------

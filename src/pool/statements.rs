@@ -6,7 +6,18 @@ use std::collections::HashMap;
 /// The server-side name of statement `id`: the proxy's own namespace, which no client name
 /// can collide with because clients never see or send these names.
 pub fn server_name(id: u64) -> String {
-    format!("lp_{id}")
+    format!("lp_{:016x}_{id}", instance_tag())
+}
+
+/// A random tag per proxy process: statement names cannot be guessed by a client that wants
+/// to DEALLOCATE and replace another client's statement through dynamic SQL.
+fn instance_tag() -> u64 {
+    static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TAG.get_or_init(|| {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).expect("the OS random source is unavailable");
+        u64::from_ne_bytes(b)
+    })
 }
 
 #[derive(Debug)]

@@ -188,7 +188,8 @@ mod tests {
             .unwrap();
         assert_eq!(h.frame_len, a.parse.len());
         assert!(a.parse.starts_with(b"P"));
-        assert!(a.parse[5..].starts_with(format!("lp_{}\0select 1", a.id).as_bytes()));
+        let name = crate::pool::statements::server_name(a.id);
+        assert!(a.parse[5..].starts_with(format!("{name}\0select 1").as_bytes()));
     }
 
     #[test]

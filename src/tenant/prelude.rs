@@ -33,8 +33,11 @@ pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Bytes {
     // Session state a previous tenant may have left behind is dropped first: WITH HOLD
     // cursors (rows computed under its tenant), LISTEN registrations (payloads meant for
     // it) and advisory locks. Temporary tables are out of reach of the application roles.
+    // A statement_timeout the previous session left (set_config is invisible to the proxy)
+    // must not make this fail: it is lifted for the cleanup and reset to the role's value.
     let sql = format!(
-        "CLOSE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); \
+        "SET statement_timeout = 0; CLOSE ALL; UNLISTEN *; \
+         SELECT pg_catalog.pg_advisory_unlock_all(); RESET statement_timeout; \
          SET {TENANT_SETTING} = '{id}'; SET {SIGNATURE_SETTING} = '{sig}'"
     );
     let mut buf = BytesMut::with_capacity(sql.len() + 6);
@@ -51,7 +54,10 @@ mod tests {
         let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
         let p = prelude(Some(&t), Some(&[7u8; 32]));
         let text = std::str::from_utf8(&p[5..p.len() - 1]).unwrap();
-        assert!(text.starts_with("CLOSE ALL; UNLISTEN *;"), "{text}");
+        assert!(
+            text.starts_with("SET statement_timeout = 0; CLOSE ALL; UNLISTEN *;"),
+            "{text}"
+        );
         assert!(text
             .contains("SET app.tenant_id = '01HZY3M8Q5V6W7X8Y9Z0ABCDEF'; SET app.tenant_sig = '"));
         let sig = text.rsplit("app.tenant_sig = '").next().unwrap();

@@ -50,6 +50,36 @@ async fn reset_session(server: &mut ServerConn) -> bool {
     ok
 }
 
+/// Sends the tenant prelude alone and waits for its ReadyForQuery (its replies are
+/// swallowed; an error ends the transaction with `Stop::Prelude`).
+async fn await_prelude(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    state: &mut SessionState,
+    session: &Session,
+    prelude: &[u8],
+) -> Result<(), Stop> {
+    use tokio::io::AsyncWriteExt;
+    if server.stream.write_all(prelude).await.is_err() {
+        return Err(Stop::ServerGone { fatal_sent: false });
+    }
+    while t
+        .replies
+        .front()
+        .is_some_and(|r| matches!(r.action, Action::Prelude))
+    {
+        if server.buf.capacity() - server.buf.len() < 4096 {
+            server.buf.reserve(SERVER_READ_CHUNK);
+        }
+        match server.stream.read_buf(&mut server.buf).await {
+            Ok(0) | Err(_) => return Err(Stop::ServerGone { fatal_sent: false }),
+            Ok(_) => forward_server(client, server, t, state, session).await?,
+        }
+    }
+    Ok(())
+}
+
 /// The SQL text inside the tenant prelude's Query message.
 fn tenant_sql(prelude: &[u8]) -> &str {
     prelude
@@ -299,6 +329,10 @@ async fn transaction(
     }
     let tenant_needed = server.tenant != AppliedTenant::Applied(session.tenant);
     let mut params_sql = String::new();
+    if tenant_needed {
+        // The tenant prelude resets statement_timeout to the role's value.
+        server.params.remove("statement_timeout");
+    }
     state.params.apply_to(&mut server.params, &mut params_sql);
     let built;
     let prelude = match (tenant_needed, params_sql.is_empty()) {
@@ -306,7 +340,12 @@ async fn transaction(
         (true, true) => Some(&session.prelude[..]),
         (tenant, false) => {
             if tenant {
-                params_sql.push_str(tenant_sql(&session.prelude));
+                // Tenant first (its cleanup resets statement_timeout), then the client's
+                // parameters.
+                let mut sql = tenant_sql(&session.prelude).to_owned();
+                sql.push_str("; ");
+                sql.push_str(&params_sql);
+                params_sql = sql;
             }
             let mut q = BytesMut::with_capacity(params_sql.len() + 6);
             crate::protocol::encode::query(&mut q, &params_sql);
@@ -322,7 +361,23 @@ async fn transaction(
         };
         t.push(Expect::Ready { simple: true }, action);
     }
-    forward_client(client, server, t, state, ctx, prelude).await?;
+    if tenant_needed {
+        // Nothing of the client may reach this connection before its tenant is in place: a
+        // prelude that fails (the previous tenant left a statement_timeout, say) would
+        // otherwise leave the client's statements running with the previous tenant.
+        await_prelude(
+            client,
+            server,
+            t,
+            state,
+            session,
+            prelude.unwrap_or_default(),
+        )
+        .await?;
+        forward_client(client, server, t, state, ctx, None).await?;
+    } else {
+        forward_client(client, server, t, state, ctx, prelude).await?;
+    }
     forward_server(client, server, t, state, session).await?;
     let mut progress = t.ready_seen;
     loop {
