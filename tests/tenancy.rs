@@ -806,7 +806,7 @@ async fn suspended_tenant_refused_at_login_and_next_transaction() {
     env.su1(&status("suspended")).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let refused = |e: &str| e.starts_with("28000") && e.contains("is not active");
-    let err = show(&env.try_login("t3").await.err().expect("login refused"));
+    let err = show(&env.try_login("t3").await.expect_err("login refused"));
     assert!(refused(&err), "login: {err}");
     let err = fails(&c3, "SELECT tenant_id FROM base_entity").await;
     assert!(refused(&err), "connected: {err}");
@@ -921,7 +921,9 @@ async fn tenant_client(env: Arc<Env>, ids: Arc<Vec<String>>, n: usize, rounds: u
         if Instant::now() > end {
             break;
         }
-        (rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
         // The tenant ids seen (all this client's, at least SEED of them), or a problem.
         let seen = match rng % 10 {
             0..=2 => run(&c, base).await,
@@ -970,7 +972,8 @@ async fn concurrent_tenants_see_only_their_rows() {
     let mut all = Tally::default();
     for task in tasks {
         let t = task.await.expect("client task");
-        (all.transactions += t.transactions, all.rows += t.rows);
+        all.transactions += t.transactions;
+        all.rows += t.rows;
         all.written += t.written;
         all.problems.extend(t.problems);
     }
