@@ -412,6 +412,9 @@ tenant_status_other | S | ok active | SELECT launch.tenant_status('<T2>')
 check_app_roles | S | ok | SELECT problem FROM launch.check_app_roles()
 read_key_table | S | 42501 permission denied for schema launch_private | SELECT * FROM launch_private.signing_keys
 set_signing_key | S | 42501 permission denied for function set_signing_key | SELECT launch.set_signing_key('<KEY>')
+list_prepared_statements | S | 42501 permission denied | SELECT name, statement FROM pg_prepared_statements
+list_prepared_statement_fn | S | 42501 permission denied | SELECT name FROM pg_catalog.pg_prepared_statement()
+sql_prepare | S | 0A000 SQL PREPARE and EXECUTE are not supported | PREPARE p AS SELECT tenant_id FROM base_entity
 pg_stat_activity | S | 42501 | SELECT query FROM pg_stat_activity
 set_role_owner | S | 42501 | SET ROLE launch_owner
 row_security_off | S | 42501 query would be affected by row-level security | SET LOCAL row_security = off; SELECT tenant_id FROM base_entity
@@ -534,14 +537,7 @@ async fn prepared_statement_shared_with_next_tenant_returns_its_rows() {
             }
         }
     }
-    // The proxy's statement names are not listable (pg_prepared_statements is closed to the
-    // application roles) and not guessable; a Bind naming one the client never prepared is
-    // refused by the proxy with PostgreSQL's own 26000.
-    let listed = run(&b, "SELECT name FROM pg_prepared_statements ORDER BY 1").await;
-    assert!(
-        listed.as_ref().is_err_and(|e| e.starts_with("42501")),
-        "{listed:?}"
-    );
+    // A Bind naming a server-side statement the client never prepared is refused (26000).
     let mut w = Wire::login(env.proxy.port, "t2m");
     w.send(b'B', &[&cstr("")[..], &cstr("lp_1"), &[0; 6]].concat());
     w.send(b'E', &[0; 5]);
@@ -552,47 +548,81 @@ async fn prepared_statement_shared_with_next_tenant_returns_its_rows() {
     env.check_own(&b, T2, "t2").await;
 }
 
-/// Tenant 1 cannot find, drop or replace the statements the proxy prepared for tenant 2 on
-/// their shared server connection: the listing is closed, SQL PREPARE/EXECUTE are refused in
-/// transaction mode, and DEALLOCATE of a guessed proxy name finds nothing; tenant 2's
-/// statement keeps returning tenant 2's rows.
+/// PROXY BUG (fails): tenant 1 replaces the statement the proxy prepared for tenant 2 on their
+/// shared server connection. The listing is closed and a Query starting with PREPARE, EXECUTE
+/// or DEALLOCATE is answered by the proxy, but PostgreSQL names the server-side statement in
+/// its error for a Bind with one parameter too many, and preparing tenant 2's query text
+/// gives tenant 1 that very statement. Tenant 1 then DEALLOCATEs and re-PREPAREs it with its
+/// own code, by each route below; tenant 2's next execution runs that code as tenant 2, and
+/// pg_notify sends tenant 2's rows to tenant 1's listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statement_replaced_by_other_tenant_via_sql() {
-    let env = Env::new(SOLO).await;
-    let victim = env.login("t2").await;
-    let sql = "SELECT tenant_id::text FROM base_entity";
-    let st = victim.prepare(sql).await.unwrap();
-    assert_eq!(victim.query(&st, &[]).await.unwrap().len(), SEED);
-    let attacker = env.login("t1").await;
-    let listed = run(
-        &attacker,
-        "SELECT name || ' ' || statement FROM pg_prepared_statements",
-    )
-    .await;
-    assert!(
-        listed.as_ref().is_err_and(|e| e.starts_with("42501")),
-        "{listed:?}"
-    );
-    let listed = run(
-        &attacker,
-        "SELECT * FROM pg_catalog.pg_prepared_statement()",
-    )
-    .await;
-    assert!(listed.is_err(), "{listed:?}");
+    let env = Env::new(&SOLO.replace(": 1", ": 2")).await;
+    // Tenant 1's listener keeps its own server connection inside a transaction.
+    let (listener, notes) = env.try_login("t1").await.unwrap();
+    let pid = col(&listener, "LISTEN exfil; SELECT pg_backend_pid()").await;
+    assert_eq!(col(&listener, "BEGIN; SELECT pg_backend_pid()").await, pid);
+    let (victim, attacker) = (env.login("t2").await, env.login("t1").await);
     for attack in [
+        "SELECT name FROM pg_prepared_statements",
+        "SELECT name FROM pg_catalog.pg_prepared_statement()",
         "PREPARE lp_1 AS SELECT pg_notify('exfil', tenant_id::text) FROM base_entity",
         "EXECUTE lp_1",
-        "DEALLOCATE lp_1",
-        "DO $$BEGIN EXECUTE 'DEALLOCATE lp_1'; END$$",
     ] {
         assert!(run(&attacker, attack).await.is_err(), "{attack} must fail");
     }
-    for _ in 0..3 {
+    let mut w = Wire::login(env.proxy.port, "t1m");
+    let routes = [
+        "do_block",
+        "multi_statement",
+        "comment_prefix",
+        "deallocate_then_prepare",
+    ];
+    for (i, route) in routes.iter().enumerate() {
+        let sql = format!("SELECT tenant_id::text FROM base_entity WHERE {i} = {i}");
+        let st = victim.prepare(&sql).await.unwrap();
+        assert_eq!(texts(victim.query(&st, &[]).await).unwrap(), [T2; SEED]);
+        // The server-side name, from the error of a Bind with a parameter too many.
+        w.send(b'P', &[cstr("s"), cstr(&sql), vec![0, 0]].concat());
+        let bind = [0, 0, 0, 1, 0, 0, 0, 1, b'x', 0, 0];
+        w.send(b'B', &[&cstr("")[..], &cstr("s"), &bind].concat());
+        w.send(b'C', b"Ss\0");
+        w.send(b'S', b"");
+        let err = w.results().expect_err("Bind with a parameter too many");
+        let name = err.split('"').nth(1).unwrap_or("?").to_owned();
+        let evil = format!(
+            "SELECT b.tenant_id::text FROM base_entity b, \
+             LATERAL (SELECT pg_notify('exfil', '{route} ' || b.tenant_id || ' ' || b.id)) n"
+        );
+        let quoted = evil.replace('\'', "''");
+        let swaps = match *route {
+            "do_block" => vec![format!(
+                "DO $$BEGIN EXECUTE 'DEALLOCATE {name}'; EXECUTE 'PREPARE {name} AS {quoted}'; END$$"
+            )],
+            "multi_statement" => vec![format!("SELECT 1; DEALLOCATE {name}; PREPARE {name} AS {evil}")],
+            "comment_prefix" => vec![format!("/**/ DEALLOCATE {name}"), format!("/**/ PREPARE {name} AS {evil}")],
+            _ => vec![format!("DEALLOCATE {name}; PREPARE {name} AS {evil}")],
+        };
+        for swap in &swaps {
+            let r = run(&attacker, swap).await;
+            println!("{route}: {swap:.60}...: {r:?}");
+        }
         let rows = texts(victim.query(&st, &[]).await);
-        assert_eq!(rows, Ok(vec![T2.into(); SEED]));
+        println!("{route}: tenant 2 got {rows:?} (server name {name:?} from {err:?})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    env.check_own(&attacker, T1, "t1").await;
-    env.check_own(&victim, T2, "t2").await;
+    col(&listener, "COMMIT").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = notes.lock().unwrap().clone();
+    let leaked = |r: &&&str| {
+        got.iter()
+            .any(|n| n.starts_with(&format!("exfil:{r} {T2}")))
+    };
+    let replaced: Vec<_> = routes.iter().filter(leaked).collect();
+    assert!(
+        replaced.is_empty(),
+        "LEAK: tenant 1 got tenant 2's rows by {replaced:?}: {got:?}"
+    );
 }
 
 /// Tenant 1's WITH HOLD cursor outlives its transaction; tenant 2, next on the connection,
@@ -646,14 +676,12 @@ async fn listen_registration_dropped_when_tenant_changes() {
 async fn advisory_lock_of_previous_tenant_does_not_block() {
     let env = Env::new(SOLO).await;
     let (a, b) = (env.login("t1").await, env.login("t2").await);
-    let lock = "SELECT pg_advisory_lock(4242), pg_advisory_lock_shared(7)";
-    col(&a, lock).await;
-    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
-    assert_eq!(col(&a, held).await, ["2"]);
+    let lock = "SELECT pg_advisory_lock(4242), pg_advisory_lock_shared(7); \
+                SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
+    assert_eq!(col(&a, lock).await, ["", "2"]);
     let sql = "SELECT pg_try_advisory_lock(4242)::text || pg_try_advisory_xact_lock(7)::text";
     assert_eq!(col(&b, sql).await, ["truetrue"]);
-    let unlock = "SELECT pg_advisory_unlock(4242)::text";
-    assert_eq!(col(&b, unlock).await, ["true"]);
+    assert_eq!(col(&b, "SELECT pg_advisory_unlock(4242)").await, ["t"]);
     env.check_own(&b, T2, "t2").await;
 }
 
@@ -673,14 +701,9 @@ async fn cancel_requests_with_foreign_keys_do_not_cancel() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (near, guess) = (pid.wrapping_add(1), secret.wrapping_add(1));
     let (below, w1) = (pid.wrapping_sub(1), (w1.pid, w1.secret));
-    let tries = [
-        (pid, secret ^ 1),
-        (pid, guess),
-        (pid, 0),
-        (near, secret),
-        (below, secret),
-    ];
-    for (p, s) in tries.into_iter().chain([w1, (w1.0, secret)]) {
+    let wrong = [(pid, secret ^ 1), (pid, guess), (pid, 0)];
+    let others = [(near, secret), (below, secret), w1, (w1.0, secret)];
+    for (p, s) in wrong.into_iter().chain(others) {
         blocking(|| cancel(port, p, s));
     }
     let (r, took, mut w2) = blocking(|| run.join().unwrap());
@@ -816,41 +839,36 @@ async fn suspended_tenant_refused_at_login_and_next_transaction() {
     env.check_own(&env.login("t3").await, T3, "t3 again").await;
 }
 
-/// PROXY BUG (fails): tenant 1 makes the prelude fail on the connection it leaves (thousands
-/// of advisory locks make pg_advisory_unlock_all() slow; statement_timeout set by set_config()
-/// is not undone), and tenant 2's INSERT, sent in the same write, then runs with tenant 1's
-/// signed settings: it lands among tenant 1's rows. Nothing may run before the tenant is set.
+/// Tenant 1 makes the prelude fail on the connection it leaves: thousands of session advisory
+/// locks make pg_advisory_unlock_all() slow, and a tiny statement_timeout or
+/// transaction_timeout set by set_config() (invisible to the proxy) cuts it. Tenant 2's INSERT
+/// must then not run with tenant 1's signed settings. (This was a PROXY BUG: the INSERT went
+/// out in the same write as the prelude and landed among tenant 1's rows; fixed in 3e5bff8.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_prelude_does_not_run_next_tenant_statement_as_previous_tenant() {
     let env = Env::new(SOLO).await;
     let a = env.login("t1").await;
     let values = format!("VALUES ('{T2}', '{T2}') RETURNING tenant_id");
     let insert = format!("INSERT INTO base_entity (created_by, updated_by) {values}");
-    let timeout = |v: &str| format!("SELECT set_config('statement_timeout', '{v}', false)");
+    let set = |name: &str, v: &str| format!("SELECT set_config('{name}', '{v}', false)");
     let by_t2 = format!("SELECT count(*) FROM base_entity WHERE created_by = '{T2}'");
     let misplaced = format!("{by_t2} AND tenant_id <> '{T2}'");
     let mut failures = 0;
-    let tries = [
-        (6000, 2),
-        (10000, 2),
-        (14000, 3),
-        (10000, 1),
-        (14000, 2),
-        (16000, 4),
-    ];
-    for (locks, ms) in tries {
-        let b = env.login("t2").await;
-        env.check_own(&b, T2, "t2 before").await;
-        col(&a, &timeout("0")).await;
-        let lock = format!("SELECT count(pg_advisory_lock(g)) FROM generate_series(1, {locks}) g");
-        col(&a, &lock).await;
-        col(&a, &timeout(&format!("{ms}ms"))).await;
-        let got = run(&b, &insert).await;
-        println!("{locks} locks, statement_timeout {ms} ms: tenant 2's INSERT: {got:?}");
-        failures += usize::from(got.is_err_and(|e| e.starts_with("XX000")));
-        if env.su1(&misplaced).await != "0" {
-            let seen = col(&a, &by_t2).await;
-            panic!("LEAK: tenant 2's INSERT ran as tenant 1, which reads {seen:?} such rows");
+    for (locks, ms) in [(10000, 2), (14000, 3), (16000, 1)] {
+        for timeout in ["statement_timeout", "transaction_timeout"] {
+            let b = env.login("t2").await;
+            env.check_own(&b, T2, "t2 before").await;
+            col(&a, &set(timeout, "0")).await;
+            let lock = "SELECT count(pg_advisory_lock(g)) FROM generate_series(1, ";
+            col(&a, &format!("{lock}{locks}) g")).await;
+            col(&a, &set(timeout, &format!("{ms}ms"))).await;
+            let got = run(&b, &insert).await;
+            println!("{locks} locks, {timeout} {ms} ms: tenant 2's INSERT: {got:?}");
+            failures += usize::from(got.is_err());
+            if env.su1(&misplaced).await != "0" {
+                let seen = col(&a, &by_t2).await;
+                panic!("LEAK: tenant 2's INSERT ran as tenant 1, which reads {seen:?} rows");
+            }
         }
     }
     println!("the prelude failed {failures} times; no statement of tenant 2 ran as tenant 1");
@@ -899,8 +917,8 @@ async fn tenant_client(env: Arc<Env>, ids: Arc<Vec<String>>, n: usize, rounds: u
             return t;
         }
     };
-    let st = c.prepare("SELECT tenant_id::text FROM audit_log").await;
-    let st = st.expect("prepare");
+    let audit = "SELECT tenant_id::text FROM audit_log";
+    let mut st = c.prepare(audit).await.expect("prepare");
     let set = format!("set_config('app.tenant_id', '{other}', true)");
     let cols = "base_entity (tenant_id, created_by, updated_by)";
     let insert = format!("INSERT INTO {cols} VALUES ('{other}', '{me}', '{me}')");
@@ -914,6 +932,7 @@ async fn tenant_client(env: Arc<Env>, ids: Arc<Vec<String>>, n: usize, rounds: u
         (format!("DO $$BEGIN PERFORM {set}; {SEEN} END$$"), NOTHING),
         (insert, "42501 new row violates"),
         ("RESET ALL".into(), "ok"),
+        ("DISCARD ALL".into(), "ok"),
     ];
     let base = "SELECT tenant_id FROM base_entity";
     let mut rng = (n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -934,7 +953,11 @@ async fn tenant_client(env: Arc<Env>, ids: Arc<Vec<String>>, n: usize, rounds: u
                 let (sql, want) = &escapes[round % escapes.len()];
                 match run(&c, sql).await {
                     Err(e) if e.starts_with(want) => run(&c, base).await,
-                    Ok(_) if *want == "ok" => run(&c, base).await,
+                    Ok(_) if *want == "ok" => {
+                        // DISCARD ALL drops the client's prepared statements too.
+                        st = c.prepare(audit).await.expect("prepare again");
+                        run(&c, base).await
+                    }
                     Err(e) => Err(format!("{sql:?}: {e}")),
                     Ok(r) => Err(format!("LEAK: {sql:?} succeeded: {r:?}")),
                 }

@@ -32,11 +32,12 @@ pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Bytes {
     };
     // Session state a previous tenant may have left behind is dropped first: WITH HOLD
     // cursors (rows computed under its tenant), LISTEN registrations (payloads meant for
-    // it) and advisory locks. Temporary tables are out of reach of the application roles.
+    // it), prepared statements (one it replaced through dynamic SQL would run as the next
+    // tenant) and advisory locks. Temporary tables are out of reach of the application roles.
     // A statement_timeout the previous session left (set_config is invisible to the proxy)
     // must not make this fail: it is lifted for the cleanup and reset to the role's value.
     let sql = format!(
-        "SET statement_timeout = 0; CLOSE ALL; UNLISTEN *; \
+        "SET statement_timeout = 0; CLOSE ALL; UNLISTEN *; DEALLOCATE ALL; \
          SELECT pg_catalog.pg_advisory_unlock_all(); RESET statement_timeout; \
          SET {TENANT_SETTING} = '{id}'; SET {SIGNATURE_SETTING} = '{sig}'"
     );

@@ -330,8 +330,10 @@ async fn transaction(
     let tenant_needed = server.tenant != AppliedTenant::Applied(session.tenant);
     let mut params_sql = String::new();
     if tenant_needed {
-        // The tenant prelude resets statement_timeout to the role's value.
+        // The tenant prelude resets statement_timeout to the role's value and deallocates
+        // every prepared statement: none crosses from one tenant to the next.
         server.params.remove("statement_timeout");
+        server.statements.clear();
     }
     state.params.apply_to(&mut server.params, &mut params_sql);
     let built;
