@@ -476,7 +476,6 @@ fn notices_parameter_status_empty_query_and_function_call() {
 /// 4 MiB CopyData, then 256 KiB pieces cutting rows in two) is stored completely and
 /// COPY TO STDOUT returns exactly the same bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "regression since the tenant prelude is awaited (17:42 change): one of the 8 MiB steps gets no answer within 60 s; to be bisected"]
 async fn large_rows_and_copy_streams_are_intact() {
     let (_pg, proxy) = start(POOL1, "");
     let c = proxy.connect("app", "apppw").await.unwrap();

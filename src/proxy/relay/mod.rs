@@ -256,7 +256,9 @@ async fn wait_for_work(
                 Ok(Some(h)) if h.frame_len > ctx.settings.config.max_client_message_bytes => {
                     return Err(Some(oversized(h, ctx)))
                 }
-                Ok(Some(h)) if client.buf.len() >= h.frame_len || streamable(h.tag) => {
+                Ok(Some(h))
+                    if client.buf.len() >= h.frame_len || starts_streaming(&client.buf, h) =>
+                {
                     return Ok(true)
                 }
                 _ => {}
@@ -297,6 +299,22 @@ fn oversized(h: Header, ctx: &ProxyContext) -> ClientError {
 #[inline]
 fn streamable(tag: u8) -> bool {
     matches!(tag, frontend::COPY_DATA | frontend::BIND)
+}
+
+/// Whether an incomplete message at the front of `buf` can already go to a server. A Bind
+/// of a named statement is rewritten and so must be whole first: starting a transaction
+/// for it would end at once with nothing sent, and spin.
+fn starts_streaming(buf: &[u8], h: Header) -> bool {
+    match h.tag {
+        frontend::COPY_DATA => true,
+        frontend::BIND => {
+            let body = &buf[5.min(buf.len())..];
+            crate::protocol::fields::read_cstr(body)
+                .and_then(|(_, rest)| crate::protocol::fields::read_cstr(rest))
+                .is_some_and(|(statement, _)| statement.is_empty())
+        }
+        _ => false,
+    }
 }
 
 /// Relays one transaction (or, in session mode, the whole session) on `server`.
