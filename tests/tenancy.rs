@@ -872,6 +872,42 @@ async fn failed_prelude_does_not_run_next_tenant_statement_as_previous_tenant() 
         }
     }
     println!("the prelude failed {failures} times; no statement of tenant 2 ran as tenant 1");
+    // A 1 ms transaction_timeout over thousands of unlocks ends the prelude's transaction:
+    // without a failure this test would prove nothing about the pipelined prelude.
+    assert!(failures > 0, "the prelude never failed");
+}
+
+/// The prelude is pipelined with the client's first transaction on a connection but runs in
+/// a transaction of its own: a client whose first transaction there rolls back (simple
+/// Query, separate messages, or extended protocol) still has its tenant afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_of_first_transaction_keeps_the_tenant() {
+    let env = Env::new(SOLO).await;
+    let a = env.login("t1").await;
+    let b = env.login("t2").await;
+    let mine = "SELECT coalesce(launch.current_tenant(), '-')";
+    for round in 0..3 {
+        env.check_own(&a, T1, "t1").await;
+        match round {
+            0 => drop(col(&b, &format!("BEGIN; {mine}; ROLLBACK")).await),
+            1 => {
+                col(&b, "BEGIN").await;
+                assert_eq!(col(&b, mine).await, [T2]);
+                col(&b, "ROLLBACK").await;
+            }
+            _ => {
+                use tokio::time::timeout;
+                let begin = timeout(LIMIT, b.execute("BEGIN", &[])).await;
+                begin.expect("hangs").expect("BEGIN");
+                let row = timeout(LIMIT, b.query_one(mine, &[])).await;
+                assert_eq!(row.expect("hangs").expect(mine).get::<_, String>(0), T2);
+                let end = timeout(LIMIT, b.execute("ROLLBACK", &[])).await;
+                end.expect("hangs").expect("ROLLBACK");
+            }
+        }
+        env.check_own(&b, T2, &format!("t2 after its rollback (round {round})"))
+            .await;
+    }
 }
 
 // ------------------------------------------------------------------------- concurrency

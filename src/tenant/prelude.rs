@@ -1,7 +1,16 @@
-//! The bytes that put a client's tenant on a server connection: one Query message that sets
-//! `app.tenant_id` and its HMAC signature `app.tenant_sig`, which the database checks before
-//! trusting the tenant (see docs/tenancy.md). Built once per login, written in the same
-//! write as the client's first messages, its replies swallowed by the relay.
+//! The bytes that put a client's tenant on a server connection: `app.tenant_id` and its
+//! HMAC signature `app.tenant_sig` (which the database checks before trusting the tenant,
+//! see docs/tenancy.md), after dropping what the previous tenant may have left behind.
+//! Built once per login and written in the same write as the client's first messages; the
+//! relay swallows its replies.
+//!
+//! It goes through the extended protocol, without a Sync, inside its own BEGIN/COMMIT.
+//! That is what makes pipelining it safe: if any part of it fails (a statement_timeout the
+//! previous tenant left with set_config, a cancel racing the checkout), PostgreSQL skips
+//! every following message up to the next Sync, so none of the client's statements runs
+//! with the previous tenant's still valid signature; the relay sees the error and drops the
+//! connection. Its own transaction keeps the settings out of the client's: a client's
+//! ROLLBACK cannot undo them.
 
 use super::{TenantId, SIGNATURE_SETTING, TENANT_SETTING};
 use bytes::{Bytes, BytesMut};
@@ -21,7 +30,13 @@ pub fn signature(key: &[u8], tenant: &TenantId) -> String {
     out
 }
 
-/// The Query message that applies `tenant` (or clears both settings for a tenant-less user).
+/// Messages the server sends back for a successful prelude: ParseComplete, BindComplete
+/// and CommandComplete for each of its statements, and the DataRow of its SELECT.
+pub const REPLIES: u8 = 3 * STATEMENTS as u8 + 1;
+
+const STATEMENTS: usize = 7;
+
+/// The messages that apply `tenant` (or clear both settings for a tenant-less user).
 /// Values are a ULID and hex digits, so they need no quoting beyond the literal quotes.
 pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Bytes {
     let (id, sig) = match (tenant, key) {
@@ -30,19 +45,32 @@ pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Bytes {
         (Some(t), None) => (t.as_str().to_owned(), String::new()),
         (None, _) => (String::new(), String::new()),
     };
-    // Session state a previous tenant may have left behind is dropped first: WITH HOLD
-    // cursors (rows computed under its tenant), LISTEN registrations (payloads meant for
-    // it), prepared statements (one it replaced through dynamic SQL would run as the next
-    // tenant) and advisory locks. Temporary tables are out of reach of the application roles.
-    // A statement_timeout the previous session left (set_config is invisible to the proxy)
-    // must not make this fail: it is lifted for the cleanup and reset to the role's value.
-    let sql = format!(
-        "SET statement_timeout = 0; CLOSE ALL; UNLISTEN *; DEALLOCATE ALL; \
-         SELECT pg_catalog.pg_advisory_unlock_all(); RESET statement_timeout; \
-         SET {TENANT_SETTING} = '{id}'; SET {SIGNATURE_SETTING} = '{sig}'"
+    // Session state a previous tenant may have left behind goes first: WITH HOLD cursors
+    // (rows computed under its tenant), LISTEN registrations (payloads meant for it),
+    // prepared statements (one it replaced through dynamic SQL would run as the next
+    // tenant) and advisory locks. Temporary tables are out of reach of the application
+    // roles. A statement_timeout set with set_config (invisible to the proxy) goes back to
+    // the role's value.
+    let set =
+        |name: &str, value: &str| format!("pg_catalog.set_config('{name}', '{value}', false)");
+    let apply = format!(
+        "SELECT pg_catalog.pg_advisory_unlock_all(), {}, {}",
+        set(TENANT_SETTING, &id),
+        set(SIGNATURE_SETTING, &sig)
     );
-    let mut buf = BytesMut::with_capacity(sql.len() + 6);
-    crate::protocol::encode::query(&mut buf, &sql);
+    let statements: [&str; STATEMENTS] = [
+        "BEGIN",
+        "RESET statement_timeout",
+        "CLOSE ALL",
+        "UNLISTEN *",
+        "DEALLOCATE ALL",
+        &apply,
+        "COMMIT",
+    ];
+    let mut buf = BytesMut::with_capacity(512);
+    for sql in statements {
+        crate::protocol::encode::execute_unnamed(&mut buf, sql);
+    }
     buf.freeze()
 }
 
@@ -50,23 +78,36 @@ pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Bytes {
 mod tests {
     use super::*;
 
+    /// The SQL of each Parse in the prelude, and the message tags in order.
+    fn decode(p: &[u8]) -> (Vec<String>, Vec<u8>) {
+        let (mut sqls, mut tags, mut at) = (Vec::new(), Vec::new(), 0);
+        while at < p.len() {
+            let len = u32::from_be_bytes(p[at + 1..at + 5].try_into().unwrap()) as usize;
+            tags.push(p[at]);
+            if p[at] == b'P' {
+                let body = &p[at + 6..at + 1 + len];
+                let end = body.iter().position(|&b| b == 0).unwrap();
+                sqls.push(String::from_utf8(body[..end].to_vec()).unwrap());
+            }
+            at += 1 + len;
+        }
+        (sqls, tags)
+    }
+
     #[test]
-    fn prelude_sets_both_settings() {
+    fn prelude_is_its_own_transaction_without_sync() {
         let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
-        let p = prelude(Some(&t), Some(&[7u8; 32]));
-        let text = std::str::from_utf8(&p[5..p.len() - 1]).unwrap();
-        assert!(
-            text.starts_with("SET statement_timeout = 0; CLOSE ALL; UNLISTEN *;"),
-            "{text}"
-        );
-        assert!(text
-            .contains("SET app.tenant_id = '01HZY3M8Q5V6W7X8Y9Z0ABCDEF'; SET app.tenant_sig = '"));
-        let sig = text.rsplit("app.tenant_sig = '").next().unwrap();
-        assert_eq!(sig.trim_end_matches('\'').len(), 64);
-        let empty = prelude(None, Some(&[7u8; 32]));
-        assert!(std::str::from_utf8(&empty[5..])
-            .unwrap()
-            .contains("app.tenant_id = ''"));
+        let (sqls, tags) = decode(&prelude(Some(&t), Some(&[7u8; 32])));
+        assert_eq!(sqls.len(), STATEMENTS);
+        assert_eq!(tags, b"PBE".repeat(STATEMENTS), "no Sync, no simple Query");
+        assert_eq!(sqls.first().map(String::as_str), Some("BEGIN"));
+        assert_eq!(sqls.last().map(String::as_str), Some("COMMIT"));
+        let apply = &sqls[STATEMENTS - 2];
+        assert!(apply.contains("set_config('app.tenant_id', '01HZY3M8Q5V6W7X8Y9Z0ABCDEF', false)"));
+        let sig = apply.rsplit("'app.tenant_sig', '").next().unwrap();
+        assert_eq!(sig.split('\'').next().unwrap(), signature(&[7u8; 32], &t));
+        let (empty, _) = decode(&prelude(None, Some(&[7u8; 32])));
+        assert!(empty[STATEMENTS - 2].contains("'app.tenant_id', '', false"));
     }
 
     #[test]

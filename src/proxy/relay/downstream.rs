@@ -264,6 +264,9 @@ fn account(
                     if t.seen >= n {
                         t.seen = 0;
                         t.replies.pop_front();
+                        if is_prelude {
+                            return Ok(Some(swallow(true)));
+                        }
                     }
                 }
                 Expect::Execute => match tag {

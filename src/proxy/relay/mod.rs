@@ -50,44 +50,6 @@ async fn reset_session(server: &mut ServerConn) -> bool {
     ok
 }
 
-/// Sends the tenant prelude alone and waits for its ReadyForQuery (its replies are
-/// swallowed; an error ends the transaction with `Stop::Prelude`).
-async fn await_prelude(
-    client: &mut ClientConn,
-    server: &mut ServerConn,
-    t: &mut Tracker,
-    state: &mut SessionState,
-    session: &Session,
-    prelude: &[u8],
-) -> Result<(), Stop> {
-    use tokio::io::AsyncWriteExt;
-    if server.stream.write_all(prelude).await.is_err() {
-        return Err(Stop::ServerGone { fatal_sent: false });
-    }
-    while t
-        .replies
-        .front()
-        .is_some_and(|r| matches!(r.action, Action::Prelude))
-    {
-        if server.buf.capacity() - server.buf.len() < 4096 {
-            server.buf.reserve(SERVER_READ_CHUNK);
-        }
-        match server.stream.read_buf(&mut server.buf).await {
-            Ok(0) | Err(_) => return Err(Stop::ServerGone { fatal_sent: false }),
-            Ok(_) => forward_server(client, server, t, state, session).await?,
-        }
-    }
-    Ok(())
-}
-
-/// The SQL text inside the tenant prelude's Query message.
-fn tenant_sql(prelude: &[u8]) -> &str {
-    prelude
-        .get(5..prelude.len().saturating_sub(1))
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .unwrap_or("")
-}
-
 /// How the relay ended.
 pub(super) struct RelayEnd {
     pub stats: ClientStats,
@@ -197,11 +159,16 @@ pub(super) async fn run(
                     Stop::ServerGone { fatal_sent: false } => Some(server_lost()),
                     Stop::Prelude(e) => {
                         tracing::error!(pool = %session.pool.name, error = %e, "the server refused the tenant settings");
-                        Some(ClientError::fatal(
-                            ErrorKind::Server,
-                            codes::INTERNAL_ERROR,
-                            "launch-proxy could not apply the tenant to the server connection",
-                        ))
+                        Some(
+                            ClientError::fatal(
+                                ErrorKind::Server,
+                                codes::INTERNAL_ERROR,
+                                "launch-proxy could not apply the tenant to the server connection",
+                            )
+                            .with_detail(format!(
+                                "the server answered: {e}; none of the transaction's statements ran"
+                            )),
+                        )
                     }
                 };
             }
@@ -346,58 +313,36 @@ async fn transaction(
         }
     }
     let tenant_needed = server.tenant != AppliedTenant::Applied(session.tenant);
-    let mut params_sql = String::new();
     if tenant_needed {
         // The tenant prelude resets statement_timeout to the role's value and deallocates
         // every prepared statement: none crosses from one tenant to the next.
         server.params.remove("statement_timeout");
         server.statements.clear();
+        t.push(
+            Expect::Count(crate::tenant::prelude::REPLIES),
+            Action::Prelude,
+        );
     }
+    let mut params_sql = String::new();
     state.params.apply_to(&mut server.params, &mut params_sql);
     let built;
-    let prelude = match (tenant_needed, params_sql.is_empty()) {
+    // Pipelined with the client's messages: if the prelude fails, the server skips them
+    // (see tenant::prelude), and the relay ends with Stop::Prelude.
+    let prefix = match (tenant_needed, params_sql.is_empty()) {
         (false, true) => None,
         (true, true) => Some(&session.prelude[..]),
         (tenant, false) => {
+            let mut q = BytesMut::with_capacity(session.prelude.len() + params_sql.len() + 6);
             if tenant {
-                // Tenant first (its cleanup resets statement_timeout), then the client's
-                // parameters.
-                let mut sql = tenant_sql(&session.prelude).to_owned();
-                sql.push_str("; ");
-                sql.push_str(&params_sql);
-                params_sql = sql;
+                q.extend_from_slice(&session.prelude);
             }
-            let mut q = BytesMut::with_capacity(params_sql.len() + 6);
             crate::protocol::encode::query(&mut q, &params_sql);
+            t.push(Expect::Ready { simple: true }, Action::Drop);
             built = q;
             Some(&built[..])
         }
     };
-    if prelude.is_some() {
-        let action = if tenant_needed {
-            Action::Prelude
-        } else {
-            Action::Drop
-        };
-        t.push(Expect::Ready { simple: true }, action);
-    }
-    if tenant_needed {
-        // Nothing of the client may reach this connection before its tenant is in place: a
-        // prelude that fails (the previous tenant left a statement_timeout, say) would
-        // otherwise leave the client's statements running with the previous tenant.
-        await_prelude(
-            client,
-            server,
-            t,
-            state,
-            session,
-            prelude.unwrap_or_default(),
-        )
-        .await?;
-        forward_client(client, server, t, state, ctx, None).await?;
-    } else {
-        forward_client(client, server, t, state, ctx, prelude).await?;
-    }
+    forward_client(client, server, t, state, ctx, prefix).await?;
     forward_server(client, server, t, state, session).await?;
     let mut progress = t.ready_seen;
     loop {
