@@ -420,15 +420,12 @@ fn pgbench_query_modes() {
 /// pgbench -M prepared with 8 clients on 2 threads over 2 server connections.
 ///
 /// pgbench prepares each statement with a synchronous PQprepare (Parse + Sync) the first
-/// time a client runs it, blocking its whole thread; the proxy needs a server connection
-/// to answer that Parse, and both are held by open transactions of other clients of the
-/// same, now blocked, thread: nothing moves until acquire_timeout_ms (5 s) fails the
-/// clients with "could not get a server connection". PostgreSQL itself answers at once.
+/// time a client runs it, blocking its whole thread while other clients of that thread may
+/// hold both server connections in open transactions. The proxy answers such a Parse
+/// itself once a server has accepted the same statement (relay::local); before it did,
+/// nothing moved until acquire_timeout_ms failed the clients.
 /// (pgbench_query_modes runs one thread per client.)
 #[test]
-#[ignore = "launch-proxy limitation: a Parse+Sync outside a transaction waits for a server \
-            connection even when the statement is already known, so pgbench -M prepared \
-            with fewer threads than clients stalls at a pool smaller than the clients"]
 fn pgbench_prepared_clients_sharing_threads() {
     let Some((pgbench, pg, proxy, dir)) = pgbench_setup() else {
         return;

@@ -8,6 +8,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A statement as servers know it.
@@ -16,6 +17,19 @@ pub struct StatementDef {
     pub id: u64,
     /// The Parse message under the proxy's name, ready to send.
     pub parse: Bytes,
+    /// A server accepted this Parse once: another client's Parse of the same text and
+    /// types can be answered without a server (see `relay::local`).
+    validated: AtomicBool,
+}
+
+impl StatementDef {
+    pub fn mark_validated(&self) {
+        self.validated.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_validated(&self) -> bool {
+        self.validated.load(Ordering::Relaxed)
+    }
 }
 
 /// Definitions shared by all clients, keyed by query text plus parameter types.
@@ -65,11 +79,24 @@ impl StatementRegistry {
         let def = Arc::new(StatementDef {
             id,
             parse: parse.freeze(),
+            validated: AtomicBool::new(false),
         });
         inner
             .defs
             .insert(Bytes::copy_from_slice(query_and_types), def.clone());
         def
+    }
+}
+
+impl StatementRegistry {
+    /// The definition for `query_and_types` if a server has already accepted it.
+    pub fn validated(&self, query_and_types: &[u8]) -> Option<Arc<StatementDef>> {
+        let inner = self.inner.lock();
+        inner
+            .defs
+            .get(query_and_types)
+            .filter(|d| d.is_validated())
+            .cloned()
     }
 }
 
@@ -89,6 +116,11 @@ impl ClientStatements {
 
     pub fn contains(&self, name: &[u8]) -> bool {
         self.by_name.contains_key(name)
+    }
+
+    /// Whether `n` more statements fit.
+    pub fn has_room(&self, n: usize) -> bool {
+        self.by_name.len() + n <= MAX_CLIENT_STATEMENTS
     }
 
     /// False when the client already holds the maximum number of statements.

@@ -3,7 +3,7 @@
 //! dropping the replies to the proxy's own messages and making up the ones the server will
 //! not send.
 
-use super::tracker::{Action, Expect, Tracker};
+use super::tracker::{Action, Expect, Reply, Tracker};
 use super::SessionState;
 use super::Stop;
 use crate::error::ClientError;
@@ -243,8 +243,8 @@ fn account(
             if !matches!(expect, Expect::Ready { simple: true }) {
                 // Extended protocol: the server now skips everything up to Sync.
                 if let Some(r) = t.replies.pop_front() {
-                    if let Action::Prepared { id, name } = r.action {
-                        after = Some(Detour::ParseFailed { id, name });
+                    if let Action::Prepared { def, name } = r.action {
+                        after = Some(Detour::ParseFailed { id: def.id, name });
                     }
                 }
                 t.seen = 0;
@@ -263,7 +263,13 @@ fn account(
                     t.seen += 1;
                     if t.seen >= n {
                         t.seen = 0;
-                        t.replies.pop_front();
+                        if let Some(Reply {
+                            action: Action::Prepared { def, .. },
+                            ..
+                        }) = t.replies.pop_front()
+                        {
+                            def.mark_validated();
+                        }
                         if is_prelude {
                             return Ok(Some(swallow(true)));
                         }

@@ -7,6 +7,7 @@
 //! the last ReadyForQuery says idle, and no message is half-sent in either direction.
 
 mod downstream;
+mod local;
 mod tracker;
 mod upstream;
 
@@ -89,7 +90,7 @@ pub(super) async fn run(
     };
     let error = loop {
         if held.is_none() {
-            match wait_for_work(client, ctx).await {
+            match wait_for_work(client, &mut state, ctx).await {
                 Ok(true) => {}
                 Ok(false) => break None,
                 Err(e) => break e,
@@ -213,6 +214,7 @@ async fn abandon(
 /// `Ok(false)` when the client ended the session.
 async fn wait_for_work(
     client: &mut ClientConn,
+    state: &mut SessionState,
     ctx: &ProxyContext,
 ) -> Result<bool, Option<ClientError>> {
     loop {
@@ -222,6 +224,26 @@ async fn wait_for_work(
                 Ok(Some(h)) if h.tag == frontend::TERMINATE => return Ok(false),
                 Ok(Some(h)) if h.frame_len > ctx.settings.config.max_client_message_bytes => {
                     return Err(Some(oversized(h, ctx)))
+                }
+                Ok(Some(h)) if h.tag == frontend::PARSE && !ctx.session_mode() => {
+                    let mut reply = BytesMut::new();
+                    let answered = local::answer_prepare(
+                        &client.buf,
+                        &mut state.statements,
+                        &ctx.statements,
+                        &mut reply,
+                    );
+                    match answered {
+                        Some(len) => {
+                            bytes::Buf::advance(&mut client.buf, len);
+                            if client.write(&reply).await.is_err() {
+                                return Ok(false);
+                            }
+                            continue;
+                        }
+                        None if client.buf.len() >= h.frame_len => return Ok(true),
+                        None => {}
+                    }
                 }
                 Ok(Some(h))
                     if client.buf.len() >= h.frame_len || starts_streaming(&client.buf, h) =>

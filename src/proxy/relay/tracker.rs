@@ -31,7 +31,10 @@ pub(super) enum Action {
     /// The tenant prelude: dropped, and the connection then carries the session's tenant.
     Prelude,
     /// A Parse the proxy sent for a client statement: on error the statement is forgotten.
-    Prepared { id: u64, name: Box<[u8]> },
+    Prepared {
+        def: std::sync::Arc<crate::proxy::statements::StatementDef>,
+        name: Box<[u8]>,
+    },
     /// No server reply: send the client this message (ParseComplete '1', CloseComplete '3').
     Fake(u8),
     /// No server reply: send the client CommandComplete with this tag and ReadyForQuery

@@ -373,7 +373,7 @@ fn sql_of(tag: u8, body: &[u8]) -> &[u8] {
 /// evicts) into `out` if not. `on_error` names the client statement to forget if the
 /// Parse fails (a client Parse), or `None` for one the proxy sends on its own.
 fn ensure_prepared(
-    def: &crate::proxy::statements::StatementDef,
+    def: &std::sync::Arc<crate::proxy::statements::StatementDef>,
     server: &mut ServerConn,
     t: &mut Tracker,
     out: &mut BytesMut,
@@ -389,7 +389,7 @@ fn ensure_prepared(
     out.extend_from_slice(&def.parse);
     let action = match client_parse {
         Some(name) => Action::Prepared {
-            id: def.id,
+            def: def.clone(),
             name: name.into(),
         },
         None => Action::Drop,
