@@ -72,8 +72,10 @@ pub async fn handle_client(
     let mut client = ClientConn::new(crate::net::Stream::Tcp(stream));
     let started = Instant::now();
     let login_timeout = Duration::from_millis(ctx.settings.config.client_login_timeout_ms);
-    let outcome =
-        tokio::time::timeout(login_timeout, handshake::run(&mut client, &ctx, over_limit)).await;
+    // Boxed: the login's state is large and only needed once; the task an idle client
+    // keeps holds just a pointer to it while it runs.
+    let login = Box::pin(handshake::run(&mut client, &ctx, over_limit));
+    let outcome = tokio::time::timeout(login_timeout, login).await;
     let session = match outcome {
         Err(_) => {
             let err = ClientError::protocol(format!(

@@ -142,7 +142,10 @@ pub(super) async fn run(
                 stats.transactions += 1;
                 PoolStats::add(&stats_pool.transactions, 1);
                 let settled = session.cancel.target.detach().await;
-                if settled && t.is_clean() && (!session_mode || reset_session(&mut server).await) {
+                if settled
+                    && t.is_clean()
+                    && (!session_mode || Box::pin(reset_session(&mut server)).await)
+                {
                     session.pool.release(server);
                 } else {
                     drop(server);
@@ -152,7 +155,9 @@ pub(super) async fn run(
                 }
             }
             Err(stop) => {
-                let error = abandon(server, &t, session, ctx).await;
+                // Rare paths are boxed: a client's task is as large as its largest await
+                // point, and thousands of idle clients each keep one.
+                let error = Box::pin(abandon(server, &t, session, ctx)).await;
                 break match stop {
                     Stop::ClientGone => error,
                     Stop::Client(e) => Some(e),
@@ -178,7 +183,7 @@ pub(super) async fn run(
     if let Some(server) = held.take() {
         // Session mode: the client left while holding its server.
         t.start();
-        let _ = abandon(server, &t, session, ctx).await;
+        let _ = Box::pin(abandon(server, &t, session, ctx)).await;
     }
     RelayEnd { stats, error }
 }
