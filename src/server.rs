@@ -55,6 +55,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.config.tenant.status_cache_ms,
         )),
     });
+    tokio::spawn(crate::proxy::command_timeout::watchdog(ctx.cancels.clone()));
     if let (Some(addr), Some(handle)) = (settings.metrics_listen, handle) {
         let metrics_listener = TcpListener::bind(addr)
             .await

@@ -8,7 +8,7 @@
 use crate::pool::{send_cancel, BackendKey};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -30,6 +30,10 @@ pub struct CancelTarget {
     pub secret: u32,
     state: Mutex<TargetState>,
     settled: Notify,
+    /// Deadline of the running command on `command_timeout`'s coarse clock; 0 = none.
+    command_deadline: AtomicU64,
+    /// The watchdog cancelled the command for its timeout (the relay rewords the 57014).
+    timed_out: AtomicBool,
 }
 
 pub struct CancelRegistry {
@@ -105,6 +109,8 @@ impl CancelRegistry {
             secret,
             state: Mutex::new(TargetState::default()),
             settled: Notify::new(),
+            command_deadline: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
         });
         targets.insert(pid, target.clone());
         CancelHandle {
@@ -152,6 +158,27 @@ impl CancelRegistry {
         }
     }
 
+    /// The targets whose command deadline passed at `now`; each is disarmed and marked
+    /// timed out, so it is returned once.
+    pub fn expired_commands(&self, now: u64) -> Vec<Arc<CancelTarget>> {
+        let targets = self.targets.lock();
+        targets
+            .values()
+            .filter(|t| {
+                let d = t.command_deadline.load(Ordering::Relaxed);
+                d != 0
+                    && d <= now
+                    && t.command_deadline
+                        .compare_exchange(d, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+            })
+            .map(|t| {
+                t.timed_out.store(true, Ordering::Release);
+                t.clone()
+            })
+            .collect()
+    }
+
     /// Cancels whatever the target's client runs now (also used for command_timeout).
     pub async fn cancel_running(&self, target: &CancelTarget) -> bool {
         let key = {
@@ -185,6 +212,25 @@ impl CancelRegistry {
 }
 
 impl CancelTarget {
+    /// Starts the command timeout: the watchdog cancels the command after `deadline` (on
+    /// `command_timeout`'s clock) unless disarmed first.
+    #[inline]
+    pub fn arm_command(&self, deadline: u64) {
+        self.timed_out.store(false, Ordering::Relaxed);
+        self.command_deadline.store(deadline, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn disarm_command(&self) {
+        self.command_deadline.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the watchdog cancelled the command since the last call.
+    #[inline]
+    pub fn take_timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed) && self.timed_out.swap(false, Ordering::Acquire)
+    }
+
     /// The client now runs on the server with `key`.
     #[inline]
     pub fn attach(&self, key: BackendKey) {
@@ -194,6 +240,14 @@ impl CancelTarget {
     /// The client leaves its server. Returns `false` if a cancel aimed at that server did
     /// not settle in time: the caller must then close the server connection, not reuse it.
     pub async fn detach(&self) -> bool {
+        {
+            // The common case, with no clock read and no waiter registered.
+            let mut st = self.state.lock();
+            if st.in_flight == 0 {
+                st.server = None;
+                return true;
+            }
+        }
         let deadline = tokio::time::Instant::now() + CANCEL_SETTLE;
         loop {
             let settled = self.settled.notified();

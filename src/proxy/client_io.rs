@@ -25,6 +25,9 @@ impl ClientConn {
 
     /// Reads more bytes; `Ok(0)` means the client closed.
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            self.buf = super::spare_buffers::take();
+        }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_CHUNK);
         }

@@ -3,9 +3,11 @@
 
 pub mod cancel;
 mod client_io;
+pub mod command_timeout;
 mod handshake;
 mod relay;
 pub mod session_params;
+mod spare_buffers;
 pub mod statements;
 pub mod tenant_status;
 

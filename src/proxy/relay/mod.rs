@@ -24,7 +24,6 @@ use upstream::forward_client;
 
 use crate::protocol::framing::{frontend, parse_header, Header};
 use bytes::BytesMut;
-use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 /// Server reads reserve this much room; large result sets stream through it.
@@ -260,7 +259,7 @@ async fn wait_for_work(
         } else {
             if client.buf.capacity() > 0 {
                 // An idle client keeps no buffer: thousands of idle clients cost sockets only.
-                client.buf = BytesMut::new();
+                super::spare_buffers::give_back(std::mem::take(&mut client.buf));
             }
             if ctx.shutdown.is_triggered() {
                 return Err(Some(ClientError::shutting_down()));
@@ -322,8 +321,9 @@ async fn transaction(
     session_mode: bool,
 ) -> Result<(), Stop> {
     let command_timeout = session.pool.limits.command_timeout;
-    let timer = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(timer);
+    let target = &*session.cancel.target;
+    // Whatever way this function returns, no deadline stays armed.
+    let _disarm = DisarmOnReturn(target);
     let mut armed = false;
     if let (Some(tenant), true) = (&session.tenant, ctx.settings.config.tenant.check_status) {
         use super::tenant_status::{refused, Status};
@@ -376,14 +376,15 @@ async fn transaction(
         if t.terminated || (!session_mode && t.is_clean()) {
             return Ok(());
         }
-        let want_timer =
-            command_timeout.is_some() && !t.replies.is_empty() && !t.copy_in && !t.timeout_cancel;
-        if want_timer && !armed {
-            if let Some(d) = command_timeout {
-                timer.as_mut().reset(tokio::time::Instant::now() + d);
+        if let Some(d) = command_timeout {
+            let want_timer = !t.replies.is_empty() && !t.copy_in && !t.timeout_cancel;
+            if want_timer && !armed {
+                target.arm_command(super::command_timeout::deadline_after(d));
+            } else if !want_timer && armed {
+                target.disarm_command();
             }
+            armed = want_timer;
         }
-        armed = want_timer;
         if server.buf.capacity() - server.buf.len() < 4096 {
             server.buf.reserve(SERVER_READ_CHUNK);
         }
@@ -394,6 +395,11 @@ async fn transaction(
             r = server.stream.read_buf(&mut server.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ServerGone { fatal_sent: t.server_fatal }),
                 Ok(_) => {
+                    if armed && target.take_timed_out() {
+                        // The watchdog cancelled the command: its 57014 gets our wording.
+                        t.timeout_cancel = true;
+                        armed = false;
+                    }
                     forward_server(client, server, t, state, session).await?;
                     if t.ready_seen != progress {
                         // The next command in the pipeline gets its own time budget.
@@ -409,15 +415,16 @@ async fn transaction(
                     forward_server(client, server, t, state, session).await?;
                 }
             },
-            _ = &mut timer, if armed => {
-                t.timeout_cancel = true;
-                armed = false;
-                tracing::info!(pool = %session.pool.name, pid = session.cancel.target.pid, "command_timeout reached: cancelling the running query");
-                let cancels = ctx.cancels.clone();
-                let target = session.cancel.target.clone();
-                tokio::spawn(async move { cancels.cancel_running(&target).await; });
-            }
         }
+    }
+}
+
+/// Clears the client's command deadline when a transaction's relay ends.
+struct DisarmOnReturn<'a>(&'a super::cancel::CancelTarget);
+
+impl Drop for DisarmOnReturn<'_> {
+    fn drop(&mut self) {
+        self.0.disarm_command();
     }
 }
 
