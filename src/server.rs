@@ -55,7 +55,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.config.tenant.status_cache_ms,
         )),
     });
-    tokio::spawn(crate::proxy::command_timeout::watchdog(ctx.cancels.clone()));
+    let roles = &settings.config.roles;
+    let sweep = [&roles.read, &roles.write]
+        .iter()
+        .any(|r| r.command_timeout_ms > 0);
+    tokio::spawn(crate::proxy::command_timeout::watchdog(
+        ctx.cancels.clone(),
+        sweep,
+    ));
     if let (Some(addr), Some(handle)) = (settings.metrics_listen, handle) {
         let metrics_listener = TcpListener::bind(addr)
             .await

@@ -6,7 +6,8 @@
 //! relaxed atomic stores per command), and one watchdog task per process sweeps the
 //! targets every [`TICK`]: an expired deadline is cleared, marked timed out (so the relay
 //! rewords the 57014 that follows) and cancelled through the ordinary cancel path.
-//! Timeouts fire up to one tick late, which is noise next to timeouts of seconds.
+//! Timeouts fire up to one tick late, which is noise next to timeouts of seconds. The same
+//! clock spares other per-transaction checks a clock read (tenant status freshness).
 
 use super::cancel::CancelRegistry;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How often deadlines are checked and the coarse clock advances.
-pub const TICK: Duration = Duration::from_millis(20);
+pub const TICK: Duration = Duration::from_millis(100);
 
 static COARSE_MS: AtomicU64 = AtomicU64::new(1);
 
@@ -42,14 +43,18 @@ pub fn deadline_after(d: Duration) -> u64 {
     coarse_now_ms().saturating_add(d.as_millis() as u64).max(1)
 }
 
-/// Sweeps every client's command deadline until `shutdown` ends the process.
-pub async fn watchdog(registry: Arc<CancelRegistry>) {
+/// Advances the coarse clock and, with `sweep` (some role has a command_timeout), sweeps
+/// every client's command deadline; runs for the life of the process.
+pub async fn watchdog(registry: Arc<CancelRegistry>, sweep: bool) {
     epoch();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = advance_clock();
+        if !sweep {
+            continue;
+        }
         for target in registry.expired_commands(now) {
             tracing::info!(
                 pid = target.pid,

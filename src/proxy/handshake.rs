@@ -361,7 +361,7 @@ async fn check_tenant(
     tenant: &crate::tenant::TenantId,
 ) -> Result<(), ClientError> {
     use super::tenant_status::{refused, Status};
-    let status = match ctx.tenant_status.fresh(tenant) {
+    let (status, _) = match ctx.tenant_status.fresh(tenant) {
         Some(s) => s,
         None => {
             let mut conn = pool.acquire().await.map_err(|e| {

@@ -6,15 +6,18 @@ use crate::error::{ClientError, ErrorKind};
 use crate::pool::query::query_scalar;
 use crate::pool::ServerConn;
 use crate::protocol::codes;
+use crate::proxy::command_timeout::coarse_now_ms;
 use crate::tenant::TenantId;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Cached statuses, bounded: entries past their lifetime are dropped when the map grows.
+/// Times are on the coarse clock (`command_timeout::coarse_now_ms`): checked on every
+/// transaction, they must not cost a clock read.
 pub struct TenantStatusCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<TenantId, (Status, Instant)>>,
+    ttl_ms: u64,
+    entries: Mutex<HashMap<TenantId, (Status, u64)>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,18 +32,20 @@ const MAX_ENTRIES: usize = 100_000;
 impl TenantStatusCache {
     pub fn new(ttl: Duration) -> Self {
         TenantStatusCache {
-            ttl,
+            ttl_ms: ttl.as_millis() as u64,
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The cached status if still fresh.
-    pub fn fresh(&self, tenant: &TenantId) -> Option<Status> {
+    /// The cached status if still fresh, and until when (coarse ms) it stays fresh: a
+    /// session may skip the lookup until then.
+    pub fn fresh(&self, tenant: &TenantId) -> Option<(Status, u64)> {
+        let now = coarse_now_ms();
         let entries = self.entries.lock();
         entries
             .get(tenant)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(s, _)| s.clone())
+            .filter(|(_, at)| now < at + self.ttl_ms)
+            .map(|(s, at)| (s.clone(), at + self.ttl_ms))
     }
 
     /// Looks the status up on `conn` (an idle server connection) and caches it.
@@ -48,7 +53,7 @@ impl TenantStatusCache {
         &self,
         tenant: &TenantId,
         conn: &mut ServerConn,
-    ) -> Result<Status, ClientError> {
+    ) -> Result<(Status, u64), ClientError> {
         let sql = format!("SELECT launch.tenant_status('{}')", tenant.as_str());
         let status = match query_scalar(conn, &sql).await {
             Ok(Some(s)) if s == "active" => Status::Active,
@@ -64,13 +69,14 @@ impl TenantStatusCache {
                 "apply the migrations (launch.tenant_status), or set tenant.check_status: false",
             )),
         };
+        let now = coarse_now_ms();
         let mut entries = self.entries.lock();
         if entries.len() >= MAX_ENTRIES {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            let ttl = self.ttl_ms;
+            entries.retain(|_, (_, at)| now < *at + ttl);
         }
-        entries.insert(*tenant, (status.clone(), Instant::now()));
-        Ok(status)
+        entries.insert(*tenant, (status.clone(), now));
+        Ok((status, now + self.ttl_ms))
     }
 }
 

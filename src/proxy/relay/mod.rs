@@ -35,6 +35,8 @@ pub(super) struct SessionState {
     pub statements: ClientStatements,
     /// Its session parameters.
     pub params: ParamSet,
+    /// Until when (coarse clock) its tenant is known to be active: no lookup before then.
+    pub tenant_active_until: u64,
 }
 
 /// Session mode: a connection a client held for its whole session goes back clean, as
@@ -86,6 +88,7 @@ pub(super) async fn run(
     let mut state = SessionState {
         statements: ClientStatements::default(),
         params: session.startup_params.clone(),
+        tenant_active_until: 0,
     };
     let error = loop {
         if held.is_none() {
@@ -325,9 +328,14 @@ async fn transaction(
     // Whatever way this function returns, no deadline stays armed.
     let _disarm = DisarmOnReturn(target);
     let mut armed = false;
-    if let (Some(tenant), true) = (&session.tenant, ctx.settings.config.tenant.check_status) {
+    let checked = state.tenant_active_until > super::command_timeout::coarse_now_ms();
+    if let (Some(tenant), true, false) = (
+        &session.tenant,
+        ctx.settings.config.tenant.check_status,
+        checked,
+    ) {
         use super::tenant_status::{refused, Status};
-        let status = match ctx.tenant_status.fresh(tenant) {
+        let (status, until) = match ctx.tenant_status.fresh(tenant) {
             Some(s) => s,
             None => ctx
                 .tenant_status
@@ -338,6 +346,7 @@ async fn transaction(
         if let Status::Refused(s) = status {
             return Err(Stop::Client(refused(tenant, &s)));
         }
+        state.tenant_active_until = until;
     }
     let tenant_needed = server.tenant != AppliedTenant::Applied(session.tenant);
     if tenant_needed {
