@@ -3,7 +3,7 @@
 //! dropping the replies to the proxy's own messages and making up the ones the server will
 //! not send.
 
-use super::tracker::{Action, Expect, Reply, Tracker};
+use super::tracker::{Action, Expect, Reply, Tracker, Undo};
 use super::SessionState;
 use super::Stop;
 use crate::error::ClientError;
@@ -22,8 +22,9 @@ enum Detour {
     Reword { len: usize },
     /// The reply group at the front is made up by the proxy: send it now.
     Emit,
-    /// A client's Parse failed on the server: the statement does not exist after all.
-    ParseFailed { id: u64, name: Box<[u8]> },
+    /// The server's error for a message standing in for one the proxy refused: replaced
+    /// by the proxy's error.
+    Replace { len: usize, error: Box<ClientError> },
 }
 
 pub(super) async fn forward_server(
@@ -35,6 +36,13 @@ pub(super) async fn forward_server(
 ) -> Result<(), Stop> {
     loop {
         let (pos, detour) = scan_server(&server.buf, t)?;
+        for undo in t.undo.drain(..) {
+            match undo {
+                Undo::ServerLacks(id) => server.statements.remove(id),
+                Undo::ClientLacks(name) => state.statements.remove(&name),
+                Undo::ServerUnknown => t.server_unknown = true,
+            }
+        }
         for (name, value) in t.param_updates.drain(..) {
             // A reported parameter the client changed: it now wants this value, and this
             // server has it.
@@ -58,10 +66,9 @@ pub(super) async fn forward_server(
                 }
                 continue;
             }
-            Some(Detour::ParseFailed { id, name }) => {
-                server.statements.remove(id);
-                state.statements.remove(&name);
-                continue;
+            Some(Detour::Replace { len, error }) => {
+                server.buf.advance(len);
+                *error
             }
             Some(Detour::Reword { len }) => {
                 server.buf.advance(len);
@@ -76,7 +83,13 @@ pub(super) async fn forward_server(
                     }
                     continue;
                 }
-                Some(Action::FakeError(e)) => *e,
+                Some(Action::FakeParsed { .. }) => {
+                    t.bytes_out += 5;
+                    if client.stream.write_all(&[b'1', 0, 0, 0, 4]).await.is_err() {
+                        return Err(Stop::ClientGone);
+                    }
+                    continue;
+                }
                 Some(Action::FakeComplete(tag)) => {
                     let mut out = BytesMut::with_capacity(32);
                     crate::protocol::encode::command_complete(&mut out, tag);
@@ -114,7 +127,9 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
             // next; after a server error PostgreSQL would have skipped it, and so do we.
             while t.replies.front().is_some_and(|r| r.is_fake()) {
                 if t.skipping {
-                    t.replies.pop_front();
+                    if let Some(r) = t.replies.pop_front() {
+                        t.abandon_reply(r);
+                    }
                 } else {
                     return Ok((pos, Some(Detour::Emit)));
                 }
@@ -142,13 +157,12 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
                 .front()
                 .is_some_and(|r| !matches!(r.expect, Expect::Ready { .. }))
             {
-                t.replies.pop_front();
+                if let Some(r) = t.replies.pop_front() {
+                    t.abandon_reply(r);
+                }
             }
         }
-        let dropping = t
-            .replies
-            .front()
-            .is_some_and(|r| matches!(r.action, Action::Drop | Action::Prelude));
+        let dropping = t.replies.front().is_some_and(|r| r.action.is_dropped());
         if !complete && (dropping || must_be_whole(tag)) {
             break;
         }
@@ -160,8 +174,9 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
         if !is_async {
             if let Some(d) = account(buf, pos, h.frame_len, tag, t)? {
                 match d {
-                    Detour::Reword { .. } => return Ok((pos, Some(d))),
-                    Detour::Swallow { .. } => return Ok((pos, Some(d))),
+                    Detour::Reword { .. } | Detour::Swallow { .. } | Detour::Replace { .. } => {
+                        return Ok((pos, Some(d)))
+                    }
                     other => after = Some(other),
                 }
             }
@@ -215,7 +230,7 @@ fn account(
         return Ok(None);
     };
     let expect = front.expect;
-    let drop_it = matches!(front.action, Action::Drop | Action::Prelude);
+    let drop_it = front.action.is_dropped();
     let is_prelude = matches!(front.action, Action::Prelude);
     let swallow = |prelude| Detour::Swallow { len, prelude };
     match tag {
@@ -239,23 +254,27 @@ fn account(
                 return Err(Stop::Prelude(fields::summary(body)));
             }
             let reword = note_error(body, t);
-            let mut after = None;
+            let mut replaced = None;
             if !matches!(expect, Expect::Ready { simple: true }) {
                 // Extended protocol: the server now skips everything up to Sync.
                 if let Some(r) = t.replies.pop_front() {
-                    if let Action::Prepared { def, name } = r.action {
-                        after = Some(Detour::ParseFailed { id: def.id, name });
+                    match r.action {
+                        Action::ReplaceError(e) => replaced = Some(e),
+                        _ => t.abandon_reply(r),
                     }
                 }
                 t.seen = 0;
                 t.skipping = true;
+            }
+            if let Some(error) = replaced {
+                return Ok(Some(Detour::Replace { len, error }));
             }
             if reword {
                 return Ok(Some(Detour::Reword { len }));
             }
             // An error answering the proxy's own Parse still reaches the client: it is the
             // error its own statement would have had.
-            Ok(after)
+            Ok(None)
         }
         _ => {
             match expect {

@@ -146,6 +146,7 @@ pub(super) async fn run(
                 let settled = session.cancel.target.detach().await;
                 if settled
                     && t.is_clean()
+                    && !t.server_unknown
                     && (!session_mode || Box::pin(reset_session(&mut server)).await)
                 {
                     session.pool.release(server);

@@ -30,19 +30,50 @@ pub(super) enum Action {
     Drop,
     /// The tenant prelude: dropped, and the connection then carries the session's tenant.
     Prelude,
-    /// A Parse the proxy sent for a client statement: on error the statement is forgotten.
+    /// A Parse the proxy sent for a client's Parse: if it fails or the server skips it,
+    /// the statement exists neither on the server nor for the client.
     Prepared {
         def: std::sync::Arc<crate::proxy::statements::StatementDef>,
         name: Box<[u8]>,
     },
-    /// No server reply: send the client this message (ParseComplete '1', CloseComplete '3').
+    /// A Parse the proxy sent on its own (a statement's first use on this server): if it
+    /// fails or is skipped, the server lacks the statement.
+    ProxyParse { id: u64 },
+    /// A Close evicting a statement from the server: if skipped, the server still has it.
+    Evict,
+    /// No server reply: send the client this message (CloseComplete '3').
     Fake(u8),
+    /// No server reply: ParseComplete for a client Parse of a statement the server already
+    /// holds. Where PostgreSQL would have skipped the Parse, the client's name is dropped.
+    FakeParsed { name: Box<[u8]> },
     /// No server reply: send the client CommandComplete with this tag and ReadyForQuery
     /// (a simple Query the proxy answered itself).
     FakeComplete(&'static str),
-    /// No server reply: send the client this error; the server skips nothing (it never saw
-    /// the refused message), the proxy discarded the rest up to Sync.
-    FakeError(Box<ClientError>),
+    /// A message that fails on the server in place of one the proxy refused (so that the
+    /// server's transaction fails as PostgreSQL's would): its error is replaced by this one.
+    ReplaceError(Box<ClientError>),
+}
+
+impl Action {
+    /// Replies to the proxy's own messages: the client never sees them.
+    pub fn is_dropped(&self) -> bool {
+        matches!(
+            self,
+            Action::Drop | Action::Prelude | Action::ProxyParse { .. } | Action::Evict
+        )
+    }
+}
+
+/// Bookkeeping to undo for a reply group the server skipped or failed.
+#[derive(Debug)]
+pub(super) enum Undo {
+    /// The server does not hold this statement.
+    ServerLacks(u64),
+    /// The client's statement of this name does not exist.
+    ClientLacks(Box<[u8]>),
+    /// The server holds a statement the proxy believes evicted: the connection's statement
+    /// cache is unreliable, so the connection is not reused.
+    ServerUnknown,
 }
 
 #[derive(Debug)]
@@ -55,7 +86,7 @@ impl Reply {
     pub fn is_fake(&self) -> bool {
         matches!(
             self.action,
-            Action::Fake(_) | Action::FakeError(_) | Action::FakeComplete(_)
+            Action::Fake(_) | Action::FakeParsed { .. } | Action::FakeComplete(_)
         )
     }
 }
@@ -97,6 +128,13 @@ pub(super) struct Tracker {
     pub resets: crate::tenant::guard::Resets,
     /// ParameterStatus values forwarded to the client, for its session parameters.
     pub param_updates: Vec<(String, String)>,
+    /// Statement bookkeeping to undo (replies skipped or failed), applied by the relay.
+    pub undo: Vec<Undo>,
+    /// The client parsed the unnamed statement during this checkout: a Bind of it may go to
+    /// this server (otherwise it would run another client's unnamed statement).
+    pub unnamed_parsed: bool,
+    /// The server's statement cache can no longer be trusted (see [`Undo::ServerUnknown`]).
+    pub server_unknown: bool,
     pub queries: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -129,5 +167,19 @@ impl Tracker {
             && !self.discarding
             && self.client_remaining == 0
             && self.server_remaining == 0
+    }
+
+    /// Notes what a reply group the server skipped or answered with an error leaves undone.
+    pub fn abandon_reply(&mut self, reply: Reply) {
+        match reply.action {
+            Action::Prepared { def, name } => {
+                self.undo.push(Undo::ServerLacks(def.id));
+                self.undo.push(Undo::ClientLacks(name));
+            }
+            Action::ProxyParse { id } => self.undo.push(Undo::ServerLacks(id)),
+            Action::Evict => self.undo.push(Undo::ServerUnknown),
+            Action::FakeParsed { name } => self.undo.push(Undo::ClientLacks(name)),
+            _ => {}
+        }
     }
 }

@@ -80,7 +80,7 @@ pub(super) async fn forward_client(
             }
             Detour::Refuse { len, error } => {
                 client.buf.advance(len);
-                refuse(t, error);
+                refuse(t, error, &mut out);
             }
             Detour::Skip { len } => client.buf.advance(len),
             Detour::Deallocate { len, name } => {
@@ -128,8 +128,14 @@ pub(super) async fn forward_client(
 }
 
 /// Reports `error` in place of the refused message and drops the rest of its run.
-fn refuse(t: &mut Tracker, error: ClientError) {
-    t.push(Expect::Count(0), Action::FakeError(Box::new(error)));
+///
+/// The server must fail too, as PostgreSQL would have: an open transaction is aborted (a
+/// later COMMIT must not commit it) and the server skips up to Sync. So a Bind of a
+/// statement that never exists goes in the refused message's place, and its error is
+/// replaced by `error`.
+fn refuse(t: &mut Tracker, error: ClientError, out: &mut BytesMut) {
+    rewrite_name(frontend::BIND, b"\0", &server_name(0), b"\0\0\0\0\0\0", out);
+    t.push(Expect::Count(1), Action::ReplaceError(Box::new(error)));
     t.discarding = true;
 }
 
@@ -310,6 +316,7 @@ fn scan_client(
                 } else if name.is_some() {
                     return Ok((pos, Some(Detour::Named { len: h.frame_len })));
                 } else {
+                    t.unnamed_parsed = true;
                     t.unsynced = true;
                     t.push(Expect::Count(1), Action::Pass);
                 }
@@ -317,6 +324,20 @@ fn scan_client(
             frontend::BIND | frontend::DESCRIBE | frontend::CLOSE => {
                 if name.is_some() {
                     return Ok((pos, Some(Detour::Named { len: h.frame_len })));
+                }
+                let unnamed_statement = h.tag == frontend::BIND
+                    || (h.tag == frontend::DESCRIBE && body.first() == Some(&b'S'));
+                if unnamed_statement && !t.unnamed_parsed {
+                    // PostgreSQL would still hold this client's unnamed statement from an
+                    // earlier transaction; the server here may hold another client's.
+                    let error = ClientError::error(
+                        ErrorKind::Protocol,
+                        codes::INVALID_SQL_STATEMENT_NAME,
+                        "unnamed prepared statement does not exist",
+                    )
+                    .with_hint("launch-proxy keeps the unnamed statement only within a transaction: send Parse with the Bind, or use a named statement");
+                    let len = h.frame_len;
+                    return Ok((pos, Some(Detour::Refuse { len, error })));
                 }
                 t.unsynced = true;
                 let count = if h.tag == frontend::DESCRIBE && body.first() == Some(&b'S') {
@@ -384,7 +405,7 @@ fn ensure_prepared(
     }
     if let Some(evicted) = server.statements.insert(def.id) {
         close_message(evicted, out);
-        t.push(Expect::Count(1), Action::Drop);
+        t.push(Expect::Count(1), Action::Evict);
     }
     out.extend_from_slice(&def.parse);
     let action = match client_parse {
@@ -392,7 +413,7 @@ fn ensure_prepared(
             def: def.clone(),
             name: name.into(),
         },
-        None => Action::Drop,
+        None => Action::ProxyParse { id: def.id },
     };
     t.push(Expect::Count(1), action);
     true
@@ -424,7 +445,7 @@ fn named(
                         String::from_utf8_lossy(name)
                     ),
                 );
-                return refuse(t, error);
+                return refuse(t, error, out);
             }
             let def = ctx.statements.intern(query_and_types);
             if !statements.insert(name, def.clone()) {
@@ -433,10 +454,11 @@ fn named(
                     codes::PROGRAM_LIMIT_EXCEEDED,
                     "too many prepared statements in this session",
                 );
-                return refuse(t, error);
+                return refuse(t, error, out);
             }
             if !ensure_prepared(&def, server, t, out, Some(name)) {
-                t.push(Expect::Count(1), Action::Fake(b'1'));
+                let name = name.into();
+                t.push(Expect::Count(1), Action::FakeParsed { name });
             }
         }
         frontend::BIND => {
@@ -447,7 +469,7 @@ fn named(
                 return;
             };
             let Some(def) = statements.get(name).cloned() else {
-                return refuse(t, no_such_statement(name));
+                return refuse(t, no_such_statement(name), out);
             };
             ensure_prepared(&def, server, t, out, None);
             let head = &body[..portal.len() + 1];
@@ -459,7 +481,7 @@ fn named(
                 return;
             };
             let Some(def) = statements.get(name).cloned() else {
-                return refuse(t, no_such_statement(name));
+                return refuse(t, no_such_statement(name), out);
             };
             ensure_prepared(&def, server, t, out, None);
             rewrite_name(tag, b"S", &server_name(def.id), rest, out);
