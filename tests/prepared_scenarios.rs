@@ -1937,9 +1937,7 @@ mod divergences {
         unnamed_statement_across_sync: POOL1_CACHE2;
         #[ignore = "launch-proxy bug: Parse of a text the proxy knows is answered without the server: no 42P01 after DROP TABLE"]
         parse_checks_the_catalog: POOL1_CACHE2;
-        #[ignore = "launch-proxy bug: Parse of a known text in a failed transaction gets ParseComplete and creates the statement, not 25P02"]
         parse_in_a_failed_transaction: POOL1_CACHE2;
-        #[ignore = "launch-proxy bug: server errors about a client's statement quote the proxy's internal name lp_<tag>_<id>"]
         error_messages_name_the_clients_statement: POOL2;
     }
 }

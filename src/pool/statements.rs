@@ -4,9 +4,49 @@
 use std::collections::HashMap;
 
 /// The server-side name of statement `id`: the proxy's own namespace, which no client name
-/// can collide with because clients never see or send these names.
-pub fn server_name(id: u64) -> String {
-    format!("lp_{:016x}_{id}", instance_tag())
+/// can collide with because clients never see or send these names. Built on the stack:
+/// every Bind of a named statement needs one.
+pub fn server_name(id: u64) -> ServerName {
+    use std::io::Write;
+    let mut name = ServerName {
+        buf: [0; SERVER_NAME_MAX],
+        len: 0,
+    };
+    let prefix = server_name_prefix().as_bytes();
+    name.buf[..prefix.len()].copy_from_slice(prefix);
+    let mut rest = &mut name.buf[prefix.len()..];
+    let room = rest.len();
+    let _ = write!(rest, "{id}");
+    name.len = (prefix.len() + room - rest.len()) as u8;
+    name
+}
+
+/// `lp_<tag>_`: what every server-side statement name starts with.
+pub fn server_name_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("lp_{:016x}_", instance_tag()))
+}
+
+/// "lp_" + 16 hex digits + "_" + up to 20 digits.
+const SERVER_NAME_MAX: usize = 40;
+
+/// A server-side statement name (see [`server_name`]).
+pub struct ServerName {
+    buf: [u8; SERVER_NAME_MAX],
+    len: u8,
+}
+
+impl std::ops::Deref for ServerName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+/// The statement id in a server-side name, if `name` is one of this process's.
+pub fn parse_server_name(name: &[u8]) -> Option<u64> {
+    let digits = name.strip_prefix(server_name_prefix().as_bytes())?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// A random tag per proxy process: statement names cannot be guessed by a client that wants
@@ -95,5 +135,14 @@ mod tests {
         assert_eq!(s.insert(3), Some(2));
         assert!(s.touch(1) && s.touch(3) && !s.touch(2));
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn server_names_round_trip_without_allocating() {
+        let name = server_name(u64::MAX);
+        assert!(name.starts_with(server_name_prefix()));
+        assert_eq!(parse_server_name(name.as_bytes()), Some(u64::MAX));
+        assert_eq!(&*server_name(7), format!("{}7", server_name_prefix()));
+        assert_eq!(parse_server_name(b"lp_0_7"), None);
     }
 }

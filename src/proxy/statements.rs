@@ -132,6 +132,14 @@ impl ClientStatements {
         true
     }
 
+    /// The client's name for the statement with server id `id` (any, if several).
+    pub fn name_of(&self, id: u64) -> Option<&[u8]> {
+        self.by_name
+            .iter()
+            .find(|(_, d)| d.id == id)
+            .map(|(n, _)| &n[..])
+    }
+
     pub fn remove(&mut self, name: &[u8]) {
         self.by_name.remove(name);
     }
@@ -197,6 +205,39 @@ pub fn rewrite_name(tag: u8, head: &[u8], name: &str, rest: &[u8], out: &mut Byt
     out.put_slice(rest);
 }
 
+/// An ErrorResponse (`msg`, whole) with every proxy statement name in its fields replaced
+/// by the client's name for it, as PostgreSQL would have worded it; names the client has
+/// no statement for become `<statement>`. The proxy's names never reach clients.
+pub fn rename_in_error(msg: &[u8], statements: &ClientStatements) -> BytesMut {
+    let prefix = crate::pool::statements::server_name_prefix().as_bytes();
+    let mut out = BytesMut::with_capacity(msg.len() + 64);
+    out.put_u8(msg[0]);
+    out.put_i32(0);
+    for (field, mut text) in crate::protocol::fields::error_fields(&msg[5..]) {
+        out.put_u8(field);
+        while let Some(at) = text.windows(prefix.len()).position(|w| w == prefix) {
+            out.put_slice(&text[..at]);
+            let digits = text[at + prefix.len()..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let end = at + prefix.len() + digits;
+            let id = crate::pool::statements::parse_server_name(&text[at..end]);
+            match id.and_then(|id| statements.name_of(id)) {
+                Some(name) => out.put_slice(name),
+                None => out.put_slice(b"<statement>"),
+            }
+            text = &text[end..];
+        }
+        out.put_slice(text);
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
 /// A Close('S') for a proxy-named statement, to evict it from a server.
 pub fn close_message(id: u64, out: &mut BytesMut) {
     let name = crate::pool::statements::server_name(id);
@@ -221,7 +262,7 @@ mod tests {
         assert_eq!(h.frame_len, a.parse.len());
         assert!(a.parse.starts_with(b"P"));
         let name = crate::pool::statements::server_name(a.id);
-        assert!(a.parse[5..].starts_with(format!("{name}\0select 1").as_bytes()));
+        assert!(a.parse[5..].starts_with(format!("{}\0select 1", &*name).as_bytes()));
     }
 
     #[test]

@@ -25,6 +25,8 @@ enum Detour {
     /// The server's error for a message standing in for one the proxy refused: replaced
     /// by the proxy's error.
     Replace { len: usize, error: Box<ClientError> },
+    /// An error that quotes the proxy's statement names: sent with the client's names.
+    Rename { len: usize },
 }
 
 pub(super) async fn forward_server(
@@ -69,6 +71,15 @@ pub(super) async fn forward_server(
             Some(Detour::Replace { len, error }) => {
                 server.buf.advance(len);
                 *error
+            }
+            Some(Detour::Rename { len }) => {
+                let msg = server.buf.split_to(len);
+                let renamed = crate::proxy::statements::rename_in_error(&msg, &state.statements);
+                t.bytes_out += renamed.len() as u64;
+                if client.stream.write_all(&renamed).await.is_err() {
+                    return Err(Stop::ClientGone);
+                }
+                continue;
             }
             Some(Detour::Reword { len }) => {
                 server.buf.advance(len);
@@ -174,9 +185,10 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
         if !is_async {
             if let Some(d) = account(buf, pos, h.frame_len, tag, t)? {
                 match d {
-                    Detour::Reword { .. } | Detour::Swallow { .. } | Detour::Replace { .. } => {
-                        return Ok((pos, Some(d)))
-                    }
+                    Detour::Reword { .. }
+                    | Detour::Swallow { .. }
+                    | Detour::Replace { .. }
+                    | Detour::Rename { .. } => return Ok((pos, Some(d))),
                     other => after = Some(other),
                 }
             }
@@ -273,7 +285,11 @@ fn account(
                 return Ok(Some(Detour::Reword { len }));
             }
             // An error answering the proxy's own Parse still reaches the client: it is the
-            // error its own statement would have had.
+            // error its own statement would have had, under the client's name.
+            let prefix = crate::pool::statements::server_name_prefix().as_bytes();
+            if body.windows(prefix.len()).any(|w| w == prefix) {
+                return Ok(Some(Detour::Rename { len }));
+            }
             Ok(None)
         }
         _ => {

@@ -436,6 +436,16 @@ fn named(
             let Some((name, query_and_types)) = read_cstr(body) else {
                 return;
             };
+            if t.status == b'E' {
+                // PostgreSQL refuses every Parse in a failed transaction, even of a text a
+                // server already holds (which the proxy would otherwise answer itself).
+                let error = ClientError::error(
+                    ErrorKind::Protocol,
+                    codes::IN_FAILED_SQL_TRANSACTION,
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                );
+                return refuse(t, error, out);
+            }
             if statements.contains(name) {
                 let error = ClientError::error(
                     ErrorKind::Protocol,
