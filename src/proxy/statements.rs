@@ -162,7 +162,8 @@ pub enum SqlPrepared {
 /// byte test for ordinary queries.
 pub fn classify_sql(sql: &[u8]) -> Option<SqlPrepared> {
     let first = sql.iter().find(|b| !b.is_ascii_whitespace())?;
-    if !matches!(first.to_ascii_lowercase(), b'p' | b'e' | b'd') {
+    // A leading comment must not hide the statement.
+    if !matches!(first.to_ascii_lowercase(), b'p' | b'e' | b'd' | b'/' | b'-') {
         return None;
     }
     let mut words = crate::tenant::lexer::Lexer::new(sql)
@@ -191,6 +192,39 @@ pub fn classify_sql(sql: &[u8]) -> Option<SqlPrepared> {
     next.kind
         .is_ident_like()
         .then(|| SqlPrepared::Deallocate(Some(next.folded().into_owned())))
+}
+
+/// Whether any statement in `sql` (a Query with several statements, or a Parse) is SQL
+/// PREPARE, EXECUTE or DEALLOCATE. In transaction pooling those act on whichever server
+/// connection runs them, whose prepared statements the proxy shares between clients, so
+/// they are refused anywhere but alone in a simple Query (see [`classify_sql`]).
+pub fn session_statement_inside(sql: &[u8]) -> bool {
+    // Lexing only when one of the words is there at all, in any case (one pass).
+    let at = |i: usize, word: &[u8]| {
+        sql.get(i..i + word.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(word))
+    };
+    let mentioned = sql.iter().enumerate().any(|(i, &b)| match b | 0x20 {
+        b'p' => at(i, b"prepare"),
+        b'e' => at(i, b"execute"),
+        b'd' => at(i, b"dealloc"),
+        _ => false,
+    });
+    if !mentioned {
+        return false;
+    }
+    let mut at_start = true;
+    for token in crate::tenant::lexer::Lexer::new(sql).filter(|t| !t.kind.is_trivia()) {
+        if at_start
+            && (token.is_word(b"prepare")
+                || token.is_word(b"execute")
+                || token.is_word(b"deallocate"))
+        {
+            return true;
+        }
+        at_start = token.is_punct(b";");
+    }
+    false
 }
 
 /// Builds a Bind or Describe/Close-statement message whose statement name is replaced:
@@ -247,6 +281,30 @@ pub fn close_message(id: u64, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_statements_are_found_anywhere() {
+        for sql in [
+            "SELECT 1; DEALLOCATE ALL",
+            "/* c */ prepare x AS SELECT 1",
+            "select 1;\n  Execute x",
+            "DEALLOCATE x",
+        ] {
+            assert!(session_statement_inside(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT 'prepare'",
+            "DO $$ BEGIN EXECUTE 'SELECT 1'; END $$",
+            "SELECT prepared FROM t",
+            "SELECT 1 -- ; deallocate all",
+        ] {
+            assert!(!session_statement_inside(sql.as_bytes()), "{sql}");
+        }
+        assert_eq!(
+            classify_sql(b"/* c */ DEALLOCATE ALL"),
+            Some(SqlPrepared::Deallocate(None))
+        );
+    }
 
     #[test]
     fn same_text_same_definition() {

@@ -257,11 +257,22 @@ fn account(
                 return Ok(Some(swallow(is_prelude)));
             }
             t.status = buf.get(pos + 5).copied().unwrap_or(b'I');
-            let _ = done;
+            if let Some(Reply {
+                action: Action::Resets(r),
+                ..
+            }) = done
+            {
+                t.resets.settings |= r.settings;
+                t.resets.everything |= r.everything;
+            }
             Ok(None)
         }
         backend::ERROR_RESPONSE => {
             let body = &buf[pos + 5..pos + len];
+            if let Action::Resets(_) = front.action {
+                // DISCARD ALL failed (or a later statement undid it): statements stay.
+                front.action = Action::Pass;
+            }
             if is_prelude {
                 return Err(Stop::Prelude(fields::summary(body)));
             }

@@ -26,6 +26,9 @@ pub(super) enum Expect {
 pub(super) enum Action {
     /// The client sees the replies.
     Pass,
+    /// A Query with RESET ALL or DISCARD ALL: the client sees the replies, and if none is
+    /// an error the resets take effect (recorded in `Tracker::resets`).
+    Resets(crate::tenant::guard::Resets),
     /// The replies answer the proxy's own message; dropped.
     Drop,
     /// The tenant prelude: dropped, and the connection then carries the session's tenant.

@@ -14,7 +14,9 @@ use crate::protocol::encode;
 use crate::protocol::fields::read_cstr;
 use crate::protocol::framing::{frontend, parse_header};
 use crate::proxy::session_params::ParamSet;
-use crate::proxy::statements::{close_message, rewrite_name, ClientStatements};
+use crate::proxy::statements::{
+    close_message, rewrite_name, session_statement_inside, ClientStatements,
+};
 use crate::proxy::{ClientConn, ProxyContext};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -88,6 +90,11 @@ pub(super) async fn forward_client(
                 t.bytes_in += len as u64;
                 t.queries += 1;
                 match name {
+                    // In a failed transaction PostgreSQL refuses it (25P02): let it.
+                    _ if t.status == b'E' => {
+                        out.extend_from_slice(&msg);
+                        t.push(Expect::Ready { simple: true }, Action::Pass);
+                    }
                     None => {
                         state.statements.clear();
                         t.push(Expect::Count(0), Action::FakeComplete("DEALLOCATE ALL"));
@@ -175,6 +182,14 @@ fn raise_sql(error: &ClientError) -> String {
 fn guard_error(v: &crate::tenant::guard::GuardViolation) -> ClientError {
     metrics::counter!(crate::metrics::names::GUARD_VIOLATIONS, "what" => v.what).increment(1);
     ClientError::error(ErrorKind::Auth, codes::INSUFFICIENT_PRIVILEGE, v.message())
+}
+
+fn session_statement_refused() -> ClientError {
+    ClientError::error(
+        ErrorKind::Protocol,
+        codes::FEATURE_NOT_SUPPORTED,
+        "SQL PREPARE, EXECUTE and DEALLOCATE are not supported in transaction pooling except DEALLOCATE alone in a simple Query: use the driver's protocol-level prepared statements",
+    )
 }
 
 fn no_such_statement(name: &[u8]) -> ClientError {
@@ -271,14 +286,22 @@ fn scan_client(
             }
             frontend::QUERY | frontend::PARSE => {
                 let sql = sql_of(h.tag, body);
+                let mut resets = crate::tenant::guard::Resets::default();
                 if crate::tenant::guard::needs_check(sql) {
                     let verdict = crate::tenant::guard::check_allowing_resets(
                         sql,
                         crate::tenant::PROTECTED_SETTINGS,
                     );
                     if let Ok(r) = verdict {
+                        // Settings count as reset at once (at worst the tenant is applied
+                        // again). Statements are dropped only once a Query's DISCARD ALL
+                        // succeeded: inside a transaction block it fails and drops nothing.
                         t.resets.settings |= r.settings;
-                        t.resets.everything |= r.everything;
+                        if h.tag == frontend::QUERY {
+                            resets.everything = r.everything;
+                        } else {
+                            t.resets.everything |= r.everything;
+                        }
                     }
                     if let Err(v) = verdict {
                         let error = guard_error(&v);
@@ -309,10 +332,28 @@ fn scan_client(
                         Some(SqlPrepared::Deallocate(name)) => {
                             return Ok((pos, Some(Detour::Deallocate { len, name })));
                         }
+                        _ if !ctx.session_mode() && session_statement_inside(sql) => {
+                            let error = session_statement_refused();
+                            return Ok((pos, Some(Detour::RefuseQuery { len, error })));
+                        }
                         _ => {}
                     }
                     t.queries += 1;
-                    t.push(Expect::Ready { simple: true }, Action::Pass);
+                    let action = if resets == Default::default() {
+                        Action::Pass
+                    } else {
+                        Action::Resets(resets)
+                    };
+                    t.push(Expect::Ready { simple: true }, action);
+                } else if !ctx.session_mode() && session_statement_inside(sql) {
+                    let error = session_statement_refused();
+                    return Ok((
+                        pos,
+                        Some(Detour::Refuse {
+                            len: h.frame_len,
+                            error,
+                        }),
+                    ));
                 } else if name.is_some() {
                     return Ok((pos, Some(Detour::Named { len: h.frame_len })));
                 } else {
