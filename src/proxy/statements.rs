@@ -20,6 +20,9 @@ pub struct StatementDef {
     /// A server accepted this Parse once: another client's Parse of the same text and
     /// types can be answered without a server (see `relay::local`).
     validated: AtomicBool,
+    /// A server reported its cached plan outdated (0A000 after a schema change): a new
+    /// Parse of the same text gets a new definition, so a fresh server statement.
+    stale: AtomicBool,
 }
 
 impl StatementDef {
@@ -28,7 +31,15 @@ impl StatementDef {
     }
 
     pub fn is_validated(&self) -> bool {
-        self.validated.load(Ordering::Relaxed)
+        self.validated.load(Ordering::Relaxed) && !self.is_stale()
+    }
+
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
     }
 }
 
@@ -61,7 +72,7 @@ impl StatementRegistry {
     /// parameter types), created on first sight.
     pub fn intern(&self, query_and_types: &[u8]) -> Arc<StatementDef> {
         let mut inner = self.inner.lock();
-        if let Some(d) = inner.defs.get(query_and_types) {
+        if let Some(d) = inner.defs.get(query_and_types).filter(|d| !d.is_stale()) {
             return d.clone();
         }
         if inner.defs.len() >= REGISTRY_SWEEP_AT {
@@ -80,6 +91,7 @@ impl StatementRegistry {
             id,
             parse: parse.freeze(),
             validated: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
         });
         inner
             .defs

@@ -269,6 +269,13 @@ fn account(
         }
         backend::ERROR_RESPONSE => {
             let body = &buf[pos + 5..pos + len];
+            if let Action::Bound { def } = &front.action {
+                if fields::sqlstate(body) == Some(*b"0A000") {
+                    // "cached plan must not change result type": the client's retry
+                    // (Close, Parse) must reach a fresh server statement.
+                    def.mark_stale();
+                }
+            }
             if let Action::Resets(_) = front.action {
                 // DISCARD ALL failed (or a later statement undid it): statements stay.
                 front.action = Action::Pass;

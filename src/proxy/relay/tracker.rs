@@ -39,6 +39,11 @@ pub(super) enum Action {
         def: std::sync::Arc<crate::proxy::statements::StatementDef>,
         name: Box<[u8]>,
     },
+    /// A Bind of a client's named statement: the client sees the replies; a 0A000 (plan
+    /// outdated by a schema change) marks the definition stale.
+    Bound {
+        def: std::sync::Arc<crate::proxy::statements::StatementDef>,
+    },
     /// A Parse the proxy sent on its own (a statement's first use on this server): if it
     /// fails or is skipped, the server lacks the statement.
     ProxyParse { id: u64 },

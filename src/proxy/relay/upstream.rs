@@ -525,7 +525,7 @@ fn named(
             ensure_prepared(&def, server, t, out, None);
             let head = &body[..portal.len() + 1];
             rewrite_name(tag, head, &server_name(def.id), rest, out);
-            t.push(Expect::Count(1), Action::Pass);
+            t.push(Expect::Count(1), Action::Bound { def });
         }
         frontend::DESCRIBE => {
             let Some((name, rest)) = read_cstr(&body[1..]) else {
