@@ -877,6 +877,29 @@ async fn failed_prelude_does_not_run_next_tenant_statement_as_previous_tenant() 
     assert!(failures > 0, "the prelude never failed");
 }
 
+/// With `tenant.statement_guard: false` (the comparison run of scripts/bench-compare) a
+/// client's SET of the tenant reaches PostgreSQL, and the database still trusts no tenant
+/// without its signature: the forged tenant sees no row of anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_guard_a_forged_tenant_still_sees_nothing() {
+    let ids = [T1, T2, T3].map(String::from);
+    let env = Env::start(SOLO, ", statement_guard: false", "", &ids, |c| c).await;
+    let a = env.login("t1").await;
+    env.check_own(&a, T1, "t1").await;
+    col(&a, &format!("SET app.tenant_id = '{T2}'")).await;
+    let seen = "SELECT count(*) || ' ' || coalesce(launch.current_tenant(), '-') FROM base_entity";
+    assert_eq!(
+        col(&a, seen).await,
+        ["0 -"],
+        "a forged tenant must see nothing"
+    );
+    let other = format!("SELECT count(*) FROM base_entity WHERE tenant_id = '{T2}'");
+    assert_eq!(
+        env.su1(&other).await.parse::<i64>().map(|n| n > 0),
+        Ok(true)
+    );
+}
+
 /// The prelude is pipelined with the client's first transaction on a connection but runs in
 /// a transaction of its own: a client whose first transaction there rolls back (simple
 /// Query, separate messages, or extended protocol) still has its tenant afterwards.

@@ -343,15 +343,27 @@ lp_bench_proxy_check() {
     "$1" --check-config "$LP_BENCH_WORK/proxy/launch-proxy.yaml" >"$LP_BENCH_WORK/proxy/check.log" 2>&1
 }
 
-# Starts launch-proxy ($1); sets LP_BENCH_POOLER_PID and LP_BENCH_POOLER_PORT.
+# The `proxy-plain` target's config: the native one with the statement guard off (its
+# clients log in as app and set the tenant themselves, so nothing is injected).
+lp_bench_proxy_write_plain_config() {
+    local dir=$LP_BENCH_WORK/proxy
+    {
+        cat "$dir/launch-proxy.yaml"
+        echo "  statement_guard: false"
+    } >"$dir/launch-proxy-plain.yaml"
+    chmod 600 "$dir/launch-proxy-plain.yaml"
+}
+
+# Starts launch-proxy ($1) with config file $2 (default launch-proxy.yaml) of the work
+# directory; sets LP_BENCH_POOLER_PID and LP_BENCH_POOLER_PORT.
 lp_bench_proxy_start() {
-    local bin=$1 dir=$LP_BENCH_WORK/proxy attempt port
+    local bin=$1 config=${2:-launch-proxy.yaml} dir=$LP_BENCH_WORK/proxy attempt port
     for attempt in 1 2 3; do
         port=$(lp_bench_free_port)
         # Connection events at info level would be thousands of log lines per second with
         # connect-per-transaction clients; PgBouncer's are off too (log_connections = 0).
         lp_bench_spawn "$dir" "$dir/proxy.log" env "RUST_LOG=${LP_BENCH_PROXY_LOG:-warn}" \
-            "$bin" --config "$dir/launch-proxy.yaml" --listen "127.0.0.1:$port" --metrics-listen ""
+            "$bin" --config "$dir/$config" --listen "127.0.0.1:$port" --metrics-listen ""
         LP_BENCH_POOLER_PID=$LP_BENCH_SPAWNED
         if lp_bench_wait_listen "$port" "$LP_BENCH_POOLER_PID" 30; then
             LP_BENCH_POOLER_PORT=$port

@@ -221,6 +221,10 @@ pub struct TenantConfig {
     pub check_status: bool,
     /// How long a looked-up status is trusted before it is read again.
     pub status_cache_ms: u64,
+    /// Refuse client statements that change or clear the tenant settings (42501). Turning
+    /// it off leaves only the database's signature check; meant for measuring the guard's
+    /// cost (scripts/bench-compare's `proxy-plain` target), warned about at startup.
+    pub statement_guard: bool,
 }
 
 impl Default for TenantConfig {
@@ -231,6 +235,7 @@ impl Default for TenantConfig {
             signing_key_env: None,
             check_status: true,
             status_cache_ms: 5000,
+            statement_guard: true,
         }
     }
 }

@@ -241,6 +241,12 @@ pub(super) fn validate(
             p.max_client_conn
         ));
     }
+    if !config.tenant.statement_guard {
+        warn(
+            "tenant.statement_guard is off: clients may SET, RESET or set_config the tenant settings;              only the database's signature check still isolates tenants"
+                .to_owned(),
+        );
+    }
     if let Some(limit) = open_files_limit() {
         let need = (p.max_client_conn + p.max_db_connections.max(p.default_pool_size) + 64) as u64;
         if limit < need {

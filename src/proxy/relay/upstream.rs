@@ -288,10 +288,14 @@ fn scan_client(
                 let sql = sql_of(h.tag, body);
                 let mut resets = crate::tenant::guard::Resets::default();
                 if crate::tenant::guard::needs_check(sql) {
-                    let verdict = crate::tenant::guard::check_allowing_resets(
-                        sql,
-                        crate::tenant::PROTECTED_SETTINGS,
-                    );
+                    let verdict = if ctx.settings.config.tenant.statement_guard {
+                        crate::tenant::guard::check_allowing_resets(
+                            sql,
+                            crate::tenant::PROTECTED_SETTINGS,
+                        )
+                    } else {
+                        Ok(crate::tenant::guard::Resets::default())
+                    };
                     if let Ok(r) = verdict {
                         // Settings count as reset at once (at worst the tenant is applied
                         // again). Statements are dropped only once a Query's DISCARD ALL
