@@ -1812,6 +1812,15 @@ fn parse_in_a_failed_transaction(s: &mut Side) {
     s.q(b, "ROLLBACK", "C[ROLLBACK] Z[I]");
     s.x(b, "q was not created", &[run("q", &[])], "E[26000] Z[I]");
     s.x(b, "r was not created", &[run("r", &[])], "E[26000] Z[I]");
+    // Transaction-ending statements may be parsed in a failed transaction (pgjdbc prepares
+    // its ROLLBACK as a named statement): a first time, and again for a text the server
+    // already holds.
+    for name in ["rb1", "rb2"] {
+        s.q(b, "BEGIN", "C[BEGIN] Z[T]");
+        s.q(b, "SELECT 1/0", "E[22012] Z[E]");
+        let rollback = [pbe(name, "ROLLBACK", &[])];
+        s.x(b, "named ROLLBACK", &rollback, "1 2 C[ROLLBACK] Z[I]");
+    }
 }
 
 // ---------------------------------------------------------------- tests

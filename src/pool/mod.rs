@@ -134,7 +134,7 @@ impl Pool {
     pub async fn acquire(self: &Arc<Self>) -> Result<ServerConn, AcquireError> {
         let start = Instant::now();
         let mut stale: Vec<ServerConn> = Vec::new();
-        let mut rx = {
+        let rx = {
             let mut st = self.state.lock();
             loop {
                 match st.idle.pop_back() {
@@ -150,13 +150,19 @@ impl Pool {
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(Waiter { tx, since: start });
-            rx
+            // The manager is woken only if it can open a connection now; at the pool's cap
+            // (the busy steady state, where every checkout may queue) its tick handles the
+            // reserve and fair sharing, and a wake per checkout would be pure overhead.
+            (rx, st.total < self.limits.normal_cap || !stale.is_empty())
         };
+        let (mut rx, wake) = rx;
         if !stale.is_empty() {
             tracing::info!(pool = %self.name, count = stale.len(), "closing idle server connections the server has closed or written to");
             drop(stale);
         }
-        self.wake();
+        if wake {
+            self.wake();
+        }
         let _waiting = GaugeGuard::new(&self.stats.clients_waiting);
         let deadline = tokio::time::Instant::from_std(start + self.limits.acquire_timeout);
         let result = tokio::select! {

@@ -184,6 +184,18 @@ fn guard_error(v: &crate::tenant::guard::GuardViolation) -> ClientError {
     ClientError::error(ErrorKind::Auth, codes::INSUFFICIENT_PRIVILEGE, v.message())
 }
 
+/// Whether a statement's text starts with a transaction-ending command, which PostgreSQL
+/// accepts in a failed transaction (its IsTransactionExitStmt: COMMIT, END, ROLLBACK,
+/// ABORT, PREPARE TRANSACTION).
+fn ends_transaction(sql: &[u8]) -> bool {
+    let Some(first) = crate::tenant::lexer::Lexer::new(sql).find(|t| !t.kind.is_trivia()) else {
+        return false;
+    };
+    [&b"commit"[..], b"end", b"rollback", b"abort", b"prepare"]
+        .iter()
+        .any(|w| first.is_word(w))
+}
+
 fn session_statement_refused() -> ClientError {
     ClientError::error(
         ErrorKind::Protocol,
@@ -481,9 +493,10 @@ fn named(
             let Some((name, query_and_types)) = read_cstr(body) else {
                 return;
             };
-            if t.status == b'E' {
-                // PostgreSQL refuses every Parse in a failed transaction, even of a text a
-                // server already holds (which the proxy would otherwise answer itself).
+            if t.status == b'E' && !ends_transaction(query_and_types) {
+                // PostgreSQL refuses every Parse in a failed transaction but those of
+                // COMMIT/ROLLBACK and the like, even of a text a server already holds
+                // (which the proxy would otherwise answer itself).
                 let error = ClientError::error(
                     ErrorKind::Protocol,
                     codes::IN_FAILED_SQL_TRANSACTION,
