@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{proxy_config, PgServer, ProxyProcess};
+use common::{error_field as field, proxy_config, PgServer, ProxyProcess};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -140,19 +140,6 @@ fn readies(bytes: &[u8]) -> usize {
 // ---------------------------------------------------------------- backend messages
 
 type Msg = (u8, Vec<u8>);
-
-/// A field (b'C' SQLSTATE, b'M' message) of an ErrorResponse/NoticeResponse body.
-fn field(body: &[u8], code: u8) -> Option<String> {
-    let mut rest = body;
-    while let Some((&t, tail)) = rest.split_first() {
-        let end = tail.iter().position(|&b| b == 0)?;
-        if t == code {
-            return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
-        }
-        rest = &tail[end + 1..];
-    }
-    None
-}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{proxy_config, PgServer, ProxyProcess};
+use common::{error_field as field, proxy_config, PgServer, ProxyProcess};
 use std::future::IntoFuture;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -75,18 +75,6 @@ fn hex_md5(data: &[u8]) -> String {
     use md5::{Digest, Md5};
     let digest = Md5::digest(data);
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-/// A field (b'C' = SQLSTATE, b'M' = message, b'S' = severity) of an Error/Notice body.
-fn field(body: &[u8], code: u8) -> Option<String> {
-    let mut rest = body;
-    while let Some((&t, tail)) = rest.split_first() {
-        let end = tail.iter().position(|&b| b == 0)?;
-        if t == code {
-            return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
-        }
-        rest = &tail[end + 1..];
-    }
-    None
 }
 /// The message tags in order, with the command tag after 'C' ("C[COPY 3]"), the SQLSTATE
 /// after 'E' ("E[57014]") and the transaction status after 'Z' ("Zi", "Zt", "Ze").

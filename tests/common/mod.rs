@@ -35,6 +35,20 @@ pub use pg::{pg_bin_dir, psql_bin, PgServer};
 pub use proxy::ProxyProcess;
 pub use util::{free_port, test_run_dir, wait_for_port};
 
+/// A field (b'C' = SQLSTATE, b'M' = message, b'S' = severity) of an ErrorResponse or
+/// NoticeResponse body, for tests that speak the protocol themselves.
+pub fn error_field(body: &[u8], code: u8) -> Option<String> {
+    let mut rest = body;
+    while let Some((&t, tail)) = rest.split_first() {
+        let end = tail.iter().position(|&b| b == 0)?;
+        if t == code {
+            return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
+        }
+        rest = &tail[end + 1..];
+    }
+    None
+}
+
 /// Placeholder kept so tests can call it unconditionally; the proxy logs to its own file
 /// and the harness prints its tail when a test panics.
 pub fn init_tracing() {}
