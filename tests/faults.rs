@@ -4,72 +4,12 @@
 
 mod common;
 
+use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
 use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Error, NoTls, SimpleQueryMessage};
-
-/// Upper bound for anything that must not hang.
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// A client whose connection task can be awaited or aborted (closing the socket at once,
-/// without a Terminate message).
-struct Conn {
-    client: Client,
-    task: JoinHandle<Result<(), Error>>,
-}
-
-async fn connect(proxy: &ProxyProcess, user: &str, password: &str) -> Result<Conn, Error> {
-    let (client, connection) =
-        tokio_postgres::connect(&proxy.conn_string(user, password), NoTls).await?;
-    Ok(Conn {
-        client,
-        task: tokio::spawn(connection),
-    })
-}
-
-async fn app(proxy: &ProxyProcess) -> Conn {
-    connect(proxy, "app", "apppw").await.expect("app logs in")
-}
-
-/// Runs `sql` with the simple protocol; first column of every row. Fails if it hangs.
-async fn try_col(c: &Client, sql: &str) -> Result<Vec<String>, Error> {
-    let msgs = tokio::time::timeout(LIMIT, c.simple_query(sql))
-        .await
-        .unwrap_or_else(|_| panic!("{sql:?} hangs"))?;
-    Ok(msgs
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .collect())
-}
-
-async fn one(c: &Client, sql: &str) -> String {
-    let rows = try_col(c, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql:?} failed: {e:?}"));
-    rows.into_iter().next().unwrap_or_default()
-}
-
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    tokio::task::block_in_place(f)
-}
-
-/// Polls `f` every 100 ms until it returns true or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if blocking(&mut f) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    blocking(f)
-}
+use tokio_postgres::Error;
 
 /// The value of the first sample of `name` carrying all `labels` (0 when absent).
 fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -4,60 +4,16 @@
 
 mod common;
 
+use common::client::{app, blocking, connect, eventually, one, try_col, Conn, LIMIT};
 use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Error, NoTls, SimpleQueryMessage};
-
-/// Upper bound for anything that must not hang.
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// A client whose connection task's result (e.g. an unsolicited FATAL) can be awaited.
-struct Conn {
-    client: Client,
-    task: JoinHandle<Result<(), Error>>,
-}
-
-async fn connect(proxy: &ProxyProcess, user: &str, password: &str) -> Result<Conn, Error> {
-    let (client, connection) =
-        tokio_postgres::connect(&proxy.conn_string(user, password), NoTls).await?;
-    Ok(Conn {
-        client,
-        task: tokio::spawn(connection),
-    })
-}
-
-async fn app(proxy: &ProxyProcess) -> Conn {
-    connect(proxy, "app", "apppw").await.expect("app logs in")
-}
+use tokio_postgres::{Error, SimpleQueryMessage};
 
 async fn app_ro(proxy: &ProxyProcess) -> Conn {
     connect(proxy, "app_ro", "approp")
         .await
         .expect("app_ro logs in")
-}
-
-/// Runs `sql` (simple protocol: transaction pooling hands out no named statements) and
-/// returns the first column of every row; fails the test if it hangs.
-async fn try_col(c: &Client, sql: &str) -> Result<Vec<String>, Error> {
-    let msgs = tokio::time::timeout(LIMIT, c.simple_query(sql))
-        .await
-        .unwrap_or_else(|_| panic!("{sql:?} hangs"))?;
-    Ok(msgs
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .collect())
-}
-
-async fn one(c: &Client, sql: &str) -> String {
-    let rows = try_col(c, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql:?} failed: {e:?}"));
-    rows.into_iter().next().unwrap_or_default()
 }
 
 /// The SQLSTATE, severity and message of a server error, or a description of what it was.
@@ -70,11 +26,6 @@ fn db(e: &Error) -> (String, String, String) {
         ),
         None => panic!("expected an ErrorResponse, got {e:?}"),
     }
-}
-
-/// Blocking harness calls (psql, pg_ctl) without stalling the other runtime worker.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    tokio::task::block_in_place(f)
 }
 
 /// Replaces the `roles.<role>` line of a config made by [`proxy_config`].
@@ -109,18 +60,6 @@ fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                 .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
         ok.then(|| value.parse().ok()).flatten()
     })
-}
-
-/// Polls `f` every 100 ms until it returns true or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if blocking(&mut f) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    blocking(f)
 }
 
 /// With one server connection held by an open transaction, a second client's query

@@ -25,6 +25,7 @@
 //! `LP_PROXY_RUST_LOG` (the proxy's `RUST_LOG`, default `info`).
 #![allow(dead_code, unused_imports)]
 
+pub mod client;
 mod config;
 mod pg;
 mod proxy;
