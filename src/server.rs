@@ -51,6 +51,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         client_tls,
         jwt,
         statements: Default::default(),
+        preludes: Default::default(),
         tenant_status: crate::proxy::tenant_status::TenantStatusCache::new(Duration::from_millis(
             settings.config.tenant.status_cache_ms,
         )),

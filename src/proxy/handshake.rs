@@ -197,8 +197,9 @@ pub(super) async fn run(
         .await
         .map_err(|_| ClientError::protocol("client went away"))?;
     let tenant = user.tenant;
-    let prelude =
-        crate::tenant::prelude::prelude(tenant.as_ref(), ctx.settings.signing_key.as_deref());
+    let prelude = ctx
+        .preludes
+        .get(tenant.as_ref(), ctx.settings.signing_key.as_deref());
     Ok(Some(Session {
         user,
         pool,

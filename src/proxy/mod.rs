@@ -30,6 +30,8 @@ pub struct ProxyContext {
     pub settings: Arc<Settings>,
     pub pools: Arc<PoolSet>,
     pub cancels: Arc<CancelRegistry>,
+    /// Tenant preludes, one per tenant.
+    pub preludes: crate::tenant::prelude::Preludes,
     pub clients: Arc<ClientCounts>,
     pub shutdown: Shutdown,
     /// Token verification, if `jwt:` is configured.
@@ -137,8 +139,9 @@ pub(crate) struct Session {
     pub cancel: cancel::CancelHandle,
     /// The tenant this session is bound to from its authenticated identity.
     pub tenant: Option<crate::tenant::TenantId>,
-    /// The Query that applies `tenant` to a server connection (see `tenant::prelude`).
-    pub prelude: bytes::Bytes,
+    /// The messages that apply `tenant` to a server connection (see `tenant::prelude`),
+    /// shared with the tenant's other sessions.
+    pub prelude: Arc<[u8]>,
     /// Session parameters from the startup packet, to re-apply on every server connection.
     pub startup_params: session_params::ParamSet,
 }

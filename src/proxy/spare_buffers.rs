@@ -9,8 +9,9 @@ use super::client_io::READ_CHUNK;
 use bytes::BytesMut;
 use std::cell::RefCell;
 
-/// Buffers kept per thread: enough for the clients that are busy at once.
-const MAX_SPARE: usize = 512;
+/// Buffers kept per thread: enough for the clients that read at once; each kept one costs
+/// up to a page of RSS, which idle-client memory figures count.
+const MAX_SPARE: usize = 64;
 
 /// Buffers that grew past this (a large row or COPY) are freed rather than kept.
 const MAX_KEPT_CAPACITY: usize = 8 * READ_CHUNK;

@@ -15,6 +15,7 @@
 use super::{TenantId, SIGNATURE_SETTING, TENANT_SETTING};
 use bytes::{Bytes, BytesMut};
 use hmac::{KeyInit, Mac};
+use std::sync::Arc;
 
 /// Hex HMAC-SHA256 of the tenant id under the signing key.
 pub fn signature(key: &[u8], tenant: &TenantId) -> String {
@@ -74,6 +75,32 @@ pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Bytes {
     buf.freeze()
 }
 
+/// One prelude per tenant, shared by that tenant's sessions: a prelude is a few hundred
+/// bytes, and every idle client would otherwise hold its own copy.
+#[derive(Default)]
+pub struct Preludes {
+    by_tenant: parking_lot::Mutex<std::collections::HashMap<Option<TenantId>, Arc<[u8]>>>,
+}
+
+/// Preludes no session holds any more are dropped when the cache reaches this size.
+const PRELUDES_SWEEP_AT: usize = 10_000;
+
+impl Preludes {
+    /// The prelude for `tenant` under `key`, built on first use.
+    pub fn get(&self, tenant: Option<&TenantId>, key: Option<&[u8]>) -> Arc<[u8]> {
+        let mut map = self.by_tenant.lock();
+        if let Some(p) = map.get(&tenant.copied()) {
+            return p.clone();
+        }
+        if map.len() >= PRELUDES_SWEEP_AT {
+            map.retain(|_, p| Arc::strong_count(p) > 1);
+        }
+        let built: Arc<[u8]> = Arc::from(&prelude(tenant, key)[..]);
+        map.insert(tenant.copied(), built.clone());
+        built
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +135,17 @@ mod tests {
         assert_eq!(sig.split('\'').next().unwrap(), signature(&[7u8; 32], &t));
         let (empty, _) = decode(&prelude(None, Some(&[7u8; 32])));
         assert!(empty[STATEMENTS - 2].contains("'app.tenant_id', '', false"));
+    }
+
+    #[test]
+    fn sessions_of_a_tenant_share_one_prelude() {
+        let cache = Preludes::default();
+        let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
+        let a = cache.get(Some(&t), Some(&[7u8; 32]));
+        let b = cache.get(Some(&t), Some(&[7u8; 32]));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&a[..], &prelude(Some(&t), Some(&[7u8; 32]))[..]);
+        assert!(!Arc::ptr_eq(&a, &cache.get(None, Some(&[7u8; 32]))));
     }
 
     #[test]
