@@ -409,12 +409,9 @@ async fn md5_users_log_in_with_psql() {
     assert_eq!(whoami(&client).await.0, "app");
 }
 
-/// KNOWN LIMITATION (fails today; see the report): a password that SASLprep changes
-/// (here with a soft hyphen, which SASLprep maps to nothing) logs in directly to
-/// PostgreSQL but not through the proxy, which derives SCRAM keys from the raw bytes
-/// (src/auth/scram.rs `normalize_password`).
+/// A password that SASLprep changes (here with a soft hyphen, which SASLprep maps to
+/// nothing) logs in through the proxy as it does directly to PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known limitation: no SASLprep for plain passwords (src/auth/scram.rs)"]
 async fn password_changed_by_saslprep() {
     let pg = PgServer::start();
     let pw = "soft\u{AD}hyphen";

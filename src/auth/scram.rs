@@ -134,9 +134,8 @@ impl ScramVerifier {
 
     /// Derive a verifier from a plaintext password, as `CREATE ROLE ... PASSWORD` would.
     ///
-    /// PostgreSQL runs SASLprep on the password and falls back to the raw bytes when that fails.
-    /// We use the raw UTF-8 bytes always (see `normalize_password`): identical to PostgreSQL for
-    /// ASCII and for already-normalized non-ASCII passwords. A random 16-byte salt is drawn when
+    /// The password goes through SASLprep, falling back to the raw bytes when that fails, as
+    /// in PostgreSQL (see `normalize_password`). A random 16-byte salt is drawn when
     /// `salt` is `None` or empty (an empty salt could not be stored in the `pg_authid` format), and
     /// an `iterations` of 0, which is never valid, falls back to [`DEFAULT_ITERATIONS`], so the
     /// result always round-trips through [`Self::parse`].
@@ -211,7 +210,7 @@ impl ScramKeys {
     /// ClientKey and ServerKey from a password (RFC 5802 section 3), shared by
     /// [`ScramVerifier::from_password`] and the client side so both normalize identically.
     pub(crate) fn from_password(password: &str, salt: &[u8], iterations: u32) -> Self {
-        let salted = hi(normalize_password(password), salt, iterations);
+        let salted = hi(&normalize_password(password), salt, iterations);
         Self {
             client_key: hmac_sha256(&salted, &[b"Client Key"]),
             server_key: hmac_sha256(&salted, &[b"Server Key"]),
@@ -226,13 +225,23 @@ impl fmt::Debug for ScramKeys {
     }
 }
 
-/// The bytes fed to Hi() for a password. PostgreSQL applies SASLprep and uses the raw bytes when
-/// SASLprep rejects the string; ASCII passes SASLprep unchanged. A full SASLprep (NFKC plus the
-/// stringprep tables) is out of scope, so we always use the raw UTF-8 bytes. This matches
-/// PostgreSQL for ASCII and for non-ASCII passwords already in NFKC without non-ASCII spaces or
-/// "mapped to nothing" characters; only such unusual passwords could disagree.
-fn normalize_password(password: &str) -> &[u8] {
-    password.as_bytes()
+/// The bytes fed to Hi() for a password, as PostgreSQL's pg_saslprep makes them: the
+/// SASLprep form (RFC 4013: NFKC, non-ASCII spaces mapped to space, "mapped to nothing"
+/// characters such as the soft hyphen removed), or the raw bytes when SASLprep rejects the
+/// string (prohibited characters, bad bidi), so that every password PostgreSQL accepts works
+/// through the proxy too.
+fn normalize_password(password: &str) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    if password.is_ascii() {
+        // ASCII passes SASLprep unchanged (control characters make it fail, and then the raw
+        // bytes are used anyway).
+        return Cow::Borrowed(password.as_bytes());
+    }
+    match stringprep::saslprep(password) {
+        Ok(Cow::Borrowed(s)) => Cow::Borrowed(s.as_bytes()),
+        Ok(Cow::Owned(s)) => Cow::Owned(s.into_bytes()),
+        Err(_) => Cow::Borrowed(password.as_bytes()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

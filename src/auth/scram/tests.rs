@@ -282,3 +282,15 @@ fn debug_output_has_no_secrets() {
         assert!(!printed.contains(&format!("{:?}", &secret[..4])[1..]));
     }
 }
+
+#[test]
+fn passwords_are_saslprepped_as_postgres_does() {
+    // Mapped to nothing (soft hyphen), a non-ASCII space, NFKC (the "fi" ligature).
+    assert_eq!(&*normalize_password("soft\u{AD}hyphen"), b"softhyphen");
+    assert_eq!(&*normalize_password("a\u{A0}b"), b"a b");
+    assert_eq!(&*normalize_password("\u{FB01}ne"), b"fine");
+    // Prohibited (a private-use character): the raw bytes, as pg_saslprep falls back to.
+    let raw = "x\u{E000}y";
+    assert_eq!(&*normalize_password(raw), raw.as_bytes());
+    assert_eq!(&*normalize_password("plain ascii"), b"plain ascii");
+}
