@@ -22,10 +22,6 @@
 //! Every script exits non-zero with a message on any error or wrong result and prints a
 //! success line; the test checks both, then checks the data it left with a direct
 //! superuser connection to PostgreSQL.
-//!
-//! Tests marked `#[ignore = "launch-proxy bug: .."]` (or `limitation`) fail today because
-//! of the proxy, as their doc comments explain; `cargo test --test clients -- --ignored`
-//! runs them.
 
 mod common;
 
@@ -779,10 +775,8 @@ fn psycopg3_prepared_statements() {
 /// asyncpg: four connections at once with the statement cache on (fetch, fetchrow,
 /// fetchval, executemany, transaction blocks, an enum type it introspects).
 ///
-/// Fails at login: asyncpg always sends the startup parameter `client_encoding='utf-8'`
-/// (quotes included, asyncpg/protocol/coreproto.pyx); PostgreSQL ignores the punctuation
-/// of encoding names, the proxy answers FATAL 0A000 "client_encoding "'utf-8'" is not
-/// supported: launch-proxy serves UTF8 only".
+/// asyncpg sends the startup parameter `client_encoding='utf-8'` (quotes included); the
+/// proxy, like PostgreSQL, ignores the punctuation of encoding names.
 #[test]
 fn asyncpg_connections() {
     let Some(python) = python() else { return };
@@ -805,10 +799,9 @@ fn asyncpg_connections() {
 
 /// asyncpg: asyncpg.create_pool with its defaults (a connection is reset when released).
 ///
-/// Fails at login like asyncpg_connections; past that, every release fails: the pool's
-/// reset query `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;` is
-/// refused by the statement guard with 42501 "permission denied to change
-/// "app.tenant_id": launch-proxy sets it from your authenticated identity (RESET ALL)".
+/// Every release sends the pool's reset query `SELECT pg_advisory_unlock_all(); CLOSE ALL;
+/// UNLISTEN *; RESET ALL;`, which the statement guard lets through (RESET ALL fails closed)
+/// and after which the proxy applies the tenant and the client's settings again.
 #[test]
 fn asyncpg_pool() {
     let Some(python) = python() else { return };

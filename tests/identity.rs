@@ -864,10 +864,10 @@ fn check_config_rejects_missing_tls_files_unknown_jwt_users_and_unsigned_tenants
     assert_rejected(&d, &short, &tenant_user, &["tenant.signing_key is 2 bytes"]);
 }
 
-/// KNOWN BUG, fails until src/config/validate.rs checks `auth: cert` users: such a user
-/// always runs as a tenant (named by its certificate), yet --check-config accepts it with no
-/// `tenant.signing_key` (every certificate login then runs unsigned and sees no rows), with
-/// no `tls.client_ca_file` or no `tls:` at all (every certificate login is refused).
+/// `auth: cert` users always run as a tenant (named by their certificate): --check-config
+/// refuses them without `tenant.signing_key` (every certificate login would run unsigned
+/// and see no rows) and without `tls.client_ca_file` or `tls:` (every certificate login
+/// would be refused).
 #[test]
 fn check_config_rejects_cert_users_without_signing_key_or_client_ca() {
     let (d, tls) = check_dir();

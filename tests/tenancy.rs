@@ -548,13 +548,13 @@ async fn prepared_statement_shared_with_next_tenant_returns_its_rows() {
     env.check_own(&b, T2, "t2").await;
 }
 
-/// PROXY BUG (fails): tenant 1 replaces the statement the proxy prepared for tenant 2 on their
-/// shared server connection. The listing is closed and a Query starting with PREPARE, EXECUTE
-/// or DEALLOCATE is answered by the proxy, but PostgreSQL names the server-side statement in
-/// its error for a Bind with one parameter too many, and preparing tenant 2's query text
-/// gives tenant 1 that very statement. Tenant 1 then DEALLOCATEs and re-PREPAREs it with its
-/// own code, by each route below; tenant 2's next execution runs that code as tenant 2, and
-/// pg_notify sends tenant 2's rows to tenant 1's listener.
+/// Tenant 1 tries to replace the statement the proxy prepared for tenant 2 on their shared
+/// server connection: it learns the server-side name (once quoted in PostgreSQL's error for
+/// a Bind with one parameter too many), then DEALLOCATEs and re-PREPAREs it with its own
+/// code by each route below, so that tenant 2's next execution would run that code as
+/// tenant 2 and pg_notify tenant 2's rows to tenant 1's listener. (This was a PROXY BUG;
+/// random statement names, the closed pg_prepared_statements, DEALLOCATE ALL on tenant
+/// switch and errors that name only the client's statements close it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statement_replaced_by_other_tenant_via_sql() {
     let env = Env::new(&SOLO.replace(": 1", ": 2")).await;

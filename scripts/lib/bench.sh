@@ -279,7 +279,7 @@ lp_bench_pgbouncer_start() {
             lp_bench_spawn "$dir" "$dir/stderr.log" "$LP_PGBOUNCER" "$dir/run.ini"
         fi
         LP_BENCH_POOLER_PID=$LP_BENCH_SPAWNED
-        if lp_bench_wait_listen "$port" "$LP_BENCH_POOLER_PID" 20; then
+        if lp_wait_port "$port" 20 "$LP_BENCH_POOLER_PID"; then
             LP_BENCH_POOLER_PORT=$port
             return 0
         fi
@@ -365,7 +365,7 @@ lp_bench_proxy_start() {
         lp_bench_spawn "$dir" "$dir/proxy.log" env "RUST_LOG=${LP_BENCH_PROXY_LOG:-warn}" \
             "$bin" --config "$dir/$config" --listen "127.0.0.1:$port" --metrics-listen ""
         LP_BENCH_POOLER_PID=$LP_BENCH_SPAWNED
-        if lp_bench_wait_listen "$port" "$LP_BENCH_POOLER_PID" 30; then
+        if lp_wait_port "$port" 30 "$LP_BENCH_POOLER_PID"; then
             LP_BENCH_POOLER_PORT=$port
             return 0
         fi
@@ -373,20 +373,6 @@ lp_bench_proxy_start() {
         grep -q "Address already in use" "$dir/proxy.log" 2>/dev/null || break
     done
     lp_die "launch-proxy did not start: $(tail -n 20 "$dir/proxy.log" 2>/dev/null)"
-}
-
-# Waits up to $3 s until port $1 accepts while process $2 lives.
-lp_bench_wait_listen() {
-    local port=$1 pid=$2 timeout=$3 deadline
-    deadline=$((SECONDS + timeout))
-    while ((SECONDS < deadline)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
 }
 
 # Stops the pooler we started (SIGTERM, then SIGKILL after 15 s).

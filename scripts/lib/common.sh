@@ -100,11 +100,15 @@ lp_first_free_port() {
     printf '%s\n' "$port"
 }
 
-# Waits until 127.0.0.1:$1 accepts a TCP connection; gives up after $2 seconds.
+# Waits until 127.0.0.1:$1 accepts a TCP connection; gives up after $2 seconds, or as soon
+# as process $3 (optional: the server expected to listen) has exited.
 lp_wait_port() {
-    local port=$1 timeout=$2 deadline
+    local port=$1 timeout=$2 pid=${3:-} deadline
     deadline=$((SECONDS + timeout))
     while ((SECONDS < deadline)); do
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            return 1
+        fi
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             return 0
         fi
