@@ -88,16 +88,43 @@ impl std::error::Error for GuardViolation {}
 /// `pg_settings` contain `set`; `DISCARD` is itself; and the only way to spell a name without
 /// its letters is a `U&` escape. Most queries contain none, and skip lexing entirely.
 pub fn needs_check(sql: &[u8]) -> bool {
+    mentions(sql).guarded
+}
+
+/// What the hot path's one pass over a query's bytes found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Mentions {
+    /// `set`, `discard` or `u&`: the guard must lex the text ([`needs_check`]).
+    pub guarded: bool,
+    /// `prepare`, `execute` or `dealloc`: the text may hold SQL-level prepared-statement
+    /// commands, which the relay looks for (`proxy::statements::session_statement_inside`).
+    pub prepared: bool,
+}
+
+/// One pass over `sql` for the words both pre-filters look for, in any case.
+pub fn mentions(sql: &[u8]) -> Mentions {
     let starts = |i: usize, word: &[u8]| {
         sql.get(i..i + word.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(word))
     };
-    sql.iter().enumerate().any(|(i, &b)| match b | 0x20 {
-        b's' => starts(i, b"set"),
-        b'd' => starts(i, b"discard"),
-        b'u' => sql.get(i + 1) == Some(&b'&'),
-        _ => false,
-    })
+    let mut m = Mentions::default();
+    for (i, &b) in sql.iter().enumerate() {
+        match b | 0x20 {
+            b's' => m.guarded |= starts(i, b"set"),
+            b'd' => {
+                m.guarded |= starts(i, b"discard");
+                m.prepared |= starts(i, b"dealloc");
+            }
+            b'u' => m.guarded |= sql.get(i + 1) == Some(&b'&'),
+            b'p' => m.prepared |= starts(i, b"prepare"),
+            b'e' => m.prepared |= starts(i, b"execute"),
+            _ => continue,
+        }
+        if m.guarded && m.prepared {
+            break;
+        }
+    }
+    m
 }
 
 /// Checks a query string (one or more `;`-separated statements) against the rules above.

@@ -387,3 +387,27 @@ fn pool_resets_pass_only_when_allowed_and_are_reported() {
     assert!(check_allowing_resets(b"RESET app.tenant_id", p).is_err());
     assert_eq!(check_allowing_resets(b"select 1", p), Ok(Resets::default()));
 }
+
+#[test]
+fn one_pass_finds_both_kinds_of_words() {
+    use super::guard::{mentions, Mentions};
+    let m = |s: &str| mentions(s.as_bytes());
+    let both = Mentions {
+        guarded: true,
+        prepared: true,
+    };
+    let guarded = Mentions {
+        guarded: true,
+        prepared: false,
+    };
+    let prepared = Mentions {
+        guarded: false,
+        prepared: true,
+    };
+    assert_eq!(m("SELECT 1"), Mentions::default());
+    assert_eq!(m("UPDATE t SET a = 1"), guarded);
+    assert_eq!(m("select 1; DEALLOCATE ALL"), prepared);
+    assert_eq!(m("Execute x"), prepared);
+    assert_eq!(m("prepare x as select 1"), prepared);
+    assert_eq!(m("DISCARD ALL; PREPARE x AS SELECT 1"), both);
+}

@@ -258,12 +258,11 @@ fn account(
             }
             t.status = buf.get(pos + 5).copied().unwrap_or(b'I');
             if let Some(Reply {
-                action: Action::Resets(r),
+                action: Action::DiscardAll,
                 ..
             }) = done
             {
-                t.resets.settings |= r.settings;
-                t.resets.everything |= r.everything;
+                t.resets.everything = true;
             }
             Ok(None)
         }
@@ -276,7 +275,7 @@ fn account(
                     def.mark_stale();
                 }
             }
-            if let Action::Resets(_) = front.action {
+            if let Action::DiscardAll = front.action {
                 // DISCARD ALL failed (or a later statement undid it): statements stay.
                 front.action = Action::Pass;
             }

@@ -302,16 +302,10 @@ fn streamable(tag: u8) -> bool {
 /// of a named statement is rewritten and so must be whole first: starting a transaction
 /// for it would end at once with nothing sent, and spin.
 fn starts_streaming(buf: &[u8], h: Header) -> bool {
-    match h.tag {
-        frontend::COPY_DATA => true,
-        frontend::BIND => {
-            let body = &buf[5.min(buf.len())..];
-            crate::protocol::fields::read_cstr(body)
-                .and_then(|(_, rest)| crate::protocol::fields::read_cstr(rest))
-                .is_some_and(|(statement, _)| statement.is_empty())
-        }
-        _ => false,
-    }
+    let body = &buf[5.min(buf.len())..];
+    h.tag == frontend::COPY_DATA
+        || (h.tag == frontend::BIND
+            && upstream::statement_name(h.tag, body) == Some(Some(&b""[..])))
 }
 
 /// Relays one transaction (or, in session mode, the whole session) on `server`.

@@ -26,9 +26,9 @@ pub(super) enum Expect {
 pub(super) enum Action {
     /// The client sees the replies.
     Pass,
-    /// A Query with RESET ALL or DISCARD ALL: the client sees the replies, and if none is
-    /// an error the resets take effect (recorded in `Tracker::resets`).
-    Resets(crate::tenant::guard::Resets),
+    /// A Query with DISCARD ALL: the client sees the replies, and if none is an error the
+    /// client's statements are gone (`Tracker::resets.everything`).
+    DiscardAll,
     /// The replies answer the proxy's own message; dropped.
     Drop,
     /// The tenant prelude: dropped, and the connection then carries the session's tenant.

@@ -218,7 +218,7 @@ fn no_such_statement(name: &[u8]) -> ClientError {
 /// Whether the named-statement part of a message can be read from what is buffered, and
 /// the name (for Bind: after the portal name; Describe/Close: after the kind byte, only for
 /// statements). `None`: not enough bytes yet.
-fn statement_name(tag: u8, body: &[u8]) -> Option<Option<&[u8]>> {
+pub(super) fn statement_name(tag: u8, body: &[u8]) -> Option<Option<&[u8]>> {
     match tag {
         frontend::PARSE => Some(read_cstr(body).map(|(n, _)| n)),
         frontend::BIND => {
@@ -298,8 +298,11 @@ fn scan_client(
             }
             frontend::QUERY | frontend::PARSE => {
                 let sql = sql_of(h.tag, body);
-                let mut resets = crate::tenant::guard::Resets::default();
-                if crate::tenant::guard::needs_check(sql) {
+                let mentions = crate::tenant::guard::mentions(sql);
+                let session_statement =
+                    || mentions.prepared && !ctx.session_mode() && session_statement_inside(sql);
+                let mut discards = false;
+                if mentions.guarded {
                     let verdict = if ctx.settings.config.tenant.statement_guard {
                         crate::tenant::guard::check_allowing_resets(
                             sql,
@@ -314,7 +317,7 @@ fn scan_client(
                         // succeeded: inside a transaction block it fails and drops nothing.
                         t.resets.settings |= r.settings;
                         if h.tag == frontend::QUERY {
-                            resets.everything = r.everything;
+                            discards = r.everything;
                         } else {
                             t.resets.everything |= r.everything;
                         }
@@ -348,20 +351,20 @@ fn scan_client(
                         Some(SqlPrepared::Deallocate(name)) => {
                             return Ok((pos, Some(Detour::Deallocate { len, name })));
                         }
-                        _ if !ctx.session_mode() && session_statement_inside(sql) => {
+                        _ if session_statement() => {
                             let error = session_statement_refused();
                             return Ok((pos, Some(Detour::RefuseQuery { len, error })));
                         }
                         _ => {}
                     }
                     t.queries += 1;
-                    let action = if resets == Default::default() {
-                        Action::Pass
+                    let action = if discards {
+                        Action::DiscardAll
                     } else {
-                        Action::Resets(resets)
+                        Action::Pass
                     };
                     t.push(Expect::Ready { simple: true }, action);
-                } else if !ctx.session_mode() && session_statement_inside(sql) {
+                } else if session_statement() {
                     let error = session_statement_refused();
                     return Ok((
                         pos,
