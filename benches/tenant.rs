@@ -114,10 +114,10 @@ fn bench_prelude(c: &mut Criterion) {
     let key = [0x5au8; 32];
     let mut g = c.benchmark_group("prelude");
     g.bench_function("signed", |b| {
-        b.iter(|| prelude::prelude(Some(black_box(&tenant)), Some(black_box(&key))))
+        b.iter(|| prelude::prelude(Some(black_box(&tenant)), Some(black_box(&key)), 17))
     });
     g.bench_function("no_tenant", |b| {
-        b.iter(|| prelude::prelude(None, Some(black_box(&key))))
+        b.iter(|| prelude::prelude(None, Some(black_box(&key)), 17))
     });
     g.bench_function("signature_only", |b| {
         b.iter(|| prelude::signature(black_box(&key), black_box(&tenant)))

@@ -50,25 +50,19 @@ pub fn main() -> ExitCode {
     for w in &settings.warnings {
         tracing::warn!("config: {w}");
     }
-    let runtime = if settings.config.workers == 1 {
-        // How many task polls may pass before the I/O driver is polled again (env
-        // LAUNCH_PROXY_EVENT_INTERVAL). Tokio's default
-        // (61) lets a busy run queue delay socket readiness; on a proxy every task waits for
-        // sockets, so polling them sooner lowers latency at a small syscall cost.
-        let interval = std::env::var("LAUNCH_PROXY_EVENT_INTERVAL")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8);
-        tokio::runtime::Builder::new_current_thread()
-            .event_interval(interval)
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.config.workers)
-            .enable_all()
-            .build()
-    };
+    // How many task polls may pass before the I/O driver is polled again (env
+    // LAUNCH_PROXY_EVENT_INTERVAL). Tokio's default (61) lets a busy run queue delay socket
+    // readiness; on a proxy every task waits for sockets, so polling them sooner lowers
+    // latency at a small syscall cost.
+    let interval = std::env::var("LAUNCH_PROXY_EVENT_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let runtime = crate::runtime::build(
+        settings.config.workers,
+        interval,
+        settings.config.event_coalesce_us,
+    );
     let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {

@@ -2,7 +2,8 @@
 //!
 //! Layout (lower layers never import higher ones):
 //! - [`error`]: error kinds with the SQLSTATE each maps to and what a client may see;
-//!   [`shutdown`]: one cancellation token plus a task tracker.
+//!   [`shutdown`]: one cancellation token plus a task tracker; [`clock`]: the coarse clock
+//!   of the hot path.
 //! - [`config`]: plain serde types, validation, warnings; an immutable snapshot.
 //! - [`metrics`]: metric names, cached handles and the `/metrics` listener.
 //! - [`protocol`]: no I/O; message framing, startup packets, message encoders.
@@ -12,11 +13,13 @@
 //! - [`pool`]: per (database, server user) pools, checkout, server connections,
 //!   limits across pools, maintenance.
 //! - [`proxy`]: the per-client task: handshake, authentication, transaction relay, cancel.
-//! - [`server`]: accept loop, client limit, signals; `main.rs` stays thin.
+//! - [`server`]: accept loop, client limit, signals; [`runtime`]: the tokio runtime and
+//!   event coalescing under load; `main.rs` stays thin.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -24,6 +27,7 @@ pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod tenant;

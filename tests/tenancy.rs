@@ -685,6 +685,46 @@ async fn advisory_lock_of_previous_tenant_does_not_block() {
     env.check_own(&b, T2, "t2").await;
 }
 
+/// Timeouts tenant 1 hides from the proxy with set_config (lock, idle-in-transaction and, on
+/// PostgreSQL 17, transaction timeouts) would end tenant 2's transactions on the shared
+/// connection; the prelude puts them back to the role's values. A client's own SET of one
+/// still follows that client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_timeouts_of_previous_tenant_are_reset() {
+    let env = Env::new(SOLO).await;
+    let (a, b) = (env.login("t1").await, env.login("t2").await);
+    let pg17 = col(&a, "SHOW server_version_num").await[0].as_str() >= "170000";
+    let mut names = vec!["lock_timeout", "idle_in_transaction_session_timeout"];
+    if pg17 {
+        names.push("transaction_timeout");
+    }
+    let show = |n: &str| format!("SELECT current_setting('{n}')");
+    let mut role_values = Vec::new();
+    for n in &names {
+        role_values.push(col(&b, &show(n)).await);
+        col(&a, &format!("SELECT set_config('{n}', '1ms', false)")).await;
+        assert_eq!(
+            col(&a, &show(n)).await,
+            ["1ms"],
+            "{n} set on tenant 1's connection"
+        );
+    }
+    for (n, want) in names.iter().zip(&role_values) {
+        assert_eq!(&col(&b, &show(n)).await, want, "{n} for tenant 2");
+    }
+    // An explicit transaction that idles and waits longer than the hidden timeouts.
+    let tx = "BEGIN; SELECT pg_sleep(0.05); SELECT count(*) FROM base_entity; COMMIT";
+    assert!(run(&b, tx).await.is_ok(), "tenant 2's transaction survives");
+    col(&b, "SET lock_timeout = '7s'").await;
+    col(&a, "SELECT 1").await;
+    assert_eq!(
+        col(&b, &show("lock_timeout")).await,
+        ["7s"],
+        "tenant 2's own SET"
+    );
+    env.check_own(&b, T2, "t2").await;
+}
+
 /// CancelRequests with tenant 2's pid and wrong secrets, guessed neighbouring pids, or tenant
 /// 1's own key do not cancel tenant 2's query, which returns its rows. Control: its own key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use subtle::ConstantTimeEq;
 
 /// SASL mechanism name sent in AuthenticationSASL / SASLInitialResponse. We never offer
 /// `SCRAM-SHA-256-PLUS`: the proxy terminates TLS itself, so a channel binding the client
@@ -215,6 +216,60 @@ impl ScramKeys {
             client_key: hmac_sha256(&salted, &[b"Client Key"]),
             server_key: hmac_sha256(&salted, &[b"Server Key"]),
         }
+    }
+}
+
+/// Keys the proxy derived for its own logins to PostgreSQL, by (salt, iterations, SHA-256
+/// of the password). The salt and iteration count of a role change only with its password,
+/// so every reconnect after the first skips Hi(): 4096 HMACs, a millisecond or two during
+/// which a single-threaded proxy serves nobody (and a restart of PostgreSQL reconnects the
+/// whole pool at once). Bounded: a handful of server logins is the norm.
+struct DerivedKeys {
+    entries: parking_lot::Mutex<Vec<DerivedKey>>,
+}
+
+struct DerivedKey {
+    salt: Vec<u8>,
+    iterations: u32,
+    password_digest: [u8; 32],
+    keys: ScramKeys,
+}
+
+const DERIVED_KEYS_KEPT: usize = 32;
+
+impl ScramKeys {
+    /// [`ScramKeys::from_password`], remembered for the next login with the same salt.
+    pub(crate) fn from_password_cached(password: &str, salt: &[u8], iterations: u32) -> Self {
+        static CACHE: DerivedKeys = DerivedKeys {
+            entries: parking_lot::Mutex::new(Vec::new()),
+        };
+        let digest = sha256(password.as_bytes());
+        let found = CACHE
+            .entries
+            .lock()
+            .iter()
+            .find(|e| {
+                e.iterations == iterations
+                    && e.salt == salt
+                    && bool::from(e.password_digest.ct_eq(&digest))
+            })
+            .map(|e| e.keys.clone());
+        if let Some(keys) = found {
+            return keys;
+        }
+        // Derived outside the lock: another pool's login need not wait for this one.
+        let keys = Self::from_password(password, salt, iterations);
+        let mut entries = CACHE.entries.lock();
+        if entries.len() >= DERIVED_KEYS_KEPT {
+            entries.remove(0);
+        }
+        entries.push(DerivedKey {
+            salt: salt.to_vec(),
+            iterations,
+            password_digest: digest,
+            keys: keys.clone(),
+        });
+        keys
     }
 }
 

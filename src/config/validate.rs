@@ -48,6 +48,12 @@ pub(super) fn validate(
             config.workers
         ));
     }
+    if config.event_coalesce_us > 10_000 {
+        return bad(format!(
+            "event_coalesce_us: {} is above 10000 (10 ms): every busy wake-up would wait that long",
+            config.event_coalesce_us
+        ));
+    }
     if p.max_client_conn == 0 {
         return bad("pool.max_client_conn must be at least 1".into());
     }

@@ -56,7 +56,9 @@ async fn respond(mut stream: TcpStream, ctx: &MetricsContext) -> std::io::Result
     let (status, ctype, body) = match (method, path) {
         (b"GET", b"/metrics") => {
             publish(&ctx.pools, &ctx.clients);
-            ("200 OK", "text/plain; version=0.0.4", ctx.handle.render())
+            let mut body = ctx.handle.render();
+            super::render_wait_histograms(&ctx.pools, &mut body);
+            ("200 OK", "text/plain; version=0.0.4", body)
         }
         (b"GET", b"/health") => ("200 OK", "text/plain", "ok\n".to_owned()),
         (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),

@@ -16,18 +16,41 @@ use std::sync::Arc;
 
 /// Installs the global recorder. Must run before pools are created (they cache handles).
 pub fn install() -> Option<PrometheusHandle> {
-    let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(names::POOL_WAIT_SECONDS.into()),
-            &[
-                0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ],
-        )
-        .ok()?;
-    let recorder = builder.build_recorder();
+    let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).ok()?;
     Some(handle)
+}
+
+/// The pools' checkout-wait histograms in Prometheus text format, appended to the
+/// registry's output (they are plain atomics, not registry metrics).
+pub fn render_wait_histograms(pools: &PoolSet, out: &mut String) {
+    use crate::pool::WAIT_BOUNDS_S;
+    use std::fmt::Write as _;
+    let name = names::POOL_WAIT_SECONDS;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time clients waited for a server connection."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for pool in pools.iter() {
+        let s = pool.stats.wait.snapshot();
+        let label = escape_label(&pool.name);
+        for (le, n) in WAIT_BOUNDS_S.iter().zip(&s.cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{pool=\"{label}\",le=\"{le}\"}} {n}");
+        }
+        let count = s.cumulative[WAIT_BOUNDS_S.len()];
+        let _ = writeln!(out, "{name}_bucket{{pool=\"{label}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{pool=\"{label}\"}} {}", s.sum_s);
+        let _ = writeln!(out, "{name}_count{{pool=\"{label}\"}} {count}");
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Client-side counts that do not belong to one pool.

@@ -30,6 +30,7 @@ pub(super) async fn run(pool: Arc<Pool>) {
 
 /// One pass over the pool; returns how long until something becomes due.
 fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
+    let now_ms = crate::clock::advance();
     let mut expired: Vec<ServerConn> = Vec::new();
     let mut to_open = 0usize;
     let mut blocked_by_db = false;
@@ -87,16 +88,14 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             while i < st.idle.len() {
                 let c = &st.idle[i];
                 let too_old = nobody_waits
-                    && pool
-                        .limits
-                        .lifetime
-                        .is_some_and(|l| now.duration_since(c.created) >= l);
+                    && pool.limits.lifetime.is_some_and(|l| {
+                        now_ms.saturating_sub(c.created_ms) >= l.as_millis() as u64
+                    });
                 let idle_too_long = nobody_waits
                     && keep > pool.limits.min
-                    && pool
-                        .limits
-                        .idle_timeout
-                        .is_some_and(|t| now.duration_since(c.last_used) >= t);
+                    && pool.limits.idle_timeout.is_some_and(|t| {
+                        now_ms.saturating_sub(c.last_used_ms) >= t.as_millis() as u64
+                    });
                 // The server closed it (restart, pg_terminate_backend) or wrote to it while
                 // idle: it would fail its next client, and it still counts against the caps.
                 let broken = !c.is_usable();
@@ -147,14 +146,14 @@ async fn open_one(pool: Arc<Pool>) {
         match result {
             Ok(login) => {
                 PoolStats::add(&pool.stats.connects_ok, 1);
-                let now = Instant::now();
+                let now = crate::clock::advance();
                 let conn = ServerConn {
                     stream: login.stream,
                     buf: bytes::BytesMut::new(),
                     key: login.key,
                     id: pool.next_conn_id.fetch_add(1, Ordering::Relaxed),
-                    created: now,
-                    last_used: now,
+                    created_ms: now,
+                    last_used_ms: now,
                     uses: 0,
                     tenant: super::AppliedTenant::Unknown,
                     params: Default::default(),

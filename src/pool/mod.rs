@@ -15,7 +15,7 @@ mod stats;
 
 pub use connect::{send_cancel, ConnectError, ConnectTarget};
 pub use server_conn::{AppliedTenant, BackendKey, ServerConn};
-pub use stats::{GaugeGuard, PoolStats};
+pub use stats::{GaugeGuard, PoolStats, WAIT_BOUNDS_S};
 
 use crate::auth::scram::ScramKeys;
 use crate::config::{ms_opt, Role, ServerLogin, Settings, User};
@@ -83,7 +83,6 @@ pub struct Pool {
     db: Arc<DbCount>,
     wake: Notify,
     next_conn_id: AtomicU64,
-    wait_histogram: metrics::Histogram,
     shutdown: Shutdown,
 }
 
@@ -132,7 +131,6 @@ impl Pool {
 
     /// Gets a server connection, waiting up to the acquire timeout.
     pub async fn acquire(self: &Arc<Self>) -> Result<ServerConn, AcquireError> {
-        let start = Instant::now();
         let mut stale: Vec<ServerConn> = Vec::new();
         let rx = {
             let mut st = self.state.lock();
@@ -141,21 +139,27 @@ impl Pool {
                     Some(c) if c.is_usable() => {
                         drop(st);
                         drop(stale);
-                        self.wait_histogram.record(0.0);
+                        self.stats.wait.record_immediate();
                         return Ok(c);
                     }
                     Some(c) => stale.push(c),
                     None => break,
                 }
             }
+            // The clock is read only by a checkout that has to wait.
+            let start = Instant::now();
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(Waiter { tx, since: start });
             // The manager is woken only if it can open a connection now; at the pool's cap
             // (the busy steady state, where every checkout may queue) its tick handles the
             // reserve and fair sharing, and a wake per checkout would be pure overhead.
-            (rx, st.total < self.limits.normal_cap || !stale.is_empty())
+            (
+                rx,
+                start,
+                st.total < self.limits.normal_cap || !stale.is_empty(),
+            )
         };
-        let (mut rx, wake) = rx;
+        let (mut rx, start, wake) = rx;
         if !stale.is_empty() {
             tracing::info!(pool = %self.name, count = stale.len(), "closing idle server connections the server has closed or written to");
             drop(stale);
@@ -175,7 +179,7 @@ impl Pool {
         };
         match result {
             Some(c) => {
-                self.wait_histogram.record(start.elapsed().as_secs_f64());
+                self.stats.wait.record(start.elapsed());
                 Ok(c)
             }
             None => {
@@ -194,19 +198,19 @@ impl Pool {
     /// Connections past `server_max_uses` or `server_lifetime` are closed instead.
     pub fn release(&self, mut conn: ServerConn) {
         conn.uses += 1;
-        let now = Instant::now();
+        let now = crate::clock::now_ms();
         if self.limits.max_uses.is_some_and(|m| conn.uses >= m)
             || self
                 .limits
                 .lifetime
-                .is_some_and(|l| now.duration_since(conn.created) >= l)
+                .is_some_and(|l| now.saturating_sub(conn.created_ms) >= l.as_millis() as u64)
         {
             PoolStats::add(&self.stats.closed_retired, 1);
             tracing::debug!(pool = %self.name, conn = conn.id, uses = conn.uses, "retiring server connection");
             drop(conn);
             return;
         }
-        conn.last_used = now;
+        conn.last_used_ms = now;
         let mut st = self.state.lock();
         // At the database cap, a pool whose clients waited longer than ours gets the slot:
         // the connection closes and that pool's manager opens one (fair share across pools).
@@ -379,7 +383,6 @@ impl PoolSet {
             db: db.clone(),
             wake: Notify::new(),
             next_conn_id: AtomicU64::new(1),
-            wait_histogram: metrics::histogram!(crate::metrics::names::POOL_WAIT_SECONDS, "pool" => name.to_string()),
             name,
             shutdown: shutdown.clone(),
         })

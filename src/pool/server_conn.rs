@@ -7,7 +7,6 @@ use super::slot::Slot;
 use crate::net::Stream;
 use crate::tenant::TenantId;
 use bytes::BytesMut;
-use std::time::Instant;
 
 /// The server's process id and secret, needed to cancel its running query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,8 +31,10 @@ pub struct ServerConn {
     pub buf: BytesMut,
     pub key: BackendKey,
     pub id: u64,
-    pub created: Instant,
-    pub last_used: Instant,
+    /// When it logged in and when it was last released, on the coarse clock
+    /// ([`crate::clock`]): lifetime and idle limits are seconds, a tick late is fine.
+    pub created_ms: u64,
+    pub last_used_ms: u64,
     /// Transactions (or sessions) served so far, for `server_max_uses`.
     pub uses: u64,
     pub tenant: AppliedTenant,

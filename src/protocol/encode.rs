@@ -188,27 +188,6 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| put_cstr(b, sql.as_bytes()));
 }
 
-/// Parse, Bind and Execute of `sql` through the unnamed statement and portal, with no
-/// parameters, text results and no Sync: run by the proxy itself inside a pipeline.
-pub fn execute_unnamed(buf: &mut BytesMut, sql: &str) {
-    message(buf, b'P', |b| {
-        b.put_u8(0);
-        put_cstr(b, sql.as_bytes());
-        b.put_i16(0);
-    });
-    message(buf, b'B', |b| {
-        b.put_u8(0);
-        b.put_u8(0);
-        b.put_i16(0);
-        b.put_i16(0);
-        b.put_i16(0);
-    });
-    message(buf, b'E', |b| {
-        b.put_u8(0);
-        b.put_i32(0);
-    });
-}
-
 pub fn terminate(buf: &mut BytesMut) {
     message(buf, b'X', |_| {});
 }

@@ -10,48 +10,28 @@
 //! clock spares other per-transaction checks a clock read (tenant status freshness).
 
 use super::cancel::CancelRegistry;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use crate::clock;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How often deadlines are checked and the coarse clock advances.
-pub const TICK: Duration = Duration::from_millis(100);
-
-static COARSE_MS: AtomicU64 = AtomicU64::new(1);
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Milliseconds since the process's clock epoch, as of the watchdog's last tick. Never 0
-/// (0 means "no deadline" in a cancel target).
-#[inline]
-pub fn coarse_now_ms() -> u64 {
-    COARSE_MS.load(Ordering::Relaxed)
-}
-
-fn advance_clock() -> u64 {
-    let now = epoch().elapsed().as_millis() as u64 + 1;
-    COARSE_MS.store(now, Ordering::Relaxed);
-    now
-}
+pub const TICK: Duration = clock::TICK;
 
 /// The deadline, on the coarse clock, of a command that starts now.
 #[inline]
 pub fn deadline_after(d: Duration) -> u64 {
-    coarse_now_ms().saturating_add(d.as_millis() as u64).max(1)
+    clock::after(d)
 }
 
 /// Advances the coarse clock and, with `sweep` (some role has a command_timeout), sweeps
 /// every client's command deadline; runs for the life of the process.
 pub async fn watchdog(registry: Arc<CancelRegistry>, sweep: bool) {
-    epoch();
+    clock::advance();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = advance_clock();
+        let now = clock::advance();
         if !sweep {
             continue;
         }
@@ -65,21 +45,5 @@ pub async fn watchdog(registry: Arc<CancelRegistry>, sweep: bool) {
                 registry.cancel_running(&target).await;
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_clock_never_reads_zero_and_deadlines_add_up() {
-        assert!(coarse_now_ms() >= 1);
-        let now = advance_clock();
-        assert!(now >= 1);
-        assert_eq!(
-            deadline_after(Duration::from_millis(250)),
-            coarse_now_ms() + 250
-        );
     }
 }

@@ -197,9 +197,15 @@ pub(super) async fn run(
         .await
         .map_err(|_| ClientError::protocol("client went away"))?;
     let tenant = user.tenant;
-    let prelude = ctx
-        .preludes
-        .get(tenant.as_ref(), ctx.settings.signing_key.as_deref());
+    let server_major = server_params
+        .iter()
+        .find(|(k, _)| k == "server_version")
+        .map_or(0, |(_, v)| crate::tenant::prelude::server_major(v));
+    let prelude = ctx.preludes.get(
+        tenant.as_ref(),
+        ctx.settings.signing_key.as_deref(),
+        server_major,
+    );
     Ok(Some(Session {
         user,
         pool,

@@ -2,18 +2,18 @@
 //! for clients already connected, from their next transaction once the cached status
 //! expires. Lookups go through the pool (`launch.tenant_status(id)`) and are cached briefly.
 
+use crate::clock::now_ms as coarse_now_ms;
 use crate::error::{ClientError, ErrorKind};
 use crate::pool::query::query_scalar;
 use crate::pool::ServerConn;
 use crate::protocol::codes;
-use crate::proxy::command_timeout::coarse_now_ms;
 use crate::tenant::TenantId;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::Duration;
 
 /// Cached statuses, bounded: entries past their lifetime are dropped when the map grows.
-/// Times are on the coarse clock (`command_timeout::coarse_now_ms`): checked on every
+/// Times are on the coarse clock (`crate::clock`): checked on every
 /// transaction, they must not cost a clock read.
 pub struct TenantStatusCache {
     ttl_ms: u64,

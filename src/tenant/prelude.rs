@@ -1,16 +1,19 @@
 //! The bytes that put a client's tenant on a server connection: `app.tenant_id` and its
 //! HMAC signature `app.tenant_sig` (which the database checks before trusting the tenant,
 //! see docs/tenancy.md), after dropping what the previous tenant may have left behind.
-//! Built once per login and written in the same write as the client's first messages; the
+//! Built once per tenant and written in the same write as the client's first messages; the
 //! relay swallows its replies.
 //!
-//! It goes through the extended protocol, without a Sync, inside its own BEGIN/COMMIT.
-//! That is what makes pipelining it safe: if any part of it fails (a statement_timeout the
-//! previous tenant left with set_config, a cancel racing the checkout), PostgreSQL skips
-//! every following message up to the next Sync, so none of the client's statements runs
-//! with the previous tenant's still valid signature; the relay sees the error and drops the
-//! connection. Its own transaction keeps the settings out of the client's: a client's
-//! ROLLBACK cannot undo them.
+//! It is one simple Query whose statements PostgreSQL runs as one implicit transaction, and
+//! its first statement is `SET LOCAL exit_on_error = on`. That is what makes pipelining it
+//! safe: if anything in it fails, commit included (a statement_timeout the previous tenant
+//! left with set_config, a cancel racing the checkout), the error is FATAL, the backend
+//! exits, and none of the client's messages behind it runs with the previous tenant's still
+//! valid signature; the relay sees the error and drops the connection. Once the transaction
+//! has committed, `exit_on_error` is back to the session's value, so the client's own errors
+//! stay ordinary ones, and the settings are committed: a client's ROLLBACK cannot undo them.
+//! A simple Query costs PostgreSQL a fraction of the same statements through
+//! Parse/Bind/Execute (one message, no plan cache entries, no portals per statement).
 
 use super::{TenantId, SIGNATURE_SETTING, TENANT_SETTING};
 use bytes::{Bytes, BytesMut};
@@ -31,72 +34,93 @@ pub fn signature(key: &[u8], tenant: &TenantId) -> String {
     out
 }
 
-/// Messages the server sends back for a successful prelude: ParseComplete, BindComplete
-/// and CommandComplete for each of its statements, and the DataRow of its SELECT.
-pub const REPLIES: u8 = 3 * STATEMENTS as u8 + 1;
+/// Timeouts a previous tenant may have left with set_config (invisible to the proxy), each
+/// of which would sabotage the next tenant's transactions: the prelude puts them back to the
+/// session's startup values. `transaction_timeout` exists from PostgreSQL 17 on.
+pub const RESET_TIMEOUTS: [&str; 3] = [
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+];
+pub const RESET_TIMEOUTS_17: &str = "transaction_timeout";
 
-const STATEMENTS: usize = 7;
-
-/// The messages that apply `tenant` (or clear both settings for a tenant-less user).
-/// Values are a ULID and hex digits, so they need no quoting beyond the literal quotes.
-pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Bytes {
+/// The Query that applies `tenant` (or clears both settings for a tenant-less user) on a
+/// server of `server_major` (e.g. 17). Values are a ULID and hex digits, so they need no
+/// quoting beyond the literal quotes.
+pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Bytes {
     let (id, sig) = match (tenant, key) {
         (Some(t), Some(k)) => (t.as_str().to_owned(), signature(k, t)),
         // Validation refuses tenants without a key; an unsigned tenant would show nothing.
         (Some(t), None) => (t.as_str().to_owned(), String::new()),
         (None, _) => (String::new(), String::new()),
     };
-    // Session state a previous tenant may have left behind goes first: WITH HOLD cursors
-    // (rows computed under its tenant), LISTEN registrations (payloads meant for it),
-    // prepared statements (one it replaced through dynamic SQL would run as the next
-    // tenant) and advisory locks. Temporary tables are out of reach of the application
-    // roles. A statement_timeout set with set_config (invisible to the proxy) goes back to
-    // the role's value.
-    let set =
-        |name: &str, value: &str| format!("pg_catalog.set_config('{name}', '{value}', false)");
-    let apply = format!(
-        "SELECT pg_catalog.pg_advisory_unlock_all(), {}, {}",
-        set(TENANT_SETTING, &id),
-        set(SIGNATURE_SETTING, &sig)
-    );
-    let statements: [&str; STATEMENTS] = [
-        "BEGIN",
-        "RESET statement_timeout",
-        "CLOSE ALL",
-        "UNLISTEN *",
-        "DEALLOCATE ALL",
-        &apply,
-        "COMMIT",
-    ];
-    let mut buf = BytesMut::with_capacity(512);
-    for sql in statements {
-        crate::protocol::encode::execute_unnamed(&mut buf, sql);
+    // First what a previous tenant may have left behind: WITH HOLD cursors (rows computed
+    // under its tenant), LISTEN registrations (payloads meant for it), prepared statements
+    // (one it replaced through dynamic SQL would run as the next tenant) and advisory locks.
+    // Temporary tables are out of reach of the application roles. Its timeouts still apply
+    // to these (at worst they end the session), then go back to the role's values. SET and
+    // RESET are utility statements: no planner, no function lookup through the search_path.
+    let mut sql = String::with_capacity(512);
+    sql.push_str("SET LOCAL exit_on_error = on; CLOSE ALL; UNLISTEN *; DEALLOCATE ALL; ");
+    sql.push_str("SELECT pg_catalog.pg_advisory_unlock_all(); ");
+    for name in RESET_TIMEOUTS {
+        sql.push_str("RESET ");
+        sql.push_str(name);
+        sql.push_str("; ");
     }
+    if server_major >= 17 {
+        sql.push_str("RESET ");
+        sql.push_str(RESET_TIMEOUTS_17);
+        sql.push_str("; ");
+    }
+    sql.push_str(&format!("SET {TENANT_SETTING} = '{id}'; "));
+    sql.push_str(&format!("SET {SIGNATURE_SETTING} = '{sig}'"));
+    let mut buf = BytesMut::with_capacity(sql.len() + 6);
+    crate::protocol::encode::query(&mut buf, &sql);
     buf.freeze()
 }
+
+/// The major version in a `server_version` ParameterStatus ("17.4", "15.18 (Debian ...)");
+/// 0 when it cannot be read (the prelude then sticks to what every version has).
+pub fn server_major(server_version: &str) -> u32 {
+    let digits: String = server_version
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap_or(0)
+}
+
+/// A tenant (or none) and the server's major version.
+type PreludeKey = (Option<TenantId>, u32);
 
 /// One prelude per tenant, shared by that tenant's sessions: a prelude is a few hundred
 /// bytes, and every idle client would otherwise hold its own copy.
 #[derive(Default)]
 pub struct Preludes {
-    by_tenant: parking_lot::Mutex<std::collections::HashMap<Option<TenantId>, Arc<[u8]>>>,
+    by_tenant: parking_lot::Mutex<std::collections::HashMap<PreludeKey, Arc<[u8]>>>,
 }
 
 /// Preludes no session holds any more are dropped when the cache reaches this size.
 const PRELUDES_SWEEP_AT: usize = 10_000;
 
 impl Preludes {
-    /// The prelude for `tenant` under `key`, built on first use.
-    pub fn get(&self, tenant: Option<&TenantId>, key: Option<&[u8]>) -> Arc<[u8]> {
+    /// The prelude for `tenant` under `key` on a server of `server_major`, built on first
+    /// use.
+    pub fn get(
+        &self,
+        tenant: Option<&TenantId>,
+        key: Option<&[u8]>,
+        server_major: u32,
+    ) -> Arc<[u8]> {
         let mut map = self.by_tenant.lock();
-        if let Some(p) = map.get(&tenant.copied()) {
+        if let Some(p) = map.get(&(tenant.copied(), server_major)) {
             return p.clone();
         }
         if map.len() >= PRELUDES_SWEEP_AT {
             map.retain(|_, p| Arc::strong_count(p) > 1);
         }
-        let built: Arc<[u8]> = Arc::from(&prelude(tenant, key)[..]);
-        map.insert(tenant.copied(), built.clone());
+        let built: Arc<[u8]> = Arc::from(&prelude(tenant, key, server_major)[..]);
+        map.insert((tenant.copied(), server_major), built.clone());
         built
     }
 }
@@ -105,47 +129,78 @@ impl Preludes {
 mod tests {
     use super::*;
 
-    /// The SQL of each Parse in the prelude, and the message tags in order.
-    fn decode(p: &[u8]) -> (Vec<String>, Vec<u8>) {
-        let (mut sqls, mut tags, mut at) = (Vec::new(), Vec::new(), 0);
-        while at < p.len() {
-            let len = u32::from_be_bytes(p[at + 1..at + 5].try_into().unwrap()) as usize;
-            tags.push(p[at]);
-            if p[at] == b'P' {
-                let body = &p[at + 6..at + 1 + len];
-                let end = body.iter().position(|&b| b == 0).unwrap();
-                sqls.push(String::from_utf8(body[..end].to_vec()).unwrap());
-            }
-            at += 1 + len;
-        }
-        (sqls, tags)
+    /// The statements of the prelude's one Query.
+    fn decode(p: &[u8]) -> Vec<String> {
+        assert_eq!(p[0], b'Q', "one simple Query");
+        let len = u32::from_be_bytes(p[1..5].try_into().unwrap()) as usize;
+        assert_eq!(p.len(), 1 + len, "nothing after the Query");
+        assert_eq!(p[len], 0);
+        let sql = std::str::from_utf8(&p[5..len]).unwrap();
+        sql.split("; ").map(str::to_owned).collect()
     }
 
     #[test]
-    fn prelude_is_its_own_transaction_without_sync() {
+    fn prelude_is_one_query_that_fails_fatally() {
         let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
-        let (sqls, tags) = decode(&prelude(Some(&t), Some(&[7u8; 32])));
-        assert_eq!(sqls.len(), STATEMENTS);
-        assert_eq!(tags, b"PBE".repeat(STATEMENTS), "no Sync, no simple Query");
-        assert_eq!(sqls.first().map(String::as_str), Some("BEGIN"));
-        assert_eq!(sqls.last().map(String::as_str), Some("COMMIT"));
-        let apply = &sqls[STATEMENTS - 2];
-        assert!(apply.contains("set_config('app.tenant_id', '01HZY3M8Q5V6W7X8Y9Z0ABCDEF', false)"));
-        let sig = apply.rsplit("'app.tenant_sig', '").next().unwrap();
-        assert_eq!(sig.split('\'').next().unwrap(), signature(&[7u8; 32], &t));
-        let (empty, _) = decode(&prelude(None, Some(&[7u8; 32])));
-        assert!(empty[STATEMENTS - 2].contains("'app.tenant_id', '', false"));
+        let sqls = decode(&prelude(Some(&t), Some(&[7u8; 32]), 17));
+        assert_eq!(
+            sqls[0], "SET LOCAL exit_on_error = on",
+            "first, so any failure is FATAL"
+        );
+        assert!(!sqls
+            .iter()
+            .any(|s| s.starts_with("BEGIN") || s.starts_with("COMMIT")));
+        for s in [
+            "CLOSE ALL",
+            "UNLISTEN *",
+            "DEALLOCATE ALL",
+            "RESET statement_timeout",
+        ] {
+            assert!(sqls.iter().any(|q| q == s), "{s}");
+        }
+        let cleanup = sqls
+            .iter()
+            .position(|q| q == "SELECT pg_catalog.pg_advisory_unlock_all()");
+        let reset = sqls.iter().position(|q| q == "RESET statement_timeout");
+        assert!(
+            cleanup < reset,
+            "the previous tenant's timeouts bound the cleanup"
+        );
+        assert!(sqls.iter().any(|q| q == "RESET transaction_timeout"));
+        let n = sqls.len();
+        assert_eq!(
+            sqls[n - 2],
+            "SET app.tenant_id = '01HZY3M8Q5V6W7X8Y9Z0ABCDEF'"
+        );
+        let sig = format!("SET app.tenant_sig = '{}'", signature(&[7u8; 32], &t));
+        assert_eq!(sqls[n - 1], sig);
+        let old = decode(&prelude(Some(&t), Some(&[7u8; 32]), 15));
+        assert!(
+            !old.iter().any(|q| q.contains("transaction_timeout")),
+            "not in 15"
+        );
+        let empty = decode(&prelude(None, Some(&[7u8; 32]), 17));
+        assert_eq!(empty[empty.len() - 2], "SET app.tenant_id = ''");
+    }
+
+    #[test]
+    fn server_major_reads_version_strings() {
+        assert_eq!(server_major("17.4"), 17);
+        assert_eq!(server_major("15.18 (Debian 15.18-0+deb12u1)"), 15);
+        assert_eq!(server_major("18beta1"), 18);
+        assert_eq!(server_major(""), 0);
     }
 
     #[test]
     fn sessions_of_a_tenant_share_one_prelude() {
         let cache = Preludes::default();
         let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
-        let a = cache.get(Some(&t), Some(&[7u8; 32]));
-        let b = cache.get(Some(&t), Some(&[7u8; 32]));
+        let a = cache.get(Some(&t), Some(&[7u8; 32]), 17);
+        let b = cache.get(Some(&t), Some(&[7u8; 32]), 17);
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(&a[..], &prelude(Some(&t), Some(&[7u8; 32]))[..]);
-        assert!(!Arc::ptr_eq(&a, &cache.get(None, Some(&[7u8; 32]))));
+        assert_eq!(&a[..], &prelude(Some(&t), Some(&[7u8; 32]), 17)[..]);
+        assert!(!Arc::ptr_eq(&a, &cache.get(None, Some(&[7u8; 32]), 17)));
+        assert!(!Arc::ptr_eq(&a, &cache.get(Some(&t), Some(&[7u8; 32]), 15)));
     }
 
     #[test]

@@ -98,7 +98,8 @@ impl ScramClient {
     /// The server nonce must extend ours (otherwise the exchange could be replayed), the salt
     /// must be non-empty base64, and the iteration count within 1..=[`MAX_ITERATIONS`] so a
     /// hostile server cannot make us spin. With [`ScramCredentials::Password`] this runs Hi(),
-    /// which costs one HMAC per iteration (a few milliseconds at the default 4096).
+    /// which costs one HMAC per iteration (a few milliseconds at the default 4096), once per
+    /// password and salt: later logins reuse the keys.
     pub fn handle_server_first(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
         if !matches!(self.state, State::Initial) {
             self.state = State::Failed;
@@ -155,7 +156,7 @@ impl ScramClient {
         let derived;
         let keys = match &self.credentials {
             ScramCredentials::Password(password) => {
-                derived = ScramKeys::from_password(password, &salt, iterations);
+                derived = ScramKeys::from_password_cached(password, &salt, iterations);
                 &derived
             }
             ScramCredentials::Keys(keys) => keys,

@@ -142,6 +142,7 @@ pub(super) async fn run(
         match result {
             Ok(()) => {
                 stats.transactions += 1;
+                crate::runtime::note_transaction();
                 PoolStats::add(&stats_pool.transactions, 1);
                 let settled = session.cancel.target.detach().await;
                 if settled
@@ -323,7 +324,7 @@ async fn transaction(
     // Whatever way this function returns, no deadline stays armed.
     let _disarm = DisarmOnReturn(target);
     let mut armed = false;
-    let checked = state.tenant_active_until > super::command_timeout::coarse_now_ms();
+    let checked = state.tenant_active_until > crate::clock::now_ms();
     if let (Some(tenant), true, false) = (
         &session.tenant,
         ctx.settings.config.tenant.check_status,
@@ -345,20 +346,22 @@ async fn transaction(
     }
     let tenant_needed = server.tenant != AppliedTenant::Applied(session.tenant);
     if tenant_needed {
-        // The tenant prelude resets statement_timeout to the role's value and deallocates
+        // The tenant prelude resets the timeouts to the role's values and deallocates
         // every prepared statement: none crosses from one tenant to the next.
-        server.params.remove("statement_timeout");
+        for name in crate::tenant::prelude::RESET_TIMEOUTS {
+            server.params.remove(name);
+        }
+        server
+            .params
+            .remove(crate::tenant::prelude::RESET_TIMEOUTS_17);
         server.statements.clear();
-        t.push(
-            Expect::Count(crate::tenant::prelude::REPLIES),
-            Action::Prelude,
-        );
+        t.push(Expect::Ready { simple: true }, Action::Prelude);
     }
     let mut params_sql = String::new();
     state.params.apply_to(&mut server.params, &mut params_sql);
     let built;
-    // Pipelined with the client's messages: if the prelude fails, the server skips them
-    // (see tenant::prelude), and the relay ends with Stop::Prelude.
+    // Pipelined with the client's messages: if the prelude fails, the server exits before
+    // reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
     let prefix = match (tenant_needed, params_sql.is_empty()) {
         (false, true) => None,
         (true, true) => Some(&session.prelude[..]),
