@@ -685,6 +685,71 @@ async fn advisory_lock_of_previous_tenant_does_not_block() {
     env.check_own(&b, T2, "t2").await;
 }
 
+/// A plain DML Query carries the tenant switch in its own message. When the client's
+/// statements fail, the transaction rolls the settings back to the previous tenant's: the
+/// next statement, even one pipelined behind the failing one, must still run as the
+/// client's tenant. Error positions are the client's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carried_switch_rolled_back_by_a_failure_is_applied_again() {
+    let env = Env::new(SOLO).await;
+    let (a, b) = (env.login("t1").await, env.login("t2").await);
+    let whose = "SELECT coalesce(launch.current_tenant(), '-') FROM (SELECT 1) x";
+    for round in 0..3 {
+        assert_eq!(col(&a, whose).await, [T1], "round {round}: tenant 1");
+        // Fails inside the Query that carried tenant 2's switch.
+        let e = fails(
+            &b,
+            "SELECT 1 / (SELECT count(*) - count(*) FROM base_entity)",
+        )
+        .await;
+        assert!(e.starts_with("22012"), "{e}");
+        assert_eq!(
+            col(&b, whose).await,
+            [T2],
+            "round {round}: after the failure"
+        );
+        // The same, with the next Query sent while the failing one still runs.
+        assert_eq!(col(&a, whose).await, [T1]);
+        let bad = b.simple_query("SELECT 1 / (count(*) - count(*)) FROM (SELECT pg_sleep(0.2)) s");
+        let next = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            b.simple_query(whose).await
+        };
+        let (bad, next) = tokio::join!(bad, next);
+        assert!(bad.is_err(), "the first fails");
+        let rows: Vec<String> = next
+            .expect("the pipelined query runs")
+            .into_iter()
+            .filter_map(|m| match m {
+                Msg::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rows, [T2], "round {round}: pipelined behind the failure");
+        env.check_own(&b, T2, "t2").await;
+    }
+    // The carried switch's text (with the signature) is not the client's to read.
+    let e = fails(&b, "SELECT current_query()").await;
+    assert!(e.starts_with("42501"), "{e}");
+    // A syntax error's position counts from the start of the client's own SQL, whether
+    // the switch was carried in front of it or not.
+    for carried in [true, false] {
+        if carried {
+            col(&a, whose).await;
+        }
+        let e = b
+            .simple_query("SELECT nosuchcolumn FROM base_entity")
+            .await
+            .expect_err("unknown column");
+        let pos = e.as_db_error().and_then(|d| d.position().cloned());
+        assert_eq!(
+            pos,
+            Some(tokio_postgres::error::ErrorPosition::Original(8)),
+            "carried: {carried}"
+        );
+    }
+}
+
 /// Timeouts tenant 1 hides from the proxy with set_config (lock, idle-in-transaction and, on
 /// PostgreSQL 17, transaction timeouts) would end tenant 2's transactions on the shared
 /// connection; the prelude puts them back to the role's values. A client's own SET of one

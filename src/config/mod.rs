@@ -56,9 +56,9 @@ pub struct Config {
     pub allow_cleartext_on_loopback: bool,
     #[serde(default = "defaults::workers")]
     pub workers: usize,
-    /// When busy, the proxy waits this long for more socket events before sleeping, so they
-    /// are handled in one batch (fewer wake-ups and context switches); 0 turns it off. See
-    /// `runtime`.
+    /// Longest nap before sleeping when busy with many transactions in flight, so that
+    /// socket events are handled in batches (fewer wake-ups and context switches); 0 turns
+    /// it off. See `runtime`.
     #[serde(default = "defaults::event_coalesce_us")]
     pub event_coalesce_us: u64,
     /// How long running transactions may take to finish after SIGTERM/SIGINT.
@@ -315,7 +315,7 @@ mod defaults {
         1
     }
     pub fn event_coalesce_us() -> u64 {
-        0
+        250
     }
     pub fn shutdown_timeout_ms() -> u64 {
         30_000

@@ -141,7 +141,7 @@ pub(crate) struct Session {
     pub tenant: Option<crate::tenant::TenantId>,
     /// The messages that apply `tenant` to a server connection (see `tenant::prelude`),
     /// shared with the tenant's other sessions.
-    pub prelude: Arc<[u8]>,
+    pub prelude: Arc<crate::tenant::prelude::Prelude>,
     /// Session parameters from the startup packet, to re-apply on every server connection.
     pub startup_params: session_params::ParamSet,
 }

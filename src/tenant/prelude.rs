@@ -48,20 +48,24 @@ pub const RESET_TIMEOUTS_17: &str = "transaction_timeout";
 /// server of `server_major` (e.g. 17). Values are a ULID and hex digits, so they need no
 /// quoting beyond the literal quotes.
 pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Bytes {
-    let (id, sig) = match (tenant, key) {
-        (Some(t), Some(k)) => (t.as_str().to_owned(), signature(k, t)),
-        // Validation refuses tenants without a key; an unsigned tenant would show nothing.
-        (Some(t), None) => (t.as_str().to_owned(), String::new()),
-        (None, _) => (String::new(), String::new()),
-    };
+    let (id, sig) = values(tenant, key);
     // First what a previous tenant may have left behind: WITH HOLD cursors (rows computed
     // under its tenant), LISTEN registrations (payloads meant for it), prepared statements
     // (one it replaced through dynamic SQL would run as the next tenant) and advisory locks.
     // Temporary tables are out of reach of the application roles. Its timeouts still apply
     // to these (at worst they end the session), then go back to the role's values. SET and
     // RESET are utility statements: no planner, no function lookup through the search_path.
-    let mut sql = String::with_capacity(512);
-    sql.push_str("SET LOCAL exit_on_error = on; CLOSE ALL; UNLISTEN *; DEALLOCATE ALL; ");
+    let mut sql = String::from("SET LOCAL exit_on_error = on; ");
+    push_switch(&mut sql, &id, &sig, server_major);
+    sql.truncate(sql.len() - 2);
+    let mut buf = BytesMut::with_capacity(sql.len() + 6);
+    crate::protocol::encode::query(&mut buf, &sql);
+    buf.freeze()
+}
+
+/// The statements of a tenant switch, each followed by `"; "`: cleanup, timeouts, settings.
+fn push_switch(sql: &mut String, id: &str, sig: &str, server_major: u32) {
+    sql.push_str("CLOSE ALL; UNLISTEN *; DEALLOCATE ALL; ");
     sql.push_str("SELECT pg_catalog.pg_advisory_unlock_all(); ");
     for name in RESET_TIMEOUTS {
         sql.push_str("RESET ");
@@ -74,10 +78,74 @@ pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32)
         sql.push_str("; ");
     }
     sql.push_str(&format!("SET {TENANT_SETTING} = '{id}'; "));
-    sql.push_str(&format!("SET {SIGNATURE_SETTING} = '{sig}'"));
-    let mut buf = BytesMut::with_capacity(sql.len() + 6);
-    crate::protocol::encode::query(&mut buf, &sql);
-    buf.freeze()
+    sql.push_str(&format!("SET {SIGNATURE_SETTING} = '{sig}'; "));
+}
+
+/// Server messages that answer the statements of a carried switch before the client's own
+/// replies begin: a CommandComplete each, and the RowDescription and DataRow of the SELECT.
+pub fn carried_replies(server_major: u32) -> u8 {
+    let statements = 4 + RESET_TIMEOUTS.len() + usize::from(server_major >= 17) + 2;
+    (statements + 2) as u8
+}
+
+/// The SQL text that goes in front of a client's own simple Query (see [`can_carry`]): the
+/// same switch as [`prelude`] but no `exit_on_error`, since the client's statements share
+/// its transaction. A failure of the switch itself aborts that transaction before any of
+/// the client's statements runs; a failure of the client's statements rolls the settings
+/// back with them, which the relay notes (the connection's tenant is then unknown and is
+/// applied afresh before anything else runs on it).
+pub fn carried(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Box<[u8]> {
+    let (id, sig) = values(tenant, key);
+    let mut sql = String::with_capacity(512);
+    push_switch(&mut sql, &id, &sig, server_major);
+    sql.into_bytes().into_boxed_slice()
+}
+
+fn values(tenant: Option<&TenantId>, key: Option<&[u8]>) -> (String, String) {
+    match (tenant, key) {
+        (Some(t), Some(k)) => (t.as_str().to_owned(), signature(k, t)),
+        // Validation refuses tenants without a key; an unsigned tenant would show nothing.
+        (Some(t), None) => (t.as_str().to_owned(), String::new()),
+        (None, _) => (String::new(), String::new()),
+    }
+}
+
+/// Statements that may share an implicit transaction with the tenant switch.
+const CARRIABLE: [&[u8]; 7] = [
+    b"select", b"insert", b"update", b"delete", b"with", b"values", b"table",
+];
+
+/// Whether a client's simple Query can carry the tenant switch in front of it, in the same
+/// Query message (one statement list, one reply, the same cost as a client that sets the
+/// tenant itself): every statement must be plain DML. Transaction control (`ROLLBACK;
+/// SELECT ...` would undo the settings and run the rest as the previous tenant), `COPY`,
+/// `LISTEN` and statements that cannot run in a transaction block are not, and anything the
+/// lexer finds doubtful (invalid tokens, backslashes in plain strings) is not either.
+pub fn can_carry(sql: &[u8]) -> bool {
+    use super::lexer::{Lexer, TokenKind};
+    let mut lexer = Lexer::new(sql);
+    let mut at_start = true;
+    let mut statements = 0;
+    for tok in lexer.by_ref() {
+        if tok.kind.is_trivia() {
+            continue;
+        }
+        if tok.kind == TokenKind::Invalid {
+            return false;
+        }
+        if at_start {
+            let dml = tok.kind == TokenKind::Ident
+                && CARRIABLE.iter().any(|w| tok.text.eq_ignore_ascii_case(w));
+            if !dml {
+                return false;
+            }
+            at_start = false;
+            statements += 1;
+        } else if tok.is_punct(b";") {
+            at_start = true;
+        }
+    }
+    statements > 0 && !lexer.saw_backslash_in_plain_string()
 }
 
 /// The major version in a `server_version` ParameterStatus ("17.4", "15.18 (Debian ...)");
@@ -93,11 +161,21 @@ pub fn server_major(server_version: &str) -> u32 {
 /// A tenant (or none) and the server's major version.
 type PreludeKey = (Option<TenantId>, u32);
 
+/// The two forms of one tenant's switch (see [`prelude`] and [`carried`]).
+pub struct Prelude {
+    /// A Query of its own, pipelined in front of whatever the client sent.
+    pub query: Bytes,
+    /// SQL text for the front of a client's own Query.
+    pub carried: Box<[u8]>,
+    /// Replies to `carried` the client must not see.
+    pub carried_replies: u8,
+}
+
 /// One prelude per tenant, shared by that tenant's sessions: a prelude is a few hundred
 /// bytes, and every idle client would otherwise hold its own copy.
 #[derive(Default)]
 pub struct Preludes {
-    by_tenant: parking_lot::Mutex<std::collections::HashMap<PreludeKey, Arc<[u8]>>>,
+    by_tenant: parking_lot::Mutex<std::collections::HashMap<PreludeKey, Arc<Prelude>>>,
 }
 
 /// Preludes no session holds any more are dropped when the cache reaches this size.
@@ -111,7 +189,7 @@ impl Preludes {
         tenant: Option<&TenantId>,
         key: Option<&[u8]>,
         server_major: u32,
-    ) -> Arc<[u8]> {
+    ) -> Arc<Prelude> {
         let mut map = self.by_tenant.lock();
         if let Some(p) = map.get(&(tenant.copied(), server_major)) {
             return p.clone();
@@ -119,7 +197,11 @@ impl Preludes {
         if map.len() >= PRELUDES_SWEEP_AT {
             map.retain(|_, p| Arc::strong_count(p) > 1);
         }
-        let built: Arc<[u8]> = Arc::from(&prelude(tenant, key, server_major)[..]);
+        let built = Arc::new(Prelude {
+            query: prelude(tenant, key, server_major),
+            carried: carried(tenant, key, server_major),
+            carried_replies: carried_replies(server_major),
+        });
         map.insert((tenant.copied(), server_major), built.clone());
         built
     }
@@ -184,6 +266,59 @@ mod tests {
     }
 
     #[test]
+    fn carried_switch_is_the_same_statements_without_exit_on_error() {
+        let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
+        for major in [15, 17] {
+            let own = prelude(Some(&t), Some(&[7u8; 32]), major);
+            let own = std::str::from_utf8(&own[5..own.len() - 1]).unwrap();
+            let carried = carried(Some(&t), Some(&[7u8; 32]), major);
+            let carried = std::str::from_utf8(&carried).unwrap();
+            assert_eq!(
+                format!("SET LOCAL exit_on_error = on; {carried}"),
+                format!("{own}; ")
+            );
+            // One CommandComplete per statement, plus RowDescription and DataRow.
+            let statements = carried.matches("; ").count();
+            assert_eq!(carried_replies(major) as usize, statements + 2);
+        }
+    }
+
+    #[test]
+    fn only_plain_dml_carries_the_switch() {
+        for sql in [
+            "SELECT 1",
+            "select id from base_entity where id = 'x';",
+            "WITH u AS (UPDATE base_entity SET version = 1 RETURNING id) INSERT INTO audit_log SELECT 1 FROM u",
+            "INSERT INTO t VALUES (';ROLLBACK;'); /* ; commit */ DELETE FROM t -- ; begin",
+            "VALUES (1); TABLE t; UPDATE t SET a = $$;ROLLBACK$$",
+        ] {
+            assert!(can_carry(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "",
+            " ; ",
+            "ROLLBACK; SELECT 1",
+            "SELECT 1; COMMIT",
+            "SELECT 1;; SELECT 2",
+            "BEGIN",
+            "(SELECT 1)",
+            "\"select\" 1",
+            "COPY t FROM STDIN",
+            "LISTEN x",
+            "SET search_path = x",
+            "VACUUM t",
+            "DO $$BEGIN END$$",
+            "CALL p()",
+            "SELECT 'a\\'; ROLLBACK; SELECT '",
+            "EXPLAIN ANALYZE SELECT 1",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "SELECT 1; PREPARE p AS SELECT 1",
+        ] {
+            assert!(!can_carry(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
     fn server_major_reads_version_strings() {
         assert_eq!(server_major("17.4"), 17);
         assert_eq!(server_major("15.18 (Debian 15.18-0+deb12u1)"), 15);
@@ -198,7 +333,7 @@ mod tests {
         let a = cache.get(Some(&t), Some(&[7u8; 32]), 17);
         let b = cache.get(Some(&t), Some(&[7u8; 32]), 17);
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(&a[..], &prelude(Some(&t), Some(&[7u8; 32]), 17)[..]);
+        assert_eq!(a.query, prelude(Some(&t), Some(&[7u8; 32]), 17));
         assert!(!Arc::ptr_eq(&a, &cache.get(None, Some(&[7u8; 32]), 17)));
         assert!(!Arc::ptr_eq(&a, &cache.get(Some(&t), Some(&[7u8; 32]), 15)));
     }

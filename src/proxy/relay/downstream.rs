@@ -27,6 +27,9 @@ enum Detour {
     Replace { len: usize, error: Box<ClientError> },
     /// An error that quotes the proxy's statement names: sent with the client's names.
     Rename { len: usize },
+    /// An error of a Query that carried the tenant switch: its position counts the
+    /// switch's SQL, which the client never sent.
+    Shift { len: usize, by: u32 },
 }
 
 pub(super) async fn forward_server(
@@ -51,6 +54,15 @@ pub(super) async fn forward_server(
             let value = crate::proxy::session_params::literal(&value);
             state.params.set(&name, value.clone());
             server.params.set(&name, value);
+        }
+        if let Some(applied) = t.carried_outcome.take() {
+            // A failed transaction rolled the carried settings back: the connection holds
+            // whatever it held before, so it counts as carrying no known tenant.
+            server.tenant = if applied {
+                AppliedTenant::Applied(session.tenant)
+            } else {
+                AppliedTenant::Unknown
+            };
         }
         if pos > 0 {
             if client.stream.write_all(&server.buf[..pos]).await.is_err() {
@@ -77,6 +89,15 @@ pub(super) async fn forward_server(
                 let renamed = crate::proxy::statements::rename_in_error(&msg, &state.statements);
                 t.bytes_out += renamed.len() as u64;
                 if client.stream.write_all(&renamed).await.is_err() {
+                    return Err(Stop::ClientGone);
+                }
+                continue;
+            }
+            Some(Detour::Shift { len, by }) => {
+                let msg = server.buf.split_to(len);
+                let shifted = shift_position(&msg, by);
+                t.bytes_out += shifted.len() as u64;
+                if client.stream.write_all(&shifted).await.is_err() {
                     return Err(Stop::ClientGone);
                 }
                 continue;
@@ -173,7 +194,15 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
                 }
             }
         }
-        let dropping = t.replies.front().is_some_and(|r| r.action.is_dropped());
+        let dropping = t.replies.front().is_some_and(|r| {
+            r.action.is_dropped() || matches!(r.action, Action::Carried { skip, .. } if skip > 0)
+        });
+        // Until a carried switch has committed, the previous tenant's LISTENs are still
+        // registered: a notification now would be meant for it.
+        let carrying = t
+            .replies
+            .front()
+            .is_some_and(|r| matches!(r.action, Action::Carried { .. }));
         if !complete && (dropping || must_be_whole(tag)) {
             break;
         }
@@ -188,6 +217,7 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
                     Detour::Reword { .. }
                     | Detour::Swallow { .. }
                     | Detour::Replace { .. }
+                    | Detour::Shift { .. }
                     | Detour::Rename { .. } => return Ok((pos, Some(d))),
                     other => after = Some(other),
                 }
@@ -202,7 +232,10 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
                     ));
                 }
             }
-        } else if dropping {
+        } else if dropping || (carrying && tag == backend::NOTIFICATION_RESPONSE) {
+            if !complete {
+                break;
+            }
             return Ok((
                 pos,
                 Some(Detour::Swallow {
@@ -248,6 +281,14 @@ fn account(
     match tag {
         backend::READY_FOR_QUERY => {
             let done = t.replies.pop_front();
+            if let Some(Reply {
+                action: Action::Carried { failed, .. },
+                ..
+            }) = &done
+            {
+                t.carried_outcome = Some(!failed);
+                t.barrier = false;
+            }
             t.seen = 0;
             t.skipping = false;
             t.copy_in = false;
@@ -282,6 +323,21 @@ fn account(
             if is_prelude {
                 return Err(Stop::Prelude(fields::summary(body)));
             }
+            let mut shift = None;
+            if let Action::Carried {
+                skip,
+                shift: by,
+                failed,
+            } = &mut front.action
+            {
+                if *skip > 0 {
+                    // The switch itself failed: PostgreSQL skips the rest of the Query, the
+                    // client's statements included.
+                    return Err(Stop::Prelude(fields::summary(body)));
+                }
+                *failed = true;
+                shift = Some(*by);
+            }
             let reword = note_error(body, t);
             let mut replaced = None;
             if !matches!(expect, Expect::Ready { simple: true }) {
@@ -301,6 +357,9 @@ fn account(
             if reword {
                 return Ok(Some(Detour::Reword { len }));
             }
+            if let Some(by) = shift {
+                return Ok(Some(Detour::Shift { len, by }));
+            }
             // An error answering the proxy's own Parse still reaches the client: it is the
             // error its own statement would have had, under the client's name.
             let prefix = crate::pool::statements::server_name_prefix().as_bytes();
@@ -310,6 +369,12 @@ fn account(
             Ok(None)
         }
         _ => {
+            if let Action::Carried { skip, .. } = &mut front.action {
+                if *skip > 0 {
+                    *skip -= 1;
+                    return Ok(Some(swallow(false)));
+                }
+            }
             match expect {
                 Expect::Count(n) => {
                     t.seen += 1;
@@ -370,4 +435,61 @@ fn note_error(body: &[u8], t: &mut Tracker) -> bool {
         return true;
     }
     false
+}
+
+/// An ErrorResponse or NoticeResponse with its position field (`P`, in characters) moved
+/// back by `by`: the carried switch in front of the client's SQL is ASCII, so its bytes
+/// are its characters.
+fn shift_position(msg: &[u8], by: u32) -> BytesMut {
+    use bytes::BufMut;
+    let mut out = BytesMut::with_capacity(msg.len());
+    out.put_u8(msg[0]);
+    out.put_i32(0);
+    for (field, text) in fields::error_fields(&msg[5..]) {
+        out.put_u8(field);
+        let moved = (field == b'P')
+            .then(|| std::str::from_utf8(text).ok()?.parse::<u64>().ok())
+            .flatten()
+            .map(|p| p.saturating_sub(u64::from(by)).max(1));
+        match moved {
+            Some(p) => out.put_slice(p.to_string().as_bytes()),
+            None => out.put_slice(text),
+        }
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_positions_move_back_over_the_carried_switch() {
+        let mut msg = vec![b'E', 0, 0, 0, 0];
+        for (f, v) in [
+            (b'S', &b"ERROR"[..]),
+            (b'C', b"42601"),
+            (b'M', b"syntax"),
+            (b'P', b"312"),
+        ] {
+            msg.push(f);
+            msg.extend_from_slice(v);
+            msg.push(0);
+        }
+        msg.push(0);
+        let len = (msg.len() - 1) as u32;
+        msg[1..5].copy_from_slice(&len.to_be_bytes());
+        let out = shift_position(&msg, 300);
+        let got: Vec<_> = fields::error_fields(&out[5..]).collect();
+        assert!(got.contains(&(b'P', &b"12"[..])), "{got:?}");
+        assert!(got.contains(&(b'M', &b"syntax"[..])));
+        assert_eq!(
+            u32::from_be_bytes(out[1..5].try_into().unwrap()) as usize,
+            out.len() - 1
+        );
+    }
 }

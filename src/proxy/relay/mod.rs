@@ -113,6 +113,7 @@ pub(super) async fn run(
             break None;
         };
         let _active = crate::pool::GaugeGuard::new(&session.pool.stats.clients_active);
+        let _in_flight = crate::runtime::InFlight::start();
         t.start();
         let result = transaction(
             client,
@@ -355,28 +356,46 @@ async fn transaction(
             .params
             .remove(crate::tenant::prelude::RESET_TIMEOUTS_17);
         server.statements.clear();
-        t.push(Expect::Ready { simple: true }, Action::Prelude);
     }
     let mut params_sql = String::new();
     state.params.apply_to(&mut server.params, &mut params_sql);
-    let built;
-    // Pipelined with the client's messages: if the prelude fails, the server exits before
-    // reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
-    let prefix = match (tenant_needed, params_sql.is_empty()) {
-        (false, true) => None,
-        (true, true) => Some(&session.prelude[..]),
-        (tenant, false) => {
-            let mut q = BytesMut::with_capacity(session.prelude.len() + params_sql.len() + 6);
-            if tenant {
-                q.extend_from_slice(&session.prelude);
+    // A plain DML Query carries the switch in its own message (tenant::prelude::carried):
+    // no second statement list, reply and flush.
+    let mut first = None;
+    let carry = tenant_needed && params_sql.is_empty() && !session_mode;
+    let carried = carry && {
+        match upstream::try_carry(client, server, t, state, ctx, &session.prelude).await? {
+            upstream::Carry::Sent => true,
+            upstream::Carry::Not(scanned) => {
+                first = scanned;
+                false
             }
-            crate::protocol::encode::query(&mut q, &params_sql);
-            t.push(Expect::Ready { simple: true }, Action::Drop);
-            built = q;
-            Some(&built[..])
         }
     };
-    forward_client(client, server, t, state, ctx, prefix).await?;
+    if !carried {
+        if tenant_needed {
+            t.push(Expect::Ready { simple: true }, Action::Prelude);
+        }
+        let built;
+        // Pipelined with the client's messages: if the prelude fails, the server exits
+        // before reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
+        let query = &session.prelude.query;
+        let prefix = match (tenant_needed, params_sql.is_empty()) {
+            (false, true) => None,
+            (true, true) => Some(&query[..]),
+            (tenant, false) => {
+                let mut q = BytesMut::with_capacity(query.len() + params_sql.len() + 6);
+                if tenant {
+                    q.extend_from_slice(query);
+                }
+                crate::protocol::encode::query(&mut q, &params_sql);
+                t.push(Expect::Ready { simple: true }, Action::Drop);
+                built = q;
+                Some(&built[..])
+            }
+        };
+        forward_client(client, server, t, state, ctx, prefix, first).await?;
+    }
     forward_server(client, server, t, state, session).await?;
     let mut progress = t.ready_seen;
     loop {
@@ -418,7 +437,7 @@ async fn transaction(
             r = client.stream.read_buf(&mut client.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
                 Ok(_) => {
-                    forward_client(client, server, t, state, ctx, None).await?;
+                    forward_client(client, server, t, state, ctx, None, None).await?;
                     forward_server(client, server, t, state, session).await?;
                 }
             },

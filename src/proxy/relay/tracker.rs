@@ -33,6 +33,11 @@ pub(super) enum Action {
     Drop,
     /// The tenant prelude: dropped, and the connection then carries the session's tenant.
     Prelude,
+    /// A client Query carrying the tenant switch in front of its own statements: the first
+    /// `skip` replies (the switch's) are dropped, the rest are the client's; error
+    /// positions are `shift` characters too far. At ReadyForQuery the connection carries
+    /// the session's tenant, unless the transaction failed (which rolled the settings back).
+    Carried { skip: u8, shift: u32, failed: bool },
     /// A Parse the proxy sent for a client's Parse: if it fails or the server skips it,
     /// the statement exists neither on the server nor for the client.
     Prepared {
@@ -138,6 +143,13 @@ pub(super) struct Tracker {
     pub param_updates: Vec<(String, String)>,
     /// Statement bookkeeping to undo (replies skipped or failed), applied by the relay.
     pub undo: Vec<Undo>,
+    /// Client messages wait until the carried switch is answered: if the client's
+    /// transaction fails, its settings are rolled back, and nothing more may run before the
+    /// tenant is applied again.
+    pub barrier: bool,
+    /// How the carried switch ended, for the relay to note on the connection: `Some(true)`
+    /// applied, `Some(false)` rolled back.
+    pub carried_outcome: Option<bool>,
     /// The client parsed the unnamed statement during this checkout: a Bind of it may go to
     /// this server (otherwise it would run another client's unnamed statement).
     pub unnamed_parsed: bool,

@@ -22,7 +22,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 /// A client message that is not forwarded as it is.
-enum Detour {
+#[derive(PartialEq)]
+pub(super) enum Detour {
     /// A Query the statement guard refused: a stand-in that raises the error on the server
     /// goes instead, so that transaction state and ReadyForQuery stay PostgreSQL's own.
     RefuseQuery { len: usize, error: ClientError },
@@ -37,8 +38,92 @@ enum Detour {
     Deallocate { len: usize, name: Option<Vec<u8>> },
 }
 
+/// What [`try_carry`] did.
+pub(super) enum Carry {
+    /// The client's Query went out with the tenant switch in front of its SQL.
+    Sent,
+    /// Nothing was sent. `Some` is the scan of the first message if it was scanned (a
+    /// refusal), for [`forward_client`] to act on without scanning it again.
+    Not(Option<Scanned>),
+}
+
+/// A scan result: bytes to forward as they are, and what to do with the message after them.
+pub(super) type Scanned = (usize, Option<Detour>);
+
+/// Sends the client's first message, a complete simple Query of plain DML, with the tenant
+/// switch in front of its SQL (see `tenant::prelude::carried`), and holds back whatever
+/// the client sends next until the server has answered it.
+pub(super) async fn try_carry(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    state: &mut SessionState,
+    ctx: &ProxyContext,
+    prelude: &crate::tenant::prelude::Prelude,
+) -> Result<Carry, Stop> {
+    let len = match parse_header(&client.buf) {
+        Ok(Some(h))
+            if h.tag == frontend::QUERY
+                && client.buf.len() >= h.frame_len
+                && h.frame_len <= ctx.settings.config.max_client_message_bytes =>
+        {
+            h.frame_len
+        }
+        _ => return Ok(Carry::Not(None)),
+    };
+    let body = &client.buf[5..len];
+    let Some((sql, _)) = read_cstr(body) else {
+        return Ok(Carry::Not(None));
+    };
+    if !crate::tenant::prelude::can_carry(sql) {
+        return Ok(Carry::Not(None));
+    }
+    let pushed = t.replies.len();
+    let scanned = scan_client(
+        &client.buf[..len],
+        t,
+        ctx,
+        &mut state.params,
+        &mut server.params,
+    )?;
+    let plain = scanned == (len, None)
+        && t.replies.len() == pushed + 1
+        && t.replies.back().is_some_and(|r| {
+            r.expect == (Expect::Ready { simple: true }) && matches!(r.action, Action::Pass)
+        });
+    if !plain {
+        // Refused by the guard: it fails on the server after the ordinary prelude.
+        return Ok(Carry::Not(Some(scanned)));
+    }
+    if let Some(r) = t.replies.back_mut() {
+        r.action = Action::Carried {
+            skip: prelude.carried_replies,
+            shift: prelude.carried.len() as u32,
+            failed: false,
+        };
+    }
+    let mut out = std::mem::take(&mut t.scratch);
+    out.clear();
+    let total = 4 + prelude.carried.len() + sql.len() + 1;
+    out.reserve(1 + total);
+    out.extend_from_slice(&[frontend::QUERY]);
+    out.extend_from_slice(&(total as u32).to_be_bytes());
+    out.extend_from_slice(&prelude.carried);
+    out.extend_from_slice(sql);
+    out.extend_from_slice(&[0]);
+    let r = server.stream.write_all(&out).await;
+    out.clear();
+    t.scratch = out;
+    r.map_err(|_| Stop::ServerGone { fatal_sent: false })?;
+    t.bytes_in += len as u64;
+    client.buf.advance(len);
+    t.barrier = true;
+    Ok(Carry::Sent)
+}
+
 /// Forwards the complete (or streamable) client messages in the buffer, after `prefix`
-/// (the tenant prelude) if given.
+/// (the tenant prelude) if given; `first` is the scan of the first message if the caller
+/// made it already.
 pub(super) async fn forward_client(
     client: &mut ClientConn,
     server: &mut ServerConn,
@@ -46,14 +131,21 @@ pub(super) async fn forward_client(
     state: &mut SessionState,
     ctx: &ProxyContext,
     mut prefix: Option<&[u8]>,
+    mut first: Option<Scanned>,
 ) -> Result<(), Stop> {
+    if t.barrier {
+        // See try_carry: the rest waits for the carried switch's answer.
+        return Ok(());
+    }
     // Batches the proxy does not touch go out straight from the read buffer; once a
     // message is rewritten, the rest of the batch is gathered so it still leaves in one write.
     let mut out = std::mem::take(&mut t.scratch);
     out.clear();
     loop {
-        let (pos, detour) =
-            scan_client(&client.buf, t, ctx, &mut state.params, &mut server.params)?;
+        let (pos, detour) = match first.take() {
+            Some(scanned) => scanned,
+            None => scan_client(&client.buf, t, ctx, &mut state.params, &mut server.params)?,
+        };
         let head = prefix.take().unwrap_or(&[]);
         if out.is_empty() && detour.is_none() {
             if (pos > 0 || !head.is_empty())
