@@ -55,7 +55,7 @@ pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32)
     // Temporary tables are out of reach of the application roles. Its timeouts still apply
     // to these (at worst they end the session), then go back to the role's values. SET and
     // RESET are utility statements: no planner, no function lookup through the search_path.
-    let mut sql = String::from("SET LOCAL exit_on_error = on; ");
+    let mut sql = String::from(EXIT_ON_ERROR);
     push_switch(&mut sql, &id, &sig, server_major);
     sql.truncate(sql.len() - 2);
     let mut buf = BytesMut::with_capacity(sql.len() + 6);
@@ -88,18 +88,8 @@ pub fn carried_replies(server_major: u32) -> u8 {
     (statements + 2) as u8
 }
 
-/// The SQL text that goes in front of a client's own simple Query (see [`can_carry`]): the
-/// same switch as [`prelude`] but no `exit_on_error`, since the client's statements share
-/// its transaction. A failure of the switch itself aborts that transaction before any of
-/// the client's statements runs; a failure of the client's statements rolls the settings
-/// back with them, which the relay notes (the connection's tenant is then unknown and is
-/// applied afresh before anything else runs on it).
-pub fn carried(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Box<[u8]> {
-    let (id, sig) = values(tenant, key);
-    let mut sql = String::with_capacity(512);
-    push_switch(&mut sql, &id, &sig, server_major);
-    sql.into_bytes().into_boxed_slice()
-}
+/// The first statement of a prelude of its own; see [`Prelude::carried`] for the others.
+const EXIT_ON_ERROR: &str = "SET LOCAL exit_on_error = on; ";
 
 fn values(tenant: Option<&TenantId>, key: Option<&[u8]>) -> (String, String) {
     match (tenant, key) {
@@ -161,14 +151,25 @@ pub fn server_major(server_version: &str) -> u32 {
 /// A tenant (or none) and the server's major version.
 type PreludeKey = (Option<TenantId>, u32);
 
-/// The two forms of one tenant's switch (see [`prelude`] and [`carried`]).
+/// One tenant's switch, in both of its forms.
 pub struct Prelude {
-    /// A Query of its own, pipelined in front of whatever the client sent.
+    /// A Query of its own (see [`prelude`]), pipelined in front of whatever the client sent.
     pub query: Bytes,
-    /// SQL text for the front of a client's own Query.
-    pub carried: Box<[u8]>,
-    /// Replies to `carried` the client must not see.
+    /// Replies to [`Prelude::carried`] the client must not see.
     pub carried_replies: u8,
+}
+
+impl Prelude {
+    /// The switch's statements for the front of a client's own simple Query (see
+    /// [`can_carry`]), to be followed by `"; "`: those of `query` without
+    /// `exit_on_error`, since the client's statements share the transaction. A failure of
+    /// the switch aborts that transaction before any of the client's statements runs; a
+    /// failure of the client's statements rolls the settings back with them, which the
+    /// relay notes (the connection's tenant is then unknown and is applied again before
+    /// anything else runs on it). A slice of `query`: idle sessions share one per tenant.
+    pub fn carried(&self) -> &[u8] {
+        &self.query[5 + EXIT_ON_ERROR.len()..self.query.len() - 1]
+    }
 }
 
 /// One prelude per tenant, shared by that tenant's sessions: a prelude is a few hundred
@@ -199,7 +200,6 @@ impl Preludes {
         }
         let built = Arc::new(Prelude {
             query: prelude(tenant, key, server_major),
-            carried: carried(tenant, key, server_major),
             carried_replies: carried_replies(server_major),
         });
         map.insert((tenant.copied(), server_major), built.clone());
@@ -269,17 +269,15 @@ mod tests {
     fn carried_switch_is_the_same_statements_without_exit_on_error() {
         let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
         for major in [15, 17] {
-            let own = prelude(Some(&t), Some(&[7u8; 32]), major);
-            let own = std::str::from_utf8(&own[5..own.len() - 1]).unwrap();
-            let carried = carried(Some(&t), Some(&[7u8; 32]), major);
-            let carried = std::str::from_utf8(&carried).unwrap();
-            assert_eq!(
-                format!("SET LOCAL exit_on_error = on; {carried}"),
-                format!("{own}; ")
-            );
+            let p = Preludes::default().get(Some(&t), Some(&[7u8; 32]), major);
+            let own = std::str::from_utf8(&p.query[5..p.query.len() - 1]).unwrap();
+            let carried = std::str::from_utf8(p.carried()).unwrap();
+            assert_eq!(format!("{EXIT_ON_ERROR}{carried}"), own);
+            assert!(carried.starts_with("CLOSE ALL; "), "{carried}");
+            assert!(carried.ends_with(&format!("'{}'", signature(&[7u8; 32], &t))));
             // One CommandComplete per statement, plus RowDescription and DataRow.
-            let statements = carried.matches("; ").count();
-            assert_eq!(carried_replies(major) as usize, statements + 2);
+            let statements = carried.matches("; ").count() + 1;
+            assert_eq!(p.carried_replies as usize, statements + 2);
         }
     }
 

@@ -294,3 +294,34 @@ fn passwords_are_saslprepped_as_postgres_does() {
     assert_eq!(&*normalize_password(raw), raw.as_bytes());
     assert_eq!(&*normalize_password("plain ascii"), b"plain ascii");
 }
+
+/// Reconnects reuse the keys derived for a password and salt; another salt, iteration
+/// count or password never gets them.
+#[test]
+fn derived_keys_are_reused_only_for_the_same_password_and_salt() {
+    let fresh = |p: &str, s: &[u8], i| ScramKeys::from_password(p, s, i).client_key;
+    let cached = |p: &str, s: &[u8], i| ScramKeys::from_password_cached(p, s, i).client_key;
+    let (salt_a, salt_b) = (&b"salt-a-0123456789"[..], &b"salt-b-0123456789"[..]);
+    for _ in 0..2 {
+        assert_eq!(
+            cached("pw-one", salt_a, 4096),
+            fresh("pw-one", salt_a, 4096)
+        );
+        assert_eq!(
+            cached("pw-one", salt_b, 4096),
+            fresh("pw-one", salt_b, 4096)
+        );
+        assert_eq!(
+            cached("pw-one", salt_a, 4097),
+            fresh("pw-one", salt_a, 4097)
+        );
+        assert_eq!(
+            cached("pw-two", salt_a, 4096),
+            fresh("pw-two", salt_a, 4096)
+        );
+    }
+    assert_ne!(
+        cached("pw-one", salt_a, 4096),
+        cached("pw-two", salt_a, 4096)
+    );
+}

@@ -95,20 +95,22 @@ pub(super) async fn try_carry(
         // Refused by the guard: it fails on the server after the ordinary prelude.
         return Ok(Carry::Not(Some(scanned)));
     }
+    let carried = prelude.carried();
     if let Some(r) = t.replies.back_mut() {
         r.action = Action::Carried {
             skip: prelude.carried_replies,
-            shift: prelude.carried.len() as u32,
+            shift: carried.len() as u32 + 2,
             failed: false,
         };
     }
     let mut out = std::mem::take(&mut t.scratch);
     out.clear();
-    let total = 4 + prelude.carried.len() + sql.len() + 1;
+    let total = 4 + carried.len() + 2 + sql.len() + 1;
     out.reserve(1 + total);
     out.extend_from_slice(&[frontend::QUERY]);
     out.extend_from_slice(&(total as u32).to_be_bytes());
-    out.extend_from_slice(&prelude.carried);
+    out.extend_from_slice(carried);
+    out.extend_from_slice(b"; ");
     out.extend_from_slice(sql);
     out.extend_from_slice(&[0]);
     let r = server.stream.write_all(&out).await;
