@@ -116,6 +116,13 @@ fn bench_prelude(c: &mut Criterion) {
     g.bench_function("signed", |b| {
         b.iter(|| prelude::prelude(Some(black_box(&tenant)), Some(black_box(&key)), 17))
     });
+    // The lexing pass that decides whether a client's Query can carry the switch: runs on
+    // the first Query after every tenant switch, besides the guard's own pass.
+    for (name, sql, _) in &STATEMENTS[..3] {
+        g.bench_with_input(BenchmarkId::new("can_carry", name), sql, |b, sql| {
+            b.iter(|| prelude::can_carry(black_box(sql.as_bytes())))
+        });
+    }
     g.bench_function("no_tenant", |b| {
         b.iter(|| prelude::prelude(None, Some(black_box(&key)), 17))
     });
