@@ -35,57 +35,64 @@ pub fn signature(key: &[u8], tenant: &TenantId) -> String {
 }
 
 /// Timeouts a previous tenant may have left with set_config (invisible to the proxy), each
-/// of which would sabotage the next tenant's transactions: the prelude puts them back to the
-/// session's startup values. `transaction_timeout` exists from PostgreSQL 17 on.
-pub const RESET_TIMEOUTS: [&str; 3] = [
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
+/// of which would sabotage the next tenant's transactions, with the first major version
+/// that has them: the prelude puts them back to the session's startup values.
+pub const RESET_TIMEOUTS: [(&str, u32); 4] = [
+    ("statement_timeout", 0),
+    ("lock_timeout", 0),
+    ("idle_in_transaction_session_timeout", 0),
+    ("transaction_timeout", 17),
 ];
-pub const RESET_TIMEOUTS_17: &str = "transaction_timeout";
 
 /// The Query that applies `tenant` (or clears both settings for a tenant-less user) on a
 /// server of `server_major` (e.g. 17). Values are a ULID and hex digits, so they need no
 /// quoting beyond the literal quotes.
 pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Bytes {
+    build(tenant, key, server_major).query
+}
+
+/// Both forms of the switch, from one list of statements.
+fn build(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Prelude {
     let (id, sig) = values(tenant, key);
-    // First what a previous tenant may have left behind: WITH HOLD cursors (rows computed
-    // under its tenant), LISTEN registrations (payloads meant for it), prepared statements
-    // (one it replaced through dynamic SQL would run as the next tenant) and advisory locks.
-    // Temporary tables are out of reach of the application roles. Its timeouts still apply
-    // to these (at worst they end the session), then go back to the role's values. SET and
-    // RESET are utility statements: no planner, no function lookup through the search_path.
     let mut sql = String::from(EXIT_ON_ERROR);
-    push_switch(&mut sql, &id, &sig, server_major);
+    let statements = push_switch(&mut sql, &id, &sig, server_major);
     sql.truncate(sql.len() - 2);
-    let mut buf = BytesMut::with_capacity(sql.len() + 6);
-    crate::protocol::encode::query(&mut buf, &sql);
-    buf.freeze()
+    let mut query = BytesMut::with_capacity(sql.len() + 6);
+    crate::protocol::encode::query(&mut query, &sql);
+    Prelude {
+        query: query.freeze(),
+        // A CommandComplete per statement, and the RowDescription and DataRow of its SELECT.
+        carried_replies: (statements + 2) as u8,
+    }
 }
 
-/// The statements of a tenant switch, each followed by `"; "`: cleanup, timeouts, settings.
-fn push_switch(sql: &mut String, id: &str, sig: &str, server_major: u32) {
-    sql.push_str("CLOSE ALL; UNLISTEN *; DEALLOCATE ALL; ");
-    sql.push_str("SELECT pg_catalog.pg_advisory_unlock_all(); ");
-    for name in RESET_TIMEOUTS {
-        sql.push_str("RESET ");
-        sql.push_str(name);
+/// Appends the statements of a tenant switch, each followed by `"; "`, and returns how
+/// many. First what a previous tenant may have left behind: WITH HOLD cursors (rows
+/// computed under its tenant), LISTEN registrations (payloads meant for it), prepared
+/// statements (one it replaced through dynamic SQL would run as the next tenant) and
+/// advisory locks. Temporary tables are out of reach of the application roles. Its
+/// timeouts still apply to these (at worst they end the session), then go back to the
+/// role's values. SET and RESET are utility statements: no planner, no function lookup
+/// through the search_path.
+fn push_switch(sql: &mut String, id: &str, sig: &str, server_major: u32) -> usize {
+    let mut statements = vec![
+        "CLOSE ALL".to_owned(),
+        "UNLISTEN *".to_owned(),
+        "DEALLOCATE ALL".to_owned(),
+        "SELECT pg_catalog.pg_advisory_unlock_all()".to_owned(),
+    ];
+    for (name, since) in RESET_TIMEOUTS {
+        if server_major >= since {
+            statements.push(format!("RESET {name}"));
+        }
+    }
+    statements.push(format!("SET {TENANT_SETTING} = '{id}'"));
+    statements.push(format!("SET {SIGNATURE_SETTING} = '{sig}'"));
+    for statement in &statements {
+        sql.push_str(statement);
         sql.push_str("; ");
     }
-    if server_major >= 17 {
-        sql.push_str("RESET ");
-        sql.push_str(RESET_TIMEOUTS_17);
-        sql.push_str("; ");
-    }
-    sql.push_str(&format!("SET {TENANT_SETTING} = '{id}'; "));
-    sql.push_str(&format!("SET {SIGNATURE_SETTING} = '{sig}'; "));
-}
-
-/// Server messages that answer the statements of a carried switch before the client's own
-/// replies begin: a CommandComplete each, and the RowDescription and DataRow of the SELECT.
-pub fn carried_replies(server_major: u32) -> u8 {
-    let statements = 4 + RESET_TIMEOUTS.len() + usize::from(server_major >= 17) + 2;
-    (statements + 2) as u8
+    statements.len()
 }
 
 /// The first statement of a prelude of its own; see [`Prelude::carried`] for the others.
@@ -198,10 +205,7 @@ impl Preludes {
         if map.len() >= PRELUDES_SWEEP_AT {
             map.retain(|_, p| Arc::strong_count(p) > 1);
         }
-        let built = Arc::new(Prelude {
-            query: prelude(tenant, key, server_major),
-            carried_replies: carried_replies(server_major),
-        });
+        let built = Arc::new(build(tenant, key, server_major));
         map.insert((tenant.copied(), server_major), built.clone());
         built
     }

@@ -349,12 +349,9 @@ async fn transaction(
     if tenant_needed {
         // The tenant prelude resets the timeouts to the role's values and deallocates
         // every prepared statement: none crosses from one tenant to the next.
-        for name in crate::tenant::prelude::RESET_TIMEOUTS {
+        for (name, _) in crate::tenant::prelude::RESET_TIMEOUTS {
             server.params.remove(name);
         }
-        server
-            .params
-            .remove(crate::tenant::prelude::RESET_TIMEOUTS_17);
         server.statements.clear();
     }
     let mut params_sql = String::new();
