@@ -1,4 +1,5 @@
-//! Encoders for the messages the proxy writes itself (never for relayed traffic).
+//! Encoders for the messages the proxy writes or rewrites itself (never for traffic it relays
+//! untouched).
 //!
 //! Each function appends one whole message to a `BytesMut` so that a reply made of several
 //! messages leaves in one write.
@@ -186,6 +187,31 @@ pub fn password_message(buf: &mut BytesMut, password: &[u8]) {
 
 pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| put_cstr(b, sql.as_bytes()));
+}
+
+/// A simple Query whose SQL text is `parts` one after the other.
+pub fn query_of_parts(buf: &mut BytesMut, parts: &[&[u8]]) {
+    message(buf, b'Q', |b| {
+        for part in parts {
+            b.extend(part.iter().copied().filter(|&c| c != 0));
+        }
+        b.put_u8(0);
+    });
+}
+
+/// A copy of the ErrorResponse or NoticeResponse `msg` (whole, header included) in which
+/// `value` writes each field's value, given the field type and the value received.
+pub fn rewritten_error(msg: &[u8], mut value: impl FnMut(u8, &[u8], &mut BytesMut)) -> BytesMut {
+    let mut out = BytesMut::with_capacity(msg.len() + 64);
+    message(&mut out, msg[0], |b| {
+        for (field, text) in super::fields::error_fields(&msg[5..]) {
+            b.put_u8(field);
+            value(field, text, b);
+            b.put_u8(0);
+        }
+        b.put_u8(0);
+    });
+    out
 }
 
 pub fn terminate(buf: &mut BytesMut) {

@@ -243,11 +243,7 @@ pub fn rewrite_name(tag: u8, head: &[u8], name: &str, rest: &[u8], out: &mut Byt
 /// no statement for become `<statement>`. The proxy's names never reach clients.
 pub fn rename_in_error(msg: &[u8], statements: &ClientStatements) -> BytesMut {
     let prefix = crate::pool::statements::server_name_prefix().as_bytes();
-    let mut out = BytesMut::with_capacity(msg.len() + 64);
-    out.put_u8(msg[0]);
-    out.put_i32(0);
-    for (field, mut text) in crate::protocol::fields::error_fields(&msg[5..]) {
-        out.put_u8(field);
+    crate::protocol::encode::rewritten_error(msg, |_, mut text, out| {
         while let Some(at) = text.windows(prefix.len()).position(|w| w == prefix) {
             out.put_slice(&text[..at]);
             let digits = text[at + prefix.len()..]
@@ -263,12 +259,7 @@ pub fn rename_in_error(msg: &[u8], statements: &ClientStatements) -> BytesMut {
             text = &text[end..];
         }
         out.put_slice(text);
-        out.put_u8(0);
-    }
-    out.put_u8(0);
-    let len = (out.len() - 1) as i32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    out
+    })
 }
 
 /// A Close('S') for a proxy-named statement, to evict it from a server.

@@ -442,11 +442,7 @@ fn note_error(body: &[u8], t: &mut Tracker) -> bool {
 /// are its characters.
 fn shift_position(msg: &[u8], by: u32) -> BytesMut {
     use bytes::BufMut;
-    let mut out = BytesMut::with_capacity(msg.len());
-    out.put_u8(msg[0]);
-    out.put_i32(0);
-    for (field, text) in fields::error_fields(&msg[5..]) {
-        out.put_u8(field);
+    crate::protocol::encode::rewritten_error(msg, |field, text, out| {
         let moved = (field == b'P')
             .then(|| std::str::from_utf8(text).ok()?.parse::<u64>().ok())
             .flatten()
@@ -455,12 +451,7 @@ fn shift_position(msg: &[u8], by: u32) -> BytesMut {
             Some(p) => out.put_slice(p.to_string().as_bytes()),
             None => out.put_slice(text),
         }
-        out.put_u8(0);
-    }
-    out.put_u8(0);
-    let len = (out.len() - 1) as i32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    out
+    })
 }
 
 #[cfg(test)]

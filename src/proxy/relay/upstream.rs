@@ -22,7 +22,6 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 /// A client message that is not forwarded as it is.
-#[derive(PartialEq)]
 pub(super) enum Detour {
     /// A Query the statement guard refused: a stand-in that raises the error on the server
     /// goes instead, so that transaction state and ReadyForQuery stay PostgreSQL's own.
@@ -86,7 +85,7 @@ pub(super) async fn try_carry(
         &mut state.params,
         &mut server.params,
     )?;
-    let plain = scanned == (len, None)
+    let plain = matches!(scanned, (at, None) if at == len)
         && t.replies.len() == pushed + 1
         && t.replies.back().is_some_and(|r| {
             r.expect == (Expect::Ready { simple: true }) && matches!(r.action, Action::Pass)
@@ -105,14 +104,7 @@ pub(super) async fn try_carry(
     }
     let mut out = std::mem::take(&mut t.scratch);
     out.clear();
-    let total = 4 + carried.len() + 2 + sql.len() + 1;
-    out.reserve(1 + total);
-    out.extend_from_slice(&[frontend::QUERY]);
-    out.extend_from_slice(&(total as u32).to_be_bytes());
-    out.extend_from_slice(carried);
-    out.extend_from_slice(b"; ");
-    out.extend_from_slice(sql);
-    out.extend_from_slice(&[0]);
+    encode::query_of_parts(&mut out, &[carried, b"; ", sql]);
     let r = server.stream.write_all(&out).await;
     out.clear();
     t.scratch = out;
