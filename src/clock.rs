@@ -40,10 +40,10 @@ pub fn after(d: Duration) -> u64 {
     now_ms().saturating_add(d.as_millis() as u64).max(1)
 }
 
-/// Milliseconds from `since` (a coarse time) to now, 0 if `since` is ahead.
+/// Whether at coarse time `now` at least `limit` has passed since coarse time `since`.
 #[inline]
-pub fn elapsed_ms(since: u64) -> u64 {
-    now_ms().saturating_sub(since)
+pub fn lasted(since: u64, now: u64, limit: Duration) -> bool {
+    now.saturating_sub(since) >= limit.as_millis() as u64
 }
 
 #[cfg(test)]
@@ -59,6 +59,11 @@ mod tests {
         assert!(b >= a + 5, "{a} then {b}");
         assert_eq!(now_ms(), b);
         assert_eq!(after(Duration::from_millis(250)), b + 250);
-        assert_eq!(elapsed_ms(b + 1000), 0);
+        assert!(lasted(b - 5, b, Duration::from_millis(5)));
+        assert!(!lasted(b - 4, b, Duration::from_millis(5)));
+        assert!(
+            !lasted(b + 1000, b, Duration::from_millis(1)),
+            "since is ahead"
+        );
     }
 }

@@ -9,6 +9,7 @@ use super::connect::{connect, Credentials};
 use super::server_conn::ServerConn;
 use super::slot::Slot;
 use super::{Pool, PoolStats};
+use crate::clock;
 use crate::config::ServerLogin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ pub(super) async fn run(pool: Arc<Pool>) {
 
 /// One pass over the pool; returns how long until something becomes due.
 fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
-    let now_ms = crate::clock::advance();
+    let now_ms = clock::advance();
     let mut expired: Vec<ServerConn> = Vec::new();
     let mut to_open = 0usize;
     let mut blocked_by_db = false;
@@ -88,14 +89,16 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             while i < st.idle.len() {
                 let c = &st.idle[i];
                 let too_old = nobody_waits
-                    && pool.limits.lifetime.is_some_and(|l| {
-                        now_ms.saturating_sub(c.created_ms) >= l.as_millis() as u64
-                    });
+                    && pool
+                        .limits
+                        .lifetime
+                        .is_some_and(|l| clock::lasted(c.created_ms, now_ms, l));
                 let idle_too_long = nobody_waits
                     && keep > pool.limits.min
-                    && pool.limits.idle_timeout.is_some_and(|t| {
-                        now_ms.saturating_sub(c.last_used_ms) >= t.as_millis() as u64
-                    });
+                    && pool
+                        .limits
+                        .idle_timeout
+                        .is_some_and(|t| clock::lasted(c.last_used_ms, now_ms, t));
                 // The server closed it (restart, pg_terminate_backend) or wrote to it while
                 // idle: it would fail its next client, and it still counts against the caps.
                 let broken = !c.is_usable();
@@ -146,7 +149,7 @@ async fn open_one(pool: Arc<Pool>) {
         match result {
             Ok(login) => {
                 PoolStats::add(&pool.stats.connects_ok, 1);
-                let now = crate::clock::advance();
+                let now = clock::advance();
                 let conn = ServerConn {
                     stream: login.stream,
                     buf: bytes::BytesMut::new(),

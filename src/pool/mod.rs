@@ -203,7 +203,7 @@ impl Pool {
             || self
                 .limits
                 .lifetime
-                .is_some_and(|l| now.saturating_sub(conn.created_ms) >= l.as_millis() as u64)
+                .is_some_and(|l| crate::clock::lasted(conn.created_ms, now, l))
         {
             PoolStats::add(&self.stats.closed_retired, 1);
             tracing::debug!(pool = %self.name, conn = conn.id, uses = conn.uses, "retiring server connection");

@@ -302,23 +302,21 @@ fn derived_keys_are_reused_only_for_the_same_password_and_salt() {
     let fresh = |p: &str, s: &[u8], i| ScramKeys::from_password(p, s, i).client_key;
     let cached = |p: &str, s: &[u8], i| ScramKeys::from_password_cached(p, s, i).client_key;
     let (salt_a, salt_b) = (&b"salt-a-0123456789"[..], &b"salt-b-0123456789"[..]);
+    let logins = [
+        ("pw-one", salt_a, 4096),
+        ("pw-one", salt_b, 4096),
+        ("pw-one", salt_a, 4097),
+        ("pw-two", salt_a, 4096),
+    ];
+    // Twice: the first round fills the cache, the second reads from it.
     for _ in 0..2 {
-        assert_eq!(
-            cached("pw-one", salt_a, 4096),
-            fresh("pw-one", salt_a, 4096)
-        );
-        assert_eq!(
-            cached("pw-one", salt_b, 4096),
-            fresh("pw-one", salt_b, 4096)
-        );
-        assert_eq!(
-            cached("pw-one", salt_a, 4097),
-            fresh("pw-one", salt_a, 4097)
-        );
-        assert_eq!(
-            cached("pw-two", salt_a, 4096),
-            fresh("pw-two", salt_a, 4096)
-        );
+        for (password, salt, iterations) in logins {
+            assert_eq!(
+                cached(password, salt, iterations),
+                fresh(password, salt, iterations),
+                "{password} {iterations}"
+            );
+        }
     }
     assert_ne!(
         cached("pw-one", salt_a, 4096),
