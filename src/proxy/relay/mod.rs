@@ -356,7 +356,7 @@ async fn transaction(
     }
     let mut params_sql = String::new();
     state.params.apply_to(&mut server.params, &mut params_sql);
-    // A plain DML Query carries the switch in its own message (tenant::prelude::carried):
+    // A plain DML Query carries the switch in its own message (tenant::prelude::Prelude::carried):
     // no second statement list, reply and flush.
     let mut first = None;
     let carry = tenant_needed && params_sql.is_empty() && !session_mode;

@@ -50,7 +50,7 @@ pub(super) enum Carry {
 pub(super) type Scanned = (usize, Option<Detour>);
 
 /// Sends the client's first message, a complete simple Query of plain DML, with the tenant
-/// switch in front of its SQL (see `tenant::prelude::carried`), and holds back whatever
+/// switch in front of its SQL (see `tenant::prelude::Prelude::carried`), and holds back whatever
 /// the client sends next until the server has answered it.
 pub(super) async fn try_carry(
     client: &mut ClientConn,
