@@ -671,16 +671,67 @@ async fn listen_registration_dropped_when_tenant_changes() {
     assert!(b_got.is_empty(), "LEAK: tenant 2 received {b_got:?}");
 }
 
-/// Tenant 1's session advisory locks are gone when tenant 2 runs on the connection.
+/// Gives the application role the session-level advisory lock functions back, as a DBA
+/// may (migrations/0005 revokes them); server connections opened afterwards release such
+/// locks on every tenant switch.
+async fn grant_session_locks(env: &Env) {
+    let grant = "GRANT EXECUTE ON FUNCTION pg_advisory_lock(bigint), \
+                 pg_advisory_lock_shared(bigint), pg_try_advisory_lock(bigint) TO app";
+    col(&env.su, grant).await;
+}
+
+/// The last query of the application's server connection, as the superuser sees it.
+async fn last_server_query(env: &Env) -> String {
+    env.su1("SELECT query FROM pg_stat_activity WHERE usename = 'app'")
+        .await
+}
+
+/// With migrations/0005 a tenant cannot take a session-level advisory lock, which would
+/// outlive its transaction and pass to the next tenant on the connection; transaction-level
+/// locks work, and the tenant switch then has no lock release to run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn advisory_lock_of_previous_tenant_does_not_block() {
+async fn session_advisory_locks_are_refused_to_tenants() {
     let env = Env::new(SOLO).await;
+    let (a, b) = (env.login("t1").await, env.login("t2").await);
+    for sql in [
+        "SELECT pg_advisory_lock(4242)",
+        "SELECT pg_try_advisory_lock_shared(1, 2)",
+        "SELECT pg_catalog.pg_try_advisory_lock(4242)",
+    ] {
+        let e = fails(&a, sql).await;
+        assert!(
+            e.starts_with("42501 permission denied for function"),
+            "{sql}: {e}"
+        );
+    }
+    let xact = "SELECT pg_try_advisory_xact_lock(4242)::text";
+    assert_eq!(col(&a, &format!("BEGIN; {xact}; COMMIT")).await, ["true"]);
+    env.check_own(&b, T2, "t2").await;
+    assert_eq!(
+        col(&b, xact).await,
+        ["true"],
+        "the lock ended with t1's transaction"
+    );
+    env.check_own(&a, T1, "t1").await;
+    assert_eq!(col(&b, "SELECT 2").await, ["2"]);
+    let seen = last_server_query(&env).await;
+    assert!(seen.contains(T2) && !seen.contains("advisory"), "{seen}");
+}
+
+/// Where the role may take them (granted back), tenant 1's session advisory locks are gone
+/// when tenant 2 runs on the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_session_advisory_lock_of_previous_tenant_is_released() {
+    let env = Env::new(SOLO).await;
+    grant_session_locks(&env).await;
     let (a, b) = (env.login("t1").await, env.login("t2").await);
     let lock = "SELECT pg_advisory_lock(4242), pg_advisory_lock_shared(7); \
                 SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
     assert_eq!(col(&a, lock).await, ["", "2"]);
     let sql = "SELECT pg_try_advisory_lock(4242)::text || pg_try_advisory_xact_lock(7)::text";
     assert_eq!(col(&b, sql).await, ["truetrue"]);
+    let seen = last_server_query(&env).await;
+    assert!(seen.contains("pg_advisory_unlock_all()"), "{seen}");
     assert_eq!(col(&b, "SELECT pg_advisory_unlock(4242)").await, ["t"]);
     env.check_own(&b, T2, "t2").await;
 }
@@ -952,6 +1003,7 @@ async fn suspended_tenant_refused_at_login_and_next_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_prelude_does_not_run_next_tenant_statement_as_previous_tenant() {
     let env = Env::new(SOLO).await;
+    grant_session_locks(&env).await;
     let a = env.login("t1").await;
     let values = format!("VALUES ('{T2}', '{T2}') RETURNING tenant_id");
     let insert = format!("INSERT INTO base_entity (created_by, updated_by) {values}");

@@ -128,6 +128,32 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     next
 }
 
+/// Whether the new login can take session-level advisory locks: one round trip, under the
+/// connect timeout. A server error keeps the switch's release of them (the conservative
+/// answer); a broken connection is a failed connect.
+async fn ask_session_locks(
+    pool: &Pool,
+    login: super::connect::Login,
+) -> Result<(super::connect::Login, bool), super::ConnectError> {
+    let mut login = login;
+    let mut buf = bytes::BytesMut::new();
+    let sql = crate::tenant::prelude::SESSION_LOCKS_CHECK;
+    let asked = super::query::query_scalar_on(&mut login.stream, &mut buf, sql);
+    match tokio::time::timeout(pool.limits.connect_timeout, asked).await {
+        Ok(Ok(answer)) if buf.is_empty() => Ok((login, answer.as_deref() != Some("f"))),
+        Ok(Err(super::query::QueryError::Server(e))) => {
+            tracing::warn!(pool = %pool.name, error = %e, "could not ask whether the login takes session advisory locks; the tenant switch releases them");
+            Ok((login, true))
+        }
+        Ok(Ok(_)) | Ok(Err(_)) => Err(super::ConnectError::Protocol(
+            "unexpected reply to the session lock check",
+        )),
+        Err(_) => Err(super::ConnectError::Timeout(
+            pool.limits.connect_timeout.as_millis() as u64,
+        )),
+    }
+}
+
 /// Opens one connection for a slot already reserved, retrying every
 /// `connect_retry_interval` while clients still wait for it.
 async fn open_one(pool: Arc<Pool>) {
@@ -146,8 +172,12 @@ async fn open_one(pool: Arc<Pool>) {
             Some(c) => connect(&pool.target, c, pool.limits.connect_timeout).await,
             None => Err(super::ConnectError::NoCredentials),
         };
+        let result = match result {
+            Ok(login) => ask_session_locks(&pool, login).await,
+            Err(e) => Err(e),
+        };
         match result {
-            Ok(login) => {
+            Ok((login, session_locks)) => {
                 PoolStats::add(&pool.stats.connects_ok, 1);
                 let now = clock::advance();
                 let conn = ServerConn {
@@ -159,6 +189,7 @@ async fn open_one(pool: Arc<Pool>) {
                     last_used_ms: now,
                     uses: 0,
                     tenant: super::AppliedTenant::Unknown,
+                    session_locks,
                     params: Default::default(),
                     statements: super::statements::ServerStatements::new(
                         pool.limits.statement_cache_size,

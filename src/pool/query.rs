@@ -2,6 +2,7 @@
 //! simple Query, one round trip, the first column of the first row.
 
 use super::ServerConn;
+use crate::net::Stream;
 use crate::protocol::encode;
 use crate::protocol::fields;
 use crate::protocol::framing::{backend, parse_header};
@@ -22,27 +23,36 @@ pub enum QueryError {
 /// column of the first row, `None` for no row or NULL. On any error the connection must be
 /// dropped by the caller unless it came back idle (`Ok` means it is idle).
 pub async fn query_scalar(conn: &mut ServerConn, sql: &str) -> Result<Option<String>, QueryError> {
+    query_scalar_on(&mut conn.stream, &mut conn.buf, sql).await
+}
+
+/// [`query_scalar`] on a stream and its read buffer, before they become a [`ServerConn`].
+pub async fn query_scalar_on(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    sql: &str,
+) -> Result<Option<String>, QueryError> {
     let mut out = BytesMut::with_capacity(sql.len() + 8);
     encode::query(&mut out, sql);
-    conn.stream.write_all(&out).await?;
+    stream.write_all(&out).await?;
     let mut value: Option<String> = None;
     let mut seen_row = false;
     let mut error: Option<String> = None;
     loop {
         let h = loop {
-            match parse_header(&conn.buf) {
-                Ok(Some(h)) if conn.buf.len() >= h.frame_len => break h,
+            match parse_header(buf) {
+                Ok(Some(h)) if buf.len() >= h.frame_len => break h,
                 Ok(_) => {}
                 Err(_) => return Err(QueryError::Protocol),
             }
-            if conn.buf.capacity() - conn.buf.len() < 1024 {
-                conn.buf.reserve(4096);
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
             }
-            if conn.stream.read_buf(&mut conn.buf).await? == 0 {
+            if stream.read_buf(buf).await? == 0 {
                 return Err(QueryError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
         };
-        let msg = conn.buf.split_to(h.frame_len);
+        let msg = buf.split_to(h.frame_len);
         let body = &msg[5..];
         match h.tag {
             b'D' if !seen_row => {

@@ -38,6 +38,9 @@ pub struct ServerConn {
     /// Transactions (or sessions) served so far, for `server_max_uses`.
     pub uses: u64,
     pub tenant: AppliedTenant,
+    /// Whether its login can take session-level advisory locks, which a tenant switch must
+    /// then release (`tenant::prelude::SESSION_LOCKS_CHECK`, asked once at login).
+    pub session_locks: bool,
     /// Session parameters clients changed on this connection, beyond its startup values.
     pub params: crate::proxy::session_params::ParamSet,
     /// Proxy-named prepared statements this server holds.

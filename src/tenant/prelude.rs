@@ -45,8 +45,8 @@ pub const RESET_TIMEOUTS: [(&str, u32); 4] = [
 ];
 
 /// The Query that applies `tenant` (or clears both settings for a tenant-less user) on a
-/// server of `server_major` (e.g. 17). Values are a ULID and hex digits, so they need no
-/// quoting beyond the literal quotes.
+/// server of `server_major` (e.g. 17), releasing session-level advisory locks. Values are a
+/// ULID and hex digits, so they need no quoting beyond the literal quotes.
 pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Bytes {
     build(tenant, key, server_major).query
 }
@@ -55,31 +55,52 @@ pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32)
 fn build(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Prelude {
     let (id, sig) = values(tenant, key);
     let mut sql = String::from(EXIT_ON_ERROR);
+    sql.push_str(UNLOCK);
     let statements = push_switch(&mut sql, &id, &sig, server_major);
     sql.truncate(sql.len() - 2);
     let mut query = BytesMut::with_capacity(sql.len() + 6);
     crate::protocol::encode::query(&mut query, &sql);
     Prelude {
         query: query.freeze(),
-        // A CommandComplete per statement, and the RowDescription and DataRow of its SELECT.
-        carried_replies: (statements + 2) as u8,
+        // A CommandComplete per statement.
+        replies: statements as u8,
+        without_unlock: std::sync::OnceLock::new(),
     }
 }
 
-/// Appends the statements of a tenant switch, each followed by `"; "`, and returns how
-/// many. First what a previous tenant may have left behind: WITH HOLD cursors (rows
-/// computed under its tenant), LISTEN registrations (payloads meant for it), prepared
-/// statements (one it replaced through dynamic SQL would run as the next tenant) and
-/// advisory locks. Temporary tables are out of reach of the application roles. Its
-/// timeouts still apply to these (at worst they end the session), then go back to the
-/// role's values. SET and RESET are utility statements: no planner, no function lookup
-/// through the search_path.
+/// Releases the session-level advisory locks a previous tenant took. The only SELECT of the
+/// switch, and its most expensive statement (planner, executor, snapshot, a row to drop):
+/// left out on connections whose login cannot take such locks (migrations/0005, checked at
+/// each login by [`SESSION_LOCKS_CHECK`]).
+const UNLOCK: &str = "SELECT pg_catalog.pg_advisory_unlock_all(); ";
+
+/// Replies to [`UNLOCK`]: RowDescription, DataRow, CommandComplete.
+const UNLOCK_REPLIES: u8 = 3;
+
+/// Whether the session's user, or any role it can become, may call a function that takes a
+/// session-level advisory lock (the transaction-level ones end with the transaction). `t`
+/// unless migrations/0005 (or the DBA) revoked them; any other answer keeps the release.
+pub const SESSION_LOCKS_CHECK: &str =
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_proc p, pg_catalog.pg_roles r \
+     WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace \
+     AND p.proname IN ('pg_advisory_lock', 'pg_advisory_lock_shared', \
+     'pg_try_advisory_lock', 'pg_try_advisory_lock_shared') \
+     AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER') \
+     AND pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE'))";
+
+/// Appends the statements of a tenant switch after the release of advisory locks, each
+/// followed by `"; "`, and returns how many. First what a previous tenant may have left
+/// behind: WITH HOLD cursors (rows computed under its tenant), LISTEN registrations
+/// (payloads meant for it) and prepared statements (one it replaced through dynamic SQL
+/// would run as the next tenant). Temporary tables are out of reach of the application
+/// roles. Its timeouts still apply to these (at worst they end the session), then go back
+/// to the role's values. SET and RESET are utility statements: no planner, no function
+/// lookup through the search_path.
 fn push_switch(sql: &mut String, id: &str, sig: &str, server_major: u32) -> usize {
     let mut statements = vec![
         "CLOSE ALL".to_owned(),
         "UNLISTEN *".to_owned(),
         "DEALLOCATE ALL".to_owned(),
-        "SELECT pg_catalog.pg_advisory_unlock_all()".to_owned(),
     ];
     for (name, since) in RESET_TIMEOUTS {
         if server_major >= since {
@@ -158,24 +179,48 @@ pub fn server_major(server_version: &str) -> u32 {
 /// A tenant (or none) and the server's major version.
 type PreludeKey = (Option<TenantId>, u32);
 
-/// One tenant's switch, in both of its forms.
+/// One tenant's switch, in both of its forms, with and without the release of advisory
+/// locks (`session_locks`: whether the server connection's login can take them).
 pub struct Prelude {
     /// A Query of its own (see [`prelude`]), pipelined in front of whatever the client sent.
     pub query: Bytes,
-    /// Replies to [`Prelude::carried`] the client must not see.
-    pub carried_replies: u8,
+    /// Replies to the switch's statements after [`UNLOCK`].
+    replies: u8,
+    /// `query` without [`UNLOCK`], built the first time a connection needs it (idle
+    /// sessions of a tenant share the prelude; most never run).
+    without_unlock: std::sync::OnceLock<Bytes>,
 }
 
 impl Prelude {
+    /// The switch as a Query of its own.
+    pub fn standalone(&self, session_locks: bool) -> &Bytes {
+        if session_locks {
+            return &self.query;
+        }
+        self.without_unlock.get_or_init(|| {
+            let rest = &self.query[5 + EXIT_ON_ERROR.len() + UNLOCK.len()..self.query.len() - 1];
+            let mut q = BytesMut::with_capacity(self.query.len() - UNLOCK.len());
+            crate::protocol::encode::query_of_parts(&mut q, &[EXIT_ON_ERROR.as_bytes(), rest]);
+            q.freeze()
+        })
+    }
+
     /// The switch's statements for the front of a client's own simple Query (see
-    /// [`can_carry`]), to be followed by `"; "`: those of `query` without
-    /// `exit_on_error`, since the client's statements share the transaction. A failure of
-    /// the switch aborts that transaction before any of the client's statements runs; a
-    /// failure of the client's statements rolls the settings back with them, which the
-    /// relay notes (the connection's tenant is then unknown and is applied again before
-    /// anything else runs on it). A slice of `query`: idle sessions share one per tenant.
-    pub fn carried(&self) -> &[u8] {
-        &self.query[5 + EXIT_ON_ERROR.len()..self.query.len() - 1]
+    /// [`can_carry`]), to be followed by `"; "`, and how many replies they get that the
+    /// client must not see: those of the standalone form without `exit_on_error`, since
+    /// the client's statements share the transaction. A failure of the switch aborts that
+    /// transaction before any of the client's statements runs; a failure of the client's
+    /// statements rolls the settings back with them, which the relay notes (the
+    /// connection's tenant is then unknown and is applied again before anything else runs
+    /// on it). A slice of `query`: idle sessions share one per tenant.
+    pub fn carried(&self, session_locks: bool) -> (&[u8], u8) {
+        let end = self.query.len() - 1;
+        let start = 5 + EXIT_ON_ERROR.len();
+        if session_locks {
+            (&self.query[start..end], self.replies + UNLOCK_REPLIES)
+        } else {
+            (&self.query[start + UNLOCK.len()..end], self.replies)
+        }
     }
 }
 
@@ -272,16 +317,22 @@ mod tests {
     #[test]
     fn carried_switch_is_the_same_statements_without_exit_on_error() {
         let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
-        for major in [15, 17] {
+        for (major, locks) in [(15, true), (17, true), (15, false), (17, false)] {
             let p = Preludes::default().get(Some(&t), Some(&[7u8; 32]), major);
-            let own = std::str::from_utf8(&p.query[5..p.query.len() - 1]).unwrap();
-            let carried = std::str::from_utf8(p.carried()).unwrap();
+            let query = p.standalone(locks);
+            let own = std::str::from_utf8(&query[5..query.len() - 1]).unwrap();
+            let (carried, replies) = p.carried(locks);
+            let carried = std::str::from_utf8(carried).unwrap();
             assert_eq!(format!("{EXIT_ON_ERROR}{carried}"), own);
-            assert!(carried.starts_with("CLOSE ALL; "), "{carried}");
+            assert_eq!(decode(query).len(), carried.matches("; ").count() + 2);
+            let first = if locks { UNLOCK } else { "CLOSE ALL; " };
+            assert!(carried.starts_with(first), "{carried}");
+            assert_eq!(carried.contains("advisory"), locks, "{carried}");
             assert!(carried.ends_with(&format!("'{}'", signature(&[7u8; 32], &t))));
-            // One CommandComplete per statement, plus RowDescription and DataRow.
+            // One CommandComplete per statement, plus RowDescription and DataRow of the SELECT.
             let statements = carried.matches("; ").count() + 1;
-            assert_eq!(p.carried_replies as usize, statements + 2);
+            let rows = if locks { 2 } else { 0 };
+            assert_eq!(replies as usize, statements + rows);
         }
     }
 

@@ -376,7 +376,7 @@ async fn transaction(
         let built;
         // Pipelined with the client's messages: if the prelude fails, the server exits
         // before reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
-        let query = &session.prelude.query;
+        let query = session.prelude.standalone(server.session_locks);
         let prefix = match (tenant_needed, params_sql.is_empty()) {
             (false, true) => None,
             (true, true) => Some(&query[..]),

@@ -94,10 +94,10 @@ pub(super) async fn try_carry(
         // Refused by the guard: it fails on the server after the ordinary prelude.
         return Ok(Carry::Not(Some(scanned)));
     }
-    let carried = prelude.carried();
+    let (carried, skip) = prelude.carried(server.session_locks);
     if let Some(r) = t.replies.back_mut() {
         r.action = Action::Carried {
-            skip: prelude.carried_replies,
+            skip,
             shift: carried.len() as u32 + 2,
             failed: false,
         };
