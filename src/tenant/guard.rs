@@ -101,23 +101,34 @@ pub struct Mentions {
     pub prepared: bool,
 }
 
-/// One pass over `sql` for the words both pre-filters look for, in any case.
+/// One pass over `sql` for the words both pre-filters look for, in any case. It runs on
+/// every Query and Parse, so it looks at one byte per step through a table of the words'
+/// first letters, and at the second letter before comparing the rest: a typical statement
+/// is mostly letters that start none of them.
 pub fn mentions(sql: &[u8]) -> Mentions {
     let starts = |i: usize, word: &[u8]| {
         sql.get(i..i + word.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(word))
     };
     let mut m = Mentions::default();
-    for (i, &b) in sql.iter().enumerate() {
-        match b | 0x20 {
-            b's' => m.guarded |= starts(i, b"set"),
-            b'd' => {
-                m.guarded |= starts(i, b"discard");
-                m.prepared |= starts(i, b"dealloc");
-            }
-            b'u' => m.guarded |= sql.get(i + 1) == Some(&b'&'),
-            b'p' => m.prepared |= starts(i, b"prepare"),
-            b'e' => m.prepared |= starts(i, b"execute"),
+    let Some(last) = sql.len().checked_sub(1) else {
+        return m;
+    };
+    // Every word is at least two bytes long, so its first letter is before `last`.
+    for i in 0..last {
+        let first = FIRST_LETTER[sql[i] as usize];
+        if first == 0 {
+            continue;
+        }
+        let second = sql[i + 1] | 0x20;
+        match (first, second) {
+            (b's', b'e') => m.guarded |= starts(i, b"set"),
+            (b'd', b'i') => m.guarded |= starts(i, b"discard"),
+            (b'd', b'e') => m.prepared |= starts(i, b"dealloc"),
+            // `u&` folded is `u` and `&` | 0x20, which is `&` itself.
+            (b'u', b'&') => m.guarded = true,
+            (b'p', b'r') => m.prepared |= starts(i, b"prepare"),
+            (b'e', b'x') => m.prepared |= starts(i, b"execute"),
             _ => continue,
         }
         if m.guarded && m.prepared {
@@ -126,6 +137,19 @@ pub fn mentions(sql: &[u8]) -> Mentions {
     }
     m
 }
+
+/// The lowercase first letter of a word [`mentions`] looks for, by byte; 0 for the rest.
+static FIRST_LETTER: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let letters = *b"sdupe";
+    let mut i = 0;
+    while i < letters.len() {
+        table[letters[i] as usize] = letters[i];
+        table[letters[i].to_ascii_uppercase() as usize] = letters[i];
+        i += 1;
+    }
+    table
+};
 
 /// Checks a query string (one or more `;`-separated statements) against the rules above.
 /// `protected` are setting names, compared ASCII-case-insensitively as PostgreSQL does.

@@ -149,6 +149,26 @@ fn must_be_whole(tag: u8) -> bool {
     !matches!(tag, b'D' | b'd' | b'N' | b'A' | b'V' | b'H' | b'W')
 }
 
+/// Whether a message is a row, description or completion of a client's own simple Query,
+/// which goes to the client as it is and changes no bookkeeping: the common case, decided
+/// without the general matching below (what it would conclude for these).
+#[inline]
+fn passes_untouched(tag: u8, t: &Tracker) -> bool {
+    !t.skipping
+        && !matches!(
+            tag,
+            backend::READY_FOR_QUERY
+                | backend::ERROR_RESPONSE
+                | backend::NOTICE_RESPONSE
+                | backend::NOTIFICATION_RESPONSE
+                | backend::PARAMETER_STATUS
+                | backend::COPY_IN_RESPONSE
+        )
+        && t.replies.front().is_some_and(|r| {
+            r.expect == (Expect::Ready { simple: true }) && matches!(r.action, Action::Pass)
+        })
+}
+
 /// Scans server messages from the front: how many bytes go to the client as they are, and
 /// what happens right after them.
 fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), Stop> {
@@ -183,6 +203,15 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
         };
         let complete = buf.len() - pos >= h.frame_len;
         let tag = h.tag;
+        if (complete || !must_be_whole(tag)) && passes_untouched(tag, t) {
+            if complete {
+                pos += h.frame_len;
+            } else {
+                t.server_remaining = h.frame_len - (buf.len() - pos);
+                pos = buf.len();
+            }
+            continue;
+        }
         if t.skipping {
             while t
                 .replies

@@ -270,7 +270,9 @@ async fn wait_for_work(
             if ctx.shutdown.is_triggered() {
                 return Err(Some(ClientError::shutting_down()));
             }
+            // Biased: a fixed order costs no random draw per wait.
             tokio::select! {
+                biased;
                 r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
                 _ = ctx.shutdown.triggered() => return Err(Some(ClientError::shutting_down())),
             }
@@ -414,7 +416,10 @@ async fn transaction(
         if client.buf.capacity() - client.buf.len() < 1024 {
             client.buf.reserve(super::client_io::READ_CHUNK);
         }
+        // Biased, server first: no random draw per wakeup, and replies (which end the
+        // transaction) go before more of the client's input. Both reads are cancel-safe.
         tokio::select! {
+            biased;
             r = server.stream.read_buf(&mut server.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ServerGone { fatal_sent: t.server_fatal }),
                 Ok(_) => {
