@@ -782,23 +782,33 @@ async fn carried_switch_rolled_back_by_a_failure_is_applied_again() {
     // The carried switch's text (with the signature) is not the client's to read.
     let e = fails(&b, "SELECT current_query()").await;
     assert!(e.starts_with("42501"), "{e}");
-    // A syntax error's position counts from the start of the client's own SQL, whether
-    // the switch was carried in front of it or not.
-    for carried in [true, false] {
-        if carried {
-            col(&a, whose).await;
+    // An error's position counts from the start of the client's own SQL, whether the
+    // switch was carried in front of it or not. A syntax error makes PostgreSQL refuse the
+    // whole Query, the switch included: it is still the client's own error, its session
+    // goes on, and its next statement runs as its tenant.
+    let errors = [
+        ("SELECT nosuchcolumn FROM base_entity", "42703", 8),
+        ("SELECT 1 FROM WHERE ((", "42601", 15),
+        ("SELECT 'unterminated", "42601", 8),
+    ];
+    for (sql, code, at) in errors {
+        for carried in [true, false] {
+            if carried {
+                assert_eq!(col(&a, whose).await, [T1]);
+            }
+            let e = b.simple_query(sql).await.expect_err(sql);
+            let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+            assert_eq!(db.code().code(), code, "{sql}: {db}");
+            assert_eq!(
+                db.position(),
+                Some(&tokio_postgres::error::ErrorPosition::Original(at)),
+                "{sql}, carried: {carried}"
+            );
+            assert_eq!(col(&b, whose).await, [T2], "{sql}: the session goes on");
         }
-        let e = b
-            .simple_query("SELECT nosuchcolumn FROM base_entity")
-            .await
-            .expect_err("unknown column");
-        let pos = e.as_db_error().and_then(|d| d.position().cloned());
-        assert_eq!(
-            pos,
-            Some(tokio_postgres::error::ErrorPosition::Original(8)),
-            "carried: {carried}"
-        );
     }
+    env.check_own(&a, T1, "t1").await;
+    env.check_own(&b, T2, "t2").await;
 }
 
 /// Timeouts tenant 1 hides from the proxy with set_config (lock, idle-in-transaction and, on

@@ -25,6 +25,13 @@ pub fn sqlstate(body: &[u8]) -> Option<[u8; 5]> {
         .and_then(|(_, v)| v.try_into().ok())
 }
 
+/// The cursor position (`P` field: 1-based, in characters of the Query) of an error body.
+pub fn position(body: &[u8]) -> Option<u32> {
+    error_fields(body)
+        .find(|(t, _)| *t == b'P')
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
 /// A human-readable `SEVERITY: message (SQLSTATE)` summary for logs and wrapped errors.
 pub fn summary(body: &[u8]) -> String {
     let mut severity = "";

@@ -355,14 +355,24 @@ fn account(
             let mut shift = None;
             if let Action::Carried {
                 skip,
+                of,
                 shift: by,
                 failed,
             } = &mut front.action
             {
                 if *skip > 0 {
-                    // The switch itself failed: PostgreSQL skips the rest of the Query, the
-                    // client's statements included.
-                    return Err(Stop::Prelude(fields::summary(body)));
+                    // Before any reply to the switch, an error placed in the client's own
+                    // text is PostgreSQL's parser refusing the Query as a whole (a syntax
+                    // error): nothing of it ran, the switch included, and the error is the
+                    // client's. Otherwise the switch itself failed: PostgreSQL skips the
+                    // rest of the Query, the client's statements included, and the
+                    // connection is not trusted again.
+                    let refused_whole =
+                        *skip == *of && fields::position(body).is_some_and(|p| p > *by);
+                    if !refused_whole {
+                        return Err(Stop::Prelude(fields::summary(body)));
+                    }
+                    *skip = 0;
                 }
                 *failed = true;
                 shift = Some(*by);

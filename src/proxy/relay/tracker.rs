@@ -34,10 +34,16 @@ pub(super) enum Action {
     /// The tenant prelude: dropped, and the connection then carries the session's tenant.
     Prelude,
     /// A client Query carrying the tenant switch in front of its own statements: the first
-    /// `skip` replies (the switch's) are dropped, the rest are the client's; error
-    /// positions are `shift` characters too far. At ReadyForQuery the connection carries
-    /// the session's tenant, unless the transaction failed (which rolled the settings back).
-    Carried { skip: u8, shift: u32, failed: bool },
+    /// `skip` replies (the switch's, `of` in all) are dropped, the rest are the client's;
+    /// error positions are `shift` characters too far. At ReadyForQuery the connection
+    /// carries the session's tenant, unless the transaction failed (which rolled the
+    /// settings back, or never ran them).
+    Carried {
+        skip: u8,
+        of: u8,
+        shift: u32,
+        failed: bool,
+    },
     /// A Parse the proxy sent for a client's Parse: if it fails or the server skips it,
     /// the statement exists neither on the server nor for the client.
     Prepared {

@@ -98,6 +98,7 @@ pub(super) async fn try_carry(
     if let Some(r) = t.replies.back_mut() {
         r.action = Action::Carried {
             skip,
+            of: skip,
             shift: carried.len() as u32 + 2,
             failed: false,
         };
