@@ -293,8 +293,14 @@ fn allowed_statements_pass() {
 
 #[test]
 fn prefilter_sees_every_violation() {
-    for &(sql, _) in VIOLATIONS {
+    for &(sql, what) in VIOLATIONS {
         assert!(needs_check(sql.as_bytes()), "{sql}");
+        // Nor does the relay's lexer-free pass for single DML statements let a change of a
+        // setting through. (Broken literals it leaves to PostgreSQL, which refuses such a
+        // statement whole: with one statement there is no boundary to disagree about.)
+        if what != V::UNTERMINATED && what != V::INVALID {
+            assert!(!super::shape::guard_can_skip(sql.as_bytes()), "{sql}");
+        }
     }
     assert!(needs_check(b"x U& y") && needs_check(b"DISCARD") && needs_check(b"sEt"));
     for sql in [

@@ -14,11 +14,13 @@
 //!   token types live in `token`, its escape decoders in `escape`).
 //! - [`guard`]: the per-statement check built on that lexer, behind a cheap byte pre-filter.
 //! - [`prelude`]: the Query that sets the tenant and its HMAC signature on a server connection.
+//! - [`shape`]: what can be told of one plain DML statement without the lexer.
 
 pub mod guard;
 pub mod id;
 pub mod lexer;
 pub mod prelude;
+pub mod shape;
 
 mod escape;
 pub mod token;

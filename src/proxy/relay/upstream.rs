@@ -389,7 +389,7 @@ fn scan_client(
                 let session_statement =
                     || mentions.prepared && !ctx.session_mode() && session_statement_inside(sql);
                 let mut discards = false;
-                if mentions.guarded {
+                if mentions.guarded && !crate::tenant::shape::guard_can_skip(sql) {
                     let verdict = if ctx.settings.config.tenant.statement_guard {
                         crate::tenant::guard::check_allowing_resets(
                             sql,

@@ -1,0 +1,89 @@
+//! What the relay can tell about a Query's SQL without the lexer, for the common case of one
+//! plain DML statement: whether the tenant switch can be carried in front of it and whether
+//! the statement guard has anything to look at in it. Anything doubtful answers "ask the
+//! lexer" (the callers fall back to [`super::lexer`]), never "safe".
+
+/// Statements that may share an implicit transaction with the tenant switch: plain DML, no
+/// transaction control, nothing that refuses to run in a transaction block.
+pub(super) const DML_WORDS: [&[u8]; 7] = [
+    b"select", b"insert", b"update", b"delete", b"with", b"values", b"table",
+];
+
+/// Whether `sql` is a single statement starting with one of [`DML_WORDS`], told without
+/// the lexer: with no `;` but one at the end, PostgreSQL sees one statement whatever the
+/// quoting inside it (a broken one is a syntax error of the whole Query, in which nothing
+/// runs), so its first word decides, unless a comment comes first. `None`: the lexer must
+/// decide.
+pub fn single_dml(sql: &[u8]) -> Option<bool> {
+    let body = match sql.iter().position(|&b| b == b';') {
+        None => sql,
+        Some(i) if sql[i + 1..].iter().all(u8::is_ascii_whitespace) => &sql[..i],
+        Some(_) => return None,
+    };
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &body[start..];
+    if rest.starts_with(b"/*") || rest.starts_with(b"--") {
+        return None;
+    }
+    // PostgreSQL's identifier characters, bytes of multibyte characters included.
+    let word_len = rest
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80))
+        .unwrap_or(rest.len());
+    let word = &rest[..word_len];
+    Some(DML_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w)))
+}
+
+/// Whether the statement guard can pass `sql` without lexing it: one DML statement (so no
+/// SET, RESET or DISCARD command can be in it; an `UPDATE ... SET` clause is what made the
+/// byte pre-filter look) that names neither `set_config` nor `pg_settings` (whose UPDATE
+/// calls it) and has no Unicode-escaped identifier (`U&"..."`, which could spell either).
+/// Those are the only ways a single DML statement could change a setting (see
+/// [`super::guard`]); anything else is left to the lexer.
+pub fn guard_can_skip(sql: &[u8]) -> bool {
+    single_dml(sql) == Some(true)
+        && !contains_ignore_case(sql, b"set_config")
+        && !contains_ignore_case(sql, b"pg_settings")
+        && !sql
+            .windows(2)
+            .any(|w| w[1] == b'&' && (w[0] | 0x20) == b'u')
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_skips_only_single_dml_without_set_config() {
+        for sql in [
+            "UPDATE base_entity SET version = version + 1 WHERE id = 'x'",
+            "WITH u AS (UPDATE t SET a = 1 RETURNING id) INSERT INTO log SELECT id FROM u;",
+            "update t set a = 'set app.tenant_id = 1'",
+        ] {
+            assert!(guard_can_skip(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SET app.tenant_id = 'x'",
+            "UPDATE t SET a = 1; SET app.tenant_id = 'x'",
+            "SELECT set_config('app.tenant_id', 'x', false)",
+            "SELECT pg_catalog.SET_CONFIG('app.tenant_id', 'x', false)",
+            "UPDATE t SET a = (SELECT \"set_config\"('app.tenant_id', 'x', false))",
+            "SELECT U&\"\\0073et_config\"('app.tenant_id', 'x', false)",
+            "SELECT u&'x'",
+            "/* c */ UPDATE t SET a = 1",
+            "RESET app.tenant_id",
+            "DISCARD ALL",
+            "DO $$BEGIN PERFORM 1; END$$",
+            "UPDATE pg_settings SET setting = 'x' WHERE name = 'app.tenant_id'",
+            "UPDATE pg_catalog.PG_SETTINGS SET setting = 'x'",
+        ] {
+            assert!(!guard_can_skip(sql.as_bytes()), "{sql}");
+        }
+    }
+}
