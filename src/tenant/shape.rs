@@ -49,10 +49,15 @@ pub fn guard_can_skip(sql: &[u8]) -> bool {
             .any(|w| w[1] == b'&' && (w[0] | 0x20) == b'u')
 }
 
+/// `needle` is lowercase; its first letter is tested before the rest is compared.
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some(last) = haystack.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    (0..=last).any(|i| {
+        (haystack[i] | 0x20) == needle[0]
+            && haystack[i..i + needle.len()].eq_ignore_ascii_case(needle)
+    })
 }
 
 #[cfg(test)]
