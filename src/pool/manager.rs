@@ -32,7 +32,7 @@ pub(super) async fn run(pool: Arc<Pool>) {
 /// One pass over the pool; returns how long until something becomes due.
 fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     let now_ms = clock::advance();
-    let mut expired: Vec<ServerConn> = Vec::new();
+    let mut expired: Vec<Box<ServerConn>> = Vec::new();
     let mut to_open = 0usize;
     let mut blocked_by_db = false;
     let oldest_waiter;
@@ -180,7 +180,7 @@ async fn open_one(pool: Arc<Pool>) {
             Ok((login, session_locks)) => {
                 PoolStats::add(&pool.stats.connects_ok, 1);
                 let now = clock::advance();
-                let conn = ServerConn {
+                let conn = Box::new(ServerConn {
                     stream: login.stream,
                     buf: bytes::BytesMut::new(),
                     key: login.key,
@@ -195,7 +195,7 @@ async fn open_one(pool: Arc<Pool>) {
                         pool.limits.statement_cache_size,
                     ),
                     slot: Slot::adopt(&pool),
-                };
+                });
                 tracing::info!(pool = %pool.name, conn = conn.id, server_pid = conn.key.pid, attempts, "server connection opened");
                 {
                     let mut params = pool.params.lock();

@@ -52,14 +52,14 @@ pub struct PoolLimits {
 pub type ServerParams = Arc<Vec<(String, String)>>;
 
 struct Waiter {
-    tx: oneshot::Sender<ServerConn>,
+    tx: oneshot::Sender<Box<ServerConn>>,
     since: Instant,
 }
 
 #[derive(Default)]
 struct PoolState {
     /// Back = most recently used (handed out first); front = idle longest (closed first).
-    idle: VecDeque<ServerConn>,
+    idle: VecDeque<Box<ServerConn>>,
     waiters: VecDeque<Waiter>,
     /// Open plus opening connections: what counts against the caps.
     total: usize,
@@ -130,8 +130,8 @@ impl Pool {
     }
 
     /// Gets a server connection, waiting up to the acquire timeout.
-    pub async fn acquire(self: &Arc<Self>) -> Result<ServerConn, AcquireError> {
-        let mut stale: Vec<ServerConn> = Vec::new();
+    pub async fn acquire(self: &Arc<Self>) -> Result<Box<ServerConn>, AcquireError> {
+        let mut stale: Vec<Box<ServerConn>> = Vec::new();
         let rx = {
             let mut st = self.state.lock();
             loop {
@@ -196,7 +196,7 @@ impl Pool {
 
     /// Returns a connection whose transaction is over and whose protocol state is idle.
     /// Connections past `server_max_uses` or `server_lifetime` are closed instead.
-    pub fn release(&self, mut conn: ServerConn) {
+    pub fn release(&self, mut conn: Box<ServerConn>) {
         conn.uses += 1;
         let now = crate::clock::now_ms();
         if self.limits.max_uses.is_some_and(|m| conn.uses >= m)
@@ -225,7 +225,7 @@ impl Pool {
     }
 
     /// Gives `conn` to the longest-waiting live client, or parks it as idle.
-    fn hand_over(st: &mut PoolState, mut conn: ServerConn) {
+    fn hand_over(st: &mut PoolState, mut conn: Box<ServerConn>) {
         while let Some(w) = st.waiters.pop_front() {
             match w.tx.send(conn) {
                 Ok(()) => return,
@@ -246,7 +246,7 @@ impl Pool {
     }
 
     /// Returns a connection that served no transaction (does not count as a use).
-    pub fn release_unused(&self, conn: ServerConn) {
+    pub fn release_unused(&self, conn: Box<ServerConn>) {
         let mut st = self.state.lock();
         Self::hand_over(&mut st, conn);
     }
@@ -277,7 +277,7 @@ impl Pool {
         *self.starved_since.lock()
     }
 
-    fn take_oldest_idle(&self) -> Option<ServerConn> {
+    fn take_oldest_idle(&self) -> Option<Box<ServerConn>> {
         self.state.lock().idle.pop_front()
     }
 

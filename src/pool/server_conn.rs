@@ -24,6 +24,8 @@ pub enum AppliedTenant {
     Applied(Option<TenantId>),
 }
 
+/// Pools and relays hold it boxed: it is a few hundred bytes, and every checkout, release
+/// and hand-over to a waiting client would otherwise copy all of it.
 pub struct ServerConn {
     pub stream: Stream,
     /// Bytes read from the server and not yet forwarded. Kept with the connection: there are

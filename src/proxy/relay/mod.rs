@@ -83,7 +83,7 @@ pub(super) async fn run(
 ) -> RelayEnd {
     let mut stats = ClientStats::default();
     let session_mode = ctx.settings.config.pool.mode == PoolMode::Session;
-    let mut held: Option<ServerConn> = None;
+    let mut held: Option<Box<ServerConn>> = None;
     let mut t = Tracker::default();
     let mut state = SessionState {
         statements: ClientStatements::default(),
@@ -206,7 +206,7 @@ fn server_lost() -> ClientError {
 /// running query is cancelled first so that its locks go with it, then the connection is
 /// closed (PostgreSQL rolls back an open transaction on disconnect).
 async fn abandon(
-    server: ServerConn,
+    server: Box<ServerConn>,
     t: &Tracker,
     session: &Session,
     ctx: &ProxyContext,
