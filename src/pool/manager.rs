@@ -133,9 +133,8 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
 /// answer); a broken connection is a failed connect.
 async fn ask_session_locks(
     pool: &Pool,
-    login: super::connect::Login,
+    mut login: super::connect::Login,
 ) -> Result<(super::connect::Login, bool), super::ConnectError> {
-    let mut login = login;
     let mut buf = bytes::BytesMut::new();
     let sql = crate::tenant::prelude::SESSION_LOCKS_CHECK;
     let asked = super::query::query_scalar_on(&mut login.stream, &mut buf, sql);

@@ -26,10 +26,15 @@ pub fn sqlstate(body: &[u8]) -> Option<[u8; 5]> {
 }
 
 /// The cursor position (`P` field: 1-based, in characters of the Query) of an error body.
-pub fn position(body: &[u8]) -> Option<u32> {
+pub fn position(body: &[u8]) -> Option<u64> {
     error_fields(body)
         .find(|(t, _)| *t == b'P')
-        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+        .and_then(|(_, v)| position_value(v))
+}
+
+/// A `P` field's value as a number.
+pub fn position_value(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// A human-readable `SEVERITY: message (SQLSTATE)` summary for logs and wrapped errors.

@@ -198,7 +198,7 @@ impl Prelude {
             return &self.query;
         }
         self.without_unlock.get_or_init(|| {
-            let rest = &self.query[5 + EXIT_ON_ERROR.len() + UNLOCK.len()..self.query.len() - 1];
+            let (rest, _) = self.carried(false);
             let mut q = BytesMut::with_capacity(self.query.len() - UNLOCK.len());
             crate::protocol::encode::query_of_parts(&mut q, &[EXIT_ON_ERROR.as_bytes(), rest]);
             q.freeze()

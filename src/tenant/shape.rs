@@ -44,9 +44,7 @@ pub fn guard_can_skip(sql: &[u8]) -> bool {
     single_dml(sql) == Some(true)
         && !contains_ignore_case(sql, b"set_config")
         && !contains_ignore_case(sql, b"pg_settings")
-        && !sql
-            .windows(2)
-            .any(|w| w[1] == b'&' && (w[0] | 0x20) == b'u')
+        && !contains_ignore_case(sql, b"u&")
 }
 
 /// `needle` is lowercase; its first letter is tested before the rest is compared.

@@ -368,7 +368,7 @@ fn account(
                     // rest of the Query, the client's statements included, and the
                     // connection is not trusted again.
                     let refused_whole =
-                        *skip == *of && fields::position(body).is_some_and(|p| p > *by);
+                        *skip == *of && fields::position(body).is_some_and(|p| p > u64::from(*by));
                     if !refused_whole {
                         return Err(Stop::Prelude(fields::summary(body)));
                     }
@@ -483,7 +483,7 @@ fn shift_position(msg: &[u8], by: u32) -> BytesMut {
     use bytes::BufMut;
     crate::protocol::encode::rewritten_error(msg, |field, text, out| {
         let moved = (field == b'P')
-            .then(|| std::str::from_utf8(text).ok()?.parse::<u64>().ok())
+            .then(|| fields::position_value(text))
             .flatten()
             .map(|p| p.saturating_sub(u64::from(by)).max(1));
         match moved {
