@@ -489,6 +489,52 @@ async fn sigterm_drains_running_transaction_then_exits() {
     );
 }
 
+/// SIGTERM while a client is queued for the only server connection: the queued client gets
+/// 57P01 at once instead of waiting out acquire_timeout_ms (its transaction never began),
+/// and the holder's transaction still commits before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_queued_checkout_with_57p01() {
+    let pg = PgServer::start();
+    pg.psql(
+        "launch",
+        "CREATE TABLE queued (id int); GRANT ALL ON queued TO app;",
+    );
+    let pool =
+        "default_pool_size: 1\nmin_pool_size: 1\nreserve_pool_size: 0\nacquire_timeout_ms: 600000";
+    let cfg = proxy_config(&pg, pool) + "shutdown_timeout_ms: 20000\n";
+    let mut proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let holder = app(&proxy).await;
+    one(&holder.client, "BEGIN").await;
+    one(&holder.client, "INSERT INTO queued VALUES (1)").await;
+    let waiter = app(&proxy).await;
+    let queued = tokio::spawn(async move {
+        let r = try_col(&waiter.client, "SELECT 1").await;
+        drop(waiter);
+        r
+    });
+    // The waiter is in the pool's queue once the gauge says so.
+    let gauge = &[("pool", "app"), ("state", "waiting")];
+    for _ in 0..200 {
+        let body = blocking(|| proxy.metrics());
+        if metric(&body, "launch_proxy_client_connections", gauge) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    proxy.sigterm();
+    let err = tokio::time::timeout(LIMIT, queued)
+        .await
+        .expect("the queued client waited on after SIGTERM")
+        .unwrap()
+        .expect_err("the queued query must fail");
+    let (code, severity, _) = db(&err);
+    assert_eq!((code.as_str(), severity.as_str()), ("57P01", "FATAL"));
+    one(&holder.client, "COMMIT").await;
+    let status = blocking(|| proxy.wait_exit(Duration::from_secs(20)));
+    assert!(status.expect("proxy did not exit").success());
+    assert_eq!(pg.psql("launch", "SELECT count(*) FROM queued"), "1");
+}
+
 /// With shutdown_timeout_ms 1000 and a transaction that never finishes, SIGTERM still
 /// ends the process with status 0 shortly after (not before) the timeout, and the
 /// unfinished transaction is rolled back.

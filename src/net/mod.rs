@@ -41,7 +41,9 @@ impl Stream {
     /// client then holds no read buffer at all.
     pub async fn wait_readable(&self) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.readable().await,
+            // The socket's reader waker slot, not `readable()`: that one links a waiter into
+            // the socket's list and unlinks it again, two locked list operations per wait.
+            Stream::Tcp(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await,
             // TLS may hold decrypted bytes already: let the read itself wait.
             Stream::ClientTls(_) | Stream::ServerTls(_) => Ok(()),
             Stream::Closed => Err(closed()),

@@ -1,9 +1,10 @@
 //! The pool's manager task: the only place that decides to open server connections.
 //!
-//! It wakes when a client queues, when a slot frees, and on a short tick; it opens enough
-//! connections for the queued clients and the warm minimum within the caps, uses the reserve
-//! once the oldest client has waited `reserve_pool_timeout`, and closes connections that sat
-//! idle too long or outlived `server_lifetime`.
+//! It wakes when a client queues, when a slot frees, on a short tick and at the oldest queued
+//! client's acquire deadline; it opens enough connections for the queued clients and the warm
+//! minimum within the caps, uses the reserve once the oldest client has waited
+//! `reserve_pool_timeout`, ends the checkouts that waited `acquire_timeout`, and closes
+//! connections that sat idle too long or outlived `server_lifetime`.
 
 use super::connect::{connect, Credentials};
 use super::server_conn::ServerConn;
@@ -24,7 +25,11 @@ pub(super) async fn run(pool: Arc<Pool>) {
         tokio::select! {
             _ = pool.wake.notified() => {}
             _ = tokio::time::sleep(sleep_for) => {}
-            _ = pool.shutdown.triggered() => return,
+            _ = pool.shutdown.triggered() => {
+                // Clients still queued get their error now rather than never.
+                maintain(&pool, Instant::now());
+                return;
+            }
         }
     }
 }
@@ -44,6 +49,18 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     {
         let mut st = pool.state.lock();
         st.waiters.retain(|w| !w.tx.is_closed());
+        // Acquire timeouts: the queue is oldest first, so the expired waiters are at its
+        // front. Dropping one ends its checkout with AcquireError::Timeout; at shutdown every
+        // waiter goes (AcquireError::ShuttingDown: its transaction has not begun).
+        let stopping = pool.shutdown.is_triggered();
+        while let Some(w) = st.waiters.front() {
+            let due = w.since + pool.limits.acquire_timeout;
+            if !stopping && due > now {
+                next = next.min(due - now);
+                break;
+            }
+            st.waiters.pop_front();
+        }
         oldest_waiter = st.waiters.front().map(|w| w.since);
         let reserve_due = st
             .waiters

@@ -95,6 +95,8 @@ pub enum AcquireError {
         last_error: Option<String>,
         busy: usize,
     },
+    #[error("the proxy is shutting down")]
+    ShuttingDown,
 }
 
 impl AcquireError {
@@ -120,6 +122,7 @@ impl AcquireError {
             )
             .with_detail(format!("all {busy} server connections of the pool are busy"))
             .with_hint("raise default_pool_size or max_db_connections, or shorten transactions"),
+            AcquireError::ShuttingDown => ClientError::shutting_down(),
         }
     }
 }
@@ -159,7 +162,7 @@ impl Pool {
                 st.total < self.limits.normal_cap || !stale.is_empty(),
             )
         };
-        let (mut rx, start, wake) = rx;
+        let (rx, start, wake) = rx;
         if !stale.is_empty() {
             tracing::info!(pool = %self.name, count = stale.len(), "closing idle server connections the server has closed or written to");
             drop(stale);
@@ -168,20 +171,15 @@ impl Pool {
             self.wake();
         }
         let _waiting = GaugeGuard::new(&self.stats.clients_waiting);
-        let deadline = tokio::time::Instant::from_std(start + self.limits.acquire_timeout);
-        let result = tokio::select! {
-            r = &mut rx => r.ok(),
-            _ = tokio::time::sleep_until(deadline) => {
-                // A connection may have been handed over just as the timer fired.
-                rx.close();
-                rx.try_recv().ok()
-            }
-        };
+        // No timer per checkout: the manager drops waiters whose acquire timeout is over
+        // (it wakes for the oldest one's deadline), which ends this wait with an error.
+        let result = rx.await.ok();
         match result {
             Some(c) => {
                 self.stats.wait.record(start.elapsed());
                 Ok(c)
             }
+            None if self.shutdown.is_triggered() => Err(AcquireError::ShuttingDown),
             None => {
                 PoolStats::add(&self.stats.acquire_timeouts, 1);
                 let st = self.state.lock();

@@ -25,7 +25,7 @@ fn put_cstr(buf: &mut BytesMut, s: &[u8]) {
 /// Appends `s` without its NULs: one inside a field would end it early and desynchronise
 /// the peer. Text almost never has one, so the common case is a memchr and a memcpy.
 fn put_without_nul(buf: &mut BytesMut, s: &[u8]) {
-    if s.contains(&0) {
+    if memchr::memchr(0, s).is_some() {
         buf.extend(s.iter().copied().filter(|&b| b != 0));
     } else {
         buf.extend_from_slice(s);

@@ -57,6 +57,6 @@ pub fn summary(body: &[u8]) -> String {
 
 /// Reads one NUL-terminated string from the front of `buf`, returning it and the rest.
 pub fn read_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = buf.iter().position(|&b| b == 0)?;
+    let end = memchr::memchr(0, buf)?;
     Some((&buf[..end], &buf[end + 1..]))
 }

@@ -15,7 +15,7 @@ pub(super) const DML_WORDS: [&[u8]; 7] = [
 /// runs), so its first word decides, unless a comment comes first. `None`: the lexer must
 /// decide.
 pub fn single_dml(sql: &[u8]) -> Option<bool> {
-    let body = match sql.iter().position(|&b| b == b';') {
+    let body = match memchr::memchr(b';', sql) {
         None => sql,
         Some(i) if sql[i + 1..].iter().all(u8::is_ascii_whitespace) => &sql[..i],
         Some(_) => return None,
@@ -41,20 +41,26 @@ pub fn single_dml(sql: &[u8]) -> Option<bool> {
 /// Those are the only ways a single DML statement could change a setting (see
 /// [`super::guard`]); anything else is left to the lexer.
 pub fn guard_can_skip(sql: &[u8]) -> bool {
-    single_dml(sql) == Some(true)
-        && !contains_ignore_case(sql, b"set_config")
-        && !contains_ignore_case(sql, b"pg_settings")
-        && !contains_ignore_case(sql, b"u&")
+    single_dml(sql) == Some(true) && !names_setting_function(sql)
 }
 
-/// `needle` is lowercase; its first letter is tested before the rest is compared.
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    let Some(last) = haystack.len().checked_sub(needle.len()) else {
-        return false;
+/// Whether `sql` contains `set_config`, `pg_settings` or `u&`, in any case. Both names have
+/// an underscore and the escape an ampersand, and typical SQL has few of either, so the
+/// search jumps between them (memchr2) instead of testing every byte.
+pub fn names_setting_function(sql: &[u8]) -> bool {
+    let around = |at: usize, before: &[u8], after: &[u8]| {
+        at >= before.len()
+            && sql[at - before.len()..at].eq_ignore_ascii_case(before)
+            && sql
+                .get(at + 1..at + 1 + after.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(after))
     };
-    (0..=last).any(|i| {
-        (haystack[i] | 0x20) == needle[0]
-            && haystack[i..i + needle.len()].eq_ignore_ascii_case(needle)
+    memchr::memchr2_iter(b'_', b'&', sql).any(|at| {
+        if sql[at] == b'&' {
+            at > 0 && sql[at - 1] | 0x20 == b'u'
+        } else {
+            around(at, b"set", b"config") || around(at, b"pg", b"settings")
+        }
     })
 }
 
@@ -85,8 +91,40 @@ mod tests {
             "DO $$BEGIN PERFORM 1; END$$",
             "UPDATE pg_settings SET setting = 'x' WHERE name = 'app.tenant_id'",
             "UPDATE pg_catalog.PG_SETTINGS SET setting = 'x'",
+            "SELECT x FROM t WHERE u&\"a\" = 1",
+            "SELECT SeT_CoNfIg('app.tenant_id', 'x', false)",
+            "SELECT set_config",
+            "SELECT 1 FROM pg_settings",
         ] {
             assert!(!guard_can_skip(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn setting_functions_are_found_in_any_case_and_place() {
+        for sql in [
+            "set_config",
+            "x set_config(",
+            "SELECT pg_catalog.SET_CONFIG('a', 'b', true)",
+            "pg_settings",
+            "UPDATE Pg_Settings SET x = 1",
+            "U&\"x\"",
+            "SELECT u&'\\0041'",
+            "SELECT a_b, c_d, set_config('x', 'y', false)",
+        ] {
+            assert!(names_setting_function(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "",
+            "_",
+            "&",
+            "set_confi",
+            "_config",
+            "pg_setting",
+            "SELECT a & b, tenant_id, updated_at FROM base_entity",
+            "SELECT 'set' || '_config'",
+        ] {
+            assert!(!names_setting_function(sql.as_bytes()), "{sql}");
         }
     }
 }

@@ -40,7 +40,19 @@ pub(super) async fn forward_server(
     session: &Session,
 ) -> Result<(), Stop> {
     loop {
-        let (pos, detour) = scan_server(&server.buf, t)?;
+        let Scan {
+            dropped,
+            end: pos,
+            detour,
+            prelude_done,
+        } = scan_server(&server.buf, t)?;
+        if dropped > 0 {
+            server.buf.advance(dropped);
+        }
+        let pos = pos - dropped;
+        if prelude_done {
+            server.tenant = AppliedTenant::Applied(session.tenant);
+        }
         for undo in t.undo.drain(..) {
             match undo {
                 Undo::ServerLacks(id) => server.statements.remove(id),
@@ -149,8 +161,9 @@ fn must_be_whole(tag: u8) -> bool {
     !matches!(tag, b'D' | b'd' | b'N' | b'A' | b'V' | b'H' | b'W')
 }
 
-/// Whether a message is a row, description or completion of a client's own simple Query,
-/// which goes to the client as it is and changes no bookkeeping: the common case, decided
+/// Whether a message is a row, description or completion of a client's own simple Query
+/// (after the replies to a tenant switch it carried, if any), which goes to the client as
+/// it is and changes no bookkeeping: the common case, decided
 /// without the general matching below (what it would conclude for these).
 #[inline]
 fn passes_untouched(tag: u8, t: &Tracker) -> bool {
@@ -165,14 +178,39 @@ fn passes_untouched(tag: u8, t: &Tracker) -> bool {
                 | backend::COPY_IN_RESPONSE
         )
         && t.replies.front().is_some_and(|r| {
-            r.expect == (Expect::Ready { simple: true }) && matches!(r.action, Action::Pass)
+            r.expect == (Expect::Ready { simple: true })
+                && matches!(r.action, Action::Pass | Action::Carried { skip: 0, .. })
         })
 }
 
-/// Scans server messages from the front: how many bytes go to the client as they are, and
-/// what happens right after them.
-fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), Stop> {
+/// What [`scan_server`] found at the front of the server's bytes.
+struct Scan {
+    /// Bytes of replies the client must not see, at the very front: dropped at once.
+    dropped: usize,
+    /// Bytes `dropped..end` go to the client as they are.
+    end: usize,
+    /// What happens right after them.
+    detour: Option<Detour>,
+    /// The dropped bytes ended the tenant prelude.
+    prelude_done: bool,
+}
+
+/// Scans server messages from the front: which go nowhere, how many bytes go to the client
+/// as they are, and what happens right after them. Replies to the proxy's own statements
+/// (the tenant switch answers with one CommandComplete per statement) are dropped in the
+/// same pass while nothing precedes them.
+fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<Scan, Stop> {
     let mut pos = 0;
+    let mut dropped = 0;
+    let mut prelude_done = false;
+    let done = |dropped, end, detour, prelude_done| {
+        Ok(Scan {
+            dropped,
+            end,
+            detour,
+            prelude_done,
+        })
+    };
     loop {
         if t.server_remaining == 0 {
             // What the proxy makes up goes out in order, before anything the server says
@@ -183,7 +221,7 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
                         t.abandon_reply(r);
                     }
                 } else {
-                    return Ok((pos, Some(Detour::Emit)));
+                    return done(dropped, pos, Some(Detour::Emit), prelude_done);
                 }
             }
         }
@@ -203,6 +241,21 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
         };
         let complete = buf.len() - pos >= h.frame_len;
         let tag = h.tag;
+        if complete && tag == backend::COMMAND_COMPLETE && pos == dropped && !t.skipping {
+            // A statement of a carried tenant switch: what `account` would conclude, in short.
+            if let Some(Reply {
+                action: Action::Carried { skip, .. },
+                ..
+            }) = t.replies.front_mut()
+            {
+                if *skip > 0 {
+                    *skip -= 1;
+                    dropped += h.frame_len;
+                    pos += h.frame_len;
+                    continue;
+                }
+            }
+        }
         if (complete || !must_be_whole(tag)) && passes_untouched(tag, t) {
             if complete {
                 pos += h.frame_len;
@@ -243,11 +296,17 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
         if !is_async {
             if let Some(d) = account(buf, pos, h.frame_len, tag, t)? {
                 match d {
+                    Detour::Swallow { len, prelude } if pos == dropped => {
+                        dropped += len;
+                        pos += len;
+                        prelude_done |= prelude;
+                        continue;
+                    }
                     Detour::Reword { .. }
                     | Detour::Swallow { .. }
                     | Detour::Replace { .. }
                     | Detour::Shift { .. }
-                    | Detour::Rename { .. } => return Ok((pos, Some(d))),
+                    | Detour::Rename { .. } => return done(dropped, pos, Some(d), prelude_done),
                     other => after = Some(other),
                 }
             }
@@ -265,13 +324,17 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
             if !complete {
                 break;
             }
-            return Ok((
-                pos,
-                Some(Detour::Swallow {
-                    len: h.frame_len,
-                    prelude: false,
-                }),
-            ));
+            if pos == dropped {
+                dropped += h.frame_len;
+                pos += h.frame_len;
+                continue;
+            }
+            let len = h.frame_len;
+            let swallow = Detour::Swallow {
+                len,
+                prelude: false,
+            };
+            return done(dropped, pos, Some(swallow), prelude_done);
         }
         if complete {
             pos += h.frame_len;
@@ -280,10 +343,10 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<(usize, Option<Detour>), S
             pos = buf.len();
         }
         if after.is_some() {
-            return Ok((pos, after));
+            return done(dropped, pos, after, prelude_done);
         }
     }
-    Ok((pos, None))
+    done(dropped, pos, None, prelude_done)
 }
 
 /// Matches one (whole, for the tags that matter) server message against the reply group

@@ -90,9 +90,12 @@ pub(super) async fn run(
         params: session.startup_params.clone(),
         tenant_active_until: 0,
     };
+    // One shutdown waiter for the whole session, registered once, instead of one per idle
+    // wait (each a locked insert into and removal from the token's waiter list).
+    let mut shutdown = std::pin::pin!(ctx.shutdown.triggered());
     let error = loop {
         if held.is_none() {
-            match wait_for_work(client, &mut state, ctx).await {
+            match wait_for_work(client, &mut state, ctx, shutdown.as_mut()).await {
                 Ok(true) => {}
                 Ok(false) => break None,
                 Err(e) => break e,
@@ -226,6 +229,7 @@ async fn wait_for_work(
     client: &mut ClientConn,
     state: &mut SessionState,
     ctx: &ProxyContext,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<bool, Option<ClientError>> {
     loop {
         if !client.buf.is_empty() {
@@ -274,7 +278,7 @@ async fn wait_for_work(
             tokio::select! {
                 biased;
                 r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
-                _ = ctx.shutdown.triggered() => return Err(Some(ClientError::shutting_down())),
+                _ = shutdown.as_mut() => return Err(Some(ClientError::shutting_down())),
             }
         }
         match client.read_more().await {

@@ -385,11 +385,21 @@ fn scan_client(
             }
             frontend::QUERY | frontend::PARSE => {
                 let sql = sql_of(h.tag, body);
-                let mentions = crate::tenant::guard::mentions(sql);
+                // One plain DML statement (the common case) is neither a SET nor an SQL-level
+                // PREPARE/EXECUTE/DEALLOCATE: only a setting function it calls needs the guard.
+                let dml = crate::tenant::shape::single_dml(sql) == Some(true);
+                let mentions = if dml {
+                    crate::tenant::guard::Mentions {
+                        guarded: crate::tenant::shape::names_setting_function(sql),
+                        prepared: false,
+                    }
+                } else {
+                    crate::tenant::guard::mentions(sql)
+                };
                 let session_statement =
                     || mentions.prepared && !ctx.session_mode() && session_statement_inside(sql);
                 let mut discards = false;
-                if mentions.guarded && !crate::tenant::shape::guard_can_skip(sql) {
+                if mentions.guarded {
                     let verdict = if ctx.settings.config.tenant.statement_guard {
                         crate::tenant::guard::check_allowing_resets(
                             sql,
@@ -426,7 +436,7 @@ fn scan_client(
                 if h.tag == frontend::QUERY {
                     use crate::proxy::statements::{classify_sql, SqlPrepared};
                     let len = h.frame_len;
-                    match classify_sql(sql) {
+                    match if dml { None } else { classify_sql(sql) } {
                         Some(SqlPrepared::PrepareOrExecute) if !ctx.session_mode() => {
                             let error = ClientError::error(
                                 ErrorKind::Protocol,
