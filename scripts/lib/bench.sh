@@ -299,6 +299,9 @@ lp_bench_proxy_write_config() {
         echo "# scripts/bench-compare: the seed's pool settings, max_client_conn raised for the bench."
         echo "listen: \"127.0.0.1:6432\""
         echo "metrics_listen: \"\""
+        # As the PgBouncer config (log_connections = 0, log_disconnections = 0).
+        echo "log_connections: false"
+        echo "log_disconnections: false"
         echo "server: { host: 127.0.0.1, port: $LP_BENCH_PG_PORT, database: launch }"
         echo "users_file: users.yaml"
         echo "pool:"

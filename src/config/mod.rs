@@ -54,6 +54,15 @@ pub struct Config {
     /// addresses when this is set (tests, sidecars).
     #[serde(default)]
     pub allow_cleartext_on_loopback: bool,
+    /// One log line per client login, as PgBouncer's `log_connections` (refusals and errors
+    /// are always logged). At a new connection per transaction the lines cost more CPU than
+    /// the relay.
+    #[serde(default = "defaults::yes")]
+    pub log_connections: bool,
+    /// One log line per client disconnect without an error, as PgBouncer's
+    /// `log_disconnections`.
+    #[serde(default = "defaults::yes")]
+    pub log_disconnections: bool,
     #[serde(default = "defaults::workers")]
     pub workers: usize,
     /// Longest nap before sleeping when busy with many transactions in flight, so that
@@ -310,6 +319,9 @@ mod defaults {
     }
     pub fn server_port() -> u16 {
         5432
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn workers() -> usize {
         1

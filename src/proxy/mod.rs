@@ -101,7 +101,10 @@ pub async fn handle_client(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(session))) => session,
     };
-    tracing::info!(%peer, user = %session.user.name, pid = session.cancel.target.pid, "client logged in");
+    let config = &ctx.settings.config;
+    if config.log_connections {
+        tracing::info!(%peer, user = %session.user.name, pid = session.cancel.target.pid, "client logged in");
+    }
     let end = relay::run(&mut client, &session, &ctx).await;
     let stats = end.stats;
     match &end.error {
@@ -110,9 +113,10 @@ pub async fn handle_client(
             crate::metrics::count_error(err.code.as_bytes());
             client.send_error(err).await;
         }
-        None => {
+        None if config.log_disconnections => {
             tracing::info!(%peer, user = %session.user.name, transactions = stats.transactions, secs = started.elapsed().as_secs_f64(), "client disconnected");
         }
+        None => {}
     }
 }
 
