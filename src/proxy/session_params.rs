@@ -194,6 +194,9 @@ impl ParamSet {
             return;
         }
         let mut statement: Vec<(TokenKind, std::ops::Range<usize>, Vec<u8>)> = Vec::new();
+        // Only SET and RESET statements are kept token by token; the others (a client's
+        // own query after its SETs) are skipped to their `;` without copying a token.
+        let mut other = false;
         for tok in Lexer::new(sql) {
             if tok.kind.is_trivia() {
                 continue;
@@ -201,6 +204,22 @@ impl ParamSet {
             if tok.is_punct(b";") {
                 self.observe_statement(sql, &statement);
                 statement.clear();
+                other = false;
+                continue;
+            }
+            if other {
+                continue;
+            }
+            if statement.is_empty() && !(tok.is_word(b"set") || tok.is_word(b"reset")) {
+                // With no `;` after it (but a trailing one), no statement follows this one:
+                // nothing more to observe, and the rest need not be lexed.
+                let rest = &sql[tok.span.start..];
+                match memchr::memchr(b';', rest) {
+                    None => break,
+                    Some(i) if rest[i + 1..].iter().all(u8::is_ascii_whitespace) => break,
+                    Some(_) => {}
+                }
+                other = true;
                 continue;
             }
             if statement.len() < 64 {
@@ -403,6 +422,22 @@ mod tests {
         p.observe_sql(b"RESET search_path; SET lock_timeout TO DEFAULT");
         assert_eq!(p.get("search_path"), None);
         assert_eq!(p.get("lock_timeout"), None);
+    }
+
+    #[test]
+    fn sets_around_other_statements_are_observed() {
+        let mut p = ParamSet::default();
+        p.observe_sql(b"WITH u AS (UPDATE t SET search_path = 1 RETURNING id) SELECT 1; SET search_path TO x; SELECT 'SET work_mem = 1'; /* c */ Set lock_timeout = 7");
+        assert_eq!(p.get("search_path"), Some("x"));
+        assert_eq!(p.get("work_mem"), None);
+        assert_eq!(p.get("lock_timeout"), Some("7"));
+        p.observe_sql(b"UPDATE t SET a = 1; RESET lock_timeout");
+        assert_eq!(p.get("lock_timeout"), None);
+        // The last statement (no `;` after it but a trailing one) is not lexed.
+        p.observe_sql(b"SET search_path TO y; SELECT 'a;b' ; ");
+        assert_eq!(p.get("search_path"), Some("y"));
+        p.observe_sql(b"SELECT 1 ;  \n");
+        assert_eq!(p.get("search_path"), Some("y"));
     }
 
     #[test]
