@@ -213,11 +213,8 @@ impl ParamSet {
             if statement.is_empty() && !(tok.is_word(b"set") || tok.is_word(b"reset")) {
                 // With no `;` after it (but a trailing one), no statement follows this one:
                 // nothing more to observe, and the rest need not be lexed.
-                let rest = &sql[tok.span.start..];
-                match memchr::memchr(b';', rest) {
-                    None => break,
-                    Some(i) if rest[i + 1..].iter().all(u8::is_ascii_whitespace) => break,
-                    Some(_) => {}
+                if crate::tenant::shape::single_statement(&sql[tok.span.start..]).is_some() {
+                    break;
                 }
                 other = true;
                 continue;

@@ -300,6 +300,7 @@ fn prefilter_sees_every_violation() {
         // statement whole: with one statement there is no boundary to disagree about.)
         if what != V::UNTERMINATED && what != V::INVALID {
             assert!(!super::shape::guard_can_skip(sql.as_bytes()), "{sql}");
+            assert!(super::shape::mentions(sql.as_bytes()).guarded, "{sql}");
         }
     }
     assert!(needs_check(b"x U& y") && needs_check(b"DISCARD") && needs_check(b"sEt"));

@@ -15,11 +15,7 @@ pub(super) const DML_WORDS: [&[u8]; 7] = [
 /// runs), so its first word decides, unless a comment comes first. `None`: the lexer must
 /// decide.
 pub fn single_dml(sql: &[u8]) -> Option<bool> {
-    let body = match memchr::memchr(b';', sql) {
-        None => sql,
-        Some(i) if sql[i + 1..].iter().all(u8::is_ascii_whitespace) => &sql[..i],
-        Some(_) => return None,
-    };
+    let body = single_statement(sql)?;
     let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
     let rest = &body[start..];
     if rest.starts_with(b"/*") || rest.starts_with(b"--") {
@@ -34,12 +30,38 @@ pub fn single_dml(sql: &[u8]) -> Option<bool> {
     Some(DML_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w)))
 }
 
+/// `sql` up to its trailing `;`, if no other `;` is in it: then PostgreSQL sees one statement
+/// whatever the quoting inside (`None`: a `;` with more after it, which only the lexer can
+/// place inside or outside a literal).
+pub fn single_statement(sql: &[u8]) -> Option<&[u8]> {
+    match memchr::memchr(b';', sql) {
+        None => Some(sql),
+        Some(i) if sql[i + 1..].iter().all(u8::is_ascii_whitespace) => Some(&sql[..i]),
+        Some(_) => None,
+    }
+}
+
+/// The relay's pre-filter of a Query or Parse: [`super::guard::mentions`], answered without
+/// its pass for one plain DML statement, which is neither a SET nor an SQL-level
+/// PREPARE/EXECUTE/DEALLOCATE, so that only a setting function it calls needs the guard.
+pub fn mentions(sql: &[u8]) -> super::guard::Mentions {
+    if single_dml(sql) == Some(true) {
+        super::guard::Mentions {
+            guarded: names_setting_function(sql),
+            prepared: false,
+        }
+    } else {
+        super::guard::mentions(sql)
+    }
+}
+
 /// Whether the statement guard can pass `sql` without lexing it: one DML statement (so no
 /// SET, RESET or DISCARD command can be in it; an `UPDATE ... SET` clause is what made the
 /// byte pre-filter look) that names neither `set_config` nor `pg_settings` (whose UPDATE
 /// calls it) and has no Unicode-escaped identifier (`U&"..."`, which could spell either).
 /// Those are the only ways a single DML statement could change a setting (see
-/// [`super::guard`]); anything else is left to the lexer.
+/// [`super::guard`]); anything else is left to the lexer. The tests hold [`mentions`] to it.
+#[cfg(test)]
 pub fn guard_can_skip(sql: &[u8]) -> bool {
     single_dml(sql) == Some(true) && !names_setting_function(sql)
 }

@@ -42,14 +42,13 @@ pub(super) async fn forward_server(
     loop {
         let Scan {
             dropped,
-            end: pos,
+            forward: pos,
             detour,
             prelude_done,
         } = scan_server(&server.buf, t)?;
         if dropped > 0 {
             server.buf.advance(dropped);
         }
-        let pos = pos - dropped;
         if prelude_done {
             server.tenant = AppliedTenant::Applied(session.tenant);
         }
@@ -187,8 +186,8 @@ fn passes_untouched(tag: u8, t: &Tracker) -> bool {
 struct Scan {
     /// Bytes of replies the client must not see, at the very front: dropped at once.
     dropped: usize,
-    /// Bytes `dropped..end` go to the client as they are.
-    end: usize,
+    /// Bytes after them that go to the client as they are.
+    forward: usize,
     /// What happens right after them.
     detour: Option<Detour>,
     /// The dropped bytes ended the tenant prelude.
@@ -203,10 +202,10 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<Scan, Stop> {
     let mut pos = 0;
     let mut dropped = 0;
     let mut prelude_done = false;
-    let done = |dropped, end, detour, prelude_done| {
+    let done = |dropped, end: usize, detour, prelude_done| {
         Ok(Scan {
             dropped,
-            end,
+            forward: end - dropped,
             detour,
             prelude_done,
         })

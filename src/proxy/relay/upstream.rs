@@ -385,17 +385,7 @@ fn scan_client(
             }
             frontend::QUERY | frontend::PARSE => {
                 let sql = sql_of(h.tag, body);
-                // One plain DML statement (the common case) is neither a SET nor an SQL-level
-                // PREPARE/EXECUTE/DEALLOCATE: only a setting function it calls needs the guard.
-                let dml = crate::tenant::shape::single_dml(sql) == Some(true);
-                let mentions = if dml {
-                    crate::tenant::guard::Mentions {
-                        guarded: crate::tenant::shape::names_setting_function(sql),
-                        prepared: false,
-                    }
-                } else {
-                    crate::tenant::guard::mentions(sql)
-                };
+                let mentions = crate::tenant::shape::mentions(sql);
                 let session_statement =
                     || mentions.prepared && !ctx.session_mode() && session_statement_inside(sql);
                 let mut discards = false;
@@ -436,7 +426,12 @@ fn scan_client(
                 if h.tag == frontend::QUERY {
                     use crate::proxy::statements::{classify_sql, SqlPrepared};
                     let len = h.frame_len;
-                    match if dml { None } else { classify_sql(sql) } {
+                    // Only text that mentions one of their words can be one of them.
+                    match if mentions.prepared {
+                        classify_sql(sql)
+                    } else {
+                        None
+                    } {
                         Some(SqlPrepared::PrepareOrExecute) if !ctx.session_mode() => {
                             let error = ClientError::error(
                                 ErrorKind::Protocol,
