@@ -3,6 +3,11 @@
 //! Idle clients are closed at once; clients inside a transaction finish it (bounded by the
 //! drain timeout) before they are closed.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -11,6 +16,9 @@ use tokio_util::task::TaskTracker;
 pub struct Shutdown {
     token: CancellationToken,
     tracker: TaskTracker,
+    /// Set with the token: every client reads it once per transaction, and the token's own
+    /// check takes a lock.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Shutdown {
@@ -21,16 +29,30 @@ impl Shutdown {
     /// Signals every task to stop and closes the tracker to new tasks.
     pub fn trigger(&self) {
         self.tracker.close();
+        self.stopping.store(true, Ordering::Release);
         self.token.cancel();
     }
 
+    #[inline]
     pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Resolves once shutdown was triggered. Cancel-safe.
     pub async fn triggered(&self) {
         self.token.cancelled().await
+    }
+
+    /// Wraps `waiter` (a pinned [`Shutdown::triggered`]) for a task that polls it again and
+    /// again for its whole life (an idle client's wait, once per transaction): its waker goes
+    /// into the token's waiter list at the first poll only, since a task's waker stays the
+    /// same; later polls read one flag instead of relocking that list.
+    pub fn watch<'a, F: Future<Output = ()>>(&'a self, waiter: Pin<&'a mut F>) -> Watch<'a, F> {
+        Watch {
+            stopping: &self.stopping,
+            waiter,
+            registered: false,
+        }
     }
 
     pub fn tracker(&self) -> &TaskTracker {
@@ -43,5 +65,25 @@ impl Shutdown {
         tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_ok()
+    }
+}
+
+/// See [`Shutdown::watch`]. Only for a future polled by one task throughout: a poll from
+/// another task would not move the registered waker.
+pub struct Watch<'a, F> {
+    stopping: &'a AtomicBool,
+    waiter: Pin<&'a mut F>,
+    registered: bool,
+}
+
+impl<F: Future<Output = ()>> Future for Watch<'_, F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered && !self.stopping.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        self.registered = true;
+        self.waiter.as_mut().poll(cx)
     }
 }

@@ -3,10 +3,11 @@
 
 pub mod tls;
 
+use bytes::BytesMut;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 pub enum Stream {
@@ -48,6 +49,71 @@ impl Stream {
             Stream::ClientTls(_) | Stream::ServerTls(_) => Ok(()),
             Stream::Closed => Err(closed()),
         }
+    }
+
+    /// Reads into the spare capacity of `buf` (which must have some); `Ok(0)` is end of
+    /// stream. The relay's read: on plain TCP it skips tokio's `AsyncRead` layers (a
+    /// `ReadBuf` over the spare capacity, the cooperative budget, a readiness poll before
+    /// every read); what it keeps is theirs: a read that does not fill the buffer drained
+    /// the socket, so its readiness is cleared and the next poll waits for the reactor
+    /// instead of making a read that would fail with EAGAIN.
+    pub fn poll_read_into(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let Stream::Tcp(s) = self else {
+            return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
+        };
+        loop {
+            // The read first: a task woken for this socket finds it ready, and a readiness
+            // poll (the cooperative budget, the waiter lock) is left for when it is not.
+            let room = buf.capacity() - buf.len();
+            let mut drained = None;
+            let read = s.try_io(Interest::READABLE, || {
+                let n = s.try_read_buf(buf)?;
+                if n > 0 && n < room {
+                    // Reported as WouldBlock so that try_io clears the readiness it saw.
+                    drained = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match read {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(_) if drained.is_some() => return Poll::Ready(Ok(drained.unwrap_or(0))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(s.poll_read_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Reads more bytes into `buf` (see [`Stream::poll_read_into`]; TLS goes through its
+    /// session). Cancel-safe.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if matches!(self, Stream::Tcp(_)) {
+            let this = &*self;
+            return std::future::poll_fn(|cx| this.poll_read_into(cx, buf)).await;
+        }
+        tokio::io::AsyncReadExt::read_buf(self, buf).await
+    }
+
+    /// Writes all of `bytes`. On plain TCP the first attempt is a direct write, which takes
+    /// everything unless the socket buffer is full; only the rest waits through tokio's
+    /// `AsyncWrite`.
+    pub async fn write_all_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut rest = bytes;
+        if let Stream::Tcp(s) = self {
+            match s.try_write(rest) {
+                Ok(n) if n == rest.len() => return Ok(()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_all(rest).await
     }
 
     /// Non-blocking check of an idle pooled connection: `true` if the peer closed it or sent

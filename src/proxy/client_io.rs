@@ -4,7 +4,7 @@ use crate::error::ClientError;
 use crate::net::Stream;
 use crate::protocol::framing::parse_header;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 pub struct ClientConn {
     pub stream: Stream,
@@ -31,7 +31,7 @@ impl ClientConn {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_CHUNK);
         }
-        self.stream.read_buf(&mut self.buf).await
+        self.stream.read_into(&mut self.buf).await
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {

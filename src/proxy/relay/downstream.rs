@@ -12,7 +12,6 @@ use crate::protocol::fields;
 use crate::protocol::framing::{backend, parse_header};
 use crate::proxy::{ClientConn, Session};
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 /// Server bytes (or their absence) that are not forwarded as they are.
 enum Detour {
@@ -76,7 +75,12 @@ pub(super) async fn forward_server(
             };
         }
         if pos > 0 {
-            if client.stream.write_all(&server.buf[..pos]).await.is_err() {
+            if client
+                .stream
+                .write_all_bytes(&server.buf[..pos])
+                .await
+                .is_err()
+            {
                 return Err(Stop::ClientGone);
             }
             t.bytes_out += pos as u64;
@@ -99,7 +103,7 @@ pub(super) async fn forward_server(
                 let msg = server.buf.split_to(len);
                 let renamed = crate::proxy::statements::rename_in_error(&msg, &state.statements);
                 t.bytes_out += renamed.len() as u64;
-                if client.stream.write_all(&renamed).await.is_err() {
+                if client.stream.write_all_bytes(&renamed).await.is_err() {
                     return Err(Stop::ClientGone);
                 }
                 continue;
@@ -108,7 +112,7 @@ pub(super) async fn forward_server(
                 let msg = server.buf.split_to(len);
                 let shifted = shift_position(&msg, by);
                 t.bytes_out += shifted.len() as u64;
-                if client.stream.write_all(&shifted).await.is_err() {
+                if client.stream.write_all_bytes(&shifted).await.is_err() {
                     return Err(Stop::ClientGone);
                 }
                 continue;
@@ -121,14 +125,19 @@ pub(super) async fn forward_server(
                 Some(Action::Fake(tag)) => {
                     let msg = [tag, 0, 0, 0, 4];
                     t.bytes_out += msg.len() as u64;
-                    if client.stream.write_all(&msg).await.is_err() {
+                    if client.stream.write_all_bytes(&msg).await.is_err() {
                         return Err(Stop::ClientGone);
                     }
                     continue;
                 }
                 Some(Action::FakeParsed { .. }) => {
                     t.bytes_out += 5;
-                    if client.stream.write_all(&[b'1', 0, 0, 0, 4]).await.is_err() {
+                    if client
+                        .stream
+                        .write_all_bytes(&[b'1', 0, 0, 0, 4])
+                        .await
+                        .is_err()
+                    {
                         return Err(Stop::ClientGone);
                     }
                     continue;
@@ -138,7 +147,7 @@ pub(super) async fn forward_server(
                     crate::protocol::encode::command_complete(&mut out, tag);
                     crate::protocol::encode::ready_for_query(&mut out, t.status);
                     t.bytes_out += out.len() as u64;
-                    if client.stream.write_all(&out).await.is_err() {
+                    if client.stream.write_all_bytes(&out).await.is_err() {
                         return Err(Stop::ClientGone);
                     }
                     continue;
@@ -149,7 +158,7 @@ pub(super) async fn forward_server(
         let mut out = BytesMut::with_capacity(256);
         made_up.encode(&mut out);
         t.bytes_out += out.len() as u64;
-        if client.stream.write_all(&out).await.is_err() {
+        if client.stream.write_all_bytes(&out).await.is_err() {
             return Err(Stop::ClientGone);
         }
     }

@@ -24,7 +24,6 @@ use upstream::forward_client;
 
 use crate::protocol::framing::{frontend, parse_header, Header};
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 
 /// Server reads reserve this much room; large result sets stream through it.
 const SERVER_READ_CHUNK: usize = 16 * 1024;
@@ -92,10 +91,11 @@ pub(super) async fn run(
     };
     // One shutdown waiter for the whole session, registered once, instead of one per idle
     // wait (each a locked insert into and removal from the token's waiter list).
-    let mut shutdown = std::pin::pin!(ctx.shutdown.triggered());
+    let waiter = std::pin::pin!(ctx.shutdown.triggered());
+    let mut shutdown = ctx.shutdown.watch(waiter);
     let error = loop {
         if held.is_none() {
-            match wait_for_work(client, &mut state, ctx, shutdown.as_mut()).await {
+            match wait_for_work(client, &mut state, ctx, &mut shutdown).await {
                 Ok(true) => {}
                 Ok(false) => break None,
                 Err(e) => break e,
@@ -229,7 +229,7 @@ async fn wait_for_work(
     client: &mut ClientConn,
     state: &mut SessionState,
     ctx: &ProxyContext,
-    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
 ) -> Result<bool, Option<ClientError>> {
     loop {
         if !client.buf.is_empty() {
@@ -278,7 +278,7 @@ async fn wait_for_work(
             tokio::select! {
                 biased;
                 r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
-                _ = shutdown.as_mut() => return Err(Some(ClientError::shutting_down())),
+                _ = &mut *shutdown => return Err(Some(ClientError::shutting_down())),
             }
         }
         match client.read_more().await {
@@ -424,7 +424,7 @@ async fn transaction(
         // transaction) go before more of the client's input. Both reads are cancel-safe.
         tokio::select! {
             biased;
-            r = server.stream.read_buf(&mut server.buf) => match r {
+            r = server.stream.read_into(&mut server.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ServerGone { fatal_sent: t.server_fatal }),
                 Ok(_) => {
                     if armed && target.take_timed_out() {
@@ -440,7 +440,7 @@ async fn transaction(
                     }
                 }
             },
-            r = client.stream.read_buf(&mut client.buf) => match r {
+            r = client.stream.read_into(&mut client.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
                 Ok(_) => {
                     forward_client(client, server, t, state, ctx, None, None).await?;

@@ -167,17 +167,60 @@ pub(super) struct Tracker {
 }
 
 impl Tracker {
-    /// Resets everything but the queue's storage for a new transaction.
+    /// Resets everything but the storage of the queue and lists for a new transaction, one
+    /// field at a time (rebuilding the struct would drop and re-create each of them); the
+    /// destructuring names every field, so a new one cannot be forgotten here.
     pub fn start(&mut self) {
-        let replies = std::mem::take(&mut self.replies);
-        let scratch = std::mem::take(&mut self.scratch);
-        *self = Tracker {
+        let Tracker {
             replies,
             scratch,
-            status: b'I',
-            ..Default::default()
-        };
-        self.replies.clear();
+            status,
+            unsynced,
+            copy_in,
+            client_remaining,
+            server_remaining,
+            terminated,
+            server_fatal,
+            timeout_cancel,
+            discarding,
+            skipping,
+            seen,
+            ready_seen,
+            resets,
+            param_updates,
+            undo,
+            barrier,
+            carried_outcome,
+            unnamed_parsed,
+            server_unknown,
+            queries,
+            bytes_in,
+            bytes_out,
+        } = self;
+        replies.clear();
+        scratch.clear();
+        param_updates.clear();
+        undo.clear();
+        *status = b'I';
+        *resets = Default::default();
+        *carried_outcome = None;
+        *seen = 0;
+        (*client_remaining, *server_remaining) = (0, 0);
+        (*ready_seen, *queries, *bytes_in, *bytes_out) = (0, 0, 0, 0);
+        for flag in [
+            unsynced,
+            copy_in,
+            terminated,
+            server_fatal,
+            timeout_cancel,
+            discarding,
+            skipping,
+            barrier,
+            unnamed_parsed,
+            server_unknown,
+        ] {
+            *flag = false;
+        }
     }
 
     pub fn push(&mut self, expect: Expect, action: Action) {

@@ -106,7 +106,7 @@ pub(super) async fn try_carry(
     let mut out = std::mem::take(&mut t.scratch);
     out.clear();
     encode::query_of_parts(&mut out, &[carried, b"; ", sql]);
-    let r = server.stream.write_all(&out).await;
+    let r = server.stream.write_all_bytes(&out).await;
     out.clear();
     t.scratch = out;
     r.map_err(|_| Stop::ServerGone { fatal_sent: false })?;
@@ -205,7 +205,7 @@ pub(super) async fn forward_client(
         }
     }
     if !out.is_empty() {
-        let r = server.stream.write_all(&out).await;
+        let r = server.stream.write_all_bytes(&out).await;
         out.clear();
         t.scratch = out;
         if r.is_err() {
@@ -237,9 +237,22 @@ fn refuse(t: &mut Tracker, error: ClientError, out: &mut BytesMut) {
 /// messages leave in one segment.
 async fn write_both(stream: &mut crate::net::Stream, a: &[u8], b: &[u8]) -> std::io::Result<()> {
     if a.is_empty() {
-        return stream.write_all(b).await;
+        return stream.write_all_bytes(b).await;
     }
     let (mut a, mut b) = (a, b);
+    if let Some(tcp) = stream.tcp().filter(|_| !stream.is_tls()) {
+        // One direct attempt first, as Stream::write_all_bytes does.
+        match tcp.try_write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)]) {
+            Ok(n) if n == a.len() + b.len() => return Ok(()),
+            Ok(n) if n < a.len() => a = &a[n..],
+            Ok(n) => {
+                b = &b[n - a.len()..];
+                a = &[];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
     while !a.is_empty() {
         let n = stream
             .write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)])
