@@ -16,6 +16,12 @@
 //! ```
 //!
 //! `report` is launch-load's own JSON report, or the same fields derived from pgbench.
+//!
+//! With `--rounds N`, bench-compare repeats every (scenario, target) N times, the targets of
+//! one round back to back, and marks each record with `"round": k`. The table and the plot
+//! then show, for each (scenario, target), the round with the median throughput, and its
+//! notes list every round's: on a shared host a single run can be off by a fifth either way,
+//! and the median of interleaved rounds is what a ratio between targets can rest on.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -101,6 +107,48 @@ pub fn read_records(dir: &Path) -> Result<Vec<Record>, String> {
         .collect()
 }
 
+/// One (scenario, target) of the table: the run it shows and every round's throughput.
+struct Row<'a> {
+    shown: &'a Record,
+    rounds: Vec<Option<f64>>,
+}
+
+/// The run shown for `scenario`/`target`: of the rounds that succeeded, the one with the
+/// median throughput (the lower middle of an even count); a failed round only when none
+/// succeeded.
+fn row<'a>(records: &'a [Record], scenario: &str, target: &str) -> Option<Row<'a>> {
+    let runs: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.str("scenario") == scenario && r.str("target") == target)
+        .collect();
+    let first = *runs.first()?;
+    let mut ok: Vec<(&Record, f64)> = runs
+        .iter()
+        .filter_map(|r| r.ok_tps().map(|t| (*r, t)))
+        .collect();
+    ok.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let shown = if ok.is_empty() {
+        first
+    } else {
+        ok[(ok.len() - 1) / 2].0
+    };
+    Some(Row {
+        shown,
+        rounds: runs.iter().map(|r| r.ok_tps()).collect(),
+    })
+}
+
+fn scenarios(records: &[Record]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in records {
+        let s = r.str("scenario");
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("—".to_owned(), |v| format!("{v:.digits$}"))
 }
@@ -124,28 +172,17 @@ fn cell(s: &str) -> String {
 
 /// The markdown table: one row per (scenario, target), scenarios in record order.
 pub fn markdown(records: &[Record]) -> String {
-    let mut scenarios: Vec<&str> = Vec::new();
-    for r in records {
-        let s = r.str("scenario");
-        if !scenarios.contains(&s) {
-            scenarios.push(s);
-        }
-    }
-    let find = |scenario: &str, target: &str| {
-        records
-            .iter()
-            .find(|r| r.str("scenario") == scenario && r.str("target") == target)
-    };
+    let find = |scenario: &str, target: &str| row(records, scenario, target).map(|r| r.shown);
     let mut out = String::new();
     out.push_str(
         "| scenario | target | tps | p50 ms | p99 ms | proxy CPU ms / 1000 tx | peak RSS MiB | errors | tps vs PgBouncer | tps vs direct | notes |\n\
          |---|---|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
     );
-    for scenario in scenarios {
+    for scenario in scenarios(records) {
         let direct = find(scenario, "direct").and_then(Record::ok_tps);
         let bouncer = find(scenario, "pgbouncer").and_then(Record::ok_tps);
         for (target, target_name) in TARGETS {
-            let Some(r) = find(scenario, target) else {
+            let Some(Row { shown: r, rounds }) = row(records, scenario, target) else {
                 continue;
             };
             let idle = r.0.get("idle") == Some(&Value::Bool(true));
@@ -156,6 +193,14 @@ pub fn markdown(records: &[Record]) -> String {
                 notes.push(format!("**failed**: {}", r.str("note")));
             } else if !r.str("note").is_empty() {
                 notes.push(r.str("note").to_owned());
+            }
+            if rounds.len() > 1 && !idle {
+                let each: Vec<String> = rounds.iter().map(|t| fmt_opt(*t, 0)).collect();
+                notes.push(format!(
+                    "median of {} rounds (tps {})",
+                    rounds.len(),
+                    each.join(" / ")
+                ));
             }
             if let Some(b) = r.report_f64(&["proxy", "rss_per_client_bytes"]) {
                 if idle {
@@ -216,12 +261,15 @@ pub fn markdown(records: &[Record]) -> String {
     out
 }
 
-/// TSV for [`plot::parse`]: the records marked `"plot": true`.
+/// TSV for [`plot::parse`]: the shown runs (see [`markdown`]) marked `"plot": true`.
 pub fn plot_points(records: &[Record]) -> String {
     let mut out = String::from("# series\tclients\tp50_ms\tp99_ms\n");
     for (target, name) in TARGETS {
-        for r in records {
-            if r.str("target") != *target || r.0.get("plot") != Some(&Value::Bool(true)) {
+        for scenario in scenarios(records) {
+            let Some(Row { shown: r, .. }) = row(records, scenario, target) else {
+                continue;
+            };
+            if r.0.get("plot") != Some(&Value::Bool(true)) {
                 continue;
             }
             let (Some(c), Some(p50), Some(p99)) = (
@@ -291,5 +339,37 @@ mod tests {
         let tsv = plot_points(&records);
         assert_eq!(tsv.lines().count(), 4);
         assert!(svg(&records, "t").unwrap().contains("<polyline"));
+    }
+
+    #[test]
+    fn rounds_show_the_median_run() {
+        let with_p99 = |tps: f64, p99: f64, status: &str| {
+            let mut r = rec("select-50", "proxy", tps, status);
+            r.0["report"]["latency"]["p99_ms"] = json!(p99);
+            r
+        };
+        let records = vec![
+            rec("select-50", "pgbouncer", 20000.0, "ok"),
+            with_p99(30000.0, 9.0, "ok"),
+            with_p99(22000.0, 7.0, "ok"),
+            with_p99(99000.0, 1.0, "failed"),
+            with_p99(26000.0, 3.0, "ok"),
+        ];
+        let md = markdown(&records);
+        let proxy = md.lines().find(|l| l.contains("| launch-proxy |")).unwrap();
+        // 22000 < 26000 < 30000: the 26000 run, its own p99, and the failed round as "—".
+        assert!(proxy.contains("| 26000 | 1.50 | 3.00 |"), "{proxy}");
+        assert!(proxy.contains("| 1.30× |"), "{proxy}");
+        assert!(
+            proxy.contains("median of 4 rounds (tps 30000 / 22000 / — / 26000)"),
+            "{proxy}"
+        );
+        assert_eq!(
+            md.lines()
+                .filter(|l| l.contains("| launch-proxy |"))
+                .count(),
+            1
+        );
+        assert_eq!(plot_points(&records).lines().count(), 3);
     }
 }
