@@ -641,6 +641,15 @@ async fn held_cursor_is_gone_for_next_tenant() {
     assert_eq!(col(&b, "SELECT count(*) FROM pg_cursors").await, ["0"]);
     env.check_own(&b, T2, "t2").await;
     env.check_own(&a, T1, "t1").await;
+    // Declared through the extended protocol (Parse, Bind, Execute), and after a
+    // transaction of plain DML on the connection, which alone would not drop it.
+    let declare = "DECLARE held2 CURSOR WITH HOLD FOR SELECT tenant_id FROM base_entity";
+    a.execute(declare, &[]).await.unwrap();
+    assert_eq!(col(&a, "SELECT count(*) FROM base_entity").await, ["3"]);
+    assert_eq!(col(&a, "FETCH 1 FROM held2").await, [T1], "own cursor");
+    let err = fails(&b, "FETCH ALL FROM held2").await;
+    assert!(err.starts_with("34000"), "tenant 2: {err}");
+    env.check_own(&b, T2, "t2").await;
 }
 
 /// Tenant 1 LISTENs on the shared connection; after tenant 2 ran on it, NOTIFYs (sent while

@@ -206,6 +206,7 @@ async fn open_one(pool: Arc<Pool>) {
                     uses: 0,
                     tenant: super::AppliedTenant::Unknown,
                     session_locks,
+                    may_hold_objects: false,
                     params: Default::default(),
                     statements: super::statements::ServerStatements::new(
                         pool.limits.statement_cache_size,

@@ -43,6 +43,10 @@ pub struct ServerConn {
     /// Whether its login can take session-level advisory locks, which a tenant switch must
     /// then release (`tenant::prelude::SESSION_LOCKS_CHECK`, asked once at login).
     pub session_locks: bool,
+    /// Whether a client may have left a cursor or an SQL-level prepared statement on it since
+    /// its last tenant switch, which the next switch must then drop
+    /// (`tenant::shape::leaves_no_objects`; set by the relay as it forwards).
+    pub may_hold_objects: bool,
     /// Session parameters clients changed on this connection, beyond its startup values.
     pub params: crate::proxy::session_params::ParamSet,
     /// Proxy-named prepared statements this server holds.

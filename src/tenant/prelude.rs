@@ -45,26 +45,26 @@ pub const RESET_TIMEOUTS: [(&str, u32); 4] = [
 ];
 
 /// The Query that applies `tenant` (or clears both settings for a tenant-less user) on a
-/// server of `server_major` (e.g. 17), releasing session-level advisory locks. Values are a
-/// ULID and hex digits, so they need no quoting beyond the literal quotes.
+/// server of `server_major` (e.g. 17), in its fullest form: releasing session-level advisory
+/// locks and dropping cursors and prepared statements. Values are a ULID and hex digits, so
+/// they need no quoting beyond the literal quotes.
 pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Bytes {
-    build(tenant, key, server_major).query
+    build(tenant, key, server_major)
+        .standalone(Leftovers::ALL)
+        .clone()
 }
 
-/// Both forms of the switch, from one list of statements.
+/// The switch's statements after the optional ones, each form of it built on first use.
 fn build(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Prelude {
     let (id, sig) = values(tenant, key);
-    let mut sql = String::from(EXIT_ON_ERROR);
-    sql.push_str(UNLOCK);
-    let statements = push_switch(&mut sql, &id, &sig, server_major);
-    sql.truncate(sql.len() - 2);
-    let mut query = BytesMut::with_capacity(sql.len() + 6);
-    crate::protocol::encode::query(&mut query, &sql);
+    let mut rest = String::new();
+    let statements = push_switch(&mut rest, &id, &sig, server_major);
+    rest.truncate(rest.len() - 2);
     Prelude {
-        query: query.freeze(),
+        rest: Bytes::from(rest),
         // A CommandComplete per statement.
         replies: statements as u8,
-        without_unlock: std::sync::OnceLock::new(),
+        standalone: Default::default(),
     }
 }
 
@@ -88,20 +88,64 @@ pub const SESSION_LOCKS_CHECK: &str =
      AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER') \
      AND pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE'))";
 
-/// Appends the statements of a tenant switch after the release of advisory locks, each
-/// followed by `"; "`, and returns how many. First what a previous tenant may have left
-/// behind: WITH HOLD cursors (rows computed under its tenant), LISTEN registrations
-/// (payloads meant for it) and prepared statements (one it replaced through dynamic SQL
-/// would run as the next tenant). Temporary tables are out of reach of the application
-/// roles. Its timeouts still apply to these (at worst they end the session), then go back
-/// to the role's values. SET and RESET are utility statements: no planner, no function
-/// lookup through the search_path.
+/// Drops what only a client's own statements can leave on a session: cursors declared WITH
+/// HOLD (SPI refuses DECLARE, so no function can open one) and SQL-level prepared
+/// statements (which the relay refuses in transaction pooling, so only a DO block or a
+/// procedure's dynamic SQL can make one; one that replaced a proxy statement would run as
+/// the next tenant). Sent when the connection may hold either: see [`Leftovers`].
+const DROP_OBJECTS: &str = "CLOSE ALL; DEALLOCATE ALL; ";
+
+/// Replies to [`DROP_OBJECTS`]: two CommandCompletes.
+const DROP_OBJECTS_REPLIES: u8 = 2;
+
+/// What a previous tenant may have left on a connection beyond what every switch resets,
+/// which decides the form of the switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Session-level advisory locks: the login may take them (asked at each login).
+    pub advisory_locks: bool,
+    /// Cursors or SQL-level prepared statements: a client ran something on the connection
+    /// since its last switch that is neither plain DML nor transaction control, SET, RESET
+    /// or SHOW ([`super::shape::leaves_no_objects`]), or a FunctionCall.
+    pub objects: bool,
+}
+
+impl Leftovers {
+    pub const ALL: Leftovers = Leftovers {
+        advisory_locks: true,
+        objects: true,
+    };
+
+    fn index(self) -> usize {
+        usize::from(self.advisory_locks) * 2 + usize::from(self.objects)
+    }
+
+    /// The optional statements, in order, and their replies.
+    fn parts(self) -> ([&'static [u8]; 2], u8) {
+        let (unlock, unlock_replies) = if self.advisory_locks {
+            (UNLOCK.as_bytes(), UNLOCK_REPLIES)
+        } else {
+            (&b""[..], 0)
+        };
+        let (objects, objects_replies) = if self.objects {
+            (DROP_OBJECTS.as_bytes(), DROP_OBJECTS_REPLIES)
+        } else {
+            (&b""[..], 0)
+        };
+        ([unlock, objects], unlock_replies + objects_replies)
+    }
+}
+
+/// Appends the statements every tenant switch runs, each followed by `"; "`, and returns
+/// how many: `UNLISTEN *` (LISTEN registrations would deliver payloads meant for the
+/// previous tenant, and a function may LISTEN through dynamic SQL, which the proxy cannot
+/// see), the timeouts back to the role's values (a previous tenant's set_config, invisible
+/// to the proxy, would sabotage the next tenant's transactions; its timeouts still bound
+/// the statements before these), then the tenant and its signature. Temporary tables are
+/// out of reach of the application roles. SET and RESET are utility statements: no planner,
+/// no function lookup through the search_path.
 fn push_switch(sql: &mut String, id: &str, sig: &str, server_major: u32) -> usize {
-    let mut statements = vec![
-        "CLOSE ALL".to_owned(),
-        "UNLISTEN *".to_owned(),
-        "DEALLOCATE ALL".to_owned(),
-    ];
+    let mut statements = vec!["UNLISTEN *".to_owned()];
     for (name, since) in RESET_TIMEOUTS {
         if server_major >= since {
             statements.push(format!("RESET {name}"));
@@ -138,32 +182,7 @@ pub fn can_carry(sql: &[u8]) -> bool {
     if let Some(verdict) = super::shape::single_dml(sql) {
         return verdict;
     }
-    use super::lexer::{Lexer, TokenKind};
-    let mut lexer = Lexer::new(sql);
-    let mut at_start = true;
-    let mut statements = 0;
-    for tok in lexer.by_ref() {
-        if tok.kind.is_trivia() {
-            continue;
-        }
-        if tok.kind == TokenKind::Invalid {
-            return false;
-        }
-        if at_start {
-            let dml = tok.kind == TokenKind::Ident
-                && super::shape::DML_WORDS
-                    .iter()
-                    .any(|w| tok.text.eq_ignore_ascii_case(w));
-            if !dml {
-                return false;
-            }
-            at_start = false;
-            statements += 1;
-        } else if tok.is_punct(b";") {
-            at_start = true;
-        }
-    }
-    statements > 0 && !lexer.saw_backslash_in_plain_string()
+    super::shape::statements_starting_with(sql, &super::shape::DML_WORDS).is_some_and(|n| n > 0)
 }
 
 /// The major version in a `server_version` ParameterStatus ("17.4", "15.18 (Debian ...)");
@@ -179,48 +198,45 @@ pub fn server_major(server_version: &str) -> u32 {
 /// A tenant (or none) and the server's major version.
 type PreludeKey = (Option<TenantId>, u32);
 
-/// One tenant's switch, in both of its forms, with and without the release of advisory
-/// locks (`session_locks`: whether the server connection's login can take them).
+/// One tenant's switch, in each of its forms (see [`Leftovers`]).
 pub struct Prelude {
-    /// A Query of its own (see [`prelude`]), pipelined in front of whatever the client sent.
-    pub query: Bytes,
-    /// Replies to the switch's statements after [`UNLOCK`].
+    /// The statements every form ends with, without a trailing `"; "`.
+    rest: Bytes,
+    /// Replies to `rest`.
     replies: u8,
-    /// `query` without [`UNLOCK`], built the first time a connection needs it (idle
-    /// sessions of a tenant share the prelude; most never run).
-    without_unlock: std::sync::OnceLock<Bytes>,
+    /// The switch as a Query of its own, per [`Leftovers::index`], built the first time a
+    /// connection needs that form (idle sessions of a tenant share the prelude; most never
+    /// run).
+    standalone: [std::sync::OnceLock<Bytes>; 4],
 }
 
 impl Prelude {
-    /// The switch as a Query of its own.
-    pub fn standalone(&self, session_locks: bool) -> &Bytes {
-        if session_locks {
-            return &self.query;
-        }
-        self.without_unlock.get_or_init(|| {
-            let (rest, _) = self.carried(false);
-            let mut q = BytesMut::with_capacity(self.query.len() - UNLOCK.len());
-            crate::protocol::encode::query_of_parts(&mut q, &[EXIT_ON_ERROR.as_bytes(), rest]);
+    /// The switch as a Query of its own (see [`prelude`]).
+    pub fn standalone(&self, leftovers: Leftovers) -> &Bytes {
+        self.standalone[leftovers.index()].get_or_init(|| {
+            let ([unlock, objects], _) = leftovers.parts();
+            let mut q = BytesMut::with_capacity(
+                6 + EXIT_ON_ERROR.len() + unlock.len() + objects.len() + self.rest.len(),
+            );
+            crate::protocol::encode::query_of_parts(
+                &mut q,
+                &[EXIT_ON_ERROR.as_bytes(), unlock, objects, &self.rest],
+            );
             q.freeze()
         })
     }
 
     /// The switch's statements for the front of a client's own simple Query (see
-    /// [`can_carry`]), to be followed by `"; "`, and how many replies they get that the
-    /// client must not see: those of the standalone form without `exit_on_error`, since
-    /// the client's statements share the transaction. A failure of the switch aborts that
-    /// transaction before any of the client's statements runs; a failure of the client's
-    /// statements rolls the settings back with them, which the relay notes (the
-    /// connection's tenant is then unknown and is applied again before anything else runs
-    /// on it). A slice of `query`: idle sessions share one per tenant.
-    pub fn carried(&self, session_locks: bool) -> (&[u8], u8) {
-        let end = self.query.len() - 1;
-        let start = 5 + EXIT_ON_ERROR.len();
-        if session_locks {
-            (&self.query[start..end], self.replies + UNLOCK_REPLIES)
-        } else {
-            (&self.query[start + UNLOCK.len()..end], self.replies)
-        }
+    /// [`can_carry`]), in three parts to be followed by `"; "`, and how many replies they
+    /// get that the client must not see: those of the standalone form without
+    /// `exit_on_error`, since the client's statements share the transaction. A failure of
+    /// the switch aborts that transaction before any of the client's statements runs; a
+    /// failure of the client's statements rolls the settings back with them, which the relay
+    /// notes (the connection's tenant is then unknown and is applied again before anything
+    /// else runs on it). Borrowed: idle sessions share one prelude per tenant.
+    pub fn carried(&self, leftovers: Leftovers) -> ([&[u8]; 3], u8) {
+        let ([unlock, objects], replies) = leftovers.parts();
+        ([unlock, objects, &self.rest], replies + self.replies)
     }
 }
 
@@ -317,22 +333,43 @@ mod tests {
     #[test]
     fn carried_switch_is_the_same_statements_without_exit_on_error() {
         let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
-        for (major, locks) in [(15, true), (17, true), (15, false), (17, false)] {
+        for major in [15, 17] {
             let p = Preludes::default().get(Some(&t), Some(&[7u8; 32]), major);
-            let query = p.standalone(locks);
-            let own = std::str::from_utf8(&query[5..query.len() - 1]).unwrap();
-            let (carried, replies) = p.carried(locks);
-            let carried = std::str::from_utf8(carried).unwrap();
-            assert_eq!(format!("{EXIT_ON_ERROR}{carried}"), own);
-            assert_eq!(decode(query).len(), carried.matches("; ").count() + 2);
-            let first = if locks { UNLOCK } else { "CLOSE ALL; " };
-            assert!(carried.starts_with(first), "{carried}");
-            assert_eq!(carried.contains("advisory"), locks, "{carried}");
-            assert!(carried.ends_with(&format!("'{}'", signature(&[7u8; 32], &t))));
-            // One CommandComplete per statement, plus RowDescription and DataRow of the SELECT.
-            let statements = carried.matches("; ").count() + 1;
-            let rows = if locks { 2 } else { 0 };
-            assert_eq!(replies as usize, statements + rows);
+            for (advisory_locks, objects) in
+                [(true, true), (true, false), (false, true), (false, false)]
+            {
+                let form = Leftovers {
+                    advisory_locks,
+                    objects,
+                };
+                let query = p.standalone(form);
+                assert!(std::ptr::eq(query, p.standalone(form)), "built once");
+                let own = std::str::from_utf8(&query[5..query.len() - 1]).unwrap();
+                let (parts, replies) = p.carried(form);
+                let carried: String = parts
+                    .iter()
+                    .map(|part| std::str::from_utf8(part).unwrap())
+                    .collect();
+                assert_eq!(format!("{EXIT_ON_ERROR}{carried}"), own);
+                let sqls = decode(query);
+                assert_eq!(sqls.len(), carried.matches("; ").count() + 2);
+                assert_eq!(carried.contains("advisory"), advisory_locks, "{carried}");
+                for dropped in ["CLOSE ALL", "DEALLOCATE ALL"] {
+                    assert_eq!(sqls.iter().any(|q| q == dropped), objects, "{carried}");
+                }
+                for always in [
+                    "UNLISTEN *",
+                    "RESET statement_timeout",
+                    "RESET lock_timeout",
+                ] {
+                    assert!(sqls.iter().any(|q| q == always), "{always}: {carried}");
+                }
+                assert!(carried.ends_with(&format!("'{}'", signature(&[7u8; 32], &t))));
+                // One CommandComplete per statement, plus RowDescription and DataRow of the SELECT.
+                let statements = carried.matches("; ").count() + 1;
+                let rows = if advisory_locks { 2 } else { 0 };
+                assert_eq!(replies as usize, statements + rows);
+            }
         }
     }
 
@@ -406,7 +443,10 @@ mod tests {
         let a = cache.get(Some(&t), Some(&[7u8; 32]), 17);
         let b = cache.get(Some(&t), Some(&[7u8; 32]), 17);
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(a.query, prelude(Some(&t), Some(&[7u8; 32]), 17));
+        assert_eq!(
+            a.standalone(Leftovers::ALL),
+            &prelude(Some(&t), Some(&[7u8; 32]), 17)
+        );
         assert!(!Arc::ptr_eq(&a, &cache.get(None, Some(&[7u8; 32]), 17)));
         assert!(!Arc::ptr_eq(&a, &cache.get(Some(&t), Some(&[7u8; 32]), 15)));
     }

@@ -9,6 +9,70 @@ pub(super) const DML_WORDS: [&[u8]; 7] = [
     b"select", b"insert", b"update", b"delete", b"with", b"values", b"table",
 ];
 
+/// Statements that leave no cursor or prepared statement on the session, beyond plain DML:
+/// transaction control and settings. See [`leaves_no_objects`].
+const NO_OBJECT_WORDS: [&[u8]; 18] = [
+    b"select",
+    b"insert",
+    b"update",
+    b"delete",
+    b"with",
+    b"values",
+    b"table",
+    b"begin",
+    b"start",
+    b"commit",
+    b"end",
+    b"rollback",
+    b"abort",
+    b"savepoint",
+    b"release",
+    b"set",
+    b"reset",
+    b"show",
+];
+
+/// How many statements `sql` holds if each starts with one of `words` (told by the lexer),
+/// `None` if one does not, or if the lexer finds anything doubtful (invalid tokens,
+/// backslashes in plain strings, whose meaning depends on a setting).
+pub fn statements_starting_with(sql: &[u8], words: &[&[u8]]) -> Option<usize> {
+    use super::lexer::{Lexer, TokenKind};
+    let mut lexer = Lexer::new(sql);
+    let mut at_start = true;
+    let mut statements = 0;
+    for tok in lexer.by_ref() {
+        if tok.kind.is_trivia() {
+            continue;
+        }
+        if tok.kind == TokenKind::Invalid {
+            return None;
+        }
+        if at_start {
+            let known = tok.kind == TokenKind::Ident
+                && words.iter().any(|w| tok.text.eq_ignore_ascii_case(w));
+            if !known {
+                return None;
+            }
+            at_start = false;
+            statements += 1;
+        } else if tok.is_punct(b";") {
+            at_start = true;
+        }
+    }
+    (!lexer.saw_backslash_in_plain_string()).then_some(statements)
+}
+
+/// Whether running `sql` can leave a cursor or an SQL-level prepared statement on the
+/// session (`false`), which the next tenant switch must then drop (`tenant::prelude`'s
+/// `DROP_OBJECTS`). Only statements can: DECLARE, PREPARE, or a DO block or procedure
+/// whose dynamic SQL prepares one; SPI refuses DECLARE, so no function opens a holdable
+/// cursor, and functions the application roles may call are the DBA's, which are trusted
+/// not to PREPARE (docs/tenancy.md). `single_dml` is [`single_dml`]'s answer, if the caller
+/// has it.
+pub fn leaves_no_objects(sql: &[u8], single_dml: Option<bool>) -> bool {
+    single_dml == Some(true) || statements_starting_with(sql, &NO_OBJECT_WORDS).is_some()
+}
+
 /// Whether `sql` is a single statement starting with one of [`DML_WORDS`], told without
 /// the lexer: with no `;` but one at the end, PostgreSQL sees one statement whatever the
 /// quoting inside it (a broken one is a syntax error of the whole Query, in which nothing
@@ -45,14 +109,21 @@ pub fn single_statement(sql: &[u8]) -> Option<&[u8]> {
 /// its pass for one plain DML statement, which is neither a SET nor an SQL-level
 /// PREPARE/EXECUTE/DEALLOCATE, so that only a setting function it calls needs the guard.
 pub fn mentions(sql: &[u8]) -> super::guard::Mentions {
-    if single_dml(sql) == Some(true) {
+    inspect(sql).0
+}
+
+/// [`mentions`], and [`single_dml`]'s answer it is based on.
+pub fn inspect(sql: &[u8]) -> (super::guard::Mentions, Option<bool>) {
+    let dml = single_dml(sql);
+    let mentions = if dml == Some(true) {
         super::guard::Mentions {
             guarded: names_setting_function(sql),
             prepared: false,
         }
     } else {
         super::guard::mentions(sql)
-    }
+    };
+    (mentions, dml)
 }
 
 /// Whether the statement guard can pass `sql` without lexing it: one DML statement (so no
@@ -89,6 +160,39 @@ pub fn names_setting_function(sql: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_statements_that_can_make_cursors_or_prepared_statements_leave_objects() {
+        let clean = |sql: &str| leaves_no_objects(sql.as_bytes(), single_dml(sql.as_bytes()));
+        for sql in [
+            "",
+            "SELECT 1",
+            "update t set a = 1;",
+            "BEGIN; SELECT 1; COMMIT",
+            "start transaction isolation level serializable",
+            "SAVEPOINT a; RELEASE SAVEPOINT a; ROLLBACK TO a; END; ABORT",
+            "SET search_path = app; RESET ALL; SHOW work_mem",
+            "SELECT 'DECLARE c CURSOR WITH HOLD FOR SELECT 1'; SELECT 2",
+            "/* PREPARE p AS */ SELECT 1",
+        ] {
+            assert!(clean(sql), "{sql}");
+        }
+        for sql in [
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "BEGIN; declare c cursor for select 1; COMMIT",
+            "SELECT 1; PREPARE p AS SELECT 1",
+            "DO $$BEGIN EXECUTE 'PREPARE p AS SELECT 1'; END$$",
+            "CALL p()",
+            "EXECUTE p",
+            "LISTEN x",
+            "COPY t FROM STDIN",
+            "EXPLAIN ANALYZE SELECT 1",
+            "SELECT 'a\\'; DECLARE c CURSOR WITH HOLD FOR SELECT 1; SELECT '",
+            "\"select\" 1; DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+        ] {
+            assert!(!clean(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn guard_skips_only_single_dml_without_set_config() {

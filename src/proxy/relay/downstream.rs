@@ -71,6 +71,8 @@ pub(super) async fn forward_server(
             server.tenant = if applied {
                 AppliedTenant::Applied(session.tenant)
             } else {
+                // What the rolled-back switch dropped is not known either.
+                server.may_hold_objects = true;
                 AppliedTenant::Unknown
             };
         }

@@ -47,6 +47,7 @@ async fn reset_session(server: &mut ServerConn) -> bool {
         .is_ok();
     server.tenant = AppliedTenant::Unknown;
     server.statements.clear();
+    server.may_hold_objects = !ok;
     server.params = ParamSet::default();
     ok
 }
@@ -352,13 +353,22 @@ async fn transaction(
         state.tenant_active_until = until;
     }
     let tenant_needed = server.tenant != AppliedTenant::Applied(session.tenant);
+    let leftovers = crate::tenant::prelude::Leftovers {
+        advisory_locks: server.session_locks,
+        objects: server.may_hold_objects,
+    };
     if tenant_needed {
-        // The tenant prelude resets the timeouts to the role's values and deallocates
-        // every prepared statement: none crosses from one tenant to the next.
+        // The tenant prelude resets the timeouts to the role's values and, if a client may
+        // have made cursors or SQL-level statements, deallocates every prepared statement,
+        // the proxy's own included. Otherwise the proxy's statements stay: a statement's
+        // SQL is the same for every tenant, and the tenant is read when it runs.
         for (name, _) in crate::tenant::prelude::RESET_TIMEOUTS {
             server.params.remove(name);
         }
-        server.statements.clear();
+        if leftovers.objects {
+            server.statements.clear();
+            server.may_hold_objects = false;
+        }
     }
     let mut params_sql = String::new();
     state.params.apply_to(&mut server.params, &mut params_sql);
@@ -367,7 +377,9 @@ async fn transaction(
     let mut first = None;
     let carry = tenant_needed && params_sql.is_empty() && !session_mode;
     let carried = carry && {
-        match upstream::try_carry(client, server, t, state, ctx, &session.prelude).await? {
+        match upstream::try_carry(client, server, t, state, ctx, &session.prelude, leftovers)
+            .await?
+        {
             upstream::Carry::Sent => true,
             upstream::Carry::Not(scanned) => {
                 first = scanned;
@@ -382,7 +394,7 @@ async fn transaction(
         let built;
         // Pipelined with the client's messages: if the prelude fails, the server exits
         // before reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
-        let query = session.prelude.standalone(server.session_locks);
+        let query = session.prelude.standalone(leftovers);
         let prefix = match (tenant_needed, params_sql.is_empty()) {
             (false, true) => None,
             (true, true) => Some(&query[..]),

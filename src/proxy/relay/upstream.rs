@@ -59,6 +59,7 @@ pub(super) async fn try_carry(
     state: &mut SessionState,
     ctx: &ProxyContext,
     prelude: &crate::tenant::prelude::Prelude,
+    leftovers: crate::tenant::prelude::Leftovers,
 ) -> Result<Carry, Stop> {
     let len = match parse_header(&client.buf) {
         Ok(Some(h))
@@ -78,13 +79,7 @@ pub(super) async fn try_carry(
         return Ok(Carry::Not(None));
     }
     let pushed = t.replies.len();
-    let scanned = scan_client(
-        &client.buf[..len],
-        t,
-        ctx,
-        &mut state.params,
-        &mut server.params,
-    )?;
+    let scanned = scan_client(&client.buf[..len], t, ctx, &mut state.params, server)?;
     let plain = matches!(scanned, (at, None) if at == len)
         && t.replies.len() == pushed + 1
         && t.replies.back().is_some_and(|r| {
@@ -94,18 +89,18 @@ pub(super) async fn try_carry(
         // Refused by the guard: it fails on the server after the ordinary prelude.
         return Ok(Carry::Not(Some(scanned)));
     }
-    let (carried, skip) = prelude.carried(server.session_locks);
+    let ([unlock, objects, rest], skip) = prelude.carried(leftovers);
     if let Some(r) = t.replies.back_mut() {
         r.action = Action::Carried {
             skip,
             of: skip,
-            shift: carried.len() as u32 + 2,
+            shift: (unlock.len() + objects.len() + rest.len()) as u32 + 2,
             failed: false,
         };
     }
     let mut out = std::mem::take(&mut t.scratch);
     out.clear();
-    encode::query_of_parts(&mut out, &[carried, b"; ", sql]);
+    encode::query_of_parts(&mut out, &[unlock, objects, rest, b"; ", sql]);
     let r = server.stream.write_all_bytes(&out).await;
     out.clear();
     t.scratch = out;
@@ -139,7 +134,7 @@ pub(super) async fn forward_client(
     loop {
         let (pos, detour) = match first.take() {
             Some(scanned) => scanned,
-            None => scan_client(&client.buf, t, ctx, &mut state.params, &mut server.params)?,
+            None => scan_client(&client.buf, t, ctx, &mut state.params, server)?,
         };
         let head = prefix.take().unwrap_or(&[]);
         if out.is_empty() && detour.is_none() {
@@ -341,8 +336,10 @@ fn scan_client(
     t: &mut Tracker,
     ctx: &ProxyContext,
     desired: &mut ParamSet,
-    on_server: &mut ParamSet,
+    server: &mut ServerConn,
 ) -> Result<(usize, Option<Detour>), Stop> {
+    let on_server = &mut server.params;
+    let objects = &mut server.may_hold_objects;
     let mut pos = 0;
     let max = ctx.settings.config.max_client_message_bytes;
     while pos < buf.len() {
@@ -398,7 +395,10 @@ fn scan_client(
             }
             frontend::QUERY | frontend::PARSE => {
                 let sql = sql_of(h.tag, body);
-                let mentions = crate::tenant::shape::mentions(sql);
+                let (mentions, single_dml) = crate::tenant::shape::inspect(sql);
+                if !*objects && !crate::tenant::shape::leaves_no_objects(sql, single_dml) {
+                    *objects = true;
+                }
                 let session_statement =
                     || mentions.prepared && !ctx.session_mode() && session_statement_inside(sql);
                 let mut discards = false;
@@ -518,6 +518,8 @@ fn scan_client(
                 t.push(Expect::Execute, Action::Pass);
             }
             frontend::FUNCTION_CALL => {
+                // Any function, by OID: what it leaves is unknown.
+                *objects = true;
                 t.queries += 1;
                 t.push(Expect::Ready { simple: true }, Action::Pass);
             }
