@@ -107,10 +107,11 @@ pub fn read_records(dir: &Path) -> Result<Vec<Record>, String> {
         .collect()
 }
 
-/// One (scenario, target) of the table: the run it shows and every round's throughput.
+/// One (scenario, target) of the table: the run it shows and every round's throughput as
+/// the table writes it (in parentheses for a failed round).
 struct Row<'a> {
     shown: &'a Record,
-    rounds: Vec<Option<f64>>,
+    rounds: Vec<String>,
 }
 
 /// The run shown for `scenario`/`target`: of the rounds that succeeded, the one with the
@@ -134,7 +135,14 @@ fn row<'a>(records: &'a [Record], scenario: &str, target: &str) -> Option<Row<'a
     };
     Some(Row {
         shown,
-        rounds: runs.iter().map(|r| r.ok_tps()).collect(),
+        rounds: runs
+            .iter()
+            .map(|r| match (r.ok_tps(), r.tps()) {
+                (Some(t), _) => format!("{t:.0}"),
+                (None, Some(t)) => format!("({t:.0})"),
+                (None, None) => "—".to_owned(),
+            })
+            .collect(),
     })
 }
 
@@ -195,11 +203,10 @@ pub fn markdown(records: &[Record]) -> String {
                 notes.push(r.str("note").to_owned());
             }
             if rounds.len() > 1 && !idle {
-                let each: Vec<String> = rounds.iter().map(|t| fmt_opt(*t, 0)).collect();
                 notes.push(format!(
                     "median of {} rounds (tps {})",
                     rounds.len(),
-                    each.join(" / ")
+                    rounds.join(" / ")
                 ));
             }
             if let Some(b) = r.report_f64(&["proxy", "rss_per_client_bytes"]) {
@@ -357,11 +364,11 @@ mod tests {
         ];
         let md = markdown(&records);
         let proxy = md.lines().find(|l| l.contains("| launch-proxy |")).unwrap();
-        // 22000 < 26000 < 30000: the 26000 run, its own p99, and the failed round as "—".
+        // 22000 < 26000 < 30000: the 26000 run, its own p99, and the failed round in parentheses.
         assert!(proxy.contains("| 26000 | 1.50 | 3.00 |"), "{proxy}");
         assert!(proxy.contains("| 1.30× |"), "{proxy}");
         assert!(
-            proxy.contains("median of 4 rounds (tps 30000 / 22000 / — / 26000)"),
+            proxy.contains("median of 4 rounds (tps 30000 / 22000 / (99000) / 26000)"),
             "{proxy}"
         );
         assert_eq!(
