@@ -116,6 +116,33 @@ impl Stream {
         self.write_all(rest).await
     }
 
+    /// Writes `a` then `b`, with `writev` where the stream can: the tenant prelude and the
+    /// client's messages leave in one segment. On plain TCP the first attempt is a direct
+    /// write, as in [`Stream::write_all_bytes`].
+    pub async fn write_all_pair(&mut self, a: &[u8], b: &[u8]) -> io::Result<()> {
+        if a.is_empty() {
+            return self.write_all_bytes(b).await;
+        }
+        let (mut a, mut b) = (a, b);
+        if let Stream::Tcp(s) = self {
+            match s.try_write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)]) {
+                Ok(n) => (a, b) = past(a, b, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        while !a.is_empty() {
+            let n = self
+                .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            (a, b) = past(a, b, n);
+        }
+        self.write_all(b).await
+    }
+
     /// Non-blocking check of an idle pooled connection: `true` if the peer closed it or sent
     /// something unsolicited (a FATAL error before closing, typically), either of which makes
     /// it unfit to hand out. Costs no syscall when the reactor has seen nothing.
@@ -163,6 +190,15 @@ impl Stream {
 
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Tcp(_))
+    }
+}
+
+/// What is left of `a` then `b` once `n` bytes of the two were written.
+fn past<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> (&'a [u8], &'a [u8]) {
+    if n < a.len() {
+        (&a[n..], b)
+    } else {
+        (&[], &b[n - a.len()..])
     }
 }
 

@@ -19,7 +19,6 @@ use crate::proxy::statements::{
 };
 use crate::proxy::{ClientConn, ProxyContext};
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 /// A client message that is not forwarded as it is.
 pub(super) enum Detour {
@@ -139,7 +138,9 @@ pub(super) async fn forward_client(
         let head = prefix.take().unwrap_or(&[]);
         if out.is_empty() && detour.is_none() {
             if (pos > 0 || !head.is_empty())
-                && write_both(&mut server.stream, head, &client.buf[..pos])
+                && server
+                    .stream
+                    .write_all_pair(head, &client.buf[..pos])
                     .await
                     .is_err()
             {
@@ -226,43 +227,6 @@ fn refuse(t: &mut Tracker, error: ClientError, out: &mut BytesMut) {
     rewrite_name(frontend::BIND, b"\0", &server_name(0), b"\0\0\0\0\0\0", out);
     t.push(Expect::Count(1), Action::ReplaceError(Box::new(error)));
     t.discarding = true;
-}
-
-/// Writes two slices with `writev` where possible: the tenant prelude and the client's
-/// messages leave in one segment.
-async fn write_both(stream: &mut crate::net::Stream, a: &[u8], b: &[u8]) -> std::io::Result<()> {
-    if a.is_empty() {
-        return stream.write_all_bytes(b).await;
-    }
-    let (mut a, mut b) = (a, b);
-    if let Some(tcp) = stream.tcp().filter(|_| !stream.is_tls()) {
-        // One direct attempt first, as Stream::write_all_bytes does.
-        match tcp.try_write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)]) {
-            Ok(n) if n == a.len() + b.len() => return Ok(()),
-            Ok(n) if n < a.len() => a = &a[n..],
-            Ok(n) => {
-                b = &b[n - a.len()..];
-                a = &[];
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    while !a.is_empty() {
-        let n = stream
-            .write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)])
-            .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        if n < a.len() {
-            a = &a[n..];
-        } else {
-            b = &b[n - a.len()..];
-            a = &[];
-        }
-    }
-    stream.write_all(b).await
 }
 
 /// SQL that makes the server itself raise the guard's refusal.
