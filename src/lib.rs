@@ -21,6 +21,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod entropy;
 pub mod error;
 pub mod metrics;
 pub mod net;

@@ -143,7 +143,7 @@ impl ScramVerifier {
     pub fn from_password(password: &str, salt: Option<&[u8]>, iterations: u32) -> Self {
         let salt = match salt {
             Some(s) if !s.is_empty() => s.to_vec(),
-            _ => random_bytes::<SALT_LEN>().to_vec(),
+            _ => crate::entropy::bytes::<SALT_LEN>().to_vec(),
         };
         let iterations = if iterations == 0 {
             DEFAULT_ITERATIONS
@@ -169,8 +169,8 @@ impl ScramVerifier {
         Self {
             iterations: DEFAULT_ITERATIONS,
             salt: mac[..SALT_LEN].to_vec(),
-            stored_key: random_bytes(),
-            server_key: random_bytes(),
+            stored_key: crate::entropy::bytes(),
+            server_key: crate::entropy::bytes(),
         }
     }
 }
@@ -355,18 +355,9 @@ fn xor32(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
     out
 }
 
-/// Random bytes from the OS. Failure of the OS generator leaves no safe way to continue
-/// (a predictable nonce or salt would silently weaken authentication), so it panics; it is not
-/// reachable from peer input.
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    getrandom::fill(&mut buf).expect("OS random number generator failed");
-    buf
-}
-
 /// A fresh nonce: 18 random bytes in base64, which uses only printable characters and no ','.
 fn random_nonce() -> String {
-    BASE64.encode(random_bytes::<RAW_NONCE_LEN>())
+    BASE64.encode(crate::entropy::bytes::<RAW_NONCE_LEN>())
 }
 
 fn decode_key(b64: &[u8]) -> Option<[u8; 32]> {

@@ -71,9 +71,7 @@ impl Drop for CancelHandle {
 }
 
 fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).expect("the OS random source is unavailable");
-    u32::from_ne_bytes(b)
+    u32::from_ne_bytes(crate::entropy::bytes())
 }
 
 impl CancelRegistry {

@@ -272,10 +272,7 @@ async fn authenticate(
                 Some(ClientSecret::Md5(h)) => h.clone(),
                 _ => return Err(ClientError::password_failed(user_name)),
             };
-            let mut salt = [0u8; 4];
-            getrandom::fill(&mut salt).map_err(|_| {
-                ClientError::fatal(ErrorKind::Internal, codes::INTERNAL_ERROR, "no randomness")
-            })?;
+            let salt = crate::entropy::bytes::<4>();
             encode::authentication_md5(out, salt);
             flush(client, out).await?;
             let (tag, body) = client.read_message(MAX_AUTH_MESSAGE).await?;
