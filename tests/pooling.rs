@@ -279,6 +279,32 @@ async fn max_user_connections_caps_each_user() {
     assert_eq!(peak, (4, 2, 2), "peak backends (total, app, app_ro)");
 }
 
+/// max_connecting 2: a cold pool asked for six connections at once logs in two at a time.
+/// PostgreSQL's pre_auth_delay holds every new backend one second before authentication,
+/// so with the cap no three backends start within a second of each other (without it all
+/// six start together), two do (the logins overlap, not one after another), and all six
+/// clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_connecting_caps_logins_in_progress() {
+    let pg = PgServer::start();
+    pg.psql("postgres", "ALTER SYSTEM SET pre_auth_delay = 1");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let pool = "default_pool_size: 6\nmin_pool_size: 0\nreserve_pool_size: 0\n\
+                max_connecting: 2\nacquire_timeout_ms: 30000";
+    let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS_YAML);
+    run_clients(&proxy, "app", 6, "SELECT pg_sleep(3)", 1).await;
+    let su = pg.superuser("postgres").await;
+    let sql = "SELECT extract(epoch FROM backend_start)::float8 FROM pg_stat_activity \
+               WHERE usename = 'app' ORDER BY 1";
+    let rows = bounded(su.query(sql, &[])).await.unwrap();
+    let starts: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(starts.len(), 6, "app backends at the end: {starts:?}");
+    let third_later = starts.windows(3).all(|w| w[2] - w[0] >= 0.9);
+    assert!(third_later, "three logins within a second: {starts:?}");
+    let pair = starts.windows(2).any(|w| w[1] - w[0] < 0.5);
+    assert!(pair, "no two logins ran at once: {starts:?}");
+}
+
 /// min_pool_size keeps warm server connections for every user without any client
 /// (within ~10 s of start), and reopens them after pg_terminate_backend kills them.
 /// (Failed on e211618: killed idle connections stayed counted until a client checked one

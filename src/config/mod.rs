@@ -175,6 +175,10 @@ pub struct PoolConfig {
     pub acquire_timeout_ms: u64,
     pub connect_timeout_ms: u64,
     pub connect_retry_interval_ms: u64,
+    /// Server logins one pool runs at once. Each is a PostgreSQL backend starting (a fork
+    /// and its catalog caches): fifty at once on a small host starve the backends already
+    /// serving, so a cold pool under load stalls every client, not only the queued ones.
+    pub max_connecting: usize,
     /// 0 disables closing idle connections.
     pub idle_timeout_ms: u64,
     /// 0 disables retirement by use count.
@@ -200,6 +204,7 @@ impl Default for PoolConfig {
             acquire_timeout_ms: 5000,
             connect_timeout_ms: 5000,
             connect_retry_interval_ms: 200,
+            max_connecting: 2,
             idle_timeout_ms: 60_000,
             server_max_uses: 7200,
             server_lifetime_ms: 7_200_000,

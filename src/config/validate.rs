@@ -60,6 +60,9 @@ pub(super) fn validate(
     if p.default_pool_size == 0 {
         return bad("pool.default_pool_size must be at least 1".into());
     }
+    if p.max_connecting == 0 {
+        return bad("pool.max_connecting must be at least 1".into());
+    }
     if p.min_pool_size > p.default_pool_size {
         return bad(format!(
             "pool.min_pool_size ({}) cannot exceed pool.default_pool_size ({})",

@@ -1,10 +1,11 @@
 //! The pool's manager task: the only place that decides to open server connections.
 //!
-//! It wakes when a client queues, when a slot frees, on a short tick and at the oldest queued
-//! client's acquire deadline; it opens enough connections for the queued clients and the warm
-//! minimum within the caps, uses the reserve once the oldest client has waited
-//! `reserve_pool_timeout`, ends the checkouts that waited `acquire_timeout`, and closes
-//! connections that sat idle too long or outlived `server_lifetime`.
+//! It wakes when a client queues, when a slot frees or a login ends, on a short tick and at
+//! the oldest queued client's acquire deadline; it opens enough connections for the queued
+//! clients and the warm minimum within the caps, `max_connecting` logins at a time, uses the
+//! reserve once the oldest client has waited `reserve_pool_timeout`, ends the checkouts that
+//! waited `acquire_timeout`, and closes connections that sat idle too long or outlived
+//! `server_lifetime`.
 
 use super::connect::{connect, Credentials};
 use super::server_conn::ServerConn;
@@ -86,7 +87,9 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
         if pool.shutdown.is_triggered() {
             want = 0;
         }
-        while want > 0 && st.total < cap {
+        // At most `max_connecting` logins at once, as PgBouncer (one): each finished login
+        // wakes this task for the next.
+        while want > 0 && st.total < cap && st.opening < pool.limits.max_connecting {
             if !pool.db.try_acquire() {
                 blocked_by_db = !st.waiters.is_empty();
                 break;
@@ -226,6 +229,9 @@ async fn open_one(pool: Arc<Pool>) {
                     tracing::info!(pool = %pool.name, "server reachable again");
                 }
                 Pool::hand_over(&mut st, conn);
+                drop(st);
+                // The next login, if clients still wait or the warm minimum is not met.
+                pool.wake();
                 return;
             }
             Err(e) => {
@@ -247,6 +253,7 @@ async fn open_one(pool: Arc<Pool>) {
                 };
                 if give_up {
                     pool.db.release();
+                    pool.wake();
                     return;
                 }
                 tokio::time::sleep(pool.limits.retry_interval).await;

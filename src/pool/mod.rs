@@ -40,6 +40,8 @@ pub struct PoolLimits {
     pub acquire_timeout: Duration,
     pub connect_timeout: Duration,
     pub retry_interval: Duration,
+    /// Logins in progress at most (`pool.max_connecting`).
+    pub max_connecting: usize,
     pub idle_timeout: Option<Duration>,
     pub max_uses: Option<u64>,
     pub lifetime: Option<Duration>,
@@ -357,6 +359,7 @@ impl PoolSet {
                 acquire_timeout: Duration::from_millis(p.acquire_timeout_ms),
                 connect_timeout: Duration::from_millis(p.connect_timeout_ms),
                 retry_interval: Duration::from_millis(p.connect_retry_interval_ms),
+                max_connecting: p.max_connecting,
                 idle_timeout: ms_opt(p.idle_timeout_ms),
                 max_uses: (p.server_max_uses > 0).then_some(p.server_max_uses),
                 lifetime: ms_opt(p.server_lifetime_ms),
