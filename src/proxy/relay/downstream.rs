@@ -38,6 +38,12 @@ pub(super) async fn forward_server(
     state: &mut SessionState,
     session: &Session,
 ) -> Result<(), Stop> {
+    // Right after the client's messages went out the server has said nothing yet; a scan
+    // would find nothing and settle nothing (callgrind: about 200 instructions per
+    // transaction, a thirtieth of the proxy's user time at pgbench -S).
+    if server.buf.is_empty() && t.nothing_to_settle() {
+        return Ok(());
+    }
     loop {
         let Scan {
             dropped,

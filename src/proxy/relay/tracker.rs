@@ -167,6 +167,15 @@ pub(super) struct Tracker {
 }
 
 impl Tracker {
+    /// Whether a scan of an empty server buffer would change nothing: no answer the proxy
+    /// makes up is due, and no outcome of earlier server messages waits to be applied.
+    pub fn nothing_to_settle(&self) -> bool {
+        self.undo.is_empty()
+            && self.param_updates.is_empty()
+            && self.carried_outcome.is_none()
+            && !(self.server_remaining == 0 && self.replies.front().is_some_and(Reply::is_fake))
+    }
+
     /// Resets everything but the storage of the queue and lists for a new transaction, one
     /// field at a time (rebuilding the struct would drop and re-create each of them); the
     /// destructuring names every field, so a new one cannot be forgotten here.
