@@ -320,5 +320,5 @@ async fn migrations_apply_and_generate_ulids() {
         "SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit_log'::regclass",
     );
     assert_eq!(parts, "5", "current month + 3 ahead + default");
-    // Tenant isolation itself is proven in tests/tenancy_db.rs and tests/tenancy.rs.
+    // Tenant isolation itself is proven in tests/tenancy_db.rs and tests/tenancy/.
 }
