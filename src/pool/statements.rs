@@ -53,11 +53,7 @@ pub fn parse_server_name(name: &[u8]) -> Option<u64> {
 /// to DEALLOCATE and replace another client's statement through dynamic SQL.
 fn instance_tag() -> u64 {
     static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TAG.get_or_init(|| {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).expect("the OS random source is unavailable");
-        u64::from_ne_bytes(b)
-    })
+    *TAG.get_or_init(|| u64::from_ne_bytes(crate::entropy::bytes()))
 }
 
 #[derive(Debug)]

@@ -228,17 +228,15 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<Scan, Stop> {
         })
     };
     loop {
-        if t.server_remaining == 0 {
-            // What the proxy makes up goes out in order, before anything the server says
-            // next; after a server error PostgreSQL would have skipped it, and so do we.
-            while t.replies.front().is_some_and(|r| r.is_fake()) {
-                if t.skipping {
-                    if let Some(r) = t.replies.pop_front() {
-                        t.abandon_reply(r);
-                    }
-                } else {
-                    return done(dropped, pos, Some(Detour::Emit), prelude_done);
+        // What the proxy makes up goes out in order, before anything the server says next;
+        // after a server error PostgreSQL would have skipped it, and so do we.
+        while t.fake_reply_due() {
+            if t.skipping {
+                if let Some(r) = t.replies.pop_front() {
+                    t.abandon_reply(r);
                 }
+            } else {
+                return done(dropped, pos, Some(Detour::Emit), prelude_done);
             }
         }
         if pos >= buf.len() {

@@ -173,7 +173,13 @@ impl Tracker {
         self.undo.is_empty()
             && self.param_updates.is_empty()
             && self.carried_outcome.is_none()
-            && !(self.server_remaining == 0 && self.replies.front().is_some_and(Reply::is_fake))
+            && !self.fake_reply_due()
+    }
+
+    /// Whether the next reply is one the proxy makes up and no server message is half read:
+    /// it goes to the client before anything the server says next.
+    pub fn fake_reply_due(&self) -> bool {
+        self.server_remaining == 0 && self.replies.front().is_some_and(Reply::is_fake)
     }
 
     /// Resets everything but the storage of the queue and lists for a new transaction, one
