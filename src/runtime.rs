@@ -12,6 +12,14 @@
 //! flight ([`NAP_PER_TRANSACTION`] each, up to `event_coalesce_us`), so that it stays a small
 //! part of their latency: with [`MIN_IN_FLIGHT`] or fewer, whose answers a nap would only
 //! delay, there is none (a nap of 250 µs for a single client quadrupled its latency).
+//!
+//! The floor is 64, above pgbench's 50 clients, because naps of 80–125 µs with 33–50
+//! transactions in flight put the host in a mode where some transactions took 50–480 ms
+//! (PostgreSQL itself logged one-row selects of up to 570 ms): in runs of `pgbench -S -c 50` on the 2-core bench host, 7 of 24 rounds
+//! with such naps had a p99.9 of 83–300 ms (per-second latency stddev 12–26 ms for seconds
+//! on end), and none of 14 rounds without them (p99.9 10–28 ms; PgBouncer 8–47 ms), at
+//! equal throughput and CPU. With 100 in flight (the seed workload, select-1000) the naps
+//! showed no such mode (docs/benchmarks.md, "Session of 2026-12-03 (2)").
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +29,7 @@ use std::time::{Duration, Instant};
 pub const BUSY_WINDOW: Duration = Duration::from_millis(1);
 
 /// No nap while this many transactions or fewer are in flight.
-pub const MIN_IN_FLIGHT: u64 = 32;
+pub const MIN_IN_FLIGHT: u64 = 64;
 
 /// Nap per transaction in flight.
 pub const NAP_PER_TRANSACTION: Duration = Duration::from_nanos(2_500);
@@ -116,7 +124,8 @@ mod tests {
         let cap = Duration::from_micros(250);
         assert_eq!(nap_for(1, cap), None, "one client: its answer would wait");
         assert_eq!(nap_for(MIN_IN_FLIGHT, cap), None);
-        assert_eq!(nap_for(40, cap), Some(Duration::from_micros(100)));
+        assert_eq!(nap_for(50, cap), None, "pgbench's 50 clients: no nap");
+        assert_eq!(nap_for(80, cap), Some(Duration::from_micros(200)));
         assert_eq!(nap_for(16, cap), None);
         assert_eq!(nap_for(100, cap), Some(cap));
         assert_eq!(nap_for(2000, cap), Some(cap));

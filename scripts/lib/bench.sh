@@ -343,7 +343,7 @@ lp_bench_proxy_write_config() {
 
 # True if the proxy binary $1 accepts the generated config.
 lp_bench_proxy_check() {
-    "$1" --check-config "$LP_BENCH_WORK/proxy/launch-proxy.yaml" >"$LP_BENCH_WORK/proxy/check.log" 2>&1
+    "$1" --check-config "$LP_BENCH_WORK/proxy/${2:-launch-proxy.yaml}" >"$LP_BENCH_WORK/proxy/check.log" 2>&1
 }
 
 # The `proxy-plain` target's config: the native one with the statement guard off (its
@@ -355,6 +355,17 @@ lp_bench_proxy_write_plain_config() {
         echo "  statement_guard: false"
     } >"$dir/launch-proxy-plain.yaml"
     chmod 600 "$dir/launch-proxy-plain.yaml"
+}
+
+# The `proxy-variant` target's config: the one `proxy` runs with the top-level YAML line $1
+# added (serde rejects a key given twice, so a setting the base config has cannot be varied).
+lp_bench_proxy_write_variant_config() {
+    local dir=$LP_BENCH_WORK/proxy
+    {
+        cat "$dir/launch-proxy.yaml"
+        printf '%s\n' "$1"
+    } >"$dir/launch-proxy-variant.yaml"
+    chmod 600 "$dir/launch-proxy-variant.yaml"
 }
 
 # Starts launch-proxy ($1) with config file $2 (default launch-proxy.yaml) of the work

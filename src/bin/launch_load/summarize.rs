@@ -33,11 +33,13 @@ use crate::plot;
 /// The targets, in table order, with the names used in the table. `proxy-plain` is
 /// launch-proxy with tenant injection and the statement guard off (clients set the tenant
 /// themselves, as through PgBouncer): their cost is the ratio of `proxy` to it.
+/// `proxy-variant` is launch-proxy with one setting changed (bench-compare's `--variant`).
 const TARGETS: &[(&str, &str)] = &[
     ("direct", "PostgreSQL (direct)"),
     ("pgbouncer", "PgBouncer 1.18"),
     ("proxy", "launch-proxy"),
     ("proxy-plain", "launch-proxy, no injection/guard"),
+    ("proxy-variant", "launch-proxy (variant)"),
 ];
 
 pub struct Record(pub Value);
@@ -220,7 +222,9 @@ pub fn markdown(records: &[Record]) -> String {
                 }
             }
             let (vs_bouncer, vs_direct) = match *target {
-                "proxy" | "proxy-plain" => (ratio(tps, bouncer), ratio(tps, direct)),
+                "proxy" | "proxy-plain" | "proxy-variant" => {
+                    (ratio(tps, bouncer), ratio(tps, direct))
+                }
                 "pgbouncer" => ("—".to_owned(), ratio(tps, direct)),
                 _ => ("—".to_owned(), "—".to_owned()),
             };
