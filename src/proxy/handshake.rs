@@ -153,14 +153,18 @@ pub(super) async fn run(
     if let (Some(k), true) = (&keys, user.server_user == user.name) {
         pool.offer_client_keys(k);
     }
-    if let (Some(tenant), true) = (&user.tenant, ctx.settings.config.tenant.check_status) {
-        check_tenant(ctx, &pool, tenant).await?;
-    }
-    encode::authentication_ok(&mut out);
     let server_params = pool
         .server_params()
         .await
         .map_err(|e| e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms))?;
+    let server_major = server_params
+        .iter()
+        .find(|(k, _)| k == "server_version")
+        .map_or(0, |(_, v)| crate::tenant::prelude::server_major(v));
+    if let (Some(tenant), true) = (&user.tenant, ctx.settings.config.tenant.check_status) {
+        check_tenant(ctx, &pool, tenant, server_major).await?;
+    }
+    encode::authentication_ok(&mut out);
     for (k, v) in server_params.iter() {
         // The client sees what it asked for (its own application_name, DateStyle, ...): the
         // proxy applies those values on every server its transactions run on.
@@ -197,10 +201,6 @@ pub(super) async fn run(
         .await
         .map_err(|_| ClientError::protocol("client went away"))?;
     let tenant = user.tenant;
-    let server_major = server_params
-        .iter()
-        .find(|(k, _)| k == "server_version")
-        .map_or(0, |(_, v)| crate::tenant::prelude::server_major(v));
     let prelude = ctx.preludes.get(
         tenant.as_ref(),
         ctx.settings.signing_key.as_deref(),
@@ -212,6 +212,7 @@ pub(super) async fn run(
         cancel,
         tenant,
         prelude,
+        server_major,
         startup_params,
     }))
 }
@@ -363,6 +364,7 @@ async fn check_tenant(
     ctx: &ProxyContext,
     pool: &Arc<crate::pool::Pool>,
     tenant: &crate::tenant::TenantId,
+    server_major: u32,
 ) -> Result<(), ClientError> {
     use super::tenant_status::{refused, Status};
     let (status, _) = match ctx.tenant_status.fresh(tenant) {
@@ -371,7 +373,10 @@ async fn check_tenant(
             let mut conn = pool.acquire().await.map_err(|e| {
                 e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms)
             })?;
-            let result = ctx.tenant_status.refresh(tenant, &mut conn).await;
+            let result = ctx
+                .tenant_status
+                .refresh(tenant, &mut conn, server_major)
+                .await;
             if result.is_ok() {
                 pool.release_unused(conn);
             }

@@ -146,6 +146,8 @@ pub(crate) struct Session {
     /// The messages that apply `tenant` to a server connection (see `tenant::prelude`),
     /// shared with the tenant's other sessions.
     pub prelude: Arc<crate::tenant::prelude::Prelude>,
+    /// The server's major version (e.g. 17): which settings it has.
+    pub server_major: u32,
     /// Session parameters from the startup packet, to re-apply on every server connection.
     pub startup_params: session_params::ParamSet,
 }

@@ -48,13 +48,25 @@ impl TenantStatusCache {
             .map(|(s, at)| (s.clone(), at + self.ttl_ms))
     }
 
-    /// Looks the status up on `conn` (an idle server connection) and caches it.
+    /// Looks the status up on `conn` (an idle server connection of a server of
+    /// `server_major`) and caches it. The timeouts go back to the role's values first: a
+    /// connection another tenant used may carry its `set_config('transaction_timeout',
+    /// '1ms', false)`, which would otherwise fail this lookup, and so this tenant's login or
+    /// transaction. They are forgotten as applied on `conn`, so that the session's own
+    /// values go on again before its statements, as after a tenant switch.
     pub async fn refresh(
         &self,
         tenant: &TenantId,
         conn: &mut ServerConn,
+        server_major: u32,
     ) -> Result<(Status, u64), ClientError> {
-        let sql = format!("SELECT launch.tenant_status('{}')", tenant.as_str());
+        let mut sql = crate::tenant::prelude::reset_timeouts_sql(server_major);
+        sql.push_str("SELECT launch.tenant_status('");
+        sql.push_str(tenant.as_str());
+        sql.push_str("')");
+        for (name, _) in crate::tenant::prelude::RESET_TIMEOUTS {
+            conn.params.remove(name);
+        }
         let status = match query_scalar(conn, &sql).await {
             Ok(Some(s)) if s == "active" => Status::Active,
             Ok(Some(s)) => Status::Refused(s),

@@ -137,6 +137,20 @@ impl Leftovers {
 }
 
 /// Appends the statements every tenant switch runs, each followed by `"; "`, and returns
+/// `RESET` of each of [`RESET_TIMEOUTS`] that a server of `server_major` has, each followed
+/// by `"; "`: what the proxy's own lookups on a connection another tenant used run first.
+pub fn reset_timeouts_sql(server_major: u32) -> String {
+    let mut sql = String::new();
+    for (name, since) in RESET_TIMEOUTS {
+        if server_major >= since {
+            sql.push_str("RESET ");
+            sql.push_str(name);
+            sql.push_str("; ");
+        }
+    }
+    sql
+}
+
 /// how many: `UNLISTEN *` (LISTEN registrations would deliver payloads meant for the
 /// previous tenant, and a function may LISTEN through dynamic SQL, which the proxy cannot
 /// see), the timeouts back to the role's values (a previous tenant's set_config, invisible

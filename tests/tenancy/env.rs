@@ -108,6 +108,11 @@ impl Env {
         }
     }
 
+    /// Another superuser connection, for holding locks while `su` goes on.
+    pub async fn superuser(&self) -> Client {
+        self._pg.superuser("launch").await
+    }
+
     pub async fn new(pool: &str) -> Env {
         Env::start(pool, "", "", &[T1, T2, T3].map(String::from), |c| c).await
     }

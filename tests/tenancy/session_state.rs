@@ -341,6 +341,44 @@ async fn hidden_timeouts_of_previous_tenant_are_reset() {
     env.check_own(&b, T2, "t2").await;
 }
 
+/// The proxy's own status lookup runs on a connection tenant 1 left with a hidden 1 ms
+/// lock_timeout (set_config, invisible to the proxy) while the tenants table is locked: it
+/// must wait for the lock like any lookup, not fail, so tenant 2 still logs in and runs its
+/// transactions. (This was a PROXY BUG: the lookup ran before the timeouts were reset, and
+/// tenant 2 got "could not check the tenant's status".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lookup_ignores_previous_tenants_hidden_timeouts() {
+    let ids = [T1, T2, T3].map(String::from);
+    let env = Env::start(SOLO, ", status_cache_ms: 0", "", &ids, |c| c).await;
+    let a = env.login("t1").await;
+    let b = env.login("t2").await;
+    let hide = "SELECT set_config('lock_timeout', '1ms', false)";
+    let locker = env.superuser().await;
+    for step in ["login", "transaction"] {
+        col(&a, hide).await;
+        locker
+            .batch_execute("BEGIN; LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            locker.batch_execute("COMMIT").await.unwrap();
+        };
+        match step {
+            "login" => {
+                let (login, ()) = tokio::join!(env.try_login("t2"), release);
+                let (c, _) = login.unwrap_or_else(|e| panic!("tenant 2's login: {}", show(&e)));
+                env.check_own(&c, T2, "t2 logged in").await;
+            }
+            _ => {
+                let (got, ()) = tokio::join!(run(&b, "SELECT count(*) FROM base_entity"), release);
+                assert!(got.is_ok(), "tenant 2's transaction: {got:?}");
+            }
+        }
+    }
+    env.check_own(&b, T2, "t2").await;
+}
+
 /// CancelRequests with tenant 2's pid and wrong secrets, guessed neighbouring pids, or tenant
 /// 1's own key do not cancel tenant 2's query, which returns its rows. Control: its own key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

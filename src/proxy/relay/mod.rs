@@ -343,7 +343,7 @@ async fn transaction(
             Some(s) => s,
             None => ctx
                 .tenant_status
-                .refresh(tenant, server)
+                .refresh(tenant, server, session.server_major)
                 .await
                 .map_err(Stop::Client)?,
         };
