@@ -100,6 +100,17 @@ impl Stream {
         tokio::io::AsyncReadExt::read_buf(self, buf).await
     }
 
+    /// Writes what the socket takes now, without waiting: how many bytes of `bytes` went
+    /// (0 when it would block, and always on TLS, whose writes go through its session).
+    /// The relay's synchronous fast path: a write that completes here needs no future.
+    pub fn write_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        let Stream::Tcp(s) = self else { return Ok(0) };
+        match s.try_write(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            r => r,
+        }
+    }
+
     /// Writes all of `bytes`. On plain TCP the first attempt is a direct write, which takes
     /// everything unless the socket buffer is full; only the rest waits through tokio's
     /// `AsyncWrite`.

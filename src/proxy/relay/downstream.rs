@@ -14,7 +14,7 @@ use crate::proxy::{ClientConn, Session};
 use bytes::{Buf, BytesMut};
 
 /// Server bytes (or their absence) that are not forwarded as they are.
-enum Detour {
+pub(super) enum Detour {
     /// A reply to the proxy's own message: dropped. `prelude` when it ends the prelude.
     Swallow { len: usize, prelude: bool },
     /// The 57014 caused by our command_timeout cancel: replaced by one naming the timeout.
@@ -31,57 +31,111 @@ enum Detour {
     Shift { len: usize, by: u32 },
 }
 
+/// What a scan left to do: bytes at the front of the server's buffer that go to the client
+/// as they are, then what happens after them.
+pub(super) type Pending = (usize, Option<Detour>);
+
+/// Scans the server's bytes and settles the bookkeeping the scan found (see [`scan_server`]):
+/// what is left is to send the bytes and take the detour.
+fn scan_and_settle(
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    state: &mut SessionState,
+    session: &Session,
+) -> Result<Pending, Stop> {
+    let Scan {
+        dropped,
+        forward,
+        detour,
+        prelude_done,
+    } = scan_server(&server.buf, t)?;
+    if dropped > 0 {
+        server.buf.advance(dropped);
+    }
+    if prelude_done {
+        server.tenant = AppliedTenant::Applied(session.tenant);
+    }
+    for undo in t.undo.drain(..) {
+        match undo {
+            Undo::ServerLacks(id) => server.statements.remove(id),
+            Undo::ClientLacks(name) => state.statements.remove(&name),
+            Undo::ServerUnknown => t.server_unknown = true,
+        }
+    }
+    for (name, value) in t.param_updates.drain(..) {
+        // A reported parameter the client changed: it now wants this value, and this
+        // server has it.
+        let value = crate::proxy::session_params::literal(&value);
+        state.params.set(&name, value.clone());
+        server.params.set(&name, value);
+    }
+    if let Some(applied) = t.carried_outcome.take() {
+        // A failed transaction rolled the carried settings back: the connection holds
+        // whatever it held before, so it counts as carrying no known tenant.
+        server.tenant = if applied {
+            AppliedTenant::Applied(session.tenant)
+        } else {
+            // What the rolled-back switch dropped is not known either.
+            server.may_hold_objects = true;
+            AppliedTenant::Unknown
+        };
+    }
+    Ok((forward, detour))
+}
+
+/// Right after the client's messages went out the server has said nothing yet; a scan
+/// would find nothing and settle nothing (callgrind: about 200 instructions per
+/// transaction, a thirtieth of the proxy's user time at pgbench -S).
+fn nothing_to_do(server: &ServerConn, t: &Tracker) -> bool {
+    server.buf.is_empty() && t.nothing_to_settle()
+}
+
+/// [`forward_server`]'s common case as plain code (why: `upstream::forward_client_now`):
+/// replies the client sees as they are, taken by its socket at once. `Some` is what is left
+/// for [`forward_server`]; `None`: everything went.
+pub(super) fn forward_server_now(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    state: &mut SessionState,
+    session: &Session,
+) -> Result<Option<Pending>, Stop> {
+    if nothing_to_do(server, t) {
+        return Ok(None);
+    }
+    let (pos, detour) = scan_and_settle(server, t, state, session)?;
+    let n = match pos {
+        0 => 0,
+        _ => client
+            .stream
+            .write_now(&server.buf[..pos])
+            .map_err(|_| Stop::ClientGone)?,
+    };
+    t.bytes_out += n as u64;
+    server.buf.advance(n);
+    if n == pos && detour.is_none() {
+        return Ok(None);
+    }
+    Ok(Some((pos - n, detour)))
+}
+
+/// Forwards the server's bytes; `pending` is what [`forward_server_now`] left, if it ran.
 pub(super) async fn forward_server(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
     state: &mut SessionState,
     session: &Session,
+    mut pending: Option<Pending>,
 ) -> Result<(), Stop> {
-    // Right after the client's messages went out the server has said nothing yet; a scan
-    // would find nothing and settle nothing (callgrind: about 200 instructions per
-    // transaction, a thirtieth of the proxy's user time at pgbench -S).
-    if server.buf.is_empty() && t.nothing_to_settle() {
+    if pending.is_none() && nothing_to_do(server, t) {
         return Ok(());
     }
     loop {
-        let Scan {
-            dropped,
-            forward: pos,
-            detour,
-            prelude_done,
-        } = scan_server(&server.buf, t)?;
-        if dropped > 0 {
-            server.buf.advance(dropped);
-        }
-        if prelude_done {
-            server.tenant = AppliedTenant::Applied(session.tenant);
-        }
-        for undo in t.undo.drain(..) {
-            match undo {
-                Undo::ServerLacks(id) => server.statements.remove(id),
-                Undo::ClientLacks(name) => state.statements.remove(&name),
-                Undo::ServerUnknown => t.server_unknown = true,
-            }
-        }
-        for (name, value) in t.param_updates.drain(..) {
-            // A reported parameter the client changed: it now wants this value, and this
-            // server has it.
-            let value = crate::proxy::session_params::literal(&value);
-            state.params.set(&name, value.clone());
-            server.params.set(&name, value);
-        }
-        if let Some(applied) = t.carried_outcome.take() {
-            // A failed transaction rolled the carried settings back: the connection holds
-            // whatever it held before, so it counts as carrying no known tenant.
-            server.tenant = if applied {
-                AppliedTenant::Applied(session.tenant)
-            } else {
-                // What the rolled-back switch dropped is not known either.
-                server.may_hold_objects = true;
-                AppliedTenant::Unknown
-            };
-        }
+        let (pos, detour) = match pending.take() {
+            Some(p) => p,
+            None => scan_and_settle(server, t, state, session)?,
+        };
         if pos > 0 {
             if client
                 .stream

@@ -18,9 +18,9 @@ use crate::config::PoolMode;
 use crate::error::{ClientError, ErrorKind};
 use crate::pool::{AppliedTenant, PoolStats, ServerConn};
 use crate::protocol::codes;
-use downstream::forward_server;
+use downstream::{forward_server, forward_server_now};
 use tracker::{Action, Expect, Tracker};
-use upstream::forward_client;
+use upstream::{forward_client, forward_client_now};
 
 use crate::protocol::framing::{frontend, parse_header, Header};
 use bytes::BytesMut;
@@ -155,6 +155,12 @@ pub(super) async fn run(
                     && !t.server_unknown
                     && (!session_mode || Box::pin(reset_session(&mut server)).await)
                 {
+                    if server.buf.is_empty() {
+                        // The next reply lands at the buffer's start, in the lines this one
+                        // used, rather than marching through all of its 16 KiB (a cold line
+                        // for the kernel to fill and the scan to read, per reply).
+                        let _ = server.buf.try_reclaim(server.buf.capacity() + 1);
+                    }
                     session.pool.release(server);
                 } else {
                     drop(server);
@@ -409,9 +415,20 @@ async fn transaction(
                 Some(&built[..])
             }
         };
-        forward_client(client, server, t, state, ctx, prefix, first).await?;
+        match (prefix, first) {
+            (None, None) => {
+                if let Some(left) = forward_client_now(client, server, t, state, ctx)? {
+                    forward_client(client, server, t, state, ctx, None, Some(left)).await?;
+                }
+            }
+            (prefix, first) => {
+                forward_client(client, server, t, state, ctx, prefix, first).await?;
+            }
+        }
     }
-    forward_server(client, server, t, state, session).await?;
+    if let Some(left) = forward_server_now(client, server, t, state, session)? {
+        forward_server(client, server, t, state, session, Some(left)).await?;
+    }
     let mut progress = t.ready_seen;
     loop {
         if t.terminated || (!session_mode && t.is_clean()) {
@@ -444,7 +461,9 @@ async fn transaction(
                         t.timeout_cancel = true;
                         armed = false;
                     }
-                    forward_server(client, server, t, state, session).await?;
+                    if let Some(left) = forward_server_now(client, server, t, state, session)? {
+                        forward_server(client, server, t, state, session, Some(left)).await?;
+                    }
                     if t.ready_seen != progress {
                         // The next command in the pipeline gets its own time budget.
                         progress = t.ready_seen;
@@ -455,8 +474,12 @@ async fn transaction(
             r = client.stream.read_into(&mut client.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
                 Ok(_) => {
-                    forward_client(client, server, t, state, ctx, None, None).await?;
-                    forward_server(client, server, t, state, session).await?;
+                    if let Some(left) = forward_client_now(client, server, t, state, ctx)? {
+                        forward_client(client, server, t, state, ctx, None, Some(left)).await?;
+                    }
+                    if let Some(left) = forward_server_now(client, server, t, state, session)? {
+                        forward_server(client, server, t, state, session, Some(left)).await?;
+                    }
                 }
             },
         }
