@@ -359,72 +359,29 @@ async fn transaction(
         state.tenant_active_until = until;
     }
     let tenant_needed = server.tenant != AppliedTenant::Applied(session.tenant);
-    let leftovers = crate::tenant::prelude::Leftovers {
-        advisory_locks: server.session_locks,
-        objects: server.may_hold_objects,
-    };
-    if tenant_needed {
-        // The tenant prelude resets the timeouts to the role's values and, if a client may
-        // have made cursors or SQL-level statements, deallocates every prepared statement,
-        // the proxy's own included. Otherwise the proxy's statements stay: a statement's
-        // SQL is the same for every tenant, and the tenant is read when it runs.
-        for (name, _) in crate::tenant::prelude::RESET_TIMEOUTS {
-            server.params.remove(name);
-        }
-        if leftovers.objects {
-            server.statements.clear();
-            server.may_hold_objects = false;
-        }
-    }
     let mut params_sql = String::new();
-    state.params.apply_to(&mut server.params, &mut params_sql);
-    // A plain DML Query carries the switch in its own message (tenant::prelude::Prelude::carried):
-    // no second statement list, reply and flush.
-    let mut first = None;
-    let carry = tenant_needed && params_sql.is_empty() && !session_mode;
-    let carried = carry && {
-        match upstream::try_carry(client, server, t, state, ctx, &session.prelude, leftovers)
-            .await?
-        {
-            upstream::Carry::Sent => true,
-            upstream::Carry::Not(scanned) => {
-                first = scanned;
-                false
-            }
+    if !tenant_needed {
+        state.params.apply_to(&mut server.params, &mut params_sql);
+    }
+    if !tenant_needed && params_sql.is_empty() {
+        // The common case, with nothing to put in front of the client's messages: its
+        // locals stay out of this future (see upstream::forward_client_now).
+        if let Some(left) = forward_client_now(client, server, t, state, ctx)? {
+            forward_client(client, server, t, state, ctx, None, Some(left)).await?;
         }
-    };
-    if !carried {
-        if tenant_needed {
-            t.push(Expect::Ready { simple: true }, Action::Prelude);
-        }
-        let built;
-        // Pipelined with the client's messages: if the prelude fails, the server exits
-        // before reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
-        let query = session.prelude.standalone(leftovers);
-        let prefix = match (tenant_needed, params_sql.is_empty()) {
-            (false, true) => None,
-            (true, true) => Some(&query[..]),
-            (tenant, false) => {
-                let mut q = BytesMut::with_capacity(query.len() + params_sql.len() + 6);
-                if tenant {
-                    q.extend_from_slice(query);
-                }
-                crate::protocol::encode::query(&mut q, &params_sql);
-                t.push(Expect::Ready { simple: true }, Action::Drop);
-                built = q;
-                Some(&built[..])
-            }
-        };
-        match (prefix, first) {
-            (None, None) => {
-                if let Some(left) = forward_client_now(client, server, t, state, ctx)? {
-                    forward_client(client, server, t, state, ctx, None, Some(left)).await?;
-                }
-            }
-            (prefix, first) => {
-                forward_client(client, server, t, state, ctx, prefix, first).await?;
-            }
-        }
+    } else {
+        send_with_settings(
+            client,
+            server,
+            t,
+            state,
+            session,
+            ctx,
+            session_mode,
+            tenant_needed,
+            params_sql,
+        )
+        .await?;
     }
     if let Some(left) = forward_server_now(client, server, t, state, session)? {
         forward_server(client, server, t, state, session, Some(left)).await?;
@@ -484,6 +441,82 @@ async fn transaction(
             },
         }
     }
+}
+
+/// Sends the client's first messages behind what the connection must get first: the tenant
+/// switch (carried in the client's Query where it can be) and the session parameters that
+/// differ (`params_sql`; when the tenant is needed, computed here, after the switch's
+/// timeout resets).
+#[allow(clippy::too_many_arguments)]
+async fn send_with_settings(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    state: &mut SessionState,
+    session: &Session,
+    ctx: &ProxyContext,
+    session_mode: bool,
+    tenant_needed: bool,
+    mut params_sql: String,
+) -> Result<(), Stop> {
+    let leftovers = crate::tenant::prelude::Leftovers {
+        advisory_locks: server.session_locks,
+        objects: server.may_hold_objects,
+    };
+    if tenant_needed {
+        // The tenant prelude resets the timeouts to the role's values and, if a client may
+        // have made cursors or SQL-level statements, deallocates every prepared statement,
+        // the proxy's own included. Otherwise the proxy's statements stay: a statement's
+        // SQL is the same for every tenant, and the tenant is read when it runs.
+        for (name, _) in crate::tenant::prelude::RESET_TIMEOUTS {
+            server.params.remove(name);
+        }
+        if leftovers.objects {
+            server.statements.clear();
+            server.may_hold_objects = false;
+        }
+        state.params.apply_to(&mut server.params, &mut params_sql);
+    }
+    // A plain DML Query carries the switch in its own message (tenant::prelude::Prelude::carried):
+    // no second statement list, reply and flush.
+    let mut first = None;
+    let carry = tenant_needed && params_sql.is_empty() && !session_mode;
+    let carried = carry && {
+        match upstream::try_carry(client, server, t, state, ctx, &session.prelude, leftovers)
+            .await?
+        {
+            upstream::Carry::Sent => true,
+            upstream::Carry::Not(scanned) => {
+                first = scanned;
+                false
+            }
+        }
+    };
+    if !carried {
+        if tenant_needed {
+            t.push(Expect::Ready { simple: true }, Action::Prelude);
+        }
+        let built;
+        // Pipelined with the client's messages: if the prelude fails, the server exits
+        // before reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
+        let query = session.prelude.standalone(leftovers);
+        let prefix = match (tenant_needed, params_sql.is_empty()) {
+            (false, true) => None,
+            (true, true) => Some(&query[..]),
+            (tenant, false) => {
+                let mut q = BytesMut::with_capacity(query.len() + params_sql.len() + 6);
+                if tenant {
+                    q.extend_from_slice(query);
+                }
+                crate::protocol::encode::query(&mut q, &params_sql);
+                t.push(Expect::Ready { simple: true }, Action::Drop);
+                built = q;
+                Some(&built[..])
+            }
+        };
+        forward_client(client, server, t, state, ctx, prefix, first).await?;
+    }
+    Ok(())
 }
 
 /// Clears the client's command deadline when a transaction's relay ends.
