@@ -91,17 +91,19 @@ fn nothing_to_do(server: &ServerConn, t: &Tracker) -> bool {
 }
 
 /// [`forward_server`]'s common case as plain code (why: `upstream::forward_client_now`):
-/// replies the client sees as they are, taken by its socket at once. `Some` is what is left
-/// for [`forward_server`]; `None`: everything went.
+/// replies the client sees as they are, taken by its socket at once. `true`: what is left
+/// for [`forward_server`] is in `left` (written only then: the caller's slot for it is
+/// in its future, and the common case leaves that line alone).
 pub(super) fn forward_server_now(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
     state: &mut SessionState,
     session: &Session,
-) -> Result<Option<Pending>, Stop> {
+    left: &mut Option<Pending>,
+) -> Result<bool, Stop> {
     if nothing_to_do(server, t) {
-        return Ok(None);
+        return Ok(false);
     }
     let (pos, detour) = scan_and_settle(server, t, state, session)?;
     let n = match pos {
@@ -114,9 +116,10 @@ pub(super) fn forward_server_now(
     t.bytes_out += n as u64;
     server.buf.advance(n);
     if n == pos && detour.is_none() {
-        return Ok(None);
+        return Ok(false);
     }
-    Ok(Some((pos - n, detour)))
+    *left = Some((pos - n, detour));
+    Ok(true)
 }
 
 /// Forwards the server's bytes; `pending` is what [`forward_server_now`] left, if it ran.

@@ -338,6 +338,9 @@ async fn transaction(
     // Whatever way this function returns, no deadline stays armed.
     let _disarm = DisarmOnReturn(target);
     let mut armed = false;
+    // What a synchronous forward left for its async counterpart; one slot each, reused.
+    let mut client_left = None;
+    let mut server_left = None;
     let checked = state.tenant_active_until > crate::clock::now_ms();
     if let (Some(tenant), true, false) = (
         &session.tenant,
@@ -366,8 +369,8 @@ async fn transaction(
     if !tenant_needed && params_sql.is_empty() {
         // The common case, with nothing to put in front of the client's messages: its
         // locals stay out of this future (see upstream::forward_client_now).
-        if let Some(left) = forward_client_now(client, server, t, state, ctx)? {
-            forward_client(client, server, t, state, ctx, None, Some(left)).await?;
+        if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
+            forward_client(client, server, t, state, ctx, None, client_left.take()).await?;
         }
     } else {
         send_with_settings(
@@ -383,8 +386,8 @@ async fn transaction(
         )
         .await?;
     }
-    if let Some(left) = forward_server_now(client, server, t, state, session)? {
-        forward_server(client, server, t, state, session, Some(left)).await?;
+    if forward_server_now(client, server, t, state, session, &mut server_left)? {
+        forward_server(client, server, t, state, session, server_left.take()).await?;
     }
     let mut progress = t.ready_seen;
     loop {
@@ -418,8 +421,8 @@ async fn transaction(
                         t.timeout_cancel = true;
                         armed = false;
                     }
-                    if let Some(left) = forward_server_now(client, server, t, state, session)? {
-                        forward_server(client, server, t, state, session, Some(left)).await?;
+                    if forward_server_now(client, server, t, state, session, &mut server_left)? {
+                        forward_server(client, server, t, state, session, server_left.take()).await?;
                     }
                     if t.ready_seen != progress {
                         // The next command in the pipeline gets its own time budget.
@@ -431,11 +434,11 @@ async fn transaction(
             r = client.stream.read_into(&mut client.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
                 Ok(_) => {
-                    if let Some(left) = forward_client_now(client, server, t, state, ctx)? {
-                        forward_client(client, server, t, state, ctx, None, Some(left)).await?;
+                    if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
+                        forward_client(client, server, t, state, ctx, None, client_left.take()).await?;
                     }
-                    if let Some(left) = forward_server_now(client, server, t, state, session)? {
-                        forward_server(client, server, t, state, session, Some(left)).await?;
+                    if forward_server_now(client, server, t, state, session, &mut server_left)? {
+                        forward_server(client, server, t, state, session, server_left.take()).await?;
                     }
                 }
             },

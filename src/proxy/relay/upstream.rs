@@ -111,8 +111,8 @@ pub(super) async fn try_carry(
 }
 
 /// [`forward_client`]'s common case as plain code: a run of messages the proxy passes as
-/// they are, taken by the socket at once. `Some` is what is left for [`forward_client`]
-/// (the scan it made, with the bytes still to write); `None`: everything went.
+/// they are, taken by the socket at once. `true`: what is left for [`forward_client`] (the
+/// scan it made, with the bytes still to write) is in `left`, which is written only then.
 ///
 /// Why not just the async function: its future lives in the client's task, and setting
 /// one up per call writes state to cache lines that 50 other clients' transactions (and
@@ -127,13 +127,15 @@ pub(super) fn forward_client_now(
     t: &mut Tracker,
     state: &mut SessionState,
     ctx: &ProxyContext,
-) -> Result<Option<Scanned>, Stop> {
+    left: &mut Option<Scanned>,
+) -> Result<bool, Stop> {
     if t.barrier {
-        return Ok(None);
+        return Ok(false);
     }
     let (pos, detour) = scan_client(&client.buf, t, ctx, &mut state.params, server)?;
     if detour.is_some() {
-        return Ok(Some((pos, detour)));
+        *left = Some((pos, detour));
+        return Ok(true);
     }
     let n = match pos {
         0 => 0,
@@ -145,12 +147,13 @@ pub(super) fn forward_client_now(
     t.bytes_in += n as u64;
     client.buf.advance(n);
     if n < pos {
-        return Ok(Some((pos - n, None)));
+        *left = Some((pos - n, None));
+        return Ok(true);
     }
     if t.terminated {
         client.buf.clear();
     }
-    Ok(None)
+    Ok(false)
 }
 
 /// Forwards the complete (or streamable) client messages in the buffer, after `prefix`
