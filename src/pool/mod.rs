@@ -134,6 +134,21 @@ impl Pool {
         self.wake.notify_one();
     }
 
+    /// An idle connection, if the pool has a usable one now: the relay's checkout, which
+    /// then sets up no future (the async [`Pool::acquire`] is for when this finds none).
+    /// A stale connection it meets is left for `acquire`, which closes it.
+    #[inline]
+    pub fn try_acquire(&self) -> Option<Box<ServerConn>> {
+        let mut st = self.state.lock();
+        if st.idle.back().is_some_and(|c| c.is_usable()) {
+            let c = st.idle.pop_back();
+            drop(st);
+            self.stats.wait.record_immediate();
+            return c;
+        }
+        None
+    }
+
     /// Gets a server connection, waiting up to the acquire timeout.
     pub async fn acquire(self: &Arc<Self>) -> Result<Box<ServerConn>, AcquireError> {
         let mut stale: Vec<Box<ServerConn>> = Vec::new();

@@ -235,6 +235,19 @@ impl CancelTarget {
         self.state.lock().server = Some(key);
     }
 
+    /// The client leaves its server if no cancel aimed at it is in flight (`true`); else
+    /// the caller waits in [`CancelTarget::detach`]. The relay's common case, without a
+    /// future.
+    #[inline]
+    pub fn try_detach(&self) -> bool {
+        let mut st = self.state.lock();
+        let idle = st.in_flight == 0;
+        if idle {
+            st.server = None;
+        }
+        idle
+    }
+
     /// The client leaves its server. Returns `false` if a cancel aimed at that server did
     /// not settle in time: the caller must then close the server connection, not reuse it.
     pub async fn detach(&self) -> bool {

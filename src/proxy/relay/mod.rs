@@ -101,14 +101,18 @@ pub(super) async fn run(
                 Ok(false) => break None,
                 Err(e) => break e,
             }
-            let server = match session.pool.acquire().await {
-                Ok(s) => s,
-                Err(e) => {
-                    break Some(e.to_client_error(
-                        &session.pool.name,
-                        ctx.settings.config.pool.acquire_timeout_ms,
-                    ))
-                }
+            // An idle connection is taken without setting up acquire's future.
+            let server = match session.pool.try_acquire() {
+                Some(s) => s,
+                None => match session.pool.acquire().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        break Some(e.to_client_error(
+                            &session.pool.name,
+                            ctx.settings.config.pool.acquire_timeout_ms,
+                        ))
+                    }
+                },
             };
             session.cancel.target.attach(server.key);
             held = Some(server);
@@ -149,7 +153,8 @@ pub(super) async fn run(
                 stats.transactions += 1;
                 crate::runtime::note_transaction();
                 PoolStats::add(&stats_pool.transactions, 1);
-                let settled = session.cancel.target.detach().await;
+                let settled =
+                    session.cancel.target.try_detach() || session.cancel.target.detach().await;
                 if settled
                     && t.is_clean()
                     && !t.server_unknown
