@@ -57,7 +57,9 @@ async fn col(c: &Client, sql: &str) -> Result<Vec<String>, Error> {
 /// succeed and each runs as its own user, a sampler polling pg_stat_activity every
 /// 100 ms never sees more than 100 backends of the proxy's users (while the load does
 /// reach the pool), and with all 2000 connected a 2001st client gets 53300 until one
-/// leaves.
+/// leaves. The sleeps last 200 ms, ten times `active_stall_ms`: statements that long stop
+/// counting against `max_active` (8), so they fill the pool instead of queueing behind
+/// the gate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_clients_share_one_hundred_server_connections() {
     let started = Instant::now();
@@ -118,7 +120,7 @@ async fn two_thousand_clients_share_one_hundred_server_connections() {
     for (i, c) in conns {
         running.push(tokio::spawn(async move {
             let r = async {
-                col(&c.client, "SELECT pg_sleep(0.02)").await?;
+                col(&c.client, "SELECT pg_sleep(0.2)").await?;
                 col(&c.client, "SELECT current_user").await
             }
             .await;

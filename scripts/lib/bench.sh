@@ -357,14 +357,17 @@ lp_bench_proxy_write_plain_config() {
     chmod 600 "$dir/launch-proxy-plain.yaml"
 }
 
-# The `proxy-variant` target's config: the one `proxy` runs with the top-level YAML line $1
-# added (serde rejects a key given twice, so a setting the base config has cannot be varied).
+# The `proxy-variant` target's config: the one `proxy` runs with the YAML line $1 added, at
+# the top level or, written `pool.KEY: VALUE`, in the pool section (serde rejects a key given
+# twice, so a setting the base config has cannot be varied).
 lp_bench_proxy_write_variant_config() {
     local dir=$LP_BENCH_WORK/proxy
-    {
+    if [[ $1 =~ ^pool\.([a-z_]+):\ *(.*)$ ]]; then
+        sed "/^pool:\$/a\\  ${BASH_REMATCH[1]}: ${BASH_REMATCH[2]}" "$dir/launch-proxy.yaml"
+    else
         cat "$dir/launch-proxy.yaml"
         printf '%s\n' "$1"
-    } >"$dir/launch-proxy-variant.yaml"
+    fi >"$dir/launch-proxy-variant.yaml"
     chmod 600 "$dir/launch-proxy-variant.yaml"
 }
 

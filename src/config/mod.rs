@@ -179,6 +179,14 @@ pub struct PoolConfig {
     /// and its catalog caches): fifty at once on a small host starve the backends already
     /// serving, so a cold pool under load stalls every client, not only the queued ones.
     pub max_connecting: usize,
+    /// Statements running at once on one pool's server connections; a transaction that
+    /// would start another waits in the pool's queue (0: no limit). A small database host
+    /// serves more with a few running than with a hundred (see pool::gate); a client idle
+    /// in its transaction does not count, and a started transaction never waits again.
+    pub max_active: usize,
+    /// How long a running statement counts against `max_active`: longer ones (reports,
+    /// lock waits, I/O) make room for others instead of stalling the pool.
+    pub active_stall_ms: u64,
     /// 0 disables closing idle connections.
     pub idle_timeout_ms: u64,
     /// 0 disables retirement by use count.
@@ -205,6 +213,8 @@ impl Default for PoolConfig {
             connect_timeout_ms: 5000,
             connect_retry_interval_ms: 200,
             max_connecting: 2,
+            max_active: 8,
+            active_stall_ms: 20,
             idle_timeout_ms: 60_000,
             server_max_uses: 7200,
             server_lifetime_ms: 7_200_000,

@@ -63,6 +63,9 @@ pub(super) fn validate(
     if p.max_connecting == 0 {
         return bad("pool.max_connecting must be at least 1".into());
     }
+    if p.max_active > 0 && p.active_stall_ms == 0 {
+        return bad("pool.active_stall_ms must be at least 1 when pool.max_active is set".into());
+    }
     if p.min_pool_size > p.default_pool_size {
         return bad(format!(
             "pool.min_pool_size ({}) cannot exceed pool.default_pool_size ({})",
@@ -248,6 +251,13 @@ pub(super) fn validate(
              most {} of max_client_conn ({}) clients can run at once",
             p.default_pool_size * pools,
             p.max_client_conn
+        ));
+    }
+    if p.max_active > 0 && p.max_active >= p.default_pool_size {
+        warn(format!(
+            "pool.max_active ({}) is not below default_pool_size ({}): it never holds a statement \
+             back; 0 says the same plainly",
+            p.max_active, p.default_pool_size
         ));
     }
     if !config.tenant.statement_guard {

@@ -87,6 +87,8 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
             gauge!(names::SERVER_CONNECTIONS, "pool" => name.clone(), "state" => state)
                 .set(v as f64);
         }
+        gauge!(names::RUNNING_STATEMENTS, "pool" => name.clone())
+            .set(pool.running_statements() as f64);
         for (state, v) in [
             ("active", s.clients_active.load(Relaxed)),
             ("waiting", s.clients_waiting.load(Relaxed)),

@@ -62,6 +62,15 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             }
             st.waiters.pop_front();
         }
+        if !st.waiters.is_empty() && st.gate.is_limited() {
+            // Statements that ran for the stall time make room, and the next one that will
+            // is when to look again.
+            let (_, due) = st.gate.uncount_stalled(now);
+            if let Some(due) = due {
+                next = next.min(due.saturating_duration_since(now));
+            }
+            st.admit();
+        }
         oldest_waiter = st.waiters.front().map(|w| w.since);
         let reserve_due = st
             .waiters
@@ -75,7 +84,12 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
         } else {
             pool.limits.normal_cap
         };
-        let for_waiters = st.waiters.len().saturating_sub(st.opening);
+        // Clients held back by the gate need no new connection (idle ones are there).
+        let for_waiters = st
+            .waiters
+            .len()
+            .min(st.gate.room())
+            .saturating_sub(st.opening);
         let for_minimum = pool.limits.min.saturating_sub(st.total);
         let mut want = for_waiters.max(for_minimum);
         if !has_credentials {

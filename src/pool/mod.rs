@@ -6,6 +6,7 @@
 //! old and overused connections.
 
 mod connect;
+mod gate;
 mod manager;
 pub mod query;
 mod server_conn;
@@ -48,6 +49,8 @@ pub struct PoolLimits {
     pub command_timeout: Option<Duration>,
     /// Prepared statements kept per server connection (least recently used evicted).
     pub statement_cache_size: usize,
+    /// Statements running at once at most (`pool.max_active`; 0: no limit).
+    pub max_active: usize,
 }
 
 /// The server's ParameterStatus values, reported to every client at login.
@@ -58,7 +61,6 @@ struct Waiter {
     since: Instant,
 }
 
-#[derive(Default)]
 struct PoolState {
     /// Back = most recently used (handed out first); front = idle longest (closed first).
     idle: VecDeque<Box<ServerConn>>,
@@ -67,6 +69,32 @@ struct PoolState {
     total: usize,
     opening: usize,
     last_error: Option<String>,
+    /// Statements running on this pool's connections (`pool.max_active`).
+    gate: gate::Gate,
+}
+
+impl PoolState {
+    fn new(gate: gate::Gate) -> PoolState {
+        PoolState {
+            idle: VecDeque::new(),
+            waiters: VecDeque::new(),
+            total: 0,
+            opening: 0,
+            last_error: None,
+            gate,
+        }
+    }
+
+    /// Hands idle connections to queued clients while the gate has room (after a statement
+    /// stopped counting: a pause, or a stall).
+    fn admit(&mut self) {
+        while self.gate.has_room() && !self.waiters.is_empty() {
+            let Some(conn) = self.idle.pop_back() else {
+                return;
+            };
+            Pool::hand_over(self, conn);
+        }
+    }
 }
 
 pub struct Pool {
@@ -96,6 +124,8 @@ pub enum AcquireError {
         waited_ms: u64,
         last_error: Option<String>,
         busy: usize,
+        /// `pool.max_active`, when that limit (not the connections) held the client back.
+        gated: Option<usize>,
     },
     #[error("the proxy is shutting down")]
     ShuttingDown,
@@ -115,6 +145,17 @@ impl AcquireError {
                 ),
             )
             .with_detail(format!("last connection attempt: {e}")),
+            AcquireError::Timeout {
+                gated: Some(max), ..
+            } => ClientError::fatal(
+                ErrorKind::Timeout,
+                codes::TOO_MANY_CONNECTIONS,
+                format!(
+                    "could not start a transaction on pool \"{pool}\" within acquire_timeout_ms ({cfg_ms} ms)"
+                ),
+            )
+            .with_detail(format!("{max} statements were running on the pool's server connections, its max_active"))
+            .with_hint("raise pool.max_active, or shorten statements"),
             AcquireError::Timeout { busy, .. } => ClientError::fatal(
                 ErrorKind::Timeout,
                 codes::TOO_MANY_CONNECTIONS,
@@ -140,11 +181,12 @@ impl Pool {
     #[inline]
     pub fn try_acquire(&self) -> Option<Box<ServerConn>> {
         let mut st = self.state.lock();
-        if st.idle.back().is_some_and(|c| c.is_usable()) {
-            let c = st.idle.pop_back();
+        if st.gate.has_room() && st.idle.back().is_some_and(|c| c.is_usable()) {
+            let mut c = st.idle.pop_back()?;
+            c.slot.ticket = st.gate.enter();
             drop(st);
             self.stats.wait.record_immediate();
-            return c;
+            return Some(c);
         }
         None
     }
@@ -154,30 +196,33 @@ impl Pool {
         let mut stale: Vec<Box<ServerConn>> = Vec::new();
         let rx = {
             let mut st = self.state.lock();
-            loop {
-                match st.idle.pop_back() {
-                    Some(c) if c.is_usable() => {
-                        drop(st);
-                        drop(stale);
-                        self.stats.wait.record_immediate();
-                        return Ok(c);
-                    }
-                    Some(c) => stale.push(c),
-                    None => break,
+            // At the gate's limit a client queues even if connections are idle.
+            let room = st.gate.has_room();
+            while let Some(mut c) = room.then(|| st.idle.pop_back()).flatten() {
+                if !c.is_usable() {
+                    stale.push(c);
+                    continue;
                 }
+                c.slot.ticket = st.gate.enter();
+                drop(st);
+                drop(stale);
+                self.stats.wait.record_immediate();
+                return Ok(c);
             }
             // The clock is read only by a checkout that has to wait.
             let start = Instant::now();
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(Waiter { tx, since: start });
-            // The manager is woken only if it can open a connection now; at the pool's cap
+            // The manager is woken only if it can open a connection now, or to watch the
+            // gate for stalled statements once a client queues there; at the pool's cap
             // (the busy steady state, where every checkout may queue) its tick handles the
             // reserve and fair sharing, and a wake per checkout would be pure overhead.
-            (
-                rx,
-                start,
-                st.total < self.limits.normal_cap || !stale.is_empty(),
-            )
+            let wake = if room {
+                st.total < self.limits.normal_cap || !stale.is_empty()
+            } else {
+                st.waiters.len() == 1
+            };
+            (rx, start, wake)
         };
         let (rx, start, wake) = rx;
         if !stale.is_empty() {
@@ -200,10 +245,13 @@ impl Pool {
             None => {
                 PoolStats::add(&self.stats.acquire_timeouts, 1);
                 let st = self.state.lock();
+                // A full gate is what held the client: more connections would not start it.
+                let gated = (!st.gate.has_room()).then(|| st.gate.max());
                 Err(AcquireError::Timeout {
                     waited_ms: start.elapsed().as_millis() as u64,
                     last_error: st.last_error.clone(),
                     busy: st.total - st.idle.len(),
+                    gated,
                 })
             }
         }
@@ -214,23 +262,30 @@ impl Pool {
     pub fn release(&self, mut conn: Box<ServerConn>) {
         conn.uses += 1;
         let now = crate::clock::now_ms();
-        if self.limits.max_uses.is_some_and(|m| conn.uses >= m)
+        let retire = self.limits.max_uses.is_some_and(|m| conn.uses >= m)
             || self
                 .limits
                 .lifetime
-                .is_some_and(|l| crate::clock::lasted(conn.created_ms, now, l))
-        {
+                .is_some_and(|l| crate::clock::lasted(conn.created_ms, now, l));
+        let mut st = self.state.lock();
+        if let Some(ticket) = conn.slot.ticket.take() {
+            st.gate.leave(ticket);
+        }
+        if retire {
+            // Its place at the gate goes to a queued client, on an idle connection if any.
+            st.admit();
+            drop(st);
             PoolStats::add(&self.stats.closed_retired, 1);
             tracing::debug!(pool = %self.name, conn = conn.id, uses = conn.uses, "retiring server connection");
             drop(conn);
             return;
         }
         conn.last_used_ms = now;
-        let mut st = self.state.lock();
         // At the database cap, a pool whose clients waited longer than ours gets the slot:
         // the connection closes and that pool's manager opens one (fair share across pools).
         let ours = st.waiters.front().map(|w| w.since);
         if self.db.at_cap() && self.db.longer_wait_elsewhere(self, ours) {
+            st.admit();
             drop(st);
             tracing::debug!(pool = %self.name, "yielding a server connection to a pool waiting at max_db_connections");
             drop(conn);
@@ -239,12 +294,48 @@ impl Pool {
         Self::hand_over(&mut st, conn);
     }
 
-    /// Gives `conn` to the longest-waiting live client, or parks it as idle.
+    /// The transaction on `conn` waits for its client (idle in transaction, or between a
+    /// session's transactions): its statement no longer counts against `max_active`, and a
+    /// queued client may start in its place.
+    pub fn pause(&self, conn: &mut ServerConn) {
+        if let Some(ticket) = conn.slot.ticket.take() {
+            let mut st = self.state.lock();
+            st.gate.leave(ticket);
+            st.admit();
+        }
+    }
+
+    /// The transaction on `conn` sent its next statement: it counts again, without waiting
+    /// at the gate (it may hold locks that the statements queued there wait for).
+    pub fn resume(&self, conn: &mut ServerConn) {
+        if conn.slot.ticket.is_none() {
+            let mut st = self.state.lock();
+            conn.slot.ticket = st.gate.enter();
+        }
+    }
+
+    /// Whether this pool limits running statements (`pool.max_active`), so that the relay
+    /// must report pauses and resumptions.
+    pub fn is_gated(&self) -> bool {
+        self.limits.max_active > 0
+    }
+
+    /// Gives `conn` to the longest-waiting live client while the gate has room, or parks it
+    /// as idle.
     fn hand_over(st: &mut PoolState, mut conn: Box<ServerConn>) {
-        while let Some(w) = st.waiters.pop_front() {
+        while st.gate.has_room() {
+            let Some(w) = st.waiters.pop_front() else {
+                break;
+            };
+            conn.slot.ticket = st.gate.enter();
             match w.tx.send(conn) {
                 Ok(()) => return,
-                Err(back) => conn = back,
+                Err(mut back) => {
+                    if let Some(ticket) = back.slot.ticket.take() {
+                        st.gate.leave(ticket);
+                    }
+                    conn = back;
+                }
             }
         }
         st.idle.push_back(conn);
@@ -261,8 +352,11 @@ impl Pool {
     }
 
     /// Returns a connection that served no transaction (does not count as a use).
-    pub fn release_unused(&self, conn: Box<ServerConn>) {
+    pub fn release_unused(&self, mut conn: Box<ServerConn>) {
         let mut st = self.state.lock();
+        if let Some(ticket) = conn.slot.ticket.take() {
+            st.gate.leave(ticket);
+        }
         Self::hand_over(&mut st, conn);
     }
 
@@ -279,10 +373,14 @@ impl Pool {
         }
     }
 
-    fn free_slot(&self) {
+    fn free_slot(&self, ticket: Option<gate::Ticket>) {
         {
             let mut st = self.state.lock();
             st.total -= 1;
+            if let Some(ticket) = ticket {
+                st.gate.leave(ticket);
+                st.admit();
+            }
         }
         self.db.release();
         self.wake();
@@ -300,6 +398,11 @@ impl Pool {
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         let st = self.state.lock();
         (st.total, st.idle.len(), st.opening, st.waiters.len())
+    }
+
+    /// Statements counted against `max_active` now.
+    pub fn running_statements(&self) -> usize {
+        self.state.lock().gate.counted()
     }
 }
 
@@ -380,6 +483,7 @@ impl PoolSet {
                 lifetime: ms_opt(p.server_lifetime_ms),
                 command_timeout: ms_opt(role.command_timeout_ms),
                 statement_cache_size: p.prepared_statement_cache_size,
+                max_active: p.max_active,
             },
             target: ConnectTarget {
                 host: cfg.server.host.clone(),
@@ -393,7 +497,10 @@ impl PoolSet {
             stats: PoolStats::default(),
             login: user.server_login.clone(),
             passthrough_keys: Mutex::new(None),
-            state: Mutex::new(PoolState::default()),
+            state: Mutex::new(PoolState::new(gate::Gate::new(
+                p.max_active,
+                Duration::from_millis(p.active_stall_ms),
+            ))),
             starved_since: Mutex::new(None),
             params: Mutex::new(None),
             db: db.clone(),

@@ -11,6 +11,8 @@ use std::sync::{Arc, OnceLock, Weak};
 pub(super) struct Slot {
     pool: Weak<Pool>,
     pool_name: Arc<str>,
+    /// Its place in the pool's active-statement gate while a statement runs on it.
+    pub(super) ticket: Option<super::gate::Ticket>,
 }
 
 impl Slot {
@@ -19,6 +21,7 @@ impl Slot {
         Slot {
             pool: Arc::downgrade(pool),
             pool_name: pool.name.clone(),
+            ticket: None,
         }
     }
 
@@ -30,7 +33,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.upgrade() {
-            pool.free_slot();
+            pool.free_slot(self.ticket.take());
         }
     }
 }

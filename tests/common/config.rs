@@ -17,6 +17,8 @@ pub const DEFAULT_POOL: &[(&str, &str)] = &[
     ("connect_timeout_ms", "5000"),
     ("connect_retry_interval_ms", "200"),
     ("max_connecting", "2"),
+    ("max_active", "8"),
+    ("active_stall_ms", "20"),
     ("idle_timeout_ms", "60000"),
     ("server_max_uses", "7200"),
     ("server_lifetime_ms", "7200000"),

@@ -395,9 +395,22 @@ async fn transaction(
         forward_server(client, server, t, state, session, server_left.take()).await?;
     }
     let mut progress = t.ready_seen;
+    let gated = session.pool.is_gated();
+    let mut paused = false;
     loop {
         if t.terminated || (!session_mode && t.is_clean()) {
             return Ok(());
+        }
+        if gated && t.replies.is_empty() != paused {
+            // Waiting for its client, the transaction runs no statement: it leaves the
+            // pool's count of running ones and rejoins it, without waiting, when the client
+            // sends more (pool::gate).
+            paused = !paused;
+            if paused {
+                session.pool.pause(server);
+            } else {
+                session.pool.resume(server);
+            }
         }
         if let Some(d) = command_timeout {
             let want_timer = !t.replies.is_empty() && !t.copy_in && !t.timeout_cancel;
