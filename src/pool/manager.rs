@@ -65,8 +65,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
         if !st.waiters.is_empty() && st.gate.is_limited() {
             // Statements that ran for the stall time make room, and the next one that will
             // is when to look again.
-            let (_, due) = st.gate.uncount_stalled(now);
-            if let Some(due) = due {
+            if let Some(due) = st.gate.uncount_stalled(now) {
                 next = next.min(due.saturating_duration_since(now));
             }
             st.admit();
