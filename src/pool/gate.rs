@@ -52,10 +52,6 @@ impl Gate {
         }
     }
 
-    pub(super) fn is_limited(&self) -> bool {
-        self.max > 0
-    }
-
     /// Whether one more statement may start now.
     #[inline]
     pub(super) fn has_room(&self) -> bool {

@@ -62,7 +62,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             }
             st.waiters.pop_front();
         }
-        if !st.waiters.is_empty() && st.gate.is_limited() {
+        if !st.waiters.is_empty() && pool.is_gated() {
             // Statements that ran for the stall time make room, and the next one that will
             // is when to look again.
             if let Some(due) = st.gate.uncount_stalled(now) {
