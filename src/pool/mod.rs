@@ -85,6 +85,13 @@ impl PoolState {
         }
     }
 
+    /// Takes `conn`'s statement out of the gate's count, if it is counted there.
+    fn leave_gate(&mut self, conn: &mut ServerConn) {
+        if let Some(ticket) = conn.slot.ticket.take() {
+            self.gate.leave(ticket);
+        }
+    }
+
     /// Hands idle connections to queued clients while the gate has room (after a statement
     /// stopped counting: a pause, or a stall).
     fn admit(&mut self) {
@@ -268,9 +275,7 @@ impl Pool {
                 .lifetime
                 .is_some_and(|l| crate::clock::lasted(conn.created_ms, now, l));
         let mut st = self.state.lock();
-        if let Some(ticket) = conn.slot.ticket.take() {
-            st.gate.leave(ticket);
-        }
+        st.leave_gate(&mut conn);
         if retire {
             // Its place at the gate goes to a queued client, on an idle connection if any.
             st.admit();
@@ -298,9 +303,9 @@ impl Pool {
     /// session's transactions): its statement no longer counts against `max_active`, and a
     /// queued client may start in its place.
     pub fn pause(&self, conn: &mut ServerConn) {
-        if let Some(ticket) = conn.slot.ticket.take() {
+        if conn.slot.ticket.is_some() {
             let mut st = self.state.lock();
-            st.gate.leave(ticket);
+            st.leave_gate(conn);
             st.admit();
         }
     }
@@ -331,9 +336,7 @@ impl Pool {
             match w.tx.send(conn) {
                 Ok(()) => return,
                 Err(mut back) => {
-                    if let Some(ticket) = back.slot.ticket.take() {
-                        st.gate.leave(ticket);
-                    }
+                    st.leave_gate(&mut back);
                     conn = back;
                 }
             }
@@ -354,9 +357,7 @@ impl Pool {
     /// Returns a connection that served no transaction (does not count as a use).
     pub fn release_unused(&self, mut conn: Box<ServerConn>) {
         let mut st = self.state.lock();
-        if let Some(ticket) = conn.slot.ticket.take() {
-            st.gate.leave(ticket);
-        }
+        st.leave_gate(&mut conn);
         Self::hand_over(&mut st, conn);
     }
 
