@@ -2,11 +2,12 @@
 //! a pool's connections; a client idle in its transaction does not count; a transaction
 //! that has started never waits at the gate again (so a lock holder cannot be queued
 //! behind the statements waiting for its lock); statements past `active_stall_ms` stop
-//! counting; a client held at the gate past `acquire_timeout_ms` gets 53300 naming it.
+//! counting; a pool whose statements mostly run long opens its gate, and short statements
+//! close it again; a client held at the gate past `acquire_timeout_ms` gets 53300 naming it.
 
 mod common;
 
-use common::client::{app, eventually, one, try_col, Conn, LIMIT};
+use common::client::{app, blocking, eventually, one, try_col, Conn, LIMIT};
 use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -156,6 +157,58 @@ async fn long_statements_stop_counting() {
         "the short statement waited for the long one"
     );
     finished(long_task).await;
+}
+
+/// Statements that mostly run past the stall time open the gate. Counted for their first
+/// 50 ms, 30 clients sleeping 0.3 s four times each would start 20 statements a second
+/// through a gate of 1, and each would wait 1.5 s for its turn, past the 1 s acquire
+/// timeout. Open, they run side by side on the 30 warm connections. Short statements then
+/// close the gate again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_statements_open_the_gate_and_short_ones_close_it() {
+    let (pg, proxy) = start(
+        "default_pool_size: 30\nmin_pool_size: 30\nmax_active: 1\nactive_stall_ms: 50\n\
+         acquire_timeout_ms: 1000\nreserve_pool_timeout_ms: 900",
+    );
+    let warm = || {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'";
+        pg.psql("launch", sql).trim() == "30"
+    };
+    assert!(
+        eventually(LIMIT, warm).await,
+        "the warm minimum never opened"
+    );
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        let c: Conn = app(&proxy).await;
+        clients.push(tokio::spawn(async move {
+            for _ in 0..4 {
+                try_col(&c.client, "SELECT pg_sleep(0.3)::text").await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        }));
+    }
+    let mut peak = 0;
+    while !clients.iter().all(|c| c.is_finished()) {
+        peak = peak.max(blocking(|| running(&pg, false)));
+        sleep(Duration::from_millis(20)).await;
+    }
+    for task in clients {
+        if let Err(e) = finished(task).await {
+            panic!("a client of long statements failed: {e:?}");
+        }
+    }
+    assert!(peak > 1, "the gate never opened: peak {peak}");
+    let gate_open = "launch_proxy_pool_gate_open{pool=\"app\"}";
+    let metrics = proxy.metrics();
+    assert!(metrics.contains(&format!("{gate_open} 1")), "{metrics}");
+
+    let short = app(&proxy).await;
+    for _ in 0..40 {
+        assert_eq!(one(&short.client, "SELECT 'short'").await, "short");
+    }
+    let metrics = proxy.metrics();
+    assert!(metrics.contains(&format!("{gate_open} 0")), "{metrics}");
 }
 
 /// A client held at the gate until `acquire_timeout_ms` gets 53300 naming max_active; the

@@ -87,8 +87,9 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
             gauge!(names::SERVER_CONNECTIONS, "pool" => name.clone(), "state" => state)
                 .set(v as f64);
         }
-        gauge!(names::RUNNING_STATEMENTS, "pool" => name.clone())
-            .set(pool.running_statements() as f64);
+        let (running, open) = pool.gate_state();
+        gauge!(names::RUNNING_STATEMENTS, "pool" => name.clone()).set(running as f64);
+        gauge!(names::GATE_OPEN, "pool" => name.clone()).set(u8::from(open) as f64);
         for (state, v) in [
             ("active", s.clients_active.load(Relaxed)),
             ("waiting", s.clients_waiting.load(Relaxed)),

@@ -10,6 +10,9 @@ pub const SERVER_CONNECTIONS: &str = "launch_proxy_server_connections";
 pub const DB_SERVER_CONNECTIONS: &str = "launch_proxy_database_server_connections";
 /// Statements counted against `pool.max_active` (running, younger than `active_stall_ms`).
 pub const RUNNING_STATEMENTS: &str = "launch_proxy_pool_running_statements";
+/// 1 while a pool's gate stands open because most recent statements ran past
+/// `active_stall_ms`.
+pub const GATE_OPEN: &str = "launch_proxy_pool_gate_open";
 pub const POOL_WAIT_SECONDS: &str = "launch_proxy_pool_wait_seconds";
 pub const TRANSACTIONS: &str = "launch_proxy_transactions_total";
 pub const QUERIES: &str = "launch_proxy_queries_total";

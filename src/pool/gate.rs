@@ -14,7 +14,12 @@
 //! - a statement that has run for `active_stall_ms` stops counting (a long query, a lock
 //!   wait, I/O): the gate is for short statements competing for the database's CPUs, and a
 //!   few long ones must not stall the pool. The pool's manager checks for them while
-//!   clients queue.
+//!   clients queue;
+//! - while most statements run past the stall time, the gate stands open. Counting each
+//!   statement for its first `active_stall_ms` would otherwise let long statements start at
+//!   most `max_active` per `active_stall_ms` (400 a second at the defaults), however many
+//!   connections sit idle. The gate keeps a decaying tally of how recent statements ended
+//!   ([`Mix`]) and closes again once short ones are the majority.
 //!
 //! The gate lives inside the pool's state and is only touched under its lock: checkout and
 //! release already take it, so a transaction of one statement pays no extra lock.
@@ -39,6 +44,37 @@ pub(super) struct Gate {
     counted: usize,
     entries: Vec<Entry>,
     free: Vec<Ticket>,
+    mix: Mix,
+    /// Most recent statements ran past the stall time: the limit does not apply.
+    open: bool,
+}
+
+/// How recent counted statements ended: before the stall time (short) or after it (long).
+/// Both tallies halve once their sum reaches [`Mix::SPAN`], so the last few dozen
+/// statements decide.
+#[derive(Default)]
+struct Mix {
+    short: u16,
+    long: u16,
+}
+
+impl Mix {
+    const SPAN: u16 = 32;
+
+    /// Records one statement; returns whether long ones are now the majority.
+    #[inline]
+    fn record(&mut self, long: bool) -> bool {
+        if long {
+            self.long += 1;
+        } else {
+            self.short += 1;
+        }
+        if self.short + self.long >= Self::SPAN {
+            self.short /= 2;
+            self.long /= 2;
+        }
+        self.long > self.short
+    }
 }
 
 impl Gate {
@@ -49,18 +85,20 @@ impl Gate {
             counted: 0,
             entries: Vec::new(),
             free: Vec::new(),
+            mix: Mix::default(),
+            open: false,
         }
     }
 
     /// Whether one more statement may start now.
     #[inline]
     pub(super) fn has_room(&self) -> bool {
-        self.max == 0 || self.counted < self.max
+        self.max == 0 || self.counted < self.max || self.open
     }
 
     /// How many more may start now (`usize::MAX` without a limit).
     pub(super) fn room(&self) -> usize {
-        if self.max == 0 {
+        if self.max == 0 || self.open {
             usize::MAX
         } else {
             self.max.saturating_sub(self.counted)
@@ -74,6 +112,11 @@ impl Gate {
 
     pub(super) fn max(&self) -> usize {
         self.max
+    }
+
+    /// Whether the gate stands open because most recent statements ran long.
+    pub(super) fn is_open(&self) -> bool {
+        self.open
     }
 
     /// Counts a statement starting now, whether or not there is room (callers check
@@ -97,11 +140,17 @@ impl Gate {
         })
     }
 
+    /// The statement on `ticket` ended, or its transaction now waits for its client.
     #[inline]
     pub(super) fn leave(&mut self, ticket: Ticket) {
         let entry = std::mem::replace(&mut self.entries[ticket as usize], Entry::Free);
-        if let Entry::Counted(_) = entry {
+        if let Entry::Counted(since) = entry {
             self.counted -= 1;
+            // A closed gate learns of long statements from the manager's sweep (it runs
+            // while clients queue, when the limit matters), so a statement still counted
+            // here was short; an open one has no sweep and reads the clock.
+            let long = self.open && since.elapsed() >= self.stall;
+            self.open = self.mix.record(long);
         }
         self.free.push(ticket);
     }
@@ -117,6 +166,7 @@ impl Gate {
                 if due <= now {
                     *e = Entry::Stalled;
                     stalled += 1;
+                    self.open = self.mix.record(true);
                 } else {
                     next = Some(next.map_or(due, |n| n.min(due)));
                 }
@@ -186,5 +236,61 @@ mod tests {
         assert_eq!(g.counted(), 1);
         g.leave(fresh);
         assert_eq!(g.counted(), 0);
+    }
+
+    #[test]
+    fn long_statements_open_the_gate_and_short_ones_close_it() {
+        let stall = Duration::from_millis(5);
+        let mut g = Gate::new(1, stall);
+        // A short statement leaves a closed gate closed.
+        let t = g.enter().unwrap();
+        g.leave(t);
+        assert!(!g.is_open());
+        // The sweep finds two long statements: they outnumber the short one.
+        let a = g.enter().unwrap();
+        let b = g.enter().unwrap();
+        assert!(!g.has_room());
+        g.uncount_stalled(Instant::now() + stall);
+        assert!(g.is_open());
+        assert!(g.has_room());
+        assert_eq!(g.room(), usize::MAX);
+        g.leave(a);
+        g.leave(b);
+        // Open, statements start whatever the count; one that ran past the stall time
+        // keeps it open.
+        let tickets: Vec<_> = (0..3).map(|_| g.enter().unwrap()).collect();
+        assert_eq!(g.counted(), 3);
+        assert!(g.has_room());
+        std::thread::sleep(stall);
+        g.leave(tickets[0]);
+        assert!(g.is_open());
+        // Short ones close it again once they are the majority.
+        g.leave(tickets[1]);
+        g.leave(tickets[2]);
+        let mut quick = 0;
+        while g.is_open() {
+            let t = g.enter().unwrap();
+            g.leave(t);
+            quick += 1;
+            assert!(quick < 10, "still open after {quick} short statements");
+        }
+        let t = g.enter().unwrap();
+        assert!(!g.has_room());
+        g.leave(t);
+    }
+
+    #[test]
+    fn the_mix_forgets_old_statements() {
+        let mut m = Mix::default();
+        for _ in 0..1000 {
+            m.record(false);
+        }
+        assert!(m.short + m.long < Mix::SPAN);
+        // After a long run of short statements, a burst of long ones still opens the gate.
+        let mut long = 0;
+        while !m.record(true) {
+            long += 1;
+        }
+        assert!(long < Mix::SPAN, "{long}");
     }
 }

@@ -401,9 +401,11 @@ impl Pool {
         (st.total, st.idle.len(), st.opening, st.waiters.len())
     }
 
-    /// Statements counted against `max_active` now.
-    pub fn running_statements(&self) -> usize {
-        self.state.lock().gate.counted()
+    /// Statements counted against `max_active` now, and whether the gate stands open
+    /// because most recent statements ran long.
+    pub fn gate_state(&self) -> (usize, bool) {
+        let st = self.state.lock();
+        (st.gate.counted(), st.gate.is_open())
     }
 }
 
