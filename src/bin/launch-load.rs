@@ -197,7 +197,10 @@ fn summarize_cmd(a: &SummarizeArgs) -> Result<ExitCode, String> {
     let write = |path: &PathBuf, text: String| {
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
     };
-    write(&a.markdown, summarize::markdown(&records))?;
+    write(
+        &a.markdown,
+        summarize::markdown(&records) + &summarize::by_round(&records),
+    )?;
     write(&a.svg, summarize::svg(&records, &a.title)?)?;
     let meta = match &a.meta {
         Some(p) => {

@@ -272,6 +272,82 @@ pub fn markdown(records: &[Record]) -> String {
     out
 }
 
+/// Each launch-proxy target against PgBouncer round by round: the ratio of throughput, p99
+/// and CPU per transaction within each round (the two ran back to back, so they met the
+/// same host), then the median of those ratios. Medians of paired ratios are steadier than
+/// ratios of separately chosen median rounds when the host's speed drifts between rounds.
+/// Empty when no round has both.
+pub fn by_round(records: &[Record]) -> String {
+    let round = |r: &Record| r.0.get("round").and_then(Value::as_u64).unwrap_or(1);
+    let metric = |r: &Record, what: &str| match what {
+        "tps" => r.ok_tps(),
+        "p99" => r.report_f64(&["latency", "p99_ms"]).filter(|_| r.ok()),
+        _ => r
+            .report_f64(&["proxy", "cpu_ms_per_1000_tx"])
+            .filter(|c| r.ok() && *c > 0.0),
+    };
+    let mut rows = String::new();
+    for scenario in scenarios(records) {
+        let of = |target: &str| -> Vec<&Record> {
+            records
+                .iter()
+                .filter(|r| r.str("scenario") == scenario && r.str("target") == target)
+                .collect()
+        };
+        let bouncer = of("pgbouncer");
+        for (target, name) in &TARGETS[2..] {
+            let mut cells = Vec::new();
+            for what in ["tps", "p99", "cpu"] {
+                let ratios: Vec<f64> = of(target)
+                    .into_iter()
+                    .filter_map(|p| {
+                        let b = bouncer.iter().find(|b| round(b) == round(p))?;
+                        Some(metric(p, what)? / metric(b, what).filter(|v| *v > 0.0)?)
+                    })
+                    .collect();
+                cells.push(ratios);
+            }
+            if cells[0].is_empty() {
+                continue;
+            }
+            let fmt = |ratios: &Vec<f64>| match median(ratios) {
+                None => "—".to_owned(),
+                Some(m) => {
+                    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                    format!("{} → **{m:.2}**", each.join(" / "))
+                }
+            };
+            let _ = writeln!(
+                rows,
+                "| {} | {name} | {} | {} | {} |",
+                cell(scenario),
+                fmt(&cells[0]),
+                fmt(&cells[1]),
+                fmt(&cells[2])
+            );
+        }
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "\nRound by round against PgBouncer (target ÷ PgBouncer within each round, then the \
+         median): throughput above 1, p99 and CPU per transaction below 1 favour the target.\n\n\
+         | scenario | target | tps | p99 | CPU per tx |\n|---|---|---|---|---|\n{rows}"
+    )
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// TSV for [`plot::parse`]: the shown runs (see [`markdown`]) marked `"plot": true`.
 pub fn plot_points(records: &[Record]) -> String {
     let mut out = String::from("# series\tclients\tp50_ms\tp99_ms\n");
@@ -382,5 +458,43 @@ mod tests {
             1
         );
         assert_eq!(plot_points(&records).lines().count(), 3);
+    }
+
+    #[test]
+    fn by_round_pairs_the_targets_within_each_round() {
+        let run = |target: &str, round: u64, tps: f64, p99: f64, cpu: f64, status: &str| {
+            let mut r = rec("seed-2000", target, tps, status);
+            r.0["round"] = json!(round);
+            r.0["report"]["latency"]["p99_ms"] = json!(p99);
+            r.0["report"]["proxy"]["cpu_ms_per_1000_tx"] = json!(cpu);
+            r
+        };
+        let records = vec![
+            run("pgbouncer", 1, 10000.0, 30.0, 8.0, "ok"),
+            run("proxy", 1, 11000.0, 24.0, 12.0, "ok"),
+            run("pgbouncer", 2, 20000.0, 20.0, 10.0, "ok"),
+            run("proxy", 2, 19000.0, 25.0, 9.0, "ok"),
+            run("pgbouncer", 3, 10000.0, 40.0, 8.0, "ok"),
+            run("proxy", 3, 12000.0, 20.0, 10.0, "ok"),
+            // A failed round pairs with nothing; a target without PgBouncer has no row.
+            run("pgbouncer", 4, 10000.0, 40.0, 8.0, "failed"),
+            run("proxy", 4, 90000.0, 1.0, 1.0, "ok"),
+            rec("select-50", "proxy", 1000.0, "ok"),
+        ];
+        let md = by_round(&records);
+        let row = md.lines().find(|l| l.contains("| launch-proxy |")).unwrap();
+        // tps 1.10, 0.95, 1.20: median 1.10; p99 0.80, 1.25, 0.50; CPU 1.50, 0.90, 1.25.
+        assert!(
+            row.contains("| 1.10 / 0.95 / 1.20 → **1.10** | 0.80 / 1.25 / 0.50 → **0.80** | 1.50 / 0.90 / 1.25 → **1.25** |"),
+            "{md}"
+        );
+        assert_eq!(
+            md.lines().filter(|l| l.starts_with("| seed")).count(),
+            1,
+            "{md}"
+        );
+        assert!(!md.contains("select-50"), "{md}");
+        assert_eq!(by_round(&records[8..]), "");
+        assert_eq!(median(&[1.0, 3.0]), Some(2.0));
     }
 }
