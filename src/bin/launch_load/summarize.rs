@@ -116,14 +116,19 @@ struct Row<'a> {
     rounds: Vec<String>,
 }
 
+/// Every round of `scenario` against `target`, in record order.
+fn runs_of<'a>(records: &'a [Record], scenario: &str, target: &str) -> Vec<&'a Record> {
+    records
+        .iter()
+        .filter(|r| r.str("scenario") == scenario && r.str("target") == target)
+        .collect()
+}
+
 /// The run shown for `scenario`/`target`: of the rounds that succeeded, the one with the
 /// median throughput (the lower middle of an even count); a failed round only when none
 /// succeeded.
 fn row<'a>(records: &'a [Record], scenario: &str, target: &str) -> Option<Row<'a>> {
-    let runs: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.str("scenario") == scenario && r.str("target") == target)
-        .collect();
+    let runs = runs_of(records, scenario, target);
     let first = *runs.first()?;
     let mut ok: Vec<(&Record, f64)> = runs
         .iter()
@@ -279,34 +284,31 @@ pub fn markdown(records: &[Record]) -> String {
 /// Empty when no round has both.
 pub fn by_round(records: &[Record]) -> String {
     let round = |r: &Record| r.0.get("round").and_then(Value::as_u64).unwrap_or(1);
-    let metric = |r: &Record, what: &str| match what {
-        "tps" => r.ok_tps(),
-        "p99" => r.report_f64(&["latency", "p99_ms"]).filter(|_| r.ok()),
-        _ => r
-            .report_f64(&["proxy", "cpu_ms_per_1000_tx"])
-            .filter(|c| r.ok() && *c > 0.0),
-    };
+    // Throughput, p99 and CPU per transaction, from runs that succeeded.
+    let metrics: [fn(&Record) -> Option<f64>; 3] = [
+        |r| r.ok_tps(),
+        |r| r.report_f64(&["latency", "p99_ms"]).filter(|_| r.ok()),
+        |r| {
+            r.report_f64(&["proxy", "cpu_ms_per_1000_tx"])
+                .filter(|c| r.ok() && *c > 0.0)
+        },
+    ];
     let mut rows = String::new();
     for scenario in scenarios(records) {
-        let of = |target: &str| -> Vec<&Record> {
-            records
-                .iter()
-                .filter(|r| r.str("scenario") == scenario && r.str("target") == target)
-                .collect()
-        };
-        let bouncer = of("pgbouncer");
+        let bouncer = runs_of(records, scenario, "pgbouncer");
         for (target, name) in &TARGETS[2..] {
-            let mut cells = Vec::new();
-            for what in ["tps", "p99", "cpu"] {
-                let ratios: Vec<f64> = of(target)
-                    .into_iter()
-                    .filter_map(|p| {
-                        let b = bouncer.iter().find(|b| round(b) == round(p))?;
-                        Some(metric(p, what)? / metric(b, what).filter(|v| *v > 0.0)?)
-                    })
-                    .collect();
-                cells.push(ratios);
-            }
+            let runs = runs_of(records, scenario, target);
+            let cells: Vec<Vec<f64>> = metrics
+                .iter()
+                .map(|metric| {
+                    runs.iter()
+                        .filter_map(|p| {
+                            let b = bouncer.iter().find(|b| round(b) == round(p))?;
+                            Some(metric(p)? / metric(b).filter(|v| *v > 0.0)?)
+                        })
+                        .collect()
+                })
+                .collect();
             if cells[0].is_empty() {
                 continue;
             }
