@@ -26,7 +26,11 @@ pub struct Args {
     pub metrics_listen: Option<String>,
 }
 
-pub fn main() -> ExitCode {
+/// Sets the calling thread's scheduling policy; the threads it starts later inherit it.
+/// The binary passes it in because the one `unsafe` call it needs stays out of the library.
+pub type SetCpuScheduling = fn(config::CpuScheduling) -> std::io::Result<()>;
+
+pub fn main(set_cpu_scheduling: SetCpuScheduling) -> ExitCode {
     let args = Args::parse();
     let overrides = LoadOverrides {
         listen: args.listen.clone(),
@@ -60,6 +64,12 @@ pub fn main() -> ExitCode {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(61);
+    if let Err(e) = set_cpu_scheduling(settings.config.cpu_scheduling) {
+        tracing::warn!(
+            policy = ?settings.config.cpu_scheduling,
+            "cannot set the CPU scheduling policy, keeping the inherited one: {e}"
+        );
+    }
     let runtime = crate::runtime::build(
         settings.config.workers,
         interval,

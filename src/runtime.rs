@@ -20,6 +20,11 @@
 //! on end), and none of 14 rounds without them (p99.9 10–28 ms; PgBouncer 8–47 ms), at
 //! equal throughput and CPU. With 100 in flight (the seed workload, select-1000) the naps
 //! showed no such mode (docs/benchmarks.md, "Session of 2026-12-03 (2)").
+//!
+//! With `pool.max_active` few statements run at once, the naps above never start, and the
+//! proxy is woken for nearly every reply: `cpu_scheduling: batch` (set by `main.rs` before the runtime starts)
+//! asks the kernel not to preempt a running task for it, so that a wake-up finds several
+//! events waiting (docs/benchmarks.md has the measurements).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};

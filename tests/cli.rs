@@ -415,10 +415,23 @@ impl Running {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Running {
+        Self::start_with(pg, listen, metrics, "", args, env)
+    }
+
+    /// `top`: lines appended to the config at top level.
+    fn start_with(
+        pg: &PgServer,
+        listen: u16,
+        metrics: u16,
+        top: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Running {
         let dir = TempDir::new("run");
         let cfg = proxy_config(pg, "min_pool_size: 1")
             .replace("0.0.0.0:6432", &format!("127.0.0.1:{listen}"))
-            .replace("127.0.0.1:9127", &format!("127.0.0.1:{metrics}"));
+            .replace("127.0.0.1:9127", &format!("127.0.0.1:{metrics}"))
+            + top;
         let path = dir.write("launch-proxy.yaml", &cfg);
         dir.write("users.yaml", USERS_YAML);
         let log = dir.0.join("proxy.log");
@@ -567,4 +580,38 @@ async fn config_warnings_are_logged_at_startup() {
         warning.is_some(),
         "no reserve-pool warning in the log:\n{log}"
     );
+}
+
+/// The scheduling policy (field 41 of /proc/PID/task/TID/stat) of each of a process's threads.
+fn thread_policies(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list threads");
+    tasks
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
+            // Fields after the command name, which ends at the last ')', start at field 3.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            rest.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+/// By default every thread of the proxy runs under SCHED_BATCH (3) and it serves clients;
+/// `cpu_scheduling: normal` keeps them under SCHED_OTHER (0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_scheduling_applies_to_every_thread() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    let pg = PgServer::start();
+    for (top, policy) in [("", SCHED_BATCH), ("cpu_scheduling: normal\n", SCHED_OTHER)] {
+        let [port, metrics] = [(); 2].map(|_| free_port());
+        let mut proxy = Running::start_with(&pg, port, metrics, top, &[], &[]);
+        wait_serving(&mut proxy, port, top);
+        assert_eq!(query_through(port).await, "app");
+        let policies = thread_policies(proxy.child.id());
+        assert!(
+            !policies.is_empty() && policies.iter().all(|p| *p == policy),
+            "config {top:?}: thread policies {policies:?}, want all {policy}; log:\n{}",
+            proxy.log()
+        );
+    }
 }
