@@ -198,11 +198,15 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| put_cstr(b, sql.as_bytes()));
 }
 
-/// A simple Query whose SQL text is `parts` one after the other.
+/// A simple Query whose SQL text is `parts` one after the other. The parts hold no NUL (the
+/// callers pass the proxy's own text and SQL read up to its NUL), so they are copied as
+/// they are: the tenant switch carried in front of a client's SQL is built per transaction.
 pub fn query_of_parts(buf: &mut BytesMut, parts: &[&[u8]]) {
+    buf.reserve(6 + parts.iter().map(|p| p.len()).sum::<usize>());
     message(buf, b'Q', |b| {
         for part in parts {
-            put_without_nul(b, part);
+            debug_assert!(!part.contains(&0), "a NUL would end the SQL early");
+            b.extend_from_slice(part);
         }
         b.put_u8(0);
     });
