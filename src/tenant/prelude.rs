@@ -193,7 +193,12 @@ fn values(tenant: Option<&TenantId>, key: Option<&[u8]>) -> (String, String) {
 /// `LISTEN` and statements that cannot run in a transaction block are not, and anything the
 /// lexer finds doubtful (invalid tokens, backslashes in plain strings) is not either.
 pub fn can_carry(sql: &[u8]) -> bool {
-    if let Some(verdict) = super::shape::single_dml(sql) {
+    can_carry_given(sql, super::shape::single_dml(sql))
+}
+
+/// [`can_carry`] for a caller that has [`super::shape::single_dml`]'s answer (`dml`).
+pub fn can_carry_given(sql: &[u8], dml: Option<bool>) -> bool {
+    if let Some(verdict) = dml {
         return verdict;
     }
     super::shape::statements_starting_with(sql, &super::shape::DML_WORDS).is_some_and(|n| n > 0)

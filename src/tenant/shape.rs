@@ -114,7 +114,11 @@ pub fn mentions(sql: &[u8]) -> super::guard::Mentions {
 
 /// [`mentions`], and [`single_dml`]'s answer it is based on.
 pub fn inspect(sql: &[u8]) -> (super::guard::Mentions, Option<bool>) {
-    let dml = single_dml(sql);
+    inspect_given(sql, single_dml(sql))
+}
+
+/// [`inspect`] for a caller that has [`single_dml`]'s answer (`dml`) already.
+pub fn inspect_given(sql: &[u8], dml: Option<bool>) -> (super::guard::Mentions, Option<bool>) {
     let mentions = if dml == Some(true) {
         super::guard::Mentions {
             guarded: names_setting_function(sql),
@@ -150,9 +154,13 @@ pub fn names_setting_function(sql: &[u8]) -> bool {
     };
     memchr::memchr2_iter(b'_', b'&', sql).any(|at| {
         if sql[at] == b'&' {
-            at > 0 && sql[at - 1] | 0x20 == b'u'
-        } else {
-            around(at, b"set", b"config") || around(at, b"pg", b"settings")
+            return at > 0 && sql[at - 1] | 0x20 == b'u';
+        }
+        // Most underscores join ordinary words (tenant_id, updated_at): one byte tells.
+        match sql.get(at + 1).map(|b| b | 0x20) {
+            Some(b'c') => around(at, b"set", b"config"),
+            Some(b's') => around(at, b"pg", b"settings"),
+            _ => false,
         }
     })
 }

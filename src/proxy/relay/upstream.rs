@@ -74,11 +74,19 @@ pub(super) async fn try_carry(
     let Some((sql, _)) = read_cstr(body) else {
         return Ok(Carry::Not(None));
     };
-    if !crate::tenant::prelude::can_carry(sql) {
+    let dml = crate::tenant::shape::single_dml(sql);
+    if !crate::tenant::prelude::can_carry_given(sql, dml) {
         return Ok(Carry::Not(None));
     }
     let pushed = t.replies.len();
-    let scanned = scan_client(&client.buf[..len], t, ctx, &mut state.params, server)?;
+    let scanned = scan_client(
+        &client.buf[..len],
+        t,
+        ctx,
+        &mut state.params,
+        server,
+        Some(dml),
+    )?;
     let plain = matches!(scanned, (at, None) if at == len)
         && t.replies.len() == pushed + 1
         && t.replies.back().is_some_and(|r| {
@@ -133,7 +141,7 @@ pub(super) fn forward_client_now(
     if t.barrier {
         return Ok(false);
     }
-    let (pos, detour) = scan_client(&client.buf, t, ctx, &mut state.params, server)?;
+    let (pos, detour) = scan_client(&client.buf, t, ctx, &mut state.params, server, None)?;
     if detour.is_some() {
         *left = Some((pos, detour));
         return Ok(true);
@@ -180,7 +188,7 @@ pub(super) async fn forward_client(
     loop {
         let (pos, detour) = match first.take() {
             Some(scanned) => scanned,
-            None => scan_client(&client.buf, t, ctx, &mut state.params, server)?,
+            None => scan_client(&client.buf, t, ctx, &mut state.params, server, None)?,
         };
         let head = prefix.take().unwrap_or(&[]);
         if out.is_empty() && detour.is_none() {
@@ -341,13 +349,15 @@ pub(super) fn statement_name(tag: u8, body: &[u8]) -> Option<Option<&[u8]>> {
 }
 
 /// Scans client messages from the front: how many bytes go to the server as they are,
-/// and what to do with the message right after them.
+/// and what to do with the message right after them. `first_dml`: `shape::single_dml`'s
+/// answer for the first Query, if the caller has it (try_carry needed it first).
 fn scan_client(
     buf: &[u8],
     t: &mut Tracker,
     ctx: &ProxyContext,
     desired: &mut ParamSet,
     server: &mut ServerConn,
+    mut first_dml: Option<Option<bool>>,
 ) -> Result<(usize, Option<Detour>), Stop> {
     let on_server = &mut server.params;
     let objects = &mut server.may_hold_objects;
@@ -406,7 +416,10 @@ fn scan_client(
             }
             frontend::QUERY | frontend::PARSE => {
                 let sql = sql_of(h.tag, body);
-                let (mentions, single_dml) = crate::tenant::shape::inspect(sql);
+                let dml = first_dml
+                    .take()
+                    .unwrap_or_else(|| crate::tenant::shape::single_dml(sql));
+                let (mentions, single_dml) = crate::tenant::shape::inspect_given(sql, dml);
                 if !*objects && !crate::tenant::shape::leaves_no_objects(sql, single_dml) {
                     *objects = true;
                 }
