@@ -22,9 +22,9 @@
 //! showed no such mode (docs/benchmarks.md, "Session of 2026-12-03 (2)").
 //!
 //! With `pool.max_active` few statements run at once, the naps above never start, and the
-//! proxy is woken for nearly every reply: `cpu_scheduling: batch` (set by `main.rs` before the runtime starts)
-//! asks the kernel not to preempt a running task for it, so that a wake-up finds several
-//! events waiting (docs/benchmarks.md has the measurements).
+//! proxy is woken for nearly every reply: `cpu_scheduling: batch` (set by `main.rs` before
+//! the runtime starts) asks the kernel not to preempt a running task for it, so that a
+//! wake-up finds several events waiting (docs/benchmarks.md has the measurements).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
