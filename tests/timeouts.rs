@@ -224,9 +224,16 @@ async fn idle_connections_shrink_to_min_pool_size() {
             pid
         }));
     }
-    held.wait().await;
+    // Bounded: a client task that panicked never reaches the barrier, and the test must
+    // then fail with the clients' errors instead of waiting forever.
+    let wait = |barrier: Arc<tokio::sync::Barrier>, what: &'static str| async move {
+        if tokio::time::timeout(LIMIT, barrier.wait()).await.is_err() {
+            panic!("the 5 clients did not all reach {what} within {LIMIT:?}");
+        }
+    };
+    wait(held.clone(), "their open transactions").await;
     assert_eq!(blocking(|| pg.server_backend_count("app")), 5);
-    release.wait().await;
+    wait(release.clone(), "the end of their transactions").await;
     let mut pids = Vec::new();
     for t in tasks {
         pids.push(t.await.unwrap());

@@ -8,7 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::util::{conn_value, free_port, keep_dirs, send_signal, tail_file, unique_dir};
+use super::util::{
+    conn_value, free_port, is_self_connection, keep_dirs, send_signal, tail_file, unique_dir,
+};
 
 /// How long [`ProxyProcess::start`] waits for the listen port to accept.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -52,7 +54,9 @@ impl ProxyProcess {
                     let _ = fs::remove_dir_all(&dir);
                     panic!("launch-proxy exited during startup ({status}); log:\n{last_log}");
                 }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .is_ok_and(|s| !is_self_connection(&s))
+                {
                     return ProxyProcess {
                         port,
                         metrics_port,

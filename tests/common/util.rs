@@ -35,7 +35,9 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .is_ok_and(|s| !is_self_connection(&s))
+        {
             return true;
         }
         if Instant::now() >= deadline {
@@ -43,6 +45,13 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
         }
         thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Whether `stream` is connected to itself: with nothing listening on a port of the
+/// ephemeral range, a loopback connect can pick that same port as its source and connect
+/// to itself (TCP simultaneous open), which looks like a listener that accepts.
+pub fn is_self_connection(stream: &TcpStream) -> bool {
+    matches!((stream.local_addr(), stream.peer_addr()), (Ok(l), Ok(p)) if l == p)
 }
 
 /// True when this process runs with effective uid 0.
