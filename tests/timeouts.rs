@@ -224,8 +224,8 @@ async fn idle_connections_shrink_to_min_pool_size() {
             pid
         }));
     }
-    // Bounded: a client task that panicked never reaches the barrier, and the test must
-    // then fail with the clients' errors instead of waiting forever.
+    // Bounded: a client task that panicked never reaches the barrier; the test then fails
+    // (the clients' panics are in its output) instead of waiting forever.
     let wait = |barrier: Arc<tokio::sync::Barrier>, what: &'static str| async move {
         if tokio::time::timeout(LIMIT, barrier.wait()).await.is_err() {
             panic!("the 5 clients did not all reach {what} within {LIMIT:?}");

@@ -6,6 +6,7 @@
 //! scanned. The server goes back to the pool when every sync point sent has been answered,
 //! the last ReadyForQuery says idle, and no message is half-sent in either direction.
 
+mod carry;
 mod downstream;
 mod local;
 mod tracker;
@@ -501,13 +502,11 @@ async fn send_with_settings(
     // A plain DML Query carries the switch in its own message (tenant::prelude::Prelude::carried):
     // no second statement list, reply and flush.
     let mut first = None;
-    let carry = tenant_needed && params_sql.is_empty() && !session_mode;
-    let carried = carry && {
-        match upstream::try_carry(client, server, t, state, ctx, &session.prelude, leftovers)
-            .await?
-        {
-            upstream::Carry::Sent => true,
-            upstream::Carry::Not(scanned) => {
+    let may_carry = tenant_needed && params_sql.is_empty() && !session_mode;
+    let carried = may_carry && {
+        match carry::try_carry(client, server, t, state, ctx, &session.prelude, leftovers).await? {
+            carry::Carry::Sent => true,
+            carry::Carry::Not(scanned) => {
                 first = scanned;
                 false
             }

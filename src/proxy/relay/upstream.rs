@@ -36,87 +36,8 @@ pub(super) enum Detour {
     Deallocate { len: usize, name: Option<Vec<u8>> },
 }
 
-/// What [`try_carry`] did.
-pub(super) enum Carry {
-    /// The client's Query went out with the tenant switch in front of its SQL.
-    Sent,
-    /// Nothing was sent. `Some` is the scan of the first message if it was scanned (a
-    /// refusal), for [`forward_client`] to act on without scanning it again.
-    Not(Option<Scanned>),
-}
-
 /// A scan result: bytes to forward as they are, and what to do with the message after them.
 pub(super) type Scanned = (usize, Option<Detour>);
-
-/// Sends the client's first message, a complete simple Query of plain DML, with the tenant
-/// switch in front of its SQL (see `tenant::prelude::Prelude::carried`), and holds back whatever
-/// the client sends next until the server has answered it.
-pub(super) async fn try_carry(
-    client: &mut ClientConn,
-    server: &mut ServerConn,
-    t: &mut Tracker,
-    state: &mut SessionState,
-    ctx: &ProxyContext,
-    prelude: &crate::tenant::prelude::Prelude,
-    leftovers: crate::tenant::prelude::Leftovers,
-) -> Result<Carry, Stop> {
-    let len = match parse_header(&client.buf) {
-        Ok(Some(h))
-            if h.tag == frontend::QUERY
-                && client.buf.len() >= h.frame_len
-                && h.frame_len <= ctx.settings.config.max_client_message_bytes =>
-        {
-            h.frame_len
-        }
-        _ => return Ok(Carry::Not(None)),
-    };
-    let body = &client.buf[5..len];
-    let Some((sql, _)) = read_cstr(body) else {
-        return Ok(Carry::Not(None));
-    };
-    let dml = crate::tenant::shape::single_dml(sql);
-    if !crate::tenant::prelude::can_carry_given(sql, dml) {
-        return Ok(Carry::Not(None));
-    }
-    let pushed = t.replies.len();
-    let scanned = scan_client(
-        &client.buf[..len],
-        t,
-        ctx,
-        &mut state.params,
-        server,
-        Some(dml),
-    )?;
-    let plain = matches!(scanned, (at, None) if at == len)
-        && t.replies.len() == pushed + 1
-        && t.replies.back().is_some_and(|r| {
-            r.expect == (Expect::Ready { simple: true }) && matches!(r.action, Action::Pass)
-        });
-    if !plain {
-        // Refused by the guard: it fails on the server after the ordinary prelude.
-        return Ok(Carry::Not(Some(scanned)));
-    }
-    let ([unlock, objects, rest], skip) = prelude.carried(leftovers);
-    if let Some(r) = t.replies.back_mut() {
-        r.action = Action::Carried {
-            skip,
-            of: skip,
-            shift: (unlock.len() + objects.len() + rest.len()) as u32 + 2,
-            failed: false,
-        };
-    }
-    let mut out = std::mem::take(&mut t.scratch);
-    out.clear();
-    encode::query_of_parts(&mut out, &[unlock, objects, rest, b"; ", sql]);
-    let r = server.stream.write_all_bytes(&out).await;
-    out.clear();
-    t.scratch = out;
-    r.map_err(|_| Stop::ServerGone { fatal_sent: false })?;
-    t.bytes_in += len as u64;
-    client.buf.advance(len);
-    t.barrier = true;
-    Ok(Carry::Sent)
-}
 
 /// [`forward_client`]'s common case as plain code: a run of messages the proxy passes as
 /// they are, taken by the socket at once. `true`: what is left for [`forward_client`] (the
@@ -178,7 +99,7 @@ pub(super) async fn forward_client(
     mut first: Option<Scanned>,
 ) -> Result<(), Stop> {
     if t.barrier {
-        // See try_carry: the rest waits for the carried switch's answer.
+        // See carry::try_carry: the rest waits for the carried switch's answer.
         return Ok(());
     }
     // Batches the proxy does not touch go out straight from the read buffer; once a
@@ -350,8 +271,8 @@ pub(super) fn statement_name(tag: u8, body: &[u8]) -> Option<Option<&[u8]>> {
 
 /// Scans client messages from the front: how many bytes go to the server as they are,
 /// and what to do with the message right after them. `first_dml`: `shape::single_dml`'s
-/// answer for the first Query, if the caller has it (try_carry needed it first).
-fn scan_client(
+/// answer for the first Query, if the caller has it (`carry::try_carry` needed it first).
+pub(super) fn scan_client(
     buf: &[u8],
     t: &mut Tracker,
     ctx: &ProxyContext,

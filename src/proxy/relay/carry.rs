@@ -1,0 +1,92 @@
+//! The tenant switch carried in front of a client's own simple Query of plain DML (one
+//! statement list, one reply, the cost of a client that sets the tenant itself): see
+//! `tenant::prelude::Prelude::carried`.
+
+use super::tracker::{Action, Expect, Tracker};
+use super::upstream::{scan_client, Scanned};
+use super::{SessionState, Stop};
+use crate::pool::ServerConn;
+use crate::protocol::encode;
+use crate::protocol::fields::read_cstr;
+use crate::protocol::framing::{frontend, parse_header};
+use crate::proxy::{ClientConn, ProxyContext};
+use bytes::Buf;
+
+/// What [`try_carry`] did.
+pub(super) enum Carry {
+    /// The client's Query went out with the tenant switch in front of its SQL.
+    Sent,
+    /// Nothing was sent. `Some` is the scan of the first message if it was scanned (a
+    /// refusal), for `upstream::forward_client` to act on without scanning it again.
+    Not(Option<Scanned>),
+}
+
+/// Sends the client's first message, a complete simple Query of plain DML, with the tenant
+/// switch in front of its SQL (see `tenant::prelude::Prelude::carried`), and holds back whatever
+/// the client sends next until the server has answered it.
+pub(super) async fn try_carry(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    state: &mut SessionState,
+    ctx: &ProxyContext,
+    prelude: &crate::tenant::prelude::Prelude,
+    leftovers: crate::tenant::prelude::Leftovers,
+) -> Result<Carry, Stop> {
+    let len = match parse_header(&client.buf) {
+        Ok(Some(h))
+            if h.tag == frontend::QUERY
+                && client.buf.len() >= h.frame_len
+                && h.frame_len <= ctx.settings.config.max_client_message_bytes =>
+        {
+            h.frame_len
+        }
+        _ => return Ok(Carry::Not(None)),
+    };
+    let body = &client.buf[5..len];
+    let Some((sql, _)) = read_cstr(body) else {
+        return Ok(Carry::Not(None));
+    };
+    let dml = crate::tenant::shape::single_dml(sql);
+    if !crate::tenant::prelude::can_carry_given(sql, dml) {
+        return Ok(Carry::Not(None));
+    }
+    let pushed = t.replies.len();
+    let scanned = scan_client(
+        &client.buf[..len],
+        t,
+        ctx,
+        &mut state.params,
+        server,
+        Some(dml),
+    )?;
+    let plain = matches!(scanned, (at, None) if at == len)
+        && t.replies.len() == pushed + 1
+        && t.replies.back().is_some_and(|r| {
+            r.expect == (Expect::Ready { simple: true }) && matches!(r.action, Action::Pass)
+        });
+    if !plain {
+        // Refused by the guard: it fails on the server after the ordinary prelude.
+        return Ok(Carry::Not(Some(scanned)));
+    }
+    let ([unlock, objects, rest], skip) = prelude.carried(leftovers);
+    if let Some(r) = t.replies.back_mut() {
+        r.action = Action::Carried {
+            skip,
+            of: skip,
+            shift: (unlock.len() + objects.len() + rest.len()) as u32 + 2,
+            failed: false,
+        };
+    }
+    let mut out = std::mem::take(&mut t.scratch);
+    out.clear();
+    encode::query_of_parts(&mut out, &[unlock, objects, rest, b"; ", sql]);
+    let r = server.stream.write_all_bytes(&out).await;
+    out.clear();
+    t.scratch = out;
+    r.map_err(|_| Stop::ServerGone { fatal_sent: false })?;
+    t.bytes_in += len as u64;
+    client.buf.advance(len);
+    t.barrier = true;
+    Ok(Carry::Sent)
+}
