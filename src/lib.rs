@@ -3,7 +3,8 @@
 //! Layout (lower layers never import higher ones):
 //! - [`error`]: error kinds with the SQLSTATE each maps to and what a client may see;
 //!   [`shutdown`]: one cancellation token plus a task tracker; [`clock`]: the coarse clock
-//!   of the hot path.
+//!   of the hot path; [`counter`]: hot-path counter adds, without a locked instruction on
+//!   the current-thread runtime.
 //! - [`config`]: plain serde types, validation, warnings; an immutable snapshot.
 //! - [`metrics`]: metric names, cached handles and the `/metrics` listener.
 //! - [`protocol`]: no I/O; message framing, startup packets, message encoders.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod counter;
 pub mod entropy;
 pub mod error;
 pub mod metrics;

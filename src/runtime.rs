@@ -48,7 +48,7 @@ static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
 
 #[inline]
 pub fn note_transaction() {
-    WORK.fetch_add(1, Ordering::Relaxed);
+    crate::counter::add(&WORK, 1);
 }
 
 /// Counts a transaction in flight while it lives.
@@ -57,7 +57,7 @@ pub struct InFlight(());
 impl InFlight {
     #[inline]
     pub fn start() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        crate::counter::add(&IN_FLIGHT, 1);
         InFlight(())
     }
 }
@@ -65,7 +65,7 @@ impl InFlight {
 impl Drop for InFlight {
     #[inline]
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        crate::counter::sub(&IN_FLIGHT, 1);
     }
 }
 
@@ -105,6 +105,8 @@ pub fn build(
     event_interval: u32,
     coalesce_us: u64,
 ) -> std::io::Result<tokio::runtime::Runtime> {
+    // One thread drives every task: the hot path's counters have one writer.
+    crate::counter::set_one_writer(workers <= 1);
     if workers > 1 {
         return tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)

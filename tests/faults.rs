@@ -503,3 +503,58 @@ async fn log_has_a_line_per_login_and_disconnect_only() {
     assert_eq!(count("client logged in"), 3, "{}", proxy.log());
     assert_eq!(count("client disconnected"), 3, "{}", proxy.log());
 }
+
+/// With `workers: 2` (the multi-threaded runtime) clients served on both threads at once
+/// update the same pool counters, which must then be atomic: every transaction counts and
+/// the active-client gauge returns to zero. (With `workers: 1` an add is a plain load and
+/// store: launch_proxy::counter; `metrics_follow_a_workload` covers that mode.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_stay_exact_on_the_multi_threaded_runtime() {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 500;
+    let pg = PgServer::start();
+    let mut config = proxy_config(&pg, "default_pool_size: 4\nmin_pool_size: 4");
+    config.push_str("\nworkers: 2\n");
+    let proxy = ProxyProcess::start(&config, USERS_YAML);
+    let app_l = [("pool", "app")];
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(app(&proxy).await);
+    }
+    let before = blocking(|| proxy.metrics());
+    let runs: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    one(&c.client, &format!("SELECT {i}")).await;
+                }
+                c
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for r in runs {
+        clients.push(r.await.expect("a client's transactions failed"));
+    }
+    let after = blocking(|| proxy.metrics());
+    for name in [
+        "launch_proxy_transactions_total",
+        "launch_proxy_queries_total",
+    ] {
+        let delta = metric(&after, name, &app_l) - metric(&before, name, &app_l);
+        assert_eq!(delta, (CLIENTS * EACH) as f64, "{name}");
+    }
+    let active = [("pool", "app"), ("state", "active")];
+    assert!(
+        eventually(LIMIT, || metric(
+            &proxy.metrics(),
+            "launch_proxy_client_connections",
+            &active
+        ) == 0.0)
+        .await,
+        "clients still counted active: {}",
+        proxy.metrics()
+    );
+    drop(clients);
+}

@@ -1,5 +1,5 @@
-//! Per-pool counters kept as plain atomics on the hot path and published to the metrics
-//! registry only when `/metrics` is scraped.
+//! Per-pool counters kept as plain atomics on the hot path (updated through
+//! [`crate::counter`]) and published to the metrics registry only when `/metrics` is scraped.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -23,7 +23,7 @@ pub struct PoolStats {
 impl PoolStats {
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+        crate::counter::add(counter, n);
     }
 }
 
@@ -53,7 +53,7 @@ impl WaitHistogram {
     /// A checkout served at once.
     #[inline]
     pub fn record_immediate(&self) {
-        self.buckets[0].fetch_add(1, Relaxed);
+        crate::counter::add(&self.buckets[0], 1);
     }
 
     pub fn record(&self, waited: std::time::Duration) {
@@ -62,9 +62,11 @@ impl WaitHistogram {
             .iter()
             .position(|&b| s <= b)
             .unwrap_or(WAIT_BOUNDS_S.len());
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_us
-            .fetch_add(waited.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+        crate::counter::add(&self.buckets[i], 1);
+        crate::counter::add(
+            &self.sum_us,
+            waited.as_micros().min(u64::MAX as u128) as u64,
+        );
     }
 
     pub fn snapshot(&self) -> WaitSnapshot {
@@ -86,14 +88,14 @@ pub struct GaugeGuard<'a>(&'a AtomicU64);
 
 impl<'a> GaugeGuard<'a> {
     pub fn new(g: &'a AtomicU64) -> Self {
-        g.fetch_add(1, Relaxed);
+        crate::counter::add(g, 1);
         GaugeGuard(g)
     }
 }
 
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        crate::counter::sub(self.0, 1);
     }
 }
 
