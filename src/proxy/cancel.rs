@@ -18,17 +18,18 @@ use tokio::sync::Notify;
 /// the server connection instead of reusing it).
 const CANCEL_SETTLE: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
-struct TargetState {
-    server: Option<BackendKey>,
-    in_flight: u32,
-}
-
 /// One client's cancel key and the server it currently runs on.
 pub struct CancelTarget {
     pub pid: u32,
     pub secret: u32,
-    state: Mutex<TargetState>,
+    /// The key of the server connection the client runs on ([`pack`]); 0 while it holds none.
+    server: AtomicU64,
+    /// Cancels sent to `server` that PostgreSQL has not acknowledged yet. With `server`, a
+    /// pair of sequentially consistent atomics instead of a mutex: the relay clears `server`
+    /// and then reads this, a canceller raises this and then reads `server`, so one of the
+    /// two sees the other (the relay waits, or the canceller finds no server) at one locked
+    /// instruction per transaction instead of two lock/unlock pairs.
+    in_flight: AtomicU32,
     settled: Notify,
     /// Deadline of the running command on `command_timeout`'s coarse clock; 0 = none.
     command_deadline: AtomicU64,
@@ -70,6 +71,19 @@ impl Drop for CancelHandle {
     }
 }
 
+/// A server key as one word. PostgreSQL's pids are positive, so a key is never 0, the
+/// value that stands for no server.
+fn pack(key: BackendKey) -> u64 {
+    (u64::from(key.pid) << 32) | u64::from(key.secret)
+}
+
+fn unpack(word: u64) -> Option<BackendKey> {
+    (word != 0).then(|| BackendKey {
+        pid: (word >> 32) as u32,
+        secret: word as u32,
+    })
+}
+
 fn random_u32() -> u32 {
     u32::from_ne_bytes(crate::entropy::bytes())
 }
@@ -105,7 +119,8 @@ impl CancelRegistry {
         let target = Arc::new(CancelTarget {
             pid,
             secret,
-            state: Mutex::new(TargetState::default()),
+            server: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
             settled: Notify::new(),
             command_deadline: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
@@ -179,15 +194,10 @@ impl CancelRegistry {
 
     /// Cancels whatever the target's client runs now (also used for command_timeout).
     pub async fn cancel_running(&self, target: &CancelTarget) -> bool {
-        let key = {
-            let mut st = target.state.lock();
-            match st.server {
-                Some(k) => {
-                    st.in_flight += 1;
-                    k
-                }
-                None => return false,
-            }
+        target.in_flight.fetch_add(1, Ordering::SeqCst);
+        let Some(key) = unpack(target.server.load(Ordering::SeqCst)) else {
+            target.cancel_settled();
+            return false;
         };
         let result = tokio::time::timeout(
             CANCEL_SETTLE,
@@ -200,11 +210,7 @@ impl CancelRegistry {
                 "could not deliver a cancel request to the server"
             );
         }
-        let mut st = target.state.lock();
-        st.in_flight -= 1;
-        if st.in_flight == 0 {
-            target.settled.notify_waiters();
-        }
+        target.cancel_settled();
         true
     }
 }
@@ -232,7 +238,20 @@ impl CancelTarget {
     /// The client now runs on the server with `key`.
     #[inline]
     pub fn attach(&self, key: BackendKey) {
-        self.state.lock().server = Some(key);
+        self.server.store(pack(key), Ordering::Release);
+    }
+
+    /// A cancel sent to this target's server (or given up) is done with it.
+    fn cancel_settled(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Whether a cancel aimed at the server the client held may still reach it.
+    #[inline]
+    fn cancel_pending(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) != 0
     }
 
     /// The client leaves its server if no cancel aimed at it is in flight (`true`); else
@@ -240,37 +259,25 @@ impl CancelTarget {
     /// future.
     #[inline]
     pub fn try_detach(&self) -> bool {
-        let mut st = self.state.lock();
-        let idle = st.in_flight == 0;
-        if idle {
-            st.server = None;
-        }
-        idle
+        // From here on a new cancel finds no server (see `in_flight`).
+        self.server.store(0, Ordering::SeqCst);
+        !self.cancel_pending()
     }
 
     /// The client leaves its server. Returns `false` if a cancel aimed at that server did
     /// not settle in time: the caller must then close the server connection, not reuse it.
     pub async fn detach(&self) -> bool {
-        {
-            // The common case, with no clock read and no waiter registered.
-            let mut st = self.state.lock();
-            if st.in_flight == 0 {
-                st.server = None;
-                return true;
-            }
+        // The common case, with no clock read and no waiter registered.
+        if self.try_detach() {
+            return true;
         }
         let deadline = tokio::time::Instant::now() + CANCEL_SETTLE;
         loop {
             let settled = self.settled.notified();
-            {
-                let mut st = self.state.lock();
-                if st.in_flight == 0 {
-                    st.server = None;
-                    return true;
-                }
+            if !self.cancel_pending() {
+                return true;
             }
             if tokio::time::timeout_at(deadline, settled).await.is_err() {
-                self.state.lock().server = None;
                 return false;
             }
         }
@@ -280,6 +287,69 @@ impl CancelTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cancel on its way to the server keeps the relay from giving the server up; once
+    /// PostgreSQL closes the cancel connection the relay detaches, and a cancel after that
+    /// finds no server to send to.
+    #[test]
+    fn a_cancel_in_flight_holds_the_server_until_it_settles() {
+        use tokio::io::AsyncReadExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let reg = CancelRegistry::new("127.0.0.1".into(), port, CancelPeers::default());
+            let handle = reg.register();
+            let target = handle.target.clone();
+            target.attach(BackendKey { pid: 42, secret: 7 });
+            let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
+            let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 16];
+                s.read_exact(&mut request).await.unwrap();
+                arrived_tx.send(()).unwrap();
+                let _ = close_rx.await;
+                request
+            });
+            let canceller = {
+                let (reg, target) = (reg.clone(), target.clone());
+                tokio::spawn(async move { reg.cancel_running(&target).await })
+            };
+            arrived_rx.await.unwrap();
+            assert!(!target.try_detach(), "a cancel is in flight");
+            let detach = {
+                let target = target.clone();
+                tokio::spawn(async move { target.detach().await })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!detach.is_finished(), "detached with a cancel in flight");
+            close_tx.send(()).unwrap();
+            assert!(detach.await.unwrap(), "the cancel settled");
+            assert!(canceller.await.unwrap());
+            let request = server.await.unwrap();
+            assert_eq!(&request[8..12], &42u32.to_be_bytes(), "the server's pid");
+            assert_eq!(&request[12..16], &7u32.to_be_bytes(), "the server's secret");
+            assert!(
+                !reg.cancel_running(&target).await,
+                "no server after detaching"
+            );
+            assert!(target.try_detach());
+        });
+    }
+
+    #[test]
+    fn server_keys_pack_into_one_word() {
+        let key = BackendKey {
+            pid: 4_194_304,
+            secret: u32::MAX,
+        };
+        assert_eq!(unpack(pack(key)), Some(key));
+        assert_eq!(unpack(0), None);
+    }
 
     #[test]
     fn pids_carry_the_host_number() {
