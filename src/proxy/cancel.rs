@@ -78,7 +78,7 @@ fn pack(key: BackendKey) -> u64 {
 }
 
 fn unpack(word: u64) -> Option<BackendKey> {
-    (word != 0).then(|| BackendKey {
+    (word != 0).then_some(BackendKey {
         pid: (word >> 32) as u32,
         secret: word as u32,
     })
