@@ -1,9 +1,11 @@
-//! Read buffers that idle clients hand back and busy ones borrow.
+//! Buffers that idle clients hand back and busy ones borrow: client read buffers, and the
+//! space in which the relay builds a message it rewrote (returned as soon as it is sent).
 //!
-//! An idle client keeps no read buffer, so that thousands of idle clients cost sockets
-//! only; without recycling, every transaction would allocate and free one. The pool is per
-//! thread (the runtime runs the relay on one thread), so taking and returning is a Vec push
-//! and pop with no lock.
+//! An idle client keeps no buffer, so that thousands of idle clients cost sockets only;
+//! without recycling, every transaction would allocate and free one. The pool is per thread
+//! (the runtime runs the relay on one thread), so taking and returning is a Vec push and pop
+//! with no lock, and a borrowed buffer is one the thread used moments ago: in the cache,
+//! where one kept per client would have gone cold while its client waited.
 
 use super::client_io::READ_CHUNK;
 use bytes::BytesMut;

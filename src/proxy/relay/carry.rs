@@ -9,7 +9,7 @@ use crate::pool::ServerConn;
 use crate::protocol::encode;
 use crate::protocol::fields::read_cstr;
 use crate::protocol::framing::{frontend, parse_header};
-use crate::proxy::{ClientConn, ProxyContext};
+use crate::proxy::{spare_buffers, ClientConn, ProxyContext};
 use bytes::Buf;
 
 /// What [`try_carry`] did.
@@ -78,12 +78,12 @@ pub(super) async fn try_carry(
             failed: false,
         };
     }
-    let mut out = std::mem::take(&mut t.scratch);
-    out.clear();
+    // Built in a borrowed buffer, one this thread used moments ago, rather than in one kept
+    // per client, whose lines went cold while the client waited in the pool's queue.
+    let mut out = spare_buffers::take();
     encode::query_of_parts(&mut out, &[unlock, objects, rest, b"; ", sql]);
     let r = server.stream.write_all_bytes(&out).await;
-    out.clear();
-    t.scratch = out;
+    spare_buffers::give_back(out);
     r.map_err(|_| Stop::ServerGone { fatal_sent: false })?;
     t.bytes_in += len as u64;
     client.buf.advance(len);

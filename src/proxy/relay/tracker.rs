@@ -114,8 +114,6 @@ impl Reply {
 #[derive(Default)]
 pub(super) struct Tracker {
     pub replies: VecDeque<Reply>,
-    /// Scratch space for rewritten batches, kept across transactions.
-    pub scratch: bytes::BytesMut,
     /// Transaction status from the last ReadyForQuery.
     pub status: u8,
     /// Extended-protocol messages were sent after the last Sync.
@@ -188,7 +186,6 @@ impl Tracker {
     pub fn start(&mut self) {
         let Tracker {
             replies,
-            scratch,
             status,
             unsynced,
             copy_in,
@@ -213,7 +210,6 @@ impl Tracker {
             bytes_out,
         } = self;
         replies.clear();
-        scratch.clear();
         param_updates.clear();
         undo.clear();
         *status = b'I';

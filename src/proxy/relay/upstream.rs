@@ -17,7 +17,7 @@ use crate::proxy::session_params::ParamSet;
 use crate::proxy::statements::{
     close_message, rewrite_name, session_statement_inside, ClientStatements,
 };
-use crate::proxy::{ClientConn, ProxyContext};
+use crate::proxy::{spare_buffers, ClientConn, ProxyContext};
 use bytes::{Buf, BytesMut};
 
 /// A client message that is not forwarded as it is.
@@ -103,9 +103,9 @@ pub(super) async fn forward_client(
         return Ok(());
     }
     // Batches the proxy does not touch go out straight from the read buffer; once a
-    // message is rewritten, the rest of the batch is gathered so it still leaves in one write.
-    let mut out = std::mem::take(&mut t.scratch);
-    out.clear();
+    // message is rewritten, the rest of the batch is gathered so it still leaves in one write,
+    // in a borrowed buffer (see carry::try_carry).
+    let mut out = BytesMut::new();
     loop {
         let (pos, detour) = match first.take() {
             Some(scanned) => scanned,
@@ -120,12 +120,14 @@ pub(super) async fn forward_client(
                     .await
                     .is_err()
             {
-                t.scratch = out;
                 return Err(Stop::ServerGone { fatal_sent: false });
             }
             t.bytes_in += pos as u64;
             client.buf.advance(pos);
             break;
+        }
+        if out.capacity() == 0 {
+            out = spare_buffers::take();
         }
         out.extend_from_slice(head);
         out.extend_from_slice(&client.buf[..pos]);
@@ -176,15 +178,15 @@ pub(super) async fn forward_client(
             }
         }
     }
-    if !out.is_empty() {
-        let r = server.stream.write_all_bytes(&out).await;
-        out.clear();
-        t.scratch = out;
-        if r.is_err() {
-            return Err(Stop::ServerGone { fatal_sent: false });
-        }
-    } else {
-        t.scratch = out;
+    let sent = match out.is_empty() {
+        true => Ok(()),
+        false => server.stream.write_all_bytes(&out).await,
+    };
+    if out.capacity() > 0 {
+        spare_buffers::give_back(out);
+    }
+    if sent.is_err() {
+        return Err(Stop::ServerGone { fatal_sent: false });
     }
     if t.terminated {
         // Nothing after Terminate matters.
