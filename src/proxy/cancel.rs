@@ -5,6 +5,7 @@
 //! the pool until PostgreSQL has acknowledged the cancel (closed the cancel connection), so
 //! a late cancel cannot land on the next client's query.
 
+use super::command_timeout::{DeadlineSlot, DeadlineTable};
 use crate::pool::{send_cancel, BackendKey};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -31,14 +32,14 @@ pub struct CancelTarget {
     /// instruction per transaction instead of two lock/unlock pairs.
     in_flight: AtomicU32,
     settled: Notify,
-    /// Deadline of the running command on `command_timeout`'s coarse clock; 0 = none.
-    command_deadline: AtomicU64,
+    /// Deadline of the running command, in the registry's table (`command_timeout`).
+    deadline: DeadlineSlot,
     /// The watchdog cancelled the command for its timeout (the relay rewords the 57014).
     timed_out: AtomicBool,
 }
 
 pub struct CancelRegistry {
-    targets: Mutex<HashMap<u32, Arc<CancelTarget>>>,
+    targets: Mutex<Targets>,
     next_pid: AtomicU32,
     server_host: String,
     server_port: u16,
@@ -56,6 +57,15 @@ pub struct CancelPeers {
     pub peers: Vec<Option<String>>,
 }
 
+/// The registered clients, by pid and by their word of the deadline table.
+#[derive(Default)]
+struct Targets {
+    by_pid: HashMap<u32, Arc<CancelTarget>>,
+    /// The pid owning each word of `deadlines` (0: free).
+    pid_by_slot: Vec<u32>,
+    deadlines: DeadlineTable,
+}
+
 const HOST_SHIFT: u32 = 27;
 const HOST_MASK: u32 = 0xf << HOST_SHIFT;
 
@@ -67,7 +77,10 @@ pub struct CancelHandle {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        self.registry.targets.lock().remove(&self.target.pid);
+        let mut targets = self.registry.targets.lock();
+        targets.by_pid.remove(&self.target.pid);
+        targets.pid_by_slot[self.target.deadline.index()] = 0;
+        targets.deadlines.give_back(&self.target.deadline);
     }
 }
 
@@ -91,7 +104,7 @@ fn random_u32() -> u32 {
 impl CancelRegistry {
     pub fn new(server_host: String, server_port: u16, peers: CancelPeers) -> Arc<Self> {
         Arc::new(CancelRegistry {
-            targets: Mutex::new(HashMap::new()),
+            targets: Mutex::new(Targets::default()),
             next_pid: AtomicU32::new(random_u32()),
             server_host,
             server_port,
@@ -112,7 +125,7 @@ impl CancelRegistry {
             // Positive pids (clients print them), host number in bits 27..31.
             let serial = self.next_pid.fetch_add(1, Ordering::Relaxed) & !HOST_MASK & 0x7fff_ffff;
             let pid = serial | ((self.peers.host_id as u32) << HOST_SHIFT);
-            if pid != 0 && !targets.contains_key(&pid) {
+            if pid != 0 && !targets.by_pid.contains_key(&pid) {
                 break pid;
             }
         };
@@ -122,10 +135,15 @@ impl CancelRegistry {
             server: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             settled: Notify::new(),
-            command_deadline: AtomicU64::new(0),
+            deadline: targets.deadlines.take(),
             timed_out: AtomicBool::new(false),
         });
-        targets.insert(pid, target.clone());
+        let slot = target.deadline.index();
+        if targets.pid_by_slot.len() <= slot {
+            targets.pid_by_slot.resize(slot + 1, 0);
+        }
+        targets.pid_by_slot[slot] = pid;
+        targets.by_pid.insert(pid, target.clone());
         CancelHandle {
             registry: self.clone(),
             target,
@@ -139,7 +157,7 @@ impl CancelRegistry {
         if host != self.peers.host_id {
             return self.forward(host, pid, secret).await;
         }
-        let target = self.targets.lock().get(&pid).cloned();
+        let target = self.targets.lock().by_pid.get(&pid).cloned();
         let Some(target) = target else { return false };
         if !bool::from(target.secret.to_be_bytes().ct_eq(&secret.to_be_bytes())) {
             return false;
@@ -175,21 +193,15 @@ impl CancelRegistry {
     /// timed out, so it is returned once.
     pub fn expired_commands(&self, now: u64) -> Vec<Arc<CancelTarget>> {
         let targets = self.targets.lock();
-        targets
-            .values()
-            .filter(|t| {
-                let d = t.command_deadline.load(Ordering::Relaxed);
-                d != 0
-                    && d <= now
-                    && t.command_deadline
-                        .compare_exchange(d, 0, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-            })
-            .map(|t| {
+        let mut expired = Vec::new();
+        targets.deadlines.sweep(now, |slot| {
+            let pid = targets.pid_by_slot.get(slot).copied().unwrap_or(0);
+            if let Some(t) = targets.by_pid.get(&pid) {
                 t.timed_out.store(true, Ordering::Release);
-                t.clone()
-            })
-            .collect()
+                expired.push(t.clone());
+            }
+        });
+        expired
     }
 
     /// Cancels whatever the target's client runs now (also used for command_timeout).
@@ -221,12 +233,12 @@ impl CancelTarget {
     #[inline]
     pub fn arm_command(&self, deadline: u64) {
         self.timed_out.store(false, Ordering::Relaxed);
-        self.command_deadline.store(deadline, Ordering::Relaxed);
+        self.deadline.arm(deadline);
     }
 
     #[inline]
     pub fn disarm_command(&self) {
-        self.command_deadline.store(0, Ordering::Relaxed);
+        self.deadline.disarm();
     }
 
     /// Whether the watchdog cancelled the command since the last call.

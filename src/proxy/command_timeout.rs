@@ -8,9 +8,15 @@
 //! rewords the 57014 that follows) and cancelled through the ordinary cancel path.
 //! Timeouts fire up to one tick late, which is noise next to timeouts of seconds. The same
 //! clock spares other per-transaction checks a clock read (tenant status freshness).
+//!
+//! The deadlines live in one [`DeadlineTable`] rather than in the clients' targets: a sweep
+//! reads eight bytes per client, front to back, instead of a line of every client's target
+//! (2000 clients: 16 KiB in order against 2000 scattered lines, each a cache miss, ten times
+//! a second, evicting what the relay was about to use).
 
 use super::cancel::CancelRegistry;
 use crate::clock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,5 +51,138 @@ pub async fn watchdog(registry: Arc<CancelRegistry>, sweep: bool) {
                 registry.cancel_running(&target).await;
             });
         }
+    }
+}
+
+/// Deadlines per block of the table: eight cache lines.
+const BLOCK: usize = 64;
+
+/// Every client's command deadline, on the coarse clock (0: none armed), in blocks that
+/// never move or shrink. Each client owns one word ([`DeadlineSlot`]) while it is connected.
+#[derive(Default)]
+pub struct DeadlineTable {
+    blocks: Vec<Arc<DeadlineBlock>>,
+    free: Vec<u32>,
+}
+
+pub struct DeadlineBlock([AtomicU64; BLOCK]);
+
+/// One client's word of the [`DeadlineTable`]: the relay arms and disarms it without a lock.
+pub struct DeadlineSlot {
+    block: Arc<DeadlineBlock>,
+    index: u32,
+}
+
+impl DeadlineSlot {
+    #[inline]
+    fn word(&self) -> &AtomicU64 {
+        &self.block.0[self.index as usize % BLOCK]
+    }
+
+    /// The running command is cancelled once the coarse clock passes `deadline`.
+    #[inline]
+    pub fn arm(&self, deadline: u64) {
+        self.word().store(deadline, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn disarm(&self) {
+        self.word().store(0, Ordering::Relaxed);
+    }
+
+    /// Its position in the table, for [`DeadlineTable::give_back`] and sweeps.
+    pub fn index(&self) -> usize {
+        self.index as usize
+    }
+}
+
+impl DeadlineTable {
+    /// A free word for a new client, disarmed.
+    pub fn take(&mut self) -> DeadlineSlot {
+        if self.free.is_empty() {
+            let first = (self.blocks.len() * BLOCK) as u32;
+            self.blocks
+                .push(Arc::new(DeadlineBlock(std::array::from_fn(|_| {
+                    AtomicU64::new(0)
+                }))));
+            // Popped from the back: the block fills from its first word.
+            self.free.extend((first..first + BLOCK as u32).rev());
+        }
+        let index = self.free.pop().expect("a block was just added");
+        let slot = DeadlineSlot {
+            block: self.blocks[index as usize / BLOCK].clone(),
+            index,
+        };
+        slot.disarm();
+        slot
+    }
+
+    /// A leaving client's word, free for the next one.
+    pub fn give_back(&mut self, slot: &DeadlineSlot) {
+        slot.disarm();
+        self.free.push(slot.index);
+    }
+
+    /// Calls `expired` with the index of every word whose deadline passed at `now`, and
+    /// clears it first, so that each deadline is found once (a relay that re-arms
+    /// meanwhile keeps its new deadline).
+    pub fn sweep(&self, now: u64, mut expired: impl FnMut(usize)) {
+        for (b, block) in self.blocks.iter().enumerate() {
+            for (i, word) in block.0.iter().enumerate() {
+                let d = word.load(Ordering::Relaxed);
+                if d != 0
+                    && d <= now
+                    && word
+                        .compare_exchange(d, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    expired(b * BLOCK + i);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expired(table: &DeadlineTable, now: u64) -> Vec<usize> {
+        let mut found = Vec::new();
+        table.sweep(now, |i| found.push(i));
+        found
+    }
+
+    #[test]
+    fn a_sweep_finds_each_passed_deadline_once() {
+        let mut table = DeadlineTable::default();
+        let slots: Vec<_> = (0..BLOCK + 3).map(|_| table.take()).collect();
+        assert_eq!(table.blocks.len(), 2);
+        slots[1].arm(100);
+        slots[BLOCK + 1].arm(50);
+        slots[2].arm(300);
+        slots[3].arm(100);
+        slots[3].disarm();
+        assert_eq!(expired(&table, 100), vec![1, BLOCK + 1]);
+        assert!(expired(&table, 100).is_empty(), "found twice");
+        slots[1].arm(400);
+        assert_eq!(expired(&table, 1000), vec![1, 2]);
+    }
+
+    #[test]
+    fn words_are_reused_disarmed() {
+        let mut table = DeadlineTable::default();
+        let a = table.take();
+        let b = table.take();
+        assert_eq!((a.index(), b.index()), (0, 1));
+        a.arm(10);
+        table.give_back(&a);
+        let c = table.take();
+        assert_eq!(c.index(), 0, "the freed word");
+        assert!(
+            expired(&table, 20).is_empty(),
+            "a reused word starts disarmed"
+        );
+        assert_eq!(table.blocks.len(), 1);
     }
 }
