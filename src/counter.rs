@@ -6,10 +6,10 @@
 //! waited in the pool's queue) has many pending. A transaction made about ten such adds.
 //! On the current-thread runtime (`workers: 1`, the default) the runtime's thread is the
 //! only one that updates these counters, so an add is a relaxed load and a store, with
-//! nothing able to run between them. Two `pgbench -S -c 25` runs at once, one per build: the
-//! proxy's user time per transaction was lower in 8 of 9 pairs, by a median of 0.15 µs
-//! (docs/benchmarks.md). With more workers, or before [`crate::runtime::build`] says so,
-//! adds are atomic read-modify-writes.
+//! nothing able to run between them. (Measured with `scripts/bench-pair`, this and the
+//! session's other removals of locked instructions left the CPU per transaction unchanged
+//! within the noise: docs/benchmarks.md, 2026-12-06 (2).) With more workers, or before
+//! [`crate::runtime::build`] says so, adds are atomic read-modify-writes.
 //! Readers (the `/metrics` scrape) see whole values either way.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
