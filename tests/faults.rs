@@ -25,6 +25,16 @@ fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     found.unwrap_or(0.0)
 }
 
+/// Whether the `app` pool's client gauge for `state` (active, waiting) reaches `value`
+/// within LIMIT.
+async fn app_clients_reach(proxy: &ProxyProcess, state: &str, value: f64) -> bool {
+    let labels = [("pool", "app"), ("state", state)];
+    eventually(LIMIT, || {
+        metric(&proxy.metrics(), "launch_proxy_client_connections", &labels) == value
+    })
+    .await
+}
+
 const NOT_IDLE: &str =
     "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND state <> 'idle'";
 
@@ -375,14 +385,8 @@ async fn metrics_follow_a_workload() {
         let r = client.simple_query("SELECT 1").await;
         (client, r)
     });
-    let waiting = [("pool", "app"), ("state", "waiting")];
     assert!(
-        eventually(LIMIT, || metric(
-            &proxy.metrics(),
-            "launch_proxy_client_connections",
-            &waiting
-        ) == 1.0)
-        .await,
+        app_clients_reach(&proxy, "waiting", 1.0).await,
         "the waiting client is not shown"
     );
     let body = m();
@@ -545,14 +549,8 @@ async fn counters_stay_exact_on_the_multi_threaded_runtime() {
         let delta = metric(&after, name, &app_l) - metric(&before, name, &app_l);
         assert_eq!(delta, (CLIENTS * EACH) as f64, "{name}");
     }
-    let active = [("pool", "app"), ("state", "active")];
     assert!(
-        eventually(LIMIT, || metric(
-            &proxy.metrics(),
-            "launch_proxy_client_connections",
-            &active
-        ) == 0.0)
-        .await,
+        app_clients_reach(&proxy, "active", 0.0).await,
         "clients still counted active: {}",
         proxy.metrics()
     );
