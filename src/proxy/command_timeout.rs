@@ -90,7 +90,7 @@ impl DeadlineSlot {
         self.word().store(0, Ordering::Relaxed);
     }
 
-    /// Its position in the table, for [`DeadlineTable::give_back`] and sweeps.
+    /// Its position in the table: what [`DeadlineTable::sweep`] reports for it.
     pub fn index(&self) -> usize {
         self.index as usize
     }

@@ -178,9 +178,10 @@ pub(super) async fn forward_client(
             }
         }
     }
-    let sent = match out.is_empty() {
-        true => Ok(()),
-        false => server.stream.write_all_bytes(&out).await,
+    let sent = if out.is_empty() {
+        Ok(())
+    } else {
+        server.stream.write_all_bytes(&out).await
     };
     if out.capacity() > 0 {
         spare_buffers::give_back(out);
