@@ -421,39 +421,53 @@ lp_bench_status_kib() {
     awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || true
 }
 
-# Appends "epoch_seconds ticks" of process $1 to file $2 every 0.25 s until epoch $3.
+# Appends "epoch_seconds ticks sleeps" of process $1 to file $2 every 0.25 s until epoch $3.
 lp_bench_cpu_sampler() {
     local pid=$1 out=$2 until=$3 ticks
     while ((EPOCHSECONDS < until)); do
         ticks=$(lp_bench_cpu_ticks "$pid")
         [[ -n $ticks ]] || break
-        printf '%s %s\n' "$EPOCHREALTIME" "$ticks" >>"$out"
+        printf '%s %s %s\n' "$EPOCHREALTIME" "$ticks" "$(lp_bench_sleeps "$pid")" >>"$out"
         sleep 0.25
     done
 }
 
+# Voluntary context switches (sleeps: blocking with nothing to do) of all threads of $1,
+# read without starting a program (the sampler runs this four times a second).
+lp_bench_sleeps() {
+    local f key value rest sum=0
+    for f in /proc/"$1"/task/*/status; do
+        while read -r key value rest; do
+            if [[ $key == voluntary_ctxt_switches: ]]; then
+                sum=$((sum + value))
+            fi
+        done <"$f" 2>/dev/null
+    done
+    echo "$sum"
+}
+
 # From pgbench's --progress-timestamp lines ($1, its stderr) and the CPU samples ($2):
-# "cpu_seconds transactions" over the steady part of the run (the first progress interval
+# "cpu_seconds transactions sleeps" over the steady part of the run (the first progress interval
 # with transactions and the last interval are left out: connection ramp and wind-down).
 lp_bench_steady_cpu() {
     awk -v hz="$(getconf CLK_TCK)" '
         FNR == NR { if ($1 == "progress:") { n++; ts[n] = $2; tps[n] = $4 } next }
-        { m++; st[m] = $1; sc[m] = $2 }
-        function at(t,   i) {
-            if (t <= st[1]) return sc[1]
+        { m++; st[m] = $1; sc[m] = $2; sl[m] = $3 }
+        function at(t, v,   i) {
+            if (t <= st[1]) return v[1]
             for (i = 2; i <= m; i++)
-                if (st[i] >= t) return sc[i-1] + (sc[i] - sc[i-1]) * (t - st[i-1]) / (st[i] - st[i-1])
-            return sc[m]
+                if (st[i] >= t) return v[i-1] + (v[i] - v[i-1]) * (t - st[i-1]) / (st[i] - st[i-1])
+            return v[m]
         }
         END {
             a = 1
             while (a <= n && tps[a] + 0 == 0) a++
             a++
             b = n - 1
-            if (b - a < 2 || m < 2) { print "nan nan"; exit }
+            if (b - a < 2 || m < 2) { print "nan nan nan"; exit }
             tx = 0
             for (i = a + 1; i <= b; i++) tx += tps[i] * (ts[i] - ts[i-1])
-            printf "%.6f %.0f\n", (at(ts[b]) - at(ts[a])) / hz, tx
+            printf "%.6f %.0f %.0f\n", (at(ts[b], sc) - at(ts[a], sc)) / hz, tx, at(ts[b], sl) - at(ts[a], sl)
         }' "$1" "$2"
 }
 

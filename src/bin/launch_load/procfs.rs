@@ -11,9 +11,14 @@ pub struct ProcSample {
     pub rss_kib: u64,
     /// VmHWM (peak resident set since start or the last clear_refs), KiB.
     pub hwm_kib: u64,
+    /// Context switches of all its threads: (voluntary, involuntary). A voluntary one is a
+    /// sleep (a pooler blocking in `epoll_wait` with nothing to do), an involuntary one a
+    /// preemption. On a host whose cores the pooler shares with PostgreSQL, how often it
+    /// sleeps decides much of its CPU per transaction (docs/benchmarks.md).
+    pub switches: (u64, u64),
 }
 
-/// Reads /proc/PID/stat and /proc/PID/status.
+/// Reads /proc/PID/stat, /proc/PID/status and each thread's status.
 pub fn sample(pid: u32) -> Result<ProcSample, String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
@@ -24,7 +29,41 @@ pub fn sample(pid: u32) -> Result<ProcSample, String> {
         cpu_s: ticks as f64 / clock_ticks_per_second(),
         rss_kib: status_kib(&status, "VmRSS").unwrap_or(0),
         hwm_kib: status_kib(&status, "VmHWM").unwrap_or(0),
+        switches: thread_switches(pid),
     })
+}
+
+/// (voluntary, involuntary) context switches summed over the threads of `pid`
+/// (/proc/PID/status counts only the main thread's).
+fn thread_switches(pid: u32) -> (u64, u64) {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
+        .map(|status| switches(&status))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// The `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` lines of a status file.
+pub fn switches(status: &str) -> (u64, u64) {
+    let count = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    (
+        count("voluntary_ctxt_switches"),
+        count("nonvoluntary_ctxt_switches"),
+    )
 }
 
 /// utime + stime in clock ticks. The command name (field 2) may hold spaces and
@@ -106,11 +145,21 @@ mod tests {
         assert_eq!(status_kib(status, "VmHWM"), Some(12345));
         assert_eq!(status_kib(status, "VmRSS"), Some(9000));
         assert_eq!(status_kib(status, "VmSwap"), None);
+        let status =
+            "Threads:\t1\nvoluntary_ctxt_switches:\t1500\nnonvoluntary_ctxt_switches:\t27\n";
+        assert_eq!(switches(status), (1500, 27));
+        assert_eq!(switches("Name:\tx\n"), (0, 0));
     }
 
     #[test]
     fn samples_ourselves() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = sample(std::process::id()).unwrap();
+        assert!(
+            later.switches.0 > s.switches.0,
+            "a sleep is a voluntary switch"
+        );
     }
 }

@@ -143,6 +143,10 @@ pub struct ProxyReport {
     pub cpu_s_run: f64,
     /// cpu_s_run per 1000 successful transactions, in milliseconds.
     pub cpu_ms_per_1000_tx: Option<f64>,
+    /// Voluntary context switches (sleeps) per successful transaction in the window.
+    pub sleeps_per_tx: Option<f64>,
+    /// Involuntary context switches (preemptions) per successful transaction in the window.
+    pub preemptions_per_tx: Option<f64>,
     /// VmRSS before the first client connected.
     pub rss_empty_kib: u64,
     /// VmRSS once every client had connected.
@@ -180,6 +184,10 @@ impl ProxyReport {
         report.cpu_s_run = end.cpu_s - start.cpu_s;
         report.cpu_ms_per_1000_tx =
             (ok_tx > 0).then(|| report.cpu_s_run * 1000.0 / (ok_tx as f64 / 1000.0));
+        let per_tx =
+            |a: u64, b: u64| (ok_tx > 0).then(|| b.saturating_sub(a) as f64 / ok_tx as f64);
+        report.sleeps_per_tx = per_tx(start.switches.0, end.switches.0);
+        report.preemptions_per_tx = per_tx(start.switches.1, end.switches.1);
         report.rss_empty_kib = before.rss_kib;
         report.rss_connected_kib = connected_s.rss_kib;
         report.rss_end_kib = end.rss_kib;
@@ -327,6 +335,13 @@ impl Report {
                         .map_or("-".to_owned(), |v| format!("{v:.1}")),
                     p.cpu_s_connect
                 );
+                let per_tx = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+                let _ = writeln!(
+                    s,
+                    "              {} sleeps and {} preemptions per tx",
+                    per_tx(p.sleeps_per_tx),
+                    per_tx(p.preemptions_per_tx)
+                );
                 let _ = writeln!(
                     s,
                     "              RSS {:.1} MiB empty, {:.1} MiB connected ({} per client), peak {:.1} MiB",
@@ -380,20 +395,21 @@ mod tests {
 
     #[test]
     fn proxy_figures() {
-        let s = |cpu_s, rss_kib, hwm_kib| {
+        let s = |cpu_s, rss_kib, hwm_kib, switches| {
             Ok(ProcSample {
                 cpu_s,
                 rss_kib,
                 hwm_kib,
+                switches,
             })
         };
         let p = ProxyReport::from_samples(
             1,
             [
-                s(1.0, 1000, 1000),
-                s(3.0, 3000, 3000),
-                s(3.5, 3000, 3000),
-                s(5.5, 3100, 3200),
+                s(1.0, 1000, 1000, (5, 0)),
+                s(3.0, 3000, 3000, (900, 40)),
+                s(3.5, 3000, 3000, (1000, 50)),
+                s(5.5, 3100, 3200, (3500, 2050)),
             ],
             1024,
             10_000,
@@ -403,5 +419,7 @@ mod tests {
         assert!((p.cpu_ms_per_1000_tx.unwrap() - 200.0).abs() < 1e-9);
         assert_eq!(p.peak_rss_kib, 3200);
         assert!((p.rss_per_client_bytes.unwrap() - 2000.0).abs() < 1e-9);
+        assert!((p.sleeps_per_tx.unwrap() - 0.25).abs() < 1e-9);
+        assert!((p.preemptions_per_tx.unwrap() - 0.2).abs() < 1e-9);
     }
 }

@@ -11,8 +11,8 @@
 //!   "report": { "tps": .., "transactions_ok": .., "transactions_failed": ..,
 //!               "latency": { "p50_ms": .., "p99_ms": .., ... },
 //!               "errors": { "26000": { "count": .., "sample": ".." } },
-//!               "proxy": { "cpu_ms_per_1000_tx": .., "peak_rss_kib": ..,
-//!                          "rss_per_client_bytes": .. } } }
+//!               "proxy": { "cpu_ms_per_1000_tx": .., "sleeps_per_tx": ..,
+//!                          "peak_rss_kib": .., "rss_per_client_bytes": .. } } }
 //! ```
 //!
 //! `report` is launch-load's own JSON report, or the same fields derived from pgbench.
@@ -190,8 +190,8 @@ pub fn markdown(records: &[Record]) -> String {
     let find = |scenario: &str, target: &str| row(records, scenario, target).map(|r| r.shown);
     let mut out = String::new();
     out.push_str(
-        "| scenario | target | tps | p50 ms | p99 ms | proxy CPU ms / 1000 tx | peak RSS MiB | errors | tps vs PgBouncer | tps vs direct | notes |\n\
-         |---|---|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
+        "| scenario | target | tps | p50 ms | p99 ms | proxy CPU ms / 1000 tx | proxy sleeps / tx | peak RSS MiB | errors | tps vs PgBouncer | tps vs direct | notes |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
     );
     for scenario in scenarios(records) {
         let direct = find(scenario, "direct").and_then(Record::ok_tps);
@@ -237,9 +237,15 @@ pub fn markdown(records: &[Record]) -> String {
                 .report_f64(&["proxy", "peak_rss_kib"])
                 .filter(|_| *target != "direct")
                 .map(|k| k / 1024.0);
-            let cpu = r
-                .report_f64(&["proxy", "cpu_ms_per_1000_tx"])
-                .filter(|_| *target != "direct" && !idle && r.ok());
+            let pooler_figure = |key: &str| {
+                r.report_f64(&["proxy", key])
+                    .filter(|_| *target != "direct" && !idle && r.ok())
+            };
+            let cpu = pooler_figure("cpu_ms_per_1000_tx");
+            // How often the pooler blocked for want of work: each sleep costs a context
+            // switch, which on a shared 2-core host is most of the CPU difference between
+            // two poolers (docs/benchmarks.md).
+            let sleeps = pooler_figure("sleeps_per_tx");
             // A failed run's figures describe the few transactions before it broke.
             let latency = |q: &str| {
                 if idle || !r.ok() {
@@ -255,13 +261,14 @@ pub fn markdown(records: &[Record]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 cell(scenario),
                 target_name,
                 tps_cell,
                 latency("p50_ms"),
                 latency("p99_ms"),
                 fmt_opt(cpu, 1),
+                fmt_opt(sleeps, 2),
                 fmt_opt(peak, 1),
                 if n_err == 0 {
                     "0".to_owned()
@@ -402,7 +409,7 @@ mod tests {
                 "errors": if status == "ok" { json!({}) } else {
                     json!({ "26000": { "count": 50, "sample": "prepared statement \"P0_1\" does not exist" } })
                 },
-                "proxy": { "cpu_ms_per_1000_tx": 12.5, "peak_rss_kib": 10240 }
+                "proxy": { "cpu_ms_per_1000_tx": 12.5, "sleeps_per_tx": 0.25, "peak_rss_kib": 10240 }
             }
         }))
     }
@@ -418,11 +425,12 @@ mod tests {
         let md = markdown(&records);
         let lines: Vec<&str> = md.lines().collect();
         assert_eq!(lines.len(), 2 + 4);
-        assert!(lines[4]
-            .contains("| launch-proxy | 25000 | 1.50 | 4.25 | 12.5 | 10.0 | 0 | 1.25× | 0.83× |"));
+        assert!(lines[4].contains(
+            "| launch-proxy | 25000 | 1.50 | 4.25 | 12.5 | 0.25 | 10.0 | 0 | 1.25× | 0.83× |"
+        ));
         assert!(lines[3].contains("| PgBouncer 1.18 | 20000 |"));
         assert!(lines[3].contains("| — | 0.67× |"));
-        assert!(lines[2].contains("| PostgreSQL (direct) | 30000 | 1.50 | 4.25 | — | — | 0 |"));
+        assert!(lines[2].contains("| PostgreSQL (direct) | 30000 | 1.50 | 4.25 | — | — | — | 0 |"));
         assert!(lines[5].contains("**failed**"));
         assert!(lines[5].contains("50× 26000"));
         let tsv = plot_points(&records);
