@@ -343,6 +343,41 @@ async fn raw_pipelines_keep_the_server_until_the_last_sync() {
     join(hammer).await;
 }
 
+/// An error raised by Sync itself (the commit of the implicit transaction: a deferred
+/// foreign key) starts no skip-to-Sync: its ReadyForQuery answers that Sync and the
+/// statements pipelined after it run. The proxy must pair the replies the same way and keep
+/// the server until the last Sync, while another client waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_at_sync_keeps_the_pipeline_in_step() {
+    let (_pg, proxy) = start(POOL1, "");
+    let mut r = Raw::login(proxy.port, "app", "apppw");
+    r.run(&q("CREATE TABLE dp (id int PRIMARY KEY)"));
+    r.run(&q(
+        "CREATE TABLE dc (p int REFERENCES dp DEFERRABLE INITIALLY DEFERRED)",
+    ));
+    let other = proxy.connect("app", "apppw").await.unwrap();
+    let hammer = tokio::spawn(async move {
+        for i in 0..100 {
+            let got = rows(&other, &format!("SELECT {i} + 1000")).await;
+            assert_eq!(got, [[Some((i + 1000).to_string())]]);
+        }
+    });
+    let failing = [pbe("INSERT INTO dc VALUES (1)", &[]), sync()].concat();
+    for round in 0..5 {
+        r.send(&[failing.clone(), pbe("SELECT 5", &[]), sync()].concat());
+        let m: Vec<Msg> = (0..2).flat_map(|_| r.until(b'Z')).collect();
+        assert_eq!(
+            sum(&m),
+            "12C[INSERT 0 1]E[23503]Zi12DC[SELECT 1]Zi",
+            "round {round}"
+        );
+        assert_eq!(col0(&m), ["5"]);
+    }
+    assert_eq!(r.sum(&failing), "12C[INSERT 0 1]E[23503]Zi");
+    assert_eq!(col0(&r.ext("SELECT 7")), ["7"]);
+    join(hammer).await;
+}
+
 /// COPY FROM STDIN and COPY TO STDOUT in the simple protocol and the extended protocol
 /// (raw Bind/Execute, and tokio-postgres binary COPY): every row arrives, exactly one
 /// ReadyForQuery ends each COPY, and the connection keeps working.

@@ -507,7 +507,10 @@ fn account(
             }
             let reword = note_error(body, t);
             let mut replaced = None;
-            if !matches!(expect, Expect::Ready { simple: true }) {
+            // An error answering a Sync is its implicit transaction failing to commit (a
+            // deferred constraint, a serialization failure): PostgreSQL starts no skip, its
+            // ReadyForQuery answers that Sync, and what the client pipelined after it runs.
+            if !matches!(expect, Expect::Ready { .. }) {
                 // Extended protocol: the server now skips everything up to Sync.
                 if let Some(r) = t.replies.pop_front() {
                     match r.action {
