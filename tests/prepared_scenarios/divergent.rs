@@ -260,6 +260,22 @@ pub fn unnamed_statement_across_sync(s: &mut Side) {
         "2 D[a] C[SELECT 1] Z[I]",
         "E[26000] Z[I]",
     );
+    // The same refusal for a Bind larger than one read of the socket (the proxy waits for
+    // the whole of it rather than stream it); PostgreSQL counts the parameters.
+    let big = "x".repeat(300_000);
+    s.run_each(
+        a,
+        "large Bind unnamed",
+        &[run("", &[&big]), sync()].concat(),
+        "E[08P01] Z[I]",
+        "E[26000] Z[I]",
+    );
+    s.x(
+        a,
+        "still serves",
+        &[pbe("", "SELECT 'c'", &[])],
+        "1 2 D[c] C[SELECT 1] Z[I]",
+    );
 }
 
 /// Parse checks the catalog when it arrives: after the table is dropped, preparing a text

@@ -441,6 +441,11 @@ pub(super) fn scan_client(
                 let unnamed_statement = h.tag == frontend::BIND
                     || (h.tag == frontend::DESCRIBE && body.first() == Some(&b'S'));
                 if unnamed_statement && !t.unnamed_parsed {
+                    // A refused message is dropped whole, not streamed: wait for all of it
+                    // (it is within max_client_message_bytes).
+                    if !complete {
+                        break;
+                    }
                     // PostgreSQL would still hold this client's unnamed statement from an
                     // earlier transaction; the server here may hold another client's.
                     let error = ClientError::error(
