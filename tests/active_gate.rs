@@ -248,3 +248,43 @@ async fn idle_session_does_not_count() {
     assert_eq!(one(&second.client, "SELECT 'second'").await, "second");
     assert_eq!(one(&first.client, "SELECT 'again'").await, "again");
 }
+
+/// A place at the gate that frees (here: a transaction now waiting for its client) goes to
+/// the queued client with a live connection, never with an idle one the server closed
+/// meanwhile (pg_terminate_backend, a restart): the client's statement runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_hands_out_no_connection_the_server_closed() {
+    let (pg, proxy) =
+        start("default_pool_size: 5\nmin_pool_size: 3\nmax_active: 1\nactive_stall_ms: 60000");
+    let su = pg.superuser("launch").await;
+    su.batch_execute("SELECT pg_advisory_lock(7)")
+        .await
+        .unwrap();
+    let idle = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND state = 'idle'";
+    assert!(eventually(LIMIT, || pg.psql("launch", idle).trim() == "3").await);
+    // The holder's statement waits for the lock, counted at the gate, inside a transaction.
+    let holder = app(&proxy).await;
+    let locked = tokio::spawn(async move {
+        holder.client.batch_execute("BEGIN").await.unwrap();
+        holder
+            .client
+            .batch_execute("SELECT pg_advisory_xact_lock(7)")
+            .await
+            .unwrap();
+        holder
+    });
+    assert!(eventually(LIMIT, || running(&pg, true) == 1).await);
+    let mut queued = spawn_query(&proxy, "SELECT 42::text").await;
+    assert!(still_waiting(&mut queued).await, "held at the gate");
+    let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                WHERE usename = 'app' AND state = 'idle'";
+    su.batch_execute(kill).await.unwrap();
+    sleep(Duration::from_millis(100)).await;
+    // The lock is granted: the holder's transaction now waits for its client.
+    su.batch_execute("SELECT pg_advisory_unlock(7)")
+        .await
+        .unwrap();
+    assert_eq!(finished(queued).await, "42");
+    let holder = finished(locked).await;
+    holder.client.batch_execute("COMMIT").await.unwrap();
+}

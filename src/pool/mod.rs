@@ -93,12 +93,21 @@ impl PoolState {
     }
 
     /// Hands idle connections to queued clients while the gate has room (after a statement
-    /// stopped counting: a pause, or a stall).
+    /// stopped counting: a pause, or a stall). One the server closed or wrote to while idle
+    /// goes to the idle-longest end instead, where the manager closes it (it cannot be
+    /// dropped here: freeing its slot takes this lock); a queued client then waits for a
+    /// live one rather than fail on it.
     fn admit(&mut self) {
-        while self.gate.has_room() && !self.waiters.is_empty() {
+        let mut unseen = self.idle.len();
+        while self.gate.has_room() && !self.waiters.is_empty() && unseen > 0 {
+            unseen -= 1;
             let Some(conn) = self.idle.pop_back() else {
                 return;
             };
+            if !conn.is_usable() {
+                self.idle.push_front(conn);
+                continue;
+            }
             Pool::hand_over(self, conn);
         }
     }
