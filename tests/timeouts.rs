@@ -542,6 +542,41 @@ async fn sigterm_ends_queued_checkout_with_57p01() {
     assert_eq!(pg.psql("launch", "SELECT count(*) FROM queued"), "1");
 }
 
+/// SIGTERM while a client's transaction runs with its next one already sent: the next one,
+/// for which no connection is free (the only one retires after its use), gets 57P01 at once
+/// instead of waiting in a queue that nothing serves any more until the drain times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_checkout_queued_after_it_with_57p01() {
+    let pg = PgServer::start();
+    let pool = "default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\n\
+                server_max_uses: 1\nacquire_timeout_ms: 600000";
+    let cfg = proxy_config(&pg, pool) + "shutdown_timeout_ms: 20000\n";
+    let mut proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let c = app(&proxy).await;
+    let pipelined = tokio::spawn(async move {
+        let client = &c.client;
+        let both = tokio::join!(
+            client.simple_query("SELECT pg_sleep(1)"),
+            client.simple_query("SELECT 2")
+        );
+        drop(c);
+        both
+    });
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' \
+                    AND wait_event = 'PgSleep'";
+    assert!(eventually(LIMIT, || pg.psql("launch", sleeping) == "1").await);
+    proxy.sigterm();
+    let (first, second) = tokio::time::timeout(LIMIT, pipelined)
+        .await
+        .expect("the pipelined client hangs after SIGTERM")
+        .unwrap();
+    assert!(first.is_ok(), "the running transaction drains: {first:?}");
+    let (code, severity, _) = db(&second.expect_err("the next transaction cannot start"));
+    assert_eq!((code.as_str(), severity.as_str()), ("57P01", "FATAL"));
+    let status = blocking(|| proxy.wait_exit(Duration::from_secs(20)));
+    assert!(status.expect("proxy did not exit").success());
+}
+
 /// With shutdown_timeout_ms 1000 and a transaction that never finishes, SIGTERM still
 /// ends the process with status 0 shortly after (not before) the timeout, and the
 /// unfinished transaction is rolled back.

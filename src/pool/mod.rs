@@ -225,6 +225,14 @@ impl Pool {
                 self.stats.wait.record_immediate();
                 return Ok(c);
             }
+            // After shutdown the manager has made its last pass: nothing would open a
+            // connection for this waiter or end its wait at the acquire timeout. Its
+            // transaction has not begun, so it ends here, as those queued before did.
+            if self.shutdown.is_triggered() {
+                drop(st);
+                drop(stale);
+                return Err(AcquireError::ShuttingDown);
+            }
             // The clock is read only by a checkout that has to wait.
             let start = Instant::now();
             let (tx, rx) = oneshot::channel();
