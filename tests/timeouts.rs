@@ -440,6 +440,39 @@ async fn read_command_timeout_cancels_and_connection_survives() {
     assert_eq!(one(&ro.client, "SELECT 5").await, "5");
 }
 
+/// A command that finished leaves no deadline behind: a client idle in its transaction for
+/// longer than command_timeout_ms gets no cancel sent to its backend (which would be a
+/// wasted connection to the server, or hit the client's next statement as it starts), and
+/// its next long statement is still cancelled at its own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_command_leaves_no_deadline_in_its_transaction() {
+    let pg = PgServer::start();
+    let role = "{ command_timeout_ms: 300, statement_timeout_ms: 30000, idle_in_transaction_timeout_ms: 60000 }";
+    let cfg = with_role(
+        &proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 1"),
+        "read",
+        role,
+    );
+    let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let ro = app_ro(&proxy).await;
+    one(&ro.client, "BEGIN").await;
+    assert_eq!(one(&ro.client, "SELECT 1").await, "1");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let cancels = "command_timeout reached";
+    assert!(
+        !proxy.log().contains(cancels),
+        "a cancel for an idle client"
+    );
+    let err = try_col(&ro.client, "SELECT pg_sleep(30)")
+        .await
+        .expect_err("its own deadline cancels it");
+    let (code, _, message) = db(&err);
+    assert_eq!(code, "57014", "{message}");
+    assert!(message.contains("command timeout"), "{message}");
+    assert_eq!(proxy.log().matches(cancels).count(), 1);
+    one(&ro.client, "ROLLBACK").await;
+}
+
 /// SIGTERM with one client inside a transaction: new connections are refused, an idle
 /// client gets 57P01, the transaction can still COMMIT (its rows are committed) and its
 /// client is then disconnected, and the process exits 0 well within shutdown_timeout_ms.

@@ -444,9 +444,14 @@ async fn transaction(
                         forward_server(client, server, t, state, session, server_left.take()).await?;
                     }
                     if t.ready_seen != progress {
-                        // The next command in the pipeline gets its own time budget.
+                        // The command is over: its deadline goes (a client idle in its
+                        // transaction has nothing to cancel), and the next command in the
+                        // pipeline gets its own time budget.
                         progress = t.ready_seen;
-                        armed = false;
+                        if armed {
+                            target.disarm_command();
+                            armed = false;
+                        }
                     }
                 }
             },
