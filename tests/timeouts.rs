@@ -385,19 +385,28 @@ async fn read_idle_in_transaction_timeout_disconnects_client() {
     assert!(proxy.is_running());
 }
 
+/// A server and a proxy whose read role has this command timeout (its statement timeout
+/// larger, so that the proxy's cancel is what ends a long statement).
+fn with_read_command_timeout(ms: u64) -> (PgServer, ProxyProcess) {
+    let pg = PgServer::start();
+    let role = format!(
+        "{{ command_timeout_ms: {ms}, statement_timeout_ms: 30000, idle_in_transaction_timeout_ms: 60000 }}"
+    );
+    let cfg = with_role(
+        &proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 1"),
+        "read",
+        &role,
+    );
+    let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    (pg, proxy)
+}
+
 /// roles.read.command_timeout_ms 500 (statement_timeout larger): the proxy cancels
 /// pg_sleep(30) with ERROR 57014 "command timeout", the same client connection then works,
 /// the server backend is reused or cleanly replaced, and nothing keeps running on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_command_timeout_cancels_and_connection_survives() {
-    let pg = PgServer::start();
-    let role = "{ command_timeout_ms: 500, statement_timeout_ms: 30000, idle_in_transaction_timeout_ms: 60000 }";
-    let cfg = with_role(
-        &proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 1"),
-        "read",
-        role,
-    );
-    let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let (pg, proxy) = with_read_command_timeout(500);
     let ro = app_ro(&proxy).await;
     let pid_before = one(&ro.client, "SELECT pg_backend_pid()").await;
     let t0 = Instant::now();
@@ -446,14 +455,7 @@ async fn read_command_timeout_cancels_and_connection_survives() {
 /// its next long statement is still cancelled at its own deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_command_leaves_no_deadline_in_its_transaction() {
-    let pg = PgServer::start();
-    let role = "{ command_timeout_ms: 300, statement_timeout_ms: 30000, idle_in_transaction_timeout_ms: 60000 }";
-    let cfg = with_role(
-        &proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 1"),
-        "read",
-        role,
-    );
-    let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let (_pg, proxy) = with_read_command_timeout(300);
     let ro = app_ro(&proxy).await;
     one(&ro.client, "BEGIN").await;
     assert_eq!(one(&ro.client, "SELECT 1").await, "1");
