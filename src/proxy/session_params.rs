@@ -42,6 +42,23 @@ fn untracked(name: &str) -> bool {
         || name.starts_with("_pq_")
 }
 
+/// Whether `name` (lowercase) can name a run-time parameter: identifiers of ASCII letters,
+/// digits, `_` and `$` (not starting with a digit or `$`), joined by dots, as PostgreSQL's
+/// own and extensions' parameters are. [`ParamSet::apply_to`] writes names into SQL as they
+/// are, so a name from a startup packet (any bytes but NUL) must be one of these: one that
+/// carried `;` or a comment would run SQL on the server the next client gets.
+fn is_parameter_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            part.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'$')
+        })
+}
+
 fn encoding_key(name: &str) -> String {
     // As PostgreSQL's clean_encoding_name: only letters and digits count.
     name.chars()
@@ -111,10 +128,11 @@ impl ParamSet {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Records `name` (any case) = `sql_value`; ignores parameters the proxy owns.
+    /// Records `name` (any case) = `sql_value`; ignores parameters the proxy owns, and names
+    /// that are not a parameter's (see [`is_parameter_name`]).
     pub fn set(&mut self, name: &str, sql_value: String) {
         let name = name.to_ascii_lowercase();
-        if untracked(&name) {
+        if untracked(&name) || !is_parameter_name(&name) {
             return;
         }
         match self.values.iter_mut().find(|(n, _)| *n == name) {
@@ -384,6 +402,41 @@ fn parse_options(options: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_parameter_names_are_recorded() {
+        for name in [
+            "work_mem",
+            "DateStyle",
+            "search_path",
+            "myext.some_setting",
+            "a$b",
+            "_x",
+        ] {
+            assert!(is_parameter_name(&name.to_ascii_lowercase()), "{name}");
+        }
+        for name in [
+            "",
+            "work_mem; DROP TABLE t; --",
+            "work_mem--",
+            "a b",
+            "a.",
+            ".a",
+            "1abc",
+            "$a",
+            "x/*",
+            "é",
+            "search_path\nSELECT 1",
+        ] {
+            assert!(!is_parameter_name(name), "{name}");
+        }
+        let mut set = ParamSet::default();
+        set.set("work_mem; SELECT 1; --", "'1'".into());
+        set.set("Work_Mem", "'2MB'".into());
+        let mut sql = String::new();
+        set.apply_to(&mut ParamSet::default(), &mut sql);
+        assert_eq!(sql, "SET work_mem TO '2MB'; ");
+    }
 
     #[test]
     fn options_and_startup_parameters() {
