@@ -155,12 +155,29 @@ impl ParamSet {
         if self == server {
             return;
         }
-        for (name, _) in &server.values {
-            if self.get(name).is_none() {
-                sql.push_str("RESET ");
+        // What the previous client set and this one does not goes back to the session's
+        // start value, for the parameters the server knows: a name it does not (a client's
+        // startup parameter that failed its own SET) must not fail the next client's
+        // transaction, as `RESET` of it would.
+        let mut resets = server
+            .values
+            .iter()
+            .filter(|(name, _)| self.get(name).is_none())
+            .peekable();
+        if resets.peek().is_some() {
+            sql.push_str(
+                "SELECT set_config(name, reset_val, false) FROM pg_settings WHERE name IN (",
+            );
+            for (i, (name, _)) in resets.enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                // A parameter name (`is_parameter_name`): nothing to escape.
+                sql.push('\'');
                 sql.push_str(name);
-                sql.push_str("; ");
+                sql.push('\'');
             }
+            sql.push_str("); ");
         }
         for (name, value) in &self.values {
             if server.get(name) != Some(value.as_str()) {
@@ -498,7 +515,10 @@ mod tests {
         server.set("work_mem", "'1MB'".into());
         let mut sql = String::new();
         client.apply_to(&mut server, &mut sql);
-        assert_eq!(sql, "RESET work_mem; SET search_path TO a; ");
+        assert_eq!(
+            sql,
+            "SELECT set_config(name, reset_val, false) FROM pg_settings WHERE name IN ('work_mem'); SET search_path TO a; "
+        );
         assert_eq!(server, client);
         sql.clear();
         client.apply_to(&mut server, &mut sql);
