@@ -378,6 +378,23 @@ async fn an_error_at_sync_keeps_the_pipeline_in_step() {
     join(hammer).await;
 }
 
+/// One GSSENCRequest (or SSLRequest) is answered 'N'; a second one of the same kind is a
+/// protocol violation (08P01), as in PostgreSQL, so that a client cannot make the proxy
+/// write answers it never reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_is_negotiated_once() {
+    let (_pg, proxy) = start(POOL1, "");
+    let s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    let mut raw = Raw { s, key: (0, 0) };
+    let gss = [8i32.to_be_bytes(), 80_877_104i32.to_be_bytes()].concat();
+    raw.send(&[gss.clone(), gss].concat());
+    let mut n = [0u8; 1];
+    raw.s.read_exact(&mut n).unwrap();
+    assert_eq!(&n, b"N");
+    assert_eq!(sum(&[raw.recv().expect("an ErrorResponse")]), "E[08P01]");
+}
+
 /// COPY FROM STDIN and COPY TO STDOUT in the simple protocol and the extended protocol
 /// (raw Bind/Execute, and tokio-postgres binary COPY): every row arrives, exactly one
 /// ReadyForQuery ends each COPY, and the connection keeps working.

@@ -6,6 +6,9 @@ use crate::protocol::framing::parse_header;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
+/// How long a connection that ends with an error waits for its client to take the error.
+pub const ERROR_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct ClientConn {
     pub stream: Stream,
     /// Bytes read from the client and not yet forwarded. Released while the client idles.
@@ -38,11 +41,16 @@ impl ClientConn {
         self.stream.write_all(bytes).await
     }
 
-    /// Sends an error; failures are ignored because the connection is ending anyway.
+    /// Sends an error; failures are ignored because the connection is ending anyway, and a
+    /// client that does not read it within [`ERROR_SEND_LIMIT`] is not waited for longer
+    /// (its task would otherwise keep its place under `max_client_conn`).
     pub async fn send_error(&mut self, err: &ClientError) {
         let b = super::encode_error(err);
-        let _ = self.stream.write_all(&b).await;
-        let _ = self.stream.flush().await;
+        let send = async {
+            let _ = self.stream.write_all(&b).await;
+            let _ = self.stream.flush().await;
+        };
+        let _ = tokio::time::timeout(ERROR_SEND_LIMIT, send).await;
     }
 
     /// Reads exactly one tagged message of at most `max` bytes (handshake only).

@@ -25,12 +25,26 @@ pub(super) async fn run(
     ctx: &Arc<ProxyContext>,
     over_limit: bool,
 ) -> Result<Option<Session>, ClientError> {
+    // PostgreSQL takes one SSLRequest and one GSSENCRequest before the startup packet; more
+    // would only make the proxy write answers nobody may read.
+    let (mut ssl_asked, mut gss_asked) = (false, false);
     let params = loop {
         let packet = match read_startup_packet(client).await? {
             Some(p) => p,
             None => return Ok(None),
         };
-        match startup::parse(&packet).map_err(|e| ClientError::protocol(e.to_string()))? {
+        let packet = startup::parse(&packet).map_err(|e| ClientError::protocol(e.to_string()))?;
+        let repeated = match packet {
+            StartupPacket::Ssl => std::mem::replace(&mut ssl_asked, true),
+            StartupPacket::GssEnc => std::mem::replace(&mut gss_asked, true),
+            _ => false,
+        };
+        if repeated {
+            return Err(ClientError::protocol(
+                "encryption negotiation requested twice",
+            ));
+        }
+        match packet {
             StartupPacket::Ssl if ctx.client_tls.is_some() && !client.stream.is_tls() => {
                 // Bytes sent after SSLRequest but before the handshake would be read as if
                 // they came over TLS: refuse them (the CVE-2021-23222 class of injection).
