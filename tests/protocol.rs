@@ -303,19 +303,25 @@ async fn extended_protocol_and_joined_pipelines() {
     assert_eq!(got, (2, 202, 4, 204, 6, 206, 8, 208));
 }
 
+/// Another client running `n` one-row queries in the background, each checking its answer:
+/// it competes for the server connection and would see replies meant for someone else.
+async fn competitor(proxy: &ProxyProcess, n: i32) -> tokio::task::JoinHandle<()> {
+    let other = proxy.connect("app", "apppw").await.unwrap();
+    tokio::spawn(async move {
+        for i in 0..n {
+            let got = rows(&other, &format!("SELECT {i} + 1000")).await;
+            assert_eq!(got, [[Some((i + 1000).to_string())]]);
+        }
+    })
+}
+
 /// Raw pipelines: many Parse/Bind/Execute before one Sync, and many Syncs in one write,
 /// while another client competes for the only server connection. The proxy must not hand
 /// the server over before the last Sync is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_pipelines_keep_the_server_until_the_last_sync() {
     let (_pg, proxy) = start(POOL1, "");
-    let other = proxy.connect("app", "apppw").await.unwrap();
-    let hammer = tokio::spawn(async move {
-        for i in 0..200 {
-            let got = rows(&other, &format!("SELECT {i} + 1000")).await;
-            assert_eq!(got, [[Some((i + 1000).to_string())]]);
-        }
-    });
+    let hammer = competitor(&proxy, 200).await;
     let mut r = Raw::login(proxy.port, "app", "apppw");
     let numbers = |range: std::ops::Range<i32>| range.map(|i| i.to_string()).collect::<Vec<_>>();
     for round in 0..5 {
@@ -355,13 +361,7 @@ async fn an_error_at_sync_keeps_the_pipeline_in_step() {
     r.run(&q(
         "CREATE TABLE dc (p int REFERENCES dp DEFERRABLE INITIALLY DEFERRED)",
     ));
-    let other = proxy.connect("app", "apppw").await.unwrap();
-    let hammer = tokio::spawn(async move {
-        for i in 0..100 {
-            let got = rows(&other, &format!("SELECT {i} + 1000")).await;
-            assert_eq!(got, [[Some((i + 1000).to_string())]]);
-        }
-    });
+    let hammer = competitor(&proxy, 100).await;
     let failing = [pbe("INSERT INTO dc VALUES (1)", &[]), sync()].concat();
     for round in 0..5 {
         r.send(&[failing.clone(), pbe("SELECT 5", &[]), sync()].concat());
