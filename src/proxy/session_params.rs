@@ -172,10 +172,7 @@ impl ParamSet {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                // A parameter name (`is_parameter_name`): nothing to escape.
-                sql.push('\'');
-                sql.push_str(name);
-                sql.push('\'');
+                sql.push_str(&literal(name));
             }
             sql.push_str("); ");
         }

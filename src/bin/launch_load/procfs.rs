@@ -48,18 +48,7 @@ fn thread_switches(pid: u32) -> (u64, u64) {
 
 /// The `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` lines of a status file.
 pub fn switches(status: &str) -> (u64, u64) {
-    let count = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(name)?
-                    .strip_prefix(':')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    let count = |name| status_number(status, name).unwrap_or(0);
     (
         count("voluntary_ctxt_switches"),
         count("nonvoluntary_ctxt_switches"),
@@ -79,6 +68,11 @@ pub fn cpu_ticks(stat: &str) -> Option<u64> {
 
 /// A `Name:   1234 kB` line of /proc/PID/status, in KiB.
 pub fn status_kib(status: &str, name: &str) -> Option<u64> {
+    status_number(status, name)
+}
+
+/// The number that starts the value of a `Name:` line of /proc/PID/status.
+fn status_number(status: &str, name: &str) -> Option<u64> {
     status.lines().find_map(|line| {
         let value = line.strip_prefix(name)?.strip_prefix(':')?;
         value.split_whitespace().next()?.parse().ok()
