@@ -189,28 +189,38 @@ impl CancelRegistry {
         }
     }
 
-    /// The targets whose command deadline passed at `now`; each is disarmed and marked
-    /// timed out, so it is returned once.
-    pub fn expired_commands(&self, now: u64) -> Vec<Arc<CancelTarget>> {
+    /// The targets whose command deadline passed at `now`, each with the key of the server
+    /// it runs on, pinned there (see [`CancelTarget::pin`]) before this returns: the cancel
+    /// is sent later, from a task of its own, and must reach the server that ran the late
+    /// command, not the one the client's next statement runs on. Each deadline is
+    /// disarmed, so it is returned once; a client that is between transactions is skipped.
+    pub fn expired_commands(&self, now: u64) -> Vec<(Arc<CancelTarget>, BackendKey)> {
         let targets = self.targets.lock();
         let mut expired = Vec::new();
         targets.deadlines.sweep(now, |slot| {
             let pid = targets.pid_by_slot.get(slot).copied().unwrap_or(0);
             if let Some(t) = targets.by_pid.get(&pid) {
-                t.timed_out.store(true, Ordering::Release);
-                expired.push(t.clone());
+                if let Some(key) = t.pin() {
+                    t.timed_out.store(true, Ordering::Release);
+                    expired.push((t.clone(), key));
+                }
             }
         });
         expired
     }
 
-    /// Cancels whatever the target's client runs now (also used for command_timeout).
+    /// Cancels whatever the target's client runs now (a client's CancelRequest).
     pub async fn cancel_running(&self, target: &CancelTarget) -> bool {
-        target.in_flight.fetch_add(1, Ordering::SeqCst);
-        let Some(key) = unpack(target.server.load(Ordering::SeqCst)) else {
-            target.cancel_settled();
+        let Some(key) = target.pin() else {
             return false;
         };
+        self.deliver(target, key).await;
+        true
+    }
+
+    /// Sends the cancel pinned to `key` by [`CancelTarget::pin`], then lets the relay give
+    /// that server up.
+    pub async fn deliver(&self, target: &CancelTarget, key: BackendKey) {
         let result = tokio::time::timeout(
             CANCEL_SETTLE,
             send_cancel(&self.server_host, self.server_port, key),
@@ -223,7 +233,6 @@ impl CancelRegistry {
             );
         }
         target.cancel_settled();
-        true
     }
 }
 
@@ -251,6 +260,18 @@ impl CancelTarget {
     #[inline]
     pub fn attach(&self, key: BackendKey) {
         self.server.store(pack(key), Ordering::Release);
+    }
+
+    /// Aims a cancel at the server the client runs on now: until [`CancelRegistry::deliver`]
+    /// settles it, the relay cannot give that server up (see `in_flight`). `None`, with
+    /// nothing pinned, while the client holds no server.
+    fn pin(&self) -> Option<BackendKey> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let key = unpack(self.server.load(Ordering::SeqCst));
+        if key.is_none() {
+            self.cancel_settled();
+        }
+        key
     }
 
     /// A cancel sent to this target's server (or given up) is done with it.
@@ -350,6 +371,65 @@ mod tests {
                 "no server after detaching"
             );
             assert!(target.try_detach());
+        });
+    }
+
+    /// The watchdog sends its cancel from a task of its own. The server is pinned when the
+    /// deadline is found, so a relay that finishes meanwhile waits for the cancel to settle
+    /// instead of taking its next statement, or handing the server to another client, into
+    /// its way; and a client between transactions is not cancelled at all.
+    #[test]
+    fn a_timed_out_command_is_cancelled_on_the_server_that_ran_it() {
+        use tokio::io::AsyncReadExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let reg = CancelRegistry::new("127.0.0.1".into(), port, CancelPeers::default());
+            let handle = reg.register();
+            let target = handle.target.clone();
+            let ran_it = BackendKey { pid: 42, secret: 7 };
+            target.attach(ran_it);
+            target.arm_command(5);
+            let mut expired = reg.expired_commands(10);
+            assert_eq!(expired.len(), 1);
+            let (found, key) = expired.pop().unwrap();
+            assert_eq!(found.pid, target.pid);
+            assert_eq!(key, ran_it);
+            assert!(reg.expired_commands(10).is_empty(), "found once");
+            assert!(
+                !target.try_detach(),
+                "the relay finished first: the server stays pinned"
+            );
+            let detach = {
+                let target = target.clone();
+                tokio::spawn(async move { target.detach().await })
+            };
+            let deliver = {
+                let reg = reg.clone();
+                tokio::spawn(async move { reg.deliver(&found, key).await })
+            };
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 16];
+            s.read_exact(&mut request).await.unwrap();
+            assert_eq!(&request[8..12], &42u32.to_be_bytes(), "the server's pid");
+            assert!(!detach.is_finished(), "detached with the cancel in flight");
+            drop(s);
+            deliver.await.unwrap();
+            assert!(detach.await.unwrap(), "the cancel settled");
+            assert!(target.take_timed_out(), "the relay rewords the 57014");
+
+            target.arm_command(20);
+            assert!(target.try_detach());
+            assert!(
+                reg.expired_commands(30).is_empty(),
+                "between transactions: nothing to cancel"
+            );
+            assert!(!target.take_timed_out());
+            assert!(target.try_detach(), "nothing pinned");
         });
     }
 

@@ -41,14 +41,14 @@ pub async fn watchdog(registry: Arc<CancelRegistry>, sweep: bool) {
         if !sweep {
             continue;
         }
-        for target in registry.expired_commands(now) {
+        for (target, server) in registry.expired_commands(now) {
             tracing::info!(
                 pid = target.pid,
                 "command_timeout reached: cancelling the running query"
             );
             let registry = registry.clone();
             tokio::spawn(async move {
-                registry.cancel_running(&target).await;
+                registry.deliver(&target, server).await;
             });
         }
     }

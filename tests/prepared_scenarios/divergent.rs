@@ -344,3 +344,63 @@ pub fn parse_in_a_failed_transaction(s: &mut Side) {
         s.x(b, "named ROLLBACK", &rollback, "1 2 C[ROLLBACK] Z[I]");
     }
 }
+
+/// The same with the Parse pipelined behind a Sync or Query not yet answered: its answer
+/// depends on the status that one's ReadyForQuery reports. Behind a failed statement a
+/// Parse of a known text and a DEALLOCATE are refused (25P02) and change nothing; behind a
+/// ROLLBACK of a failed transaction the Parse succeeds.
+pub fn parse_pipelined_behind_a_sync(s: &mut Side) {
+    let (a, b) = (s.client(), s.client());
+    s.x(
+        a,
+        "prepare",
+        &[pbe("p", "SELECT 'p'", &[])],
+        "1 2 D[p] C[SELECT 1] Z[I]",
+    );
+    s.x(
+        b,
+        "own statement",
+        &[parse("mine", "SELECT 'm'", &[])],
+        "1 Z[I]",
+    );
+    s.q(b, "BEGIN", "C[BEGIN] Z[T]");
+    let failing = [pbe("", "SELECT 1/0", &[]), sync()].concat();
+    let then_parse = [
+        failing.clone(),
+        parse("q", "SELECT 'p'", &[]),
+        run("q", &[]),
+        sync(),
+    ];
+    s.run(
+        b,
+        "error, Sync, then Parse of a known text",
+        &then_parse.concat(),
+        "1 E[22012] Z[E] E[25P02] Z[E]",
+    );
+    let rollback_then_parse = [
+        query("ROLLBACK"),
+        parse("q", "SELECT 'p'", &[]),
+        run("q", &[]),
+        sync(),
+    ];
+    s.run(
+        b,
+        "ROLLBACK, then Parse of a known text",
+        &rollback_then_parse.concat(),
+        "C[ROLLBACK] Z[I] 1 2 D[p] C[SELECT 1] Z[I]",
+    );
+    s.q(b, "BEGIN", "C[BEGIN] Z[T]");
+    s.run(
+        b,
+        "error, Sync, then DEALLOCATE",
+        &[failing, query("DEALLOCATE mine")].concat(),
+        "1 E[22012] Z[E] E[25P02] Z[E]",
+    );
+    s.q(b, "ROLLBACK", "C[ROLLBACK] Z[I]");
+    s.x(
+        b,
+        "mine survived",
+        &[run("mine", &[])],
+        "2 D[m] C[SELECT 1] Z[I]",
+    );
+}

@@ -168,6 +168,7 @@ mod divergences {
         #[ignore = "launch-proxy bug: Parse of a text the proxy knows is answered without the server: no 42P01 after DROP TABLE"]
         parse_checks_the_catalog: POOL1_CACHE2;
         parse_in_a_failed_transaction: POOL1_CACHE2;
+        parse_pipelined_behind_a_sync: POOL1_CACHE2;
         error_messages_name_the_clients_statement: POOL2;
     }
 }

@@ -451,6 +451,10 @@ fn account(
             t.copy_in = false;
             t.timeout_cancel = false;
             t.ready_seen += 1;
+            if t.status_wait {
+                // Held client messages go once no ReadyForQuery is outstanding.
+                t.status_known();
+            }
             if drop_it {
                 return Ok(Some(swallow(is_prelude)));
             }

@@ -440,8 +440,15 @@ async fn transaction(
                         t.timeout_cancel = true;
                         armed = false;
                     }
+                    let held = t.status_wait;
                     if forward_server_now(client, server, t, state, session, &mut server_left)? {
                         forward_server(client, server, t, state, session, server_left.take()).await?;
+                    }
+                    if held && !t.status_wait {
+                        // The transaction status they waited for is known (Tracker::status_wait).
+                        if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
+                            forward_client(client, server, t, state, ctx, None, client_left.take()).await?;
+                        }
                     }
                     if t.ready_seen != progress {
                         // The command is over: its deadline goes (a client idle in its

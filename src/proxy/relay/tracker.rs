@@ -151,6 +151,11 @@ pub(super) struct Tracker {
     /// transaction fails, its settings are rolled back, and nothing more may run before the
     /// tenant is applied again.
     pub barrier: bool,
+    /// Client messages wait for the ReadyForQuery of every Sync or Query sent: the next
+    /// one's answer depends on the transaction status that will report (a Parse of a text
+    /// the server holds, which the proxy answers itself, or a DEALLOCATE it answers: in a
+    /// failed transaction PostgreSQL refuses both with 25P02). See [`Tracker::status_known`].
+    pub status_wait: bool,
     /// How the carried switch ended, for the relay to note on the connection: `Some(true)`
     /// applied, `Some(false)` rolled back.
     pub carried_outcome: Option<bool>,
@@ -202,6 +207,7 @@ impl Tracker {
             param_updates,
             undo,
             barrier,
+            status_wait,
             carried_outcome,
             unnamed_parsed,
             server_unknown,
@@ -227,11 +233,24 @@ impl Tracker {
             discarding,
             skipping,
             barrier,
+            status_wait,
             unnamed_parsed,
             server_unknown,
         ] {
             *flag = false;
         }
+    }
+
+    /// Whether [`Tracker::status`] is the transaction status at the end of what was sent
+    /// so far: no ReadyForQuery is outstanding. If one is, client messages wait for it
+    /// ([`Tracker::status_wait`]).
+    pub fn status_known(&mut self) -> bool {
+        let known = !self
+            .replies
+            .iter()
+            .any(|r| matches!(r.expect, Expect::Ready { .. }));
+        self.status_wait = !known;
+        known
     }
 
     pub fn push(&mut self, expect: Expect, action: Action) {

@@ -59,7 +59,7 @@ pub(super) fn forward_client_now(
     ctx: &ProxyContext,
     left: &mut Option<Scanned>,
 ) -> Result<bool, Stop> {
-    if t.barrier {
+    if t.barrier || t.status_wait {
         return Ok(false);
     }
     let (pos, detour) = scan_client(&client.buf, t, ctx, &mut state.params, server, None)?;
@@ -98,8 +98,9 @@ pub(super) async fn forward_client(
     mut prefix: Option<&[u8]>,
     mut first: Option<Scanned>,
 ) -> Result<(), Stop> {
-    if t.barrier {
-        // See carry::try_carry: the rest waits for the carried switch's answer.
+    if t.barrier || t.status_wait {
+        // See carry::try_carry: the rest waits for the carried switch's answer; and
+        // Tracker::status_wait.
         return Ok(());
     }
     // Batches the proxy does not touch go out straight from the read buffer; once a
@@ -401,6 +402,7 @@ pub(super) fn scan_client(
                             );
                             return Ok((pos, Some(Detour::RefuseQuery { len, error })));
                         }
+                        Some(SqlPrepared::Deallocate(_)) if !t.status_known() => break,
                         Some(SqlPrepared::Deallocate(name)) => {
                             return Ok((pos, Some(Detour::Deallocate { len, name })));
                         }
@@ -427,6 +429,9 @@ pub(super) fn scan_client(
                         }),
                     ));
                 } else if name.is_some() {
+                    if !t.status_known() {
+                        break;
+                    }
                     return Ok((pos, Some(Detour::Named { len: h.frame_len })));
                 } else {
                     t.unnamed_parsed = true;
