@@ -451,9 +451,9 @@ fn account(
             t.copy_in = false;
             t.timeout_cancel = false;
             t.ready_seen += 1;
-            if t.status_wait {
+            if t.status_wait && t.status_known() {
                 // Held client messages go once no ReadyForQuery is outstanding.
-                t.status_known();
+                t.resume_client = true;
             }
             if drop_it {
                 return Ok(Some(swallow(is_prelude)));

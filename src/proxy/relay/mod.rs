@@ -402,6 +402,17 @@ async fn transaction(
         if t.terminated || (!session_mode && t.is_clean()) {
             return Ok(());
         }
+        if t.resume_client {
+            // The transaction status held messages waited for is known (Tracker::status_wait).
+            t.resume_client = false;
+            if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
+                forward_client(client, server, t, state, ctx, None, client_left.take()).await?;
+            }
+            if forward_server_now(client, server, t, state, session, &mut server_left)? {
+                forward_server(client, server, t, state, session, server_left.take()).await?;
+            }
+            continue;
+        }
         if gated && t.replies.is_empty() != paused {
             // Waiting for its client, the transaction runs no statement: it leaves the
             // pool's count of running ones and rejoins it, without waiting, when the client
@@ -440,15 +451,8 @@ async fn transaction(
                         t.timeout_cancel = true;
                         armed = false;
                     }
-                    let held = t.status_wait;
                     if forward_server_now(client, server, t, state, session, &mut server_left)? {
                         forward_server(client, server, t, state, session, server_left.take()).await?;
-                    }
-                    if held && !t.status_wait {
-                        // The transaction status they waited for is known (Tracker::status_wait).
-                        if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
-                            forward_client(client, server, t, state, ctx, None, client_left.take()).await?;
-                        }
                     }
                     if t.ready_seen != progress {
                         // The command is over: its deadline goes (a client idle in its

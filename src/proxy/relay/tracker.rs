@@ -156,6 +156,8 @@ pub(super) struct Tracker {
     /// the server holds, which the proxy answers itself, or a DEALLOCATE it answers: in a
     /// failed transaction PostgreSQL refuses both with 25P02). See [`Tracker::status_known`].
     pub status_wait: bool,
+    /// The status held messages waited for is known: the relay forwards them.
+    pub resume_client: bool,
     /// How the carried switch ended, for the relay to note on the connection: `Some(true)`
     /// applied, `Some(false)` rolled back.
     pub carried_outcome: Option<bool>,
@@ -208,6 +210,7 @@ impl Tracker {
             undo,
             barrier,
             status_wait,
+            resume_client,
             carried_outcome,
             unnamed_parsed,
             server_unknown,
@@ -234,6 +237,7 @@ impl Tracker {
             skipping,
             barrier,
             status_wait,
+            resume_client,
             unnamed_parsed,
             server_unknown,
         ] {
