@@ -197,13 +197,26 @@ impl CancelRegistry {
     pub fn expired_commands(&self, now: u64) -> Vec<(Arc<CancelTarget>, BackendKey)> {
         let targets = self.targets.lock();
         let mut expired = Vec::new();
-        targets.deadlines.sweep(now, |slot| {
+        targets.deadlines.sweep(now, |slot, claim| {
             let pid = targets.pid_by_slot.get(slot).copied().unwrap_or(0);
-            if let Some(t) = targets.by_pid.get(&pid) {
-                if let Some(key) = t.pin() {
-                    t.timed_out.store(true, Ordering::Release);
-                    expired.push((t.clone(), key));
+            let Some(t) = targets.by_pid.get(&pid) else {
+                claim();
+                return;
+            };
+            // Pinned before the deadline is claimed: if the relay finished the command and
+            // moved on in between (another worker thread), the claim fails, since the relay
+            // disarmed or re-armed, and the pin is undone; otherwise the server read is the
+            // one that ran the late command and cannot be given up until the cancel settles.
+            let key = t.pin();
+            if !claim() {
+                if key.is_some() {
+                    t.cancel_settled();
                 }
+                return;
+            }
+            if let Some(key) = key {
+                t.timed_out.store(true, Ordering::Release);
+                expired.push((t.clone(), key));
             }
         });
         expired

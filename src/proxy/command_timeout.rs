@@ -123,20 +123,20 @@ impl DeadlineTable {
         self.free.push(slot.index);
     }
 
-    /// Calls `expired` with the index of every word whose deadline passed at `now`, and
-    /// clears it first, so that each deadline is found once (a relay that re-arms
-    /// meanwhile keeps its new deadline).
-    pub fn sweep(&self, now: u64, mut expired: impl FnMut(usize)) {
+    /// Calls `expired(index, claim)` for every word whose deadline passed at `now`.
+    /// `claim()` clears the word if it still holds that deadline and says whether it did,
+    /// so that each deadline is claimed once and a relay that disarmed or re-armed
+    /// meanwhile keeps its word; the caller takes what the cancel needs before claiming.
+    pub fn sweep(&self, now: u64, mut expired: impl FnMut(usize, &dyn Fn() -> bool)) {
         for (b, block) in self.blocks.iter().enumerate() {
             for (i, word) in block.0.iter().enumerate() {
                 let d = word.load(Ordering::Relaxed);
-                if d != 0
-                    && d <= now
-                    && word
-                        .compare_exchange(d, 0, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    expired(b * BLOCK + i);
+                if d != 0 && d <= now {
+                    let claim = || {
+                        word.compare_exchange(d, 0, Ordering::AcqRel, Ordering::Relaxed)
+                            .is_ok()
+                    };
+                    expired(b * BLOCK + i, &claim);
                 }
             }
         }
@@ -149,7 +149,11 @@ mod tests {
 
     fn expired(table: &DeadlineTable, now: u64) -> Vec<usize> {
         let mut found = Vec::new();
-        table.sweep(now, |i| found.push(i));
+        table.sweep(now, |i, claim| {
+            if claim() {
+                found.push(i)
+            }
+        });
         found
     }
 
@@ -167,6 +171,30 @@ mod tests {
         assert!(expired(&table, 100).is_empty(), "found twice");
         slots[1].arm(400);
         assert_eq!(expired(&table, 1000), vec![1, 2]);
+    }
+
+    /// The watchdog reads what the cancel needs between finding a deadline and claiming
+    /// it; a relay that re-armed or disarmed its word meanwhile keeps it.
+    #[test]
+    fn a_word_changed_before_its_claim_is_not_claimed() {
+        let mut table = DeadlineTable::default();
+        let slots: Vec<_> = (0..3).map(|_| table.take()).collect();
+        slots[0].arm(10);
+        slots[1].arm(10);
+        slots[2].arm(10);
+        let mut claimed = Vec::new();
+        table.sweep(20, |i, claim| {
+            match i {
+                0 => slots[0].arm(500),
+                1 => slots[1].disarm(),
+                _ => {}
+            }
+            if claim() {
+                claimed.push(i);
+            }
+        });
+        assert_eq!(claimed, vec![2]);
+        assert_eq!(expired(&table, 600), vec![0], "the new deadline stands");
     }
 
     #[test]

@@ -404,3 +404,67 @@ pub fn parse_pipelined_behind_a_sync(s: &mut Side) {
         "2 D[m] C[SELECT 1] Z[I]",
     );
 }
+
+/// REVIEW: a named Parse held behind a Query whose bytes the server socket did not take in
+/// one write (a large Query): the rest of the Query must still go out.
+pub fn parse_behind_a_large_query(s: &mut Side) {
+    let c = s.client();
+    // The server connection now carries the tenant: the next transaction's first
+    // messages take the common path (upstream::forward_client_now).
+    s.q(c, "SELECT 1", "T[?column?:23] D[1] C[SELECT 1] Z[I]");
+    let big = format!("SELECT length('{}')", "x".repeat(24 << 20));
+    s.run(
+        c,
+        "large Query, then Parse/Bind/Execute/Sync",
+        &[
+            query(&big),
+            parse("q", "SELECT 'q'", &[]),
+            run("q", &[]),
+            sync(),
+        ]
+        .concat(),
+        "T[length:23] D[25165824] C[SELECT 1] Z[I] 1 2 D[q] C[SELECT 1] Z[I]",
+    );
+}
+
+/// REVIEW: the unnamed statement is kept across Sync within one pipeline; a named Parse
+/// pipelined between its Sync and its next Bind must not change that.
+pub fn unnamed_behind_a_held_parse(s: &mut Side) {
+    let c = s.client();
+    let sql = "SELECT $1::text";
+    let pipeline = [
+        parse("", sql, &[]),
+        bind("", "", &["a"]),
+        execute("", 0),
+        sync(),
+        parse("n", "SELECT 'n'", &[]),
+        bind("", "", &["b"]),
+        execute("", 0),
+        sync(),
+    ];
+    s.run(
+        c,
+        "unnamed, Sync, named Parse, Bind unnamed",
+        &pipeline.concat(),
+        "1 2 D[a] C[SELECT 1] Z[I] 1 2 D[b] C[SELECT 1] Z[I]",
+    );
+}
+
+/// REVIEW: a named Parse pipelined behind the Sync of an extended-protocol COPY FROM STDIN
+/// (the Sync gets no ReadyForQuery in COPY mode); the client then sends its data.
+pub fn parse_behind_a_copy_sync(s: &mut Side) {
+    let c = s.client();
+    s.q(c, "CREATE TABLE cp_t (v text)", "C[CREATE TABLE] Z[I]");
+    let first = [
+        parse("", "COPY cp_t FROM STDIN", &[]),
+        bind("", "", &[]),
+        execute("", 0),
+        sync(),
+        parse("n", "SELECT 'n'", &[]),
+        run("n", &[]),
+        sync(),
+    ];
+    s.run_until(c, "COPY, Sync, named Parse", &first.concat(), b'G', "");
+    s.send(c, &[frame(b'd', b"x\n"), frame(b'c', &[]), sync()].concat());
+    s.recv(c, "data, CopyDone, Sync", Wait::Tag(b'E'), "E[08P01]");
+}

@@ -169,6 +169,9 @@ mod divergences {
         parse_checks_the_catalog: POOL1_CACHE2;
         parse_in_a_failed_transaction: POOL1_CACHE2;
         parse_pipelined_behind_a_sync: POOL1_CACHE2;
+        parse_behind_a_large_query: POOL1_CACHE2;
+        unnamed_behind_a_held_parse: POOL1_CACHE2;
+        parse_behind_a_copy_sync: POOL1_CACHE2;
         error_messages_name_the_clients_statement: POOL2;
     }
 }

@@ -582,6 +582,9 @@ fn account(
                             first = false;
                             keep
                         });
+                        if t.status_wait && t.status_known() {
+                            t.resume_client = true;
+                        }
                     }
                     _ => {}
                 },

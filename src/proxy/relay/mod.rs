@@ -399,9 +399,6 @@ async fn transaction(
     let gated = session.pool.is_gated();
     let mut paused = false;
     loop {
-        if t.terminated || (!session_mode && t.is_clean()) {
-            return Ok(());
-        }
         if t.resume_client {
             // The transaction status held messages waited for is known (Tracker::status_wait).
             t.resume_client = false;
@@ -412,6 +409,9 @@ async fn transaction(
                 forward_server(client, server, t, state, session, server_left.take()).await?;
             }
             continue;
+        }
+        if t.terminated || (!session_mode && t.is_clean()) {
+            return Ok(());
         }
         if gated && t.replies.is_empty() != paused {
             // Waiting for its client, the transaction runs no statement: it leaves the

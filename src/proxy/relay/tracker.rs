@@ -246,13 +246,15 @@ impl Tracker {
     }
 
     /// Whether [`Tracker::status`] is the transaction status at the end of what was sent
-    /// so far: no ReadyForQuery is outstanding. If one is, client messages wait for it
-    /// ([`Tracker::status_wait`]).
+    /// so far: no ReadyForQuery of a client's Sync or Query is outstanding (the proxy's own
+    /// queries, sent first on an idle connection, leave it idle). If one is, client
+    /// messages wait for it ([`Tracker::status_wait`]). A walk of the reply queue, made
+    /// only for the messages that need the status.
     pub fn status_known(&mut self) -> bool {
         let known = !self
             .replies
             .iter()
-            .any(|r| matches!(r.expect, Expect::Ready { .. }));
+            .any(|r| matches!(r.expect, Expect::Ready { .. }) && !r.action.is_dropped());
         self.status_wait = !known;
         known
     }

@@ -98,7 +98,7 @@ pub(super) async fn forward_client(
     mut prefix: Option<&[u8]>,
     mut first: Option<Scanned>,
 ) -> Result<(), Stop> {
-    if t.barrier || t.status_wait {
+    if first.is_none() && prefix.is_none() && (t.barrier || t.status_wait) {
         // See carry::try_carry: the rest waits for the carried switch's answer; and
         // Tracker::status_wait.
         return Ok(());
