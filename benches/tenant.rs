@@ -114,7 +114,7 @@ fn bench_prelude(c: &mut Criterion) {
     let key = [0x5au8; 32];
     let mut g = c.benchmark_group("prelude");
     g.bench_function("signed", |b| {
-        b.iter(|| prelude::prelude(Some(black_box(&tenant)), Some(black_box(&key)), 17))
+        b.iter(|| prelude::prelude(Some(black_box(&tenant)), Some(black_box(&key))))
     });
     // The lexing pass that decides whether a client's Query can carry the switch: runs on
     // the first Query after every tenant switch, besides the guard's own pass.
@@ -124,7 +124,7 @@ fn bench_prelude(c: &mut Criterion) {
         });
     }
     g.bench_function("no_tenant", |b| {
-        b.iter(|| prelude::prelude(None, Some(black_box(&key)), 17))
+        b.iter(|| prelude::prelude(None, Some(black_box(&key))))
     });
     g.bench_function("signature_only", |b| {
         b.iter(|| prelude::signature(black_box(&key), black_box(&tenant)))

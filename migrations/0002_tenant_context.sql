@@ -377,6 +377,33 @@ BEGIN
             RETURN NEXT;
         END LOOP;
 
+        -- What a role may do to its own sessions reaches every tenant's (0006).
+        IF EXISTS (SELECT FROM pg_db_role_setting s
+                   WHERE s.setrole = r.oid
+                     AND s.setdatabase IN (0, (SELECT d.oid FROM pg_database d
+                                               WHERE d.datname = current_database()))) THEN
+            problem := 'has settings of its own (ALTER ROLE ... SET), which every tenant''s '
+                       'server connections start with';
+            RETURN NEXT;
+        END IF;
+        FOR obj IN
+            SELECT p.oid::regprocedure::text FROM pg_proc p
+            WHERE p.pronamespace = 'pg_catalog'::regnamespace
+              AND (p.proname IN ('pg_cancel_backend', 'pg_terminate_backend', 'setseed',
+                                 'loread', 'lowrite')
+                   OR p.proname LIKE 'lo\_%')
+              AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
+            ORDER BY 1
+        LOOP
+            problem := format('may execute %s, which reaches other tenants'' sessions or objects', obj);
+            RETURN NEXT;
+        END LOOP;
+        IF has_language_privilege(r.oid, 'plpgsql', 'USAGE') THEN
+            problem := 'may run DO blocks (USAGE on plpgsql), whose statements the proxy''s guard '
+                       'does not see';
+            RETURN NEXT;
+        END IF;
+
         -- Tables it can use that do not force row-level security.
         FOR obj IN
             SELECT c.oid::regclass::text FROM pg_class c

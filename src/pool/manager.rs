@@ -223,6 +223,7 @@ async fn open_one(pool: Arc<Pool>) {
                     tenant: super::AppliedTenant::Unknown,
                     session_locks,
                     may_hold_objects: false,
+                    may_hold_settings: false,
                     params: Default::default(),
                     statements: super::statements::ServerStatements::new(
                         pool.limits.statement_cache_size,

@@ -47,6 +47,12 @@ pub struct ServerConn {
     /// its last tenant switch, which the next switch must then drop
     /// (`tenant::shape::leaves_no_objects`; set by the relay as it forwards).
     pub may_hold_objects: bool,
+    /// Whether a client may have changed a setting on it since its last tenant switch in a
+    /// way that takes effect when a transaction starts (`SET default_transaction_read_only`,
+    /// `SET SESSION CHARACTERISTICS`, set_config, a DO block): the next switch then runs
+    /// as a Query of its own rather than carried in the client's, whose transaction would
+    /// start under them before the switch's RESET ALL (set by the relay as it forwards).
+    pub may_hold_settings: bool,
     /// Session parameters clients changed on this connection, beyond its startup values.
     pub params: crate::proxy::session_params::ParamSet,
     /// Proxy-named prepared statements this server holds.

@@ -100,20 +100,67 @@ pub fn client_encoding_is_safe(name: &str) -> bool {
     )
 }
 
-/// A string as a SQL literal.
+/// A string as an escape-string literal (`E'...'`, backslashes and quotes doubled), which
+/// PostgreSQL reads the same whatever `standard_conforming_strings` is. A plain `'...'`
+/// would not be: on a connection a client left with it off, a value ending in a backslash
+/// would not end its literal, and the next value's text would run as SQL.
 pub fn literal(value: &str) -> String {
-    let mut s = String::with_capacity(value.len() + 2);
-    s.push('\'');
+    let mut s = String::with_capacity(value.len() + 3);
+    s.push_str("E'");
     for c in value.chars() {
-        if c == '\'' {
-            s.push('\'');
-        }
-        if c != '\0' {
-            s.push(c);
+        match c {
+            '\'' => s.push_str("''"),
+            '\\' => s.push_str("\\\\"),
+            '\0' => {}
+            c => s.push(c),
         }
     }
     s.push('\'');
     s
+}
+
+/// The value of a client's `SET` (its tokens from the first after `TO`/`=`) written anew:
+/// names as quoted identifiers, text as [`literal`]s, numbers, signs and commas as they
+/// are. Never the client's own text: it was lexed under the client's settings, and the
+/// server this goes to may lex it otherwise. `None` for a value it cannot write safely (a
+/// plain string with a backslash, whose meaning depends on `standard_conforming_strings`
+/// when the client sent it, or any other token): such a SET is not followed.
+fn canonical_value(toks: &[(TokenKind, std::ops::Range<usize>, Vec<u8>)]) -> Option<String> {
+    let mut out = String::new();
+    for (i, (kind, _, text)) in toks.iter().enumerate() {
+        let text = std::str::from_utf8(text).ok()?;
+        // A sign only in front of a number that starts an element.
+        let sign_here = (i == 0 || toks[i - 1].2 == b",")
+            && toks.get(i + 1).is_some_and(|t| t.0 == TokenKind::Number);
+        if !out.is_empty() && !text.starts_with(',') && !out.ends_with(['-', '+']) {
+            out.push(' ');
+        }
+        match kind {
+            TokenKind::Ident => {
+                if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return None;
+                }
+                out.push_str(text);
+            }
+            TokenKind::QuotedIdent | TokenKind::UnicodeIdent => {
+                out.push('"');
+                out.push_str(&text.replace('"', "\"\""));
+                out.push('"');
+            }
+            TokenKind::String if text.contains('\\') => return None,
+            TokenKind::String
+            | TokenKind::EscapeString
+            | TokenKind::UnicodeString
+            | TokenKind::DollarString => out.push_str(&literal(text)),
+            TokenKind::Number if text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') => {
+                out.push_str(text)
+            }
+            TokenKind::Punct if text == "," => out.push(','),
+            TokenKind::Operator if sign_here && (text == "-" || text == "+") => out.push_str(text),
+            _ => return None,
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 impl ParamSet {
@@ -142,8 +189,7 @@ impl ParamSet {
     }
 
     pub fn remove(&mut self, name: &str) {
-        // Stored names are lowercase; the relay removes the reset timeouts at every tenant
-        // switch, so this allocates nothing.
+        // Stored names are lowercase, so this allocates nothing.
         if !self.values.is_empty() {
             self.values.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         }
@@ -234,7 +280,7 @@ impl ParamSet {
                 continue;
             }
             if tok.is_punct(b";") {
-                self.observe_statement(sql, &statement);
+                self.observe_statement(&statement);
                 statement.clear();
                 other = false;
                 continue;
@@ -255,14 +301,19 @@ impl ParamSet {
                 statement.push((tok.kind, tok.span.clone(), tok.folded().into_owned()));
             }
         }
-        self.observe_statement(sql, &statement);
+        self.observe_statement(&statement);
     }
 
-    fn observe_statement(
-        &mut self,
-        sql: &[u8],
-        toks: &[(TokenKind, std::ops::Range<usize>, Vec<u8>)],
-    ) {
+    /// Records a value the client set, or forgets the parameter if the value cannot be
+    /// written safely (see [`canonical_value`]): the next tenant switch resets it.
+    fn follow(&mut self, name: &str, value: Option<String>) {
+        match value {
+            Some(v) => self.set(name, v),
+            None => self.remove(name),
+        }
+    }
+
+    fn observe_statement(&mut self, toks: &[(TokenKind, std::ops::Range<usize>, Vec<u8>)]) {
         let word = |i: usize, w: &[u8]| {
             toks.get(i)
                 .is_some_and(|t| t.0 == TokenKind::Ident && t.2 == w)
@@ -290,14 +341,11 @@ impl ParamSet {
             }
         }
         if word(i, b"time") && word(i + 1, b"zone") {
-            if let Some(t) = toks.get(i + 2) {
-                let end = toks.last().map_or(t.1.end, |l| l.1.end);
-                let raw = String::from_utf8_lossy(&sql[t.1.start..end]).into_owned();
-                if !raw.eq_ignore_ascii_case("local") && !raw.eq_ignore_ascii_case("default") {
-                    self.set("timezone", raw);
-                } else {
-                    self.remove("timezone");
-                }
+            let value = &toks[(i + 2).min(toks.len())..];
+            if value.len() == 1 && (word(i + 2, b"local") || word(i + 2, b"default")) {
+                self.remove("timezone");
+            } else {
+                self.follow("timezone", canonical_value(value));
             }
             return;
         }
@@ -307,15 +355,13 @@ impl ParamSet {
         let is_to = toks.get(next).is_some_and(|t| {
             (t.0 == TokenKind::Ident && t.2 == b"to") || (t.0 == TokenKind::Operator && t.2 == b"=")
         });
-        let Some(first) = toks.get(next + 1).filter(|_| is_to) else {
+        if !is_to || toks.len() <= next + 1 {
             return;
-        };
-        let end = toks.last().map_or(first.1.end, |l| l.1.end);
-        let raw = String::from_utf8_lossy(&sql[first.1.start..end]).into_owned();
-        if raw.eq_ignore_ascii_case("default") {
+        }
+        if toks.len() == next + 2 && word(next + 1, b"default") {
             self.remove(&name);
         } else {
-            self.set(&name, raw);
+            self.follow(&name, canonical_value(&toks[next + 1..]));
         }
     }
 }
@@ -468,11 +514,11 @@ mod tests {
             .into_iter(),
             &defaults,
         );
-        assert_eq!(p.get("search_path"), Some("'s1,public'"));
-        assert_eq!(p.get("statement_timeout"), Some("'5s'"));
+        assert_eq!(p.get("search_path"), Some("E's1,public'"));
+        assert_eq!(p.get("statement_timeout"), Some("E'5s'"));
         assert_eq!(p.get("app.tenant_id"), None, "the proxy owns the tenant");
         assert_eq!(p.get("datestyle"), None, "ISO is what the server has");
-        assert_eq!(p.get("timezone"), Some("'Europe/Paris'"));
+        assert_eq!(p.get("timezone"), Some("E'Europe/Paris'"));
     }
 
     #[test]
@@ -482,7 +528,7 @@ mod tests {
         assert_eq!(p.get("search_path"), Some("a, b"));
         assert_eq!(p.get("work_mem"), None);
         assert_eq!(p.get("lock_timeout"), Some("5"));
-        assert_eq!(p.get("timezone"), Some("'UTC'"));
+        assert_eq!(p.get("timezone"), Some("E'UTC'"));
         p.observe_sql(b"RESET search_path; SET lock_timeout TO DEFAULT");
         assert_eq!(p.get("search_path"), None);
         assert_eq!(p.get("lock_timeout"), None);
@@ -514,7 +560,7 @@ mod tests {
         client.apply_to(&mut server, &mut sql);
         assert_eq!(
             sql,
-            "SELECT set_config(name, reset_val, false) FROM pg_settings WHERE name IN ('work_mem'); SET search_path TO a; "
+            "SELECT set_config(name, reset_val, false) FROM pg_settings WHERE name IN (E'work_mem'); SET search_path TO a; "
         );
         assert_eq!(server, client);
         sql.clear();
@@ -538,11 +584,40 @@ mod tests {
         let p = ParamSet::from_startup([("client_encoding", "'utf-8'")].into_iter(), &[]);
         assert!(p.is_empty());
         let p = ParamSet::from_startup([("client_encoding", "SQL_ASCII")].into_iter(), &[]);
-        assert_eq!(p.get("client_encoding"), Some("'SQL_ASCII'"));
+        assert_eq!(p.get("client_encoding"), Some("E'SQL_ASCII'"));
     }
 
     #[test]
     fn literals_are_quoted() {
-        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("it's"), "E'it''s'");
+        assert_eq!(literal(r"a\"), r"E'a\\'", "a backslash ends no literal");
+        assert_eq!(literal("a\0b"), "E'ab'");
+    }
+
+    /// A client's SET value is written anew, token by token, never as the client's text:
+    /// a value lexed under the client's standard_conforming_strings may read otherwise on
+    /// the server the proxy applies it to.
+    #[test]
+    fn set_values_are_written_anew() {
+        let mut p = ParamSet::default();
+        p.observe_sql(br#"SET search_path TO "My Schema", public, $$x$$; SET work_mem = -1; SET lock_timeout = E'1s\\'''"#);
+        assert_eq!(p.get("search_path"), Some(r#""My Schema", public, E'x'"#));
+        assert_eq!(p.get("work_mem"), Some("-1"));
+        assert_eq!(p.get("lock_timeout"), Some(r"E'1s\\'''"));
+        p.observe_sql(br"SET TIME ZONE 'Europe/Paris'; SET foo.a = 'x\'");
+        assert_eq!(p.get("timezone"), Some("E'Europe/Paris'"));
+        assert_eq!(
+            p.get("foo.a"),
+            None,
+            "a backslash in a plain string: not followed"
+        );
+        p.observe_sql(br"SET lock_timeout = '2s'; SET lock_timeout = 'x\'");
+        assert_eq!(
+            p.get("lock_timeout"),
+            None,
+            "forgotten: the switch resets it"
+        );
+        p.observe_sql(b"SET work_mem = 1 + 2");
+        assert_eq!(p.get("work_mem"), None, "not a value a SET takes");
     }
 }

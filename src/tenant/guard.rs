@@ -8,6 +8,9 @@
 //!   and whitespace between the name's parts), including the `SET` clauses of `ALTER ROLE`,
 //!   `ALTER DATABASE`, `ALTER SYSTEM` and function definitions;
 //! - `RESET <protected>`, `RESET ALL` (also in `ALTER … RESET`), `DISCARD ALL`;
+//! - `ALTER ROLE`, `ALTER USER` and `ALTER GROUP`: every tenant's server connections log in
+//!   as the same role, so its settings (`ALTER ROLE CURRENT_USER SET …`) and its password
+//!   are every tenant's;
 //! - any reference to `set_config` unless it is a call whose first argument is one string
 //!   literal naming an unprotected setting;
 //! - a statement naming `pg_settings` that is not a plain read (`SELECT`, `TABLE`, `VALUES`,
@@ -18,7 +21,7 @@
 //!   the backslash of `\'`, and the server would then see statements this lexer took for
 //!   string contents;
 //! - an unterminated or invalid token, in text that passes the pre-filter (it contains `set`,
-//!   `reset`, `discard` or `u&`): PostgreSQL rejects the whole string anyway, so refusing is
+//!   `reset`, `discard`, `alter` or `u&`): PostgreSQL rejects the whole string anyway, so refusing is
 //!   free, and it hedges against any disagreement about where a literal ends. Other broken
 //!   text goes through and gets PostgreSQL's own syntax error.
 //!
@@ -52,6 +55,7 @@ impl GuardViolation {
     pub const SET_CONFIG: &'static str = "set_config";
     pub const ALTER_SET: &'static str = "ALTER ... SET";
     pub const ALTER_RESET: &'static str = "ALTER ... RESET";
+    pub const ALTER_ROLE: &'static str = "ALTER ROLE";
     pub const PG_SETTINGS: &'static str = "pg_settings";
     pub const CLIENT_ENCODING: &'static str = "client_encoding";
     pub const UNTERMINATED: &'static str = "unterminated literal or comment";
@@ -59,7 +63,11 @@ impl GuardViolation {
 
     /// The client-facing error message (sent with SQLSTATE 42501 by the caller).
     pub fn message(&self) -> String {
-        if self.what == Self::CLIENT_ENCODING {
+        if self.what == Self::ALTER_ROLE {
+            "permission denied to alter roles through launch-proxy: every tenant's server \
+             connections log in as the same role (ALTER ROLE)"
+                .to_owned()
+        } else if self.what == Self::CLIENT_ENCODING {
             format!(
                 "permission denied to change \"client_encoding\": launch-proxy requires UTF8 ({})",
                 self.what
@@ -82,11 +90,12 @@ impl fmt::Display for GuardViolation {
 
 impl std::error::Error for GuardViolation {}
 
-/// The hot-path pre-filter: whether `sql` contains `set`, `discard` or `u&` in any case.
+/// The hot-path pre-filter: whether `sql` contains `set`, `discard`, `alter` or `u&` in any
+/// case.
 ///
 /// Every violation needs one of them in the raw bytes: `SET`, `RESET`, `set_config` and
-/// `pg_settings` contain `set`; `DISCARD` is itself; and the only way to spell a name without
-/// its letters is a `U&` escape. Most queries contain none, and skip lexing entirely.
+/// `pg_settings` contain `set`; `DISCARD` and `ALTER` are themselves; and the only way to
+/// spell a name without its letters is a `U&` escape. Most queries contain none, and skip lexing entirely.
 pub fn needs_check(sql: &[u8]) -> bool {
     mentions(sql).guarded
 }
@@ -94,7 +103,7 @@ pub fn needs_check(sql: &[u8]) -> bool {
 /// What the hot path's one pass over a query's bytes found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Mentions {
-    /// `set`, `discard` or `u&`: the guard must lex the text ([`needs_check`]).
+    /// `set`, `discard`, `alter` or `u&`: the guard must lex the text ([`needs_check`]).
     pub guarded: bool,
     /// `prepare`, `execute` or `dealloc`: the text may hold SQL-level prepared-statement
     /// commands, which the relay looks for (`proxy::statements::session_statement_inside`).
@@ -127,6 +136,7 @@ pub fn mentions(sql: &[u8]) -> Mentions {
             (b'd', b'e') => m.prepared |= starts(i, b"dealloc"),
             // `u&` folded is `u` and `&` | 0x20, which is `&` itself.
             (b'u', b'&') => m.guarded = true,
+            (b'a', b'l') => m.guarded |= starts(i, b"alter"),
             (b'p', b'r') => m.prepared |= starts(i, b"prepare"),
             (b'e', b'x') => m.prepared |= starts(i, b"execute"),
             _ => continue,
@@ -141,7 +151,7 @@ pub fn mentions(sql: &[u8]) -> Mentions {
 /// The lowercase first letter of a word [`mentions`] looks for, by byte; 0 for the rest.
 static FIRST_LETTER: [u8; 256] = {
     let mut table = [0u8; 256];
-    let letters = *b"sdupe";
+    let letters = *b"sdupea";
     let mut i = 0;
     while i < letters.len() {
         table[letters[i] as usize] = letters[i];
@@ -430,6 +440,11 @@ impl Rules<'_> {
             stmt.started = true;
             stmt.alter = word == Word::Alter;
             stmt.reads = word == Word::Read || token.is_punct(b"(");
+            if stmt.alter
+                && (cur.is_word(1, b"role") || cur.is_word(1, b"user") || cur.is_word(1, b"group"))
+            {
+                return Err(GuardViolation::ALTER_ROLE);
+            }
         }
         match word {
             Word::Set => self.set(cur, stmt.alter),

@@ -123,21 +123,29 @@ pub(super) const VIOLATIONS: &[(&str, &str)] = &[
     ),
     ("SELECT set_config", V::SET_CONFIG),
     // ALTER ... SET / RESET, and function SET clauses.
-    ("ALTER ROLE app_user SET app.tenant_id = 'x'", V::ALTER_SET),
+    ("ALTER ROLE app_user SET app.tenant_id = 'x'", V::ALTER_ROLE),
     (
         "ALTER USER CURRENT_USER SET app.tenant_id TO 'x'",
-        V::ALTER_SET,
+        V::ALTER_ROLE,
     ),
+    // Any ALTER ROLE: every tenant logs in as the same role.
+    ("ALTER ROLE r SET statement_timeout = '1s'", V::ALTER_ROLE),
+    ("ALTER ROLE CURRENT_USER PASSWORD 'x'", V::ALTER_ROLE),
+    (
+        "alter  user /* c */ app SET default_transaction_read_only = on",
+        V::ALTER_ROLE,
+    ),
+    ("SELECT 1; ALTER GROUP g ADD USER u", V::ALTER_ROLE),
     (
         "ALTER DATABASE launch SET \"app.tenant_id\" = 'x'",
         V::ALTER_SET,
     ),
     (
         "ALTER ROLE r IN DATABASE d SET app.tenant_sig = 'x'",
-        V::ALTER_SET,
+        V::ALTER_ROLE,
     ),
     ("ALTER SYSTEM SET app.tenant_id = 'x'", V::ALTER_SET),
-    ("ALTER ROLE app_user RESET app.tenant_id", V::ALTER_RESET),
+    ("ALTER ROLE app_user RESET app.tenant_id", V::ALTER_ROLE),
     ("ALTER DATABASE launch RESET ALL", V::ALTER_RESET),
     ("ALTER SYSTEM RESET ALL", V::ALTER_RESET),
     (
@@ -257,7 +265,8 @@ const ALLOWED: &[&str] = &[
     "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET v = excluded.v",
     "ALTER TABLE t ALTER COLUMN c SET DEFAULT 0",
     "ALTER TABLE t RESET (fillfactor)",
-    "ALTER ROLE r SET statement_timeout = '1s'",
+    "ALTER DATABASE d SET statement_timeout = '1s'",
+    "SELECT 'ALTER ROLE r PASSWORD x'",
     "SELECT * FROM t LIMIT 10 OFFSET 20",
     "SET client_encoding = 'UTF8'",
     "SET client_encoding TO 'utf-8'",

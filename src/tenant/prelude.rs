@@ -44,21 +44,19 @@ pub const RESET_TIMEOUTS: [(&str, u32); 4] = [
     ("transaction_timeout", 17),
 ];
 
-/// The Query that applies `tenant` (or clears both settings for a tenant-less user) on a
-/// server of `server_major` (e.g. 17), in its fullest form: releasing session-level advisory
+/// The Query that applies `tenant` (or clears both settings for a tenant-less user), in its
+/// fullest form: releasing session-level advisory
 /// locks and dropping cursors and prepared statements. Values are a ULID and hex digits, so
 /// they need no quoting beyond the literal quotes.
-pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Bytes {
-    build(tenant, key, server_major)
-        .standalone(Leftovers::ALL)
-        .clone()
+pub fn prelude(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Bytes {
+    build(tenant, key).standalone(Leftovers::ALL).clone()
 }
 
 /// The switch's statements after the optional ones, each form of it built on first use.
-fn build(tenant: Option<&TenantId>, key: Option<&[u8]>, server_major: u32) -> Prelude {
+fn build(tenant: Option<&TenantId>, key: Option<&[u8]>) -> Prelude {
     let (id, sig) = values(tenant, key);
     let mut rest = String::new();
-    let statements = push_switch(&mut rest, &id, &sig, server_major);
+    let statements = push_switch(&mut rest, &id, &sig);
     rest.truncate(rest.len() - 2);
     Prelude {
         rest: Bytes::from(rest),
@@ -136,7 +134,6 @@ impl Leftovers {
     }
 }
 
-/// Appends the statements every tenant switch runs, each followed by `"; "`, and returns
 /// `RESET` of each of [`RESET_TIMEOUTS`] that a server of `server_major` has, each followed
 /// by `"; "`: what the proxy's own lookups on a connection another tenant used run first.
 pub fn reset_timeouts_sql(server_major: u32) -> String {
@@ -151,28 +148,35 @@ pub fn reset_timeouts_sql(server_major: u32) -> String {
     sql
 }
 
-/// how many: `UNLISTEN *` (LISTEN registrations would deliver payloads meant for the
-/// previous tenant, and a function may LISTEN through dynamic SQL, which the proxy cannot
-/// see), the timeouts back to the role's values (a previous tenant's set_config, invisible
-/// to the proxy, would sabotage the next tenant's transactions; its timeouts still bound
-/// the statements before these), then the tenant and its signature. Temporary tables are
-/// out of reach of the application roles. SET and RESET are utility statements: no planner,
-/// no function lookup through the search_path.
-fn push_switch(sql: &mut String, id: &str, sig: &str, server_major: u32) -> usize {
-    let mut statements = vec!["UNLISTEN *".to_owned()];
-    for (name, since) in RESET_TIMEOUTS {
-        if server_major >= since {
-            statements.push(format!("RESET {name}"));
-        }
-    }
-    statements.push(format!("SET {TENANT_SETTING} = '{id}'"));
-    statements.push(format!("SET {SIGNATURE_SETTING} = '{sig}'"));
+/// Appends the statements every tenant switch runs, each followed by `"; "`, and returns
+/// how many: `RESET ALL` (every parameter back to the session's startup value: what the
+/// previous tenant set in ways the proxy does not follow, `SET SESSION CHARACTERISTICS`,
+/// `default_transaction_read_only`, or set_config in a function, invisible to the proxy,
+/// would otherwise sabotage or change the next tenant's transactions; the role's timeouts
+/// are startup values, and the client's own parameters are applied again after it), then
+/// `UNLISTEN *` (LISTEN registrations would deliver payloads meant for the previous tenant,
+/// and a function may LISTEN through dynamic SQL, which the proxy cannot see), then the
+/// tenant and its signature. Temporary tables are out of reach of the application roles.
+/// SET, RESET and UNLISTEN are utility statements: no planner, no function lookup through
+/// the search_path. One statement resetting everything costs PostgreSQL less than one
+/// per parameter (docs/benchmarks.md).
+fn push_switch(sql: &mut String, id: &str, sig: &str) -> usize {
+    let statements = [
+        RESET_ALL.trim_end_matches("; ").to_owned(),
+        "UNLISTEN *".to_owned(),
+        format!("SET {TENANT_SETTING} = '{id}'"),
+        format!("SET {SIGNATURE_SETTING} = '{sig}'"),
+    ];
     for statement in &statements {
         sql.push_str(statement);
         sql.push_str("; ");
     }
     statements.len()
 }
+
+/// The switch's first statement. It resets `exit_on_error` too, so a prelude of its own
+/// sets that again right after it.
+const RESET_ALL: &str = "RESET ALL; ";
 
 /// The first statement of a prelude of its own; see [`Prelude::carried`] for the others.
 const EXIT_ON_ERROR: &str = "SET LOCAL exit_on_error = on; ";
@@ -234,12 +238,18 @@ impl Prelude {
     pub fn standalone(&self, leftovers: Leftovers) -> &Bytes {
         self.standalone[leftovers.index()].get_or_init(|| {
             let ([unlock, objects], _) = leftovers.parts();
-            let mut q = BytesMut::with_capacity(
-                6 + EXIT_ON_ERROR.len() + unlock.len() + objects.len() + self.rest.len(),
-            );
+            let after_reset = &self.rest[RESET_ALL.len()..];
+            let mut q = BytesMut::new();
             crate::protocol::encode::query_of_parts(
                 &mut q,
-                &[EXIT_ON_ERROR.as_bytes(), unlock, objects, &self.rest],
+                &[
+                    EXIT_ON_ERROR.as_bytes(),
+                    unlock,
+                    objects,
+                    RESET_ALL.as_bytes(),
+                    EXIT_ON_ERROR.as_bytes(),
+                    after_reset,
+                ],
             );
             q.freeze()
         })
@@ -285,7 +295,7 @@ impl Preludes {
         if map.len() >= PRELUDES_SWEEP_AT {
             map.retain(|_, p| Arc::strong_count(p) > 1);
         }
-        let built = Arc::new(build(tenant, key, server_major));
+        let built = Arc::new(build(tenant, key));
         map.insert((tenant.copied(), server_major), built.clone());
         built
     }
@@ -308,7 +318,7 @@ mod tests {
     #[test]
     fn prelude_is_one_query_that_fails_fatally() {
         let t = TenantId::parse("01HZY3M8Q5V6W7X8Y9Z0ABCDEF").unwrap();
-        let sqls = decode(&prelude(Some(&t), Some(&[7u8; 32]), 17));
+        let sqls = decode(&prelude(Some(&t), Some(&[7u8; 32])));
         assert_eq!(
             sqls[0], "SET LOCAL exit_on_error = on",
             "first, so any failure is FATAL"
@@ -316,23 +326,23 @@ mod tests {
         assert!(!sqls
             .iter()
             .any(|s| s.starts_with("BEGIN") || s.starts_with("COMMIT")));
-        for s in [
-            "CLOSE ALL",
-            "UNLISTEN *",
-            "DEALLOCATE ALL",
-            "RESET statement_timeout",
-        ] {
+        for s in ["CLOSE ALL", "UNLISTEN *", "DEALLOCATE ALL", "RESET ALL"] {
             assert!(sqls.iter().any(|q| q == s), "{s}");
         }
         let cleanup = sqls
             .iter()
             .position(|q| q == "SELECT pg_catalog.pg_advisory_unlock_all()");
-        let reset = sqls.iter().position(|q| q == "RESET statement_timeout");
+        let reset = sqls.iter().position(|q| q == "RESET ALL");
         assert!(
             cleanup < reset,
             "the previous tenant's timeouts bound the cleanup"
         );
-        assert!(sqls.iter().any(|q| q == "RESET transaction_timeout"));
+        let reset = reset.unwrap();
+        assert_eq!(
+            sqls[reset + 1],
+            "SET LOCAL exit_on_error = on",
+            "RESET ALL resets it: set again at once"
+        );
         let n = sqls.len();
         assert_eq!(
             sqls[n - 2],
@@ -340,12 +350,7 @@ mod tests {
         );
         let sig = format!("SET app.tenant_sig = '{}'", signature(&[7u8; 32], &t));
         assert_eq!(sqls[n - 1], sig);
-        let old = decode(&prelude(Some(&t), Some(&[7u8; 32]), 15));
-        assert!(
-            !old.iter().any(|q| q.contains("transaction_timeout")),
-            "not in 15"
-        );
-        let empty = decode(&prelude(None, Some(&[7u8; 32]), 17));
+        let empty = decode(&prelude(None, Some(&[7u8; 32])));
         assert_eq!(empty[empty.len() - 2], "SET app.tenant_id = ''");
     }
 
@@ -369,18 +374,21 @@ mod tests {
                     .iter()
                     .map(|part| std::str::from_utf8(part).unwrap())
                     .collect();
-                assert_eq!(format!("{EXIT_ON_ERROR}{carried}"), own);
+                assert_eq!(
+                    format!("{EXIT_ON_ERROR}{carried}").replacen(
+                        RESET_ALL,
+                        &format!("{RESET_ALL}{EXIT_ON_ERROR}"),
+                        1
+                    ),
+                    own
+                );
                 let sqls = decode(query);
-                assert_eq!(sqls.len(), carried.matches("; ").count() + 2);
+                assert_eq!(sqls.len(), carried.matches("; ").count() + 3);
                 assert_eq!(carried.contains("advisory"), advisory_locks, "{carried}");
                 for dropped in ["CLOSE ALL", "DEALLOCATE ALL"] {
                     assert_eq!(sqls.iter().any(|q| q == dropped), objects, "{carried}");
                 }
-                for always in [
-                    "UNLISTEN *",
-                    "RESET statement_timeout",
-                    "RESET lock_timeout",
-                ] {
+                for always in ["UNLISTEN *", "RESET ALL"] {
                     assert!(sqls.iter().any(|q| q == always), "{always}: {carried}");
                 }
                 assert!(carried.ends_with(&format!("'{}'", signature(&[7u8; 32], &t))));
@@ -464,7 +472,7 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(
             a.standalone(Leftovers::ALL),
-            &prelude(Some(&t), Some(&[7u8; 32]), 17)
+            &prelude(Some(&t), Some(&[7u8; 32]))
         );
         assert!(!Arc::ptr_eq(&a, &cache.get(None, Some(&[7u8; 32]), 17)));
         assert!(!Arc::ptr_eq(&a, &cache.get(Some(&t), Some(&[7u8; 32]), 15)));

@@ -55,7 +55,7 @@ async fn tenant_client(env: Arc<Env>, ids: Arc<Vec<String>>, n: usize, rounds: u
             "SELECT 1; SELECT 2; RESET app.tenant_sig; SELECT 3".into(),
             GUARD,
         ),
-        (format!("DO $$BEGIN PERFORM {set}; {SEEN} END$$"), NOTHING),
+        (format!("DO $$BEGIN PERFORM {set}; {SEEN} END$$"), NO_DO),
         (insert, "42501 new row violates"),
         ("RESET ALL".into(), "ok"),
         ("DISCARD ALL".into(), "ok"),

@@ -7,7 +7,9 @@ use super::*;
 /// statement (query_typed); the user is `t1` unless given (`app`/`app_ro`: no tenant; `t1ro`:
 /// tenant 1 on the read role). Expected: `ok` and the rows' first column (T1 as `own`),
 /// exactly; otherwise a prefix of `SQLSTATE message`: `GUARD` is the proxy's refusal,
-/// `NOTHING` a DO block that saw no row and no tenant. In the SQL `<T2>` is the victim tenant,
+/// `NOTHING` a DO block that saw no row and no tenant, `NO_DO` a DO block refused (the
+/// application roles may not use plpgsql, migrations/0006; before that, the `do_` attempts
+/// ran and saw `NOTHING`). In the SQL `<T2>` is the victim tenant,
 /// `<SIG>` the attacker's own signature, `<FORGED>` T2 signed under a key of the attacker's
 /// choosing, `<SEEN>` makes a DO block report what it sees, `\n`/`\t` a newline/tab. From
 /// `do_` on, the attempts hide in code the guard cannot see, or go past it.
@@ -38,7 +40,10 @@ comments_between | S | GUARD | SET /* a */ app /* b */ . -- c\n tenant_id = '<T2
 unicode_escape | S | GUARD | SET U&"app".U&"tenant\005fid" = '<T2>'
 unicode_uescape | S | GUARD | SET U&"app".U&"tenant!005fid" UESCAPE '!' = '<T2>'
 update_pg_settings | S | GUARD | UPDATE pg_settings SET setting = '<T2>' WHERE name = 'app.tenant_id'
-alter_role_set | S | GUARD | ALTER ROLE app SET app.tenant_id = '<T2>'
+alter_role_set | S | ROLE_GUARD | ALTER ROLE app SET app.tenant_id = '<T2>'
+alter_role_read_only | S | ROLE_GUARD | ALTER ROLE CURRENT_USER SET default_transaction_read_only = on
+alter_user_password | S | ROLE_GUARD | ALTER USER CURRENT_USER PASSWORD 'pwned'
+alter_database_set | S | GUARD | ALTER DATABASE launch SET app.tenant_id = '<T2>'
 sql_prepare_set_config | S | GUARD | PREPARE p AS SELECT set_config('app.tenant_id', $1, false)
 ext_prepare_set | P | GUARD | SET app.tenant_id = '<T2>'
 ext_prepare_set_config | P | GUARD | SELECT set_config('app.tenant_id', '<T2>', false)
@@ -46,15 +51,15 @@ ext_unnamed_discard_all | U | ok | DISCARD ALL
 ext_unnamed_reset_all | U | ok | RESET ALL
 ext_unnamed_set_local | U | GUARD | SET LOCAL app.tenant_id = '<T2>'
 ext_unnamed_set_config_sig | U | GUARD | SELECT set_config('app.tenant_sig', '<FORGED>', false)
-do_set_config_local | S | NOTHING | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T2>', true); <SEEN> END$$
-do_own_sig_replayed | S | NOTHING | DO $$DECLARE s text := current_setting('app.tenant_sig'); BEGIN PERFORM set_config('app.tenant_id', '<T2>', true); PERFORM set_config('app.tenant_sig', s, true); <SEEN> END$$
-do_forged_sig | S | NOTHING | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T2>', true); PERFORM set_config('app.tenant_sig', '<FORGED>', true); <SEEN> END$$
-do_session_then_next_statement | S | NOTHING | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T2>', false); END$$; DO $$BEGIN <SEEN> END$$
-do_execute_set_local | S | NOTHING | DO $$BEGIN EXECUTE 'SET LOCAL app.tenant_id = ' || quote_literal('<T2>'); <SEEN> END$$
-do_execute_reset_sig | S | NOTHING | DO $$BEGIN EXECUTE 'SET LOCAL app.tenant_sig = ''''' ; <SEEN> END$$
-do_alter_role_set | S | 42501 permission denied to set parameter | DO $$BEGIN EXECUTE 'ALTER ROLE app SET app.tenant_id = ''<T2>'''; END$$
-do_reset_all_then_read | S | NOTHING | DO $$BEGIN EXECUTE 'RESET ALL'; <SEEN> END$$
-do_insert_other | S | 42501 new row violates row-level security | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T2>', true); INSERT INTO base_entity (created_by, updated_by) VALUES ('<A>', '<A>'); END$$
+do_set_config_local | S | NO_DO | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T2>', true); <SEEN> END$$
+do_own_sig_replayed | S | NO_DO | DO $$DECLARE s text := current_setting('app.tenant_sig'); BEGIN PERFORM set_config('app.tenant_id', '<T2>', true); PERFORM set_config('app.tenant_sig', s, true); <SEEN> END$$
+do_forged_sig | S | NO_DO | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T2>', true); PERFORM set_config('app.tenant_sig', '<FORGED>', true); <SEEN> END$$
+do_session_then_next_statement | S | NO_DO | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T2>', false); END$$; DO $$BEGIN <SEEN> END$$
+do_execute_set_local | S | NO_DO | DO $$BEGIN EXECUTE 'SET LOCAL app.tenant_id = ' || quote_literal('<T2>'); <SEEN> END$$
+do_execute_reset_sig | S | NO_DO | DO $$BEGIN EXECUTE 'SET LOCAL app.tenant_sig = ''''' ; <SEEN> END$$
+do_alter_role_set | S | NO_DO | DO $$BEGIN EXECUTE 'ALTER ROLE app SET app.tenant_id = ''<T2>'''; END$$
+do_reset_all_then_read | S | NO_DO | DO $$BEGIN EXECUTE 'RESET ALL'; <SEEN> END$$
+do_insert_other | S | NO_DO | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T2>', true); INSERT INTO base_entity (created_by, updated_by) VALUES ('<A>', '<A>'); END$$
 create_function | S | 42501 permission denied for schema public | CREATE FUNCTION public.f() RETURNS text LANGUAGE sql SECURITY DEFINER AS $$SELECT set_config('app.tenant_id', '<T2>', false)$$
 create_function_temp | S | 42501 | CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql AS $$SELECT '<T2>'$$
 create_or_replace_current_tenant | S | 42501 | CREATE OR REPLACE FUNCTION launch.current_tenant() RETURNS text LANGUAGE sql AS $$SELECT '<T2>'$$
@@ -84,10 +89,13 @@ delete_other | S | ok | DELETE FROM base_entity WHERE tenant_id <> '<T1>' RETURN
 update_tenant_status | S | 42501 | UPDATE tenants SET status = 'suspended' WHERE id = '<T2>'
 truncate | S | 42501 | TRUNCATE base_entity
 disable_rls | S | 42501 | ALTER TABLE base_entity DISABLE ROW LEVEL SECURITY
+setseed_for_the_next_tenant | S | 42501 permission denied for function setseed | SELECT setseed(0.42)
+large_object_without_rls | S | 42501 permission denied for function lo_from_bytea | SELECT lo_from_bytea(0, 'shared')
+large_object_read | S | 42501 permission denied for function lo_get | SELECT lo_get(1)
 tenantless_app_reads | S@app | ok 0 0 0 - | SELECT (SELECT count(*) FROM base_entity) || ' ' || (SELECT count(*) FROM audit_log) || ' ' || (SELECT count(*) FROM tenants) || ' ' || coalesce(launch.current_tenant(), '-')
 tenantless_app_insert | S@app | 42501 new row violates row-level security | INSERT INTO base_entity (tenant_id, created_by, updated_by) VALUES ('<T1>', '<A>', '<A>')
 tenantless_app_set | S@app | GUARD | SET app.tenant_id = '<T1>'
-tenantless_app_do_set | S@app | NOTHING | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T1>', true); <SEEN> END$$
+tenantless_app_do_set | S@app | NO_DO | DO $$BEGIN PERFORM set_config('app.tenant_id', '<T1>', true); <SEEN> END$$
 tenantless_app_ro_reads | S@app_ro | ok 0 0 0 - | SELECT (SELECT count(*) FROM base_entity) || ' ' || (SELECT count(*) FROM audit_log) || ' ' || (SELECT count(*) FROM tenants) || ' ' || coalesce(launch.current_tenant(), '-')
 tenantless_app_ro_insert | S@app_ro | 42501 permission denied for table base_entity | INSERT INTO base_entity (tenant_id, created_by, updated_by) VALUES ('<T1>', '<A>', '<A>')
 read_role_tenant_reads | P@t1ro | ok own own own | SELECT tenant_id::text FROM base_entity
@@ -95,7 +103,7 @@ read_role_tenant_insert_own | S@t1ro | 42501 permission denied for table base_en
 read_role_tenant_update | S@t1ro | 42501 permission denied for table base_entity | UPDATE base_entity SET is_active = false
 read_role_tenant_delete | S@t1ro | 42501 permission denied for table base_entity | DELETE FROM base_entity
 read_role_tenant_audit | S@t1ro | 42501 permission denied for table audit_log | INSERT INTO audit_log (entity_id, entity_type, action, performed_by) VALUES ('<A>', 'x', 'x', '<A>')
-read_role_tenant_do_insert | S@t1ro | 42501 permission denied for table base_entity | DO $$BEGIN INSERT INTO base_entity (created_by, updated_by) VALUES ('<A>', '<A>'); END$$
+read_role_tenant_do_insert | S@t1ro | NO_DO | DO $$BEGIN INSERT INTO base_entity (created_by, updated_by) VALUES ('<A>', '<A>'); END$$
 "#;
 
 async fn run_case(c: &Client, via: &str, sql: &str) -> String {
@@ -133,7 +141,11 @@ async fn escape_attempts_table() {
             panic!("bad case {line:?}")
         };
         let (via, user) = via.split_once('@').unwrap_or((via, "t1"));
-        let want = want.replace("GUARD", GUARD).replace("NOTHING", NOTHING);
+        let want = want
+            .replace("ROLE_GUARD", ROLE_GUARD)
+            .replace("GUARD", GUARD)
+            .replace("NOTHING", NOTHING)
+            .replace("NO_DO", NO_DO);
         let subst = [("<SEEN>", SEEN), ("<T1>", T1), ("<T2>", T2), ("<A>", ACTOR)];
         let sql = subst
             .iter()
@@ -161,7 +173,14 @@ async fn escape_attempts_table() {
         count += 1;
     }
     let metrics = env.proxy.metrics();
-    for what in ["SET", "RESET", "set_config", "pg_settings", "ALTER ... SET"] {
+    for what in [
+        "SET",
+        "RESET",
+        "set_config",
+        "pg_settings",
+        "ALTER ... SET",
+        "ALTER ROLE",
+    ] {
         let series = format!("launch_proxy_guard_violations_total{{what=\"{what}\"}}");
         assert!(metrics.contains(&series), "metric {series} missing");
     }

@@ -12,6 +12,7 @@ mod copy_and_failures;
 mod env;
 mod escapes;
 mod session_state;
+mod state_leaks;
 mod wire;
 
 use common::{proxy_config, psql_bin, PgServer, ProxyProcess};
@@ -40,4 +41,8 @@ const SEEN: &str = "RAISE EXCEPTION 'seen % % %', (SELECT count(*) FROM base_ent
                     (SELECT count(*) FROM audit_log), coalesce(launch.current_tenant(), '-');";
 const NOTHING: &str = "P0001 seen 0 0 -";
 /// The statement guard's refusal.
+/// The statement guard's refusal of ALTER ROLE (every tenant logs in as the same role).
+const ROLE_GUARD: &str = "42501 permission denied to alter roles through launch-proxy";
+/// A DO block of an application role (migrations/0006 takes plpgsql away from them).
+const NO_DO: &str = "42501 permission denied for language plpgsql";
 const GUARD: &str = "42501 permission denied to change \"app.tenant_id\": launch-proxy";

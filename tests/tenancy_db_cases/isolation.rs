@@ -214,9 +214,14 @@ async fn dynamic_sql_cannot_switch_tenant() {
     let app = tenant_session(&pg, "app", TENANT_A).await;
     assert_eq!(visible(&app).await, SEEDED);
 
-    // What the proxy's statement guard cannot see: set_config() in a DO block.
+    // What the proxy's statement guard refuses, straight to the database: set_config()
+    // (the same as a function or a DO block could run; the roles may not run DO blocks).
+    assert_eq!(
+        fails(&app, "DO $$ BEGIN END $$").await,
+        SqlState::INSUFFICIENT_PRIVILEGE
+    );
     app.batch_execute(&format!(
-        "DO $$ BEGIN PERFORM set_config('app.tenant_id', '{TENANT_B}', false); END $$"
+        "SELECT set_config('app.tenant_id', '{TENANT_B}', false)"
     ))
     .await
     .unwrap();
@@ -226,10 +231,8 @@ async fn dynamic_sql_cannot_switch_tenant() {
     // Transaction-local, with a signature that is well-formed but for someone else.
     app.batch_execute(&format!(
         "BEGIN;
-         DO $$ BEGIN
-             PERFORM set_config('app.tenant_id', '{TENANT_B}', true);
-             PERFORM set_config('app.tenant_sig', '{}', true);
-         END $$;",
+         SELECT set_config('app.tenant_id', '{TENANT_B}', true);
+         SELECT set_config('app.tenant_sig', '{}', true);",
         sign(KEY, TENANT_A)
     ))
     .await
@@ -253,7 +256,7 @@ async fn dynamic_sql_cannot_switch_tenant() {
 
     // The one thing a signature is good for: the tenant it was made for.
     app.batch_execute(&format!(
-        "DO $$ BEGIN PERFORM set_config('app.tenant_id', '{TENANT_A}', false); END $$"
+        "SELECT set_config('app.tenant_id', '{TENANT_A}', false)"
     ))
     .await
     .unwrap();

@@ -77,6 +77,7 @@ fn scan_and_settle(
         } else {
             // What the rolled-back switch dropped is not known either.
             server.may_hold_objects = true;
+            server.may_hold_settings = true;
             AppliedTenant::Unknown
         };
     }
@@ -509,8 +510,17 @@ fn account(
                 *failed = true;
                 shift = Some(*by);
             }
-            let reword = note_error(body, t);
             let mut replaced = None;
+            if matches!(expect, Expect::Ready { .. })
+                && matches!(front.action, Action::ReplaceError(_))
+            {
+                // The stand-in of a refused Query failed: the client gets the proxy's error.
+                if let Action::ReplaceError(e) = std::mem::replace(&mut front.action, Action::Pass)
+                {
+                    replaced = Some(e);
+                }
+            }
+            let reword = note_error(body, t);
             // An error answering a Sync is its implicit transaction failing to commit (a
             // deferred constraint, a serialization failure): PostgreSQL starts no skip, its
             // ReadyForQuery answers that Sync, and what the client pipelined after it runs.

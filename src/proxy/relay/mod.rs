@@ -49,6 +49,7 @@ async fn reset_session(server: &mut ServerConn) -> bool {
     server.tenant = AppliedTenant::Unknown;
     server.statements.clear();
     server.may_hold_objects = !ok;
+    server.may_hold_settings = !ok;
     server.params = ParamSet::default();
     ok
 }
@@ -502,13 +503,12 @@ async fn send_with_settings(
         objects: server.may_hold_objects,
     };
     if tenant_needed {
-        // The tenant prelude resets the timeouts to the role's values and, if a client may
-        // have made cursors or SQL-level statements, deallocates every prepared statement,
-        // the proxy's own included. Otherwise the proxy's statements stay: a statement's
-        // SQL is the same for every tenant, and the tenant is read when it runs.
-        for (name, _) in crate::tenant::prelude::RESET_TIMEOUTS {
-            server.params.remove(name);
-        }
+        // The tenant switch puts every parameter back to its startup value (RESET ALL) and,
+        // if a client may have made cursors or SQL-level statements, deallocates every
+        // prepared statement, the proxy's own included. Otherwise the proxy's statements
+        // stay: a statement's SQL is the same for every tenant, and the tenant is read when
+        // it runs.
+        server.params = ParamSet::default();
         if leftovers.objects {
             server.statements.clear();
             server.may_hold_objects = false;
@@ -518,7 +518,8 @@ async fn send_with_settings(
     // A plain DML Query carries the switch in its own message (tenant::prelude::Prelude::carried):
     // no second statement list, reply and flush.
     let mut first = None;
-    let may_carry = tenant_needed && params_sql.is_empty() && !session_mode;
+    let may_carry =
+        tenant_needed && params_sql.is_empty() && !session_mode && !server.may_hold_settings;
     let carried = may_carry && {
         match carry::try_carry(client, server, t, state, ctx, &session.prelude, leftovers).await? {
             carry::Carry::Sent => true,
@@ -531,6 +532,8 @@ async fn send_with_settings(
     if !carried {
         if tenant_needed {
             t.push(Expect::Ready { simple: true }, Action::Prelude);
+            // Its RESET ALL commits before the client's transaction starts.
+            server.may_hold_settings = false;
         }
         let built;
         // Pipelined with the client's messages: if the prelude fails, the server exits

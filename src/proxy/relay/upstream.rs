@@ -22,8 +22,9 @@ use bytes::{Buf, BytesMut};
 
 /// A client message that is not forwarded as it is.
 pub(super) enum Detour {
-    /// A Query the statement guard refused: a stand-in that raises the error on the server
-    /// goes instead, so that transaction state and ReadyForQuery stay PostgreSQL's own.
+    /// A Query the statement guard refused: a stand-in that fails on the server goes
+    /// instead, so that transaction state and ReadyForQuery stay PostgreSQL's own, and its
+    /// error is replaced by the proxy's.
     RefuseQuery { len: usize, error: ClientError },
     /// A message refused by the proxy itself: dropped with the rest of its run up to Sync,
     /// and the error goes to the client in its place.
@@ -137,10 +138,11 @@ pub(super) async fn forward_client(
         let Some(detour) = detour else { break };
         match detour {
             Detour::RefuseQuery { len, error } => {
-                encode::query(&mut out, &raise_sql(&error));
+                encode::query(&mut out, REFUSED_QUERY);
                 client.buf.advance(len);
                 t.queries += 1;
-                t.push(Expect::Ready { simple: true }, Action::Pass);
+                let error = Action::ReplaceError(Box::new(error));
+                t.push(Expect::Ready { simple: true }, error);
             }
             Detour::Refuse { len, error } => {
                 client.buf.advance(len);
@@ -209,14 +211,10 @@ fn refuse(t: &mut Tracker, error: ClientError, out: &mut BytesMut) {
     t.discarding = true;
 }
 
-/// SQL that makes the server itself raise the guard's refusal.
-fn raise_sql(error: &ClientError) -> String {
-    let message = error.message.replace('\'', "''");
-    format!(
-        "DO $launch_proxy$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = '{message}'; END$launch_proxy$",
-        error.code
-    )
-}
+/// The stand-in for a refused Query: a syntax error, which fails for every role and at no
+/// cost (no catalog lookup, no planner, no language privilege: the application roles may
+/// not run DO blocks, migrations/0006), and which reads plainly in the server's log.
+const REFUSED_QUERY: &str = "REFUSED BY launch-proxy";
 
 fn guard_error(v: &crate::tenant::guard::GuardViolation) -> ClientError {
     metrics::counter!(crate::metrics::names::GUARD_VIOLATIONS, "what" => v.what).increment(1);
@@ -286,6 +284,7 @@ pub(super) fn scan_client(
 ) -> Result<(usize, Option<Detour>), Stop> {
     let on_server = &mut server.params;
     let objects = &mut server.may_hold_objects;
+    let settings = &mut server.may_hold_settings;
     let mut pos = 0;
     let max = ctx.settings.config.max_client_message_bytes;
     while pos < buf.len() {
@@ -350,6 +349,9 @@ pub(super) fn scan_client(
                 }
                 let session_statement =
                     || mentions.prepared && !ctx.session_mode() && session_statement_inside(sql);
+                if mentions.guarded || *objects {
+                    *settings = true;
+                }
                 let mut discards = false;
                 if mentions.guarded {
                     let verdict = if ctx.settings.config.tenant.statement_guard {
@@ -476,10 +478,16 @@ pub(super) fn scan_client(
                 t.push(Expect::Execute, Action::Pass);
             }
             frontend::FUNCTION_CALL => {
-                // Any function, by OID: what it leaves is unknown.
-                *objects = true;
-                t.queries += 1;
-                t.push(Expect::Ready { simple: true }, Action::Pass);
+                // Any function by OID, set_config included, out of the statement guard's
+                // sight; its one remaining use, large objects, is closed to the
+                // application roles (migrations/0006).
+                let error = ClientError::error(
+                    ErrorKind::Protocol,
+                    codes::FEATURE_NOT_SUPPORTED,
+                    "the FunctionCall message is not supported through launch-proxy: call the function in a query",
+                );
+                let len = h.frame_len;
+                return Ok((pos, Some(Detour::RefuseQuery { len, error })));
             }
             frontend::SYNC => {
                 t.unsynced = false;

@@ -1,0 +1,161 @@
+//! What one tenant could leave on, or do to, the server connections and backends other tenants use: found by a red-team review, each now refused or undone.
+
+use super::*;
+
+/// What a tenant sets for its session in ways the proxy does not follow (parameters it does
+/// not track, transaction characteristics, set_config) is undone before another tenant's
+/// transaction starts: the next tenant's write neither runs read-only nor misses its table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_defaults_do_not_reach_the_next_tenant() {
+    let env = Env::new(SOLO).await;
+    let (a, b) = (env.login("t1").await, env.login("t2").await);
+    let insert =
+        format!("INSERT INTO base_entity (created_by, updated_by) VALUES ('{ACTOR}', '{ACTOR}')");
+    let mut leaks = Vec::new();
+    for sql in [
+        "SET default_transaction_read_only = on",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        "SELECT set_config('default_transaction_read_only', 'on', false)",
+        "SELECT set_config('search_path', 'pg_catalog', false)",
+        "SET search_path = pg_catalog",
+    ] {
+        col(&a, sql).await;
+        let got = run(&b, &insert).await;
+        println!("t1 ran {sql:?}; t2's INSERT: {got:?}");
+        col(&a, "RESET ALL").await; // t1 cleans up for the next round
+        if got.is_err() {
+            leaks.push(sql);
+        }
+    }
+    assert!(leaks.is_empty(), "LEAK: t1's {leaks:?} broke t2's INSERT");
+}
+
+/// Every tenant's server connections log in as the same role: no tenant may change its
+/// settings (which every later connection would start with) or its password (which would
+/// lock every tenant out). The guard refuses ALTER ROLE; a DO block cannot run it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_role_cannot_be_altered() {
+    let env = Env::new(&format!("{SOLO}\nserver_max_uses: 1")).await;
+    let a = env.login("t1").await;
+    let got = run(
+        &a,
+        "ALTER ROLE CURRENT_USER SET default_transaction_read_only = on",
+    )
+    .await;
+    println!("t1 ALTER ROLE ... SET: {got:?}");
+    let b = env.login("t2").await;
+    let insert =
+        format!("INSERT INTO base_entity (created_by, updated_by) VALUES ('{ACTOR}', '{ACTOR}')");
+    let got_b = run(&b, &insert).await;
+    println!("t2's INSERT on a new server connection: {got_b:?}");
+    let pw = run(
+        &a,
+        "BEGIN READ WRITE; ALTER ROLE CURRENT_USER PASSWORD 'pwned'; COMMIT",
+    )
+    .await;
+    println!("t1 ALTER ROLE ... PASSWORD: {pw:?}");
+    let got_c = run(&b, "SELECT count(*) FROM base_entity").await;
+    println!("t2's next SELECT: {got_c:?}");
+    let hidden = "DO $$BEGIN EXECUTE 'ALTER ROLE CURRENT_USER PASSWORD ''pwned'''; END$$";
+    let hidden = run(&a, hidden).await;
+    for refused in [&got, &pw] {
+        assert!(
+            refused.as_ref().is_err_and(|e| e.starts_with(ROLE_GUARD)),
+            "{refused:?}"
+        );
+    }
+    assert!(
+        hidden.as_ref().is_err_and(|e| e.starts_with(NO_DO)),
+        "{hidden:?}"
+    );
+    assert!(
+        got_b.is_ok() && got_c.is_ok(),
+        "LEAK: t1 changed the shared role for t2"
+    );
+}
+
+/// pg_cancel_backend and pg_terminate_backend would reach other tenants' backends (the
+/// same role `app`; pids from pg_stat_get_backend_pid): migrations/0006 revokes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tenant_can_signal_another_tenants_backend() {
+    let env = Env::new("").await;
+    let (a, b) = (env.login("t1").await, env.login("t2").await);
+    let others = "SELECT count(pg_catalog.FN(pg_stat_get_backend_pid(s))) FROM pg_stat_get_backend_idset() s \
+                  WHERE pg_stat_get_backend_userid(s) = 'app'::regrole AND pg_stat_get_backend_pid(s) <> pg_backend_pid()";
+    let slow = b.simple_query("SELECT tenant_id FROM base_entity, pg_sleep(3)");
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        run(&a, &others.replace("FN", "pg_cancel_backend")).await
+    };
+    let (slow, cancelled) = tokio::join!(slow, cancel);
+    let slow = slow.map(|_| "ok".to_owned()).map_err(|e| show(&e));
+    println!("t1 cancels {cancelled:?}; t2's query: {slow:?}");
+    col(&b, "BEGIN; SELECT 1").await;
+    let killed = run(&a, &others.replace("FN", "pg_terminate_backend")).await;
+    let after = run(&b, "SELECT count(*) FROM base_entity").await;
+    println!("t1 terminates {killed:?}; t2's open transaction: {after:?}");
+    for refused in [&cancelled, &killed] {
+        let denied = "42501 permission denied for function pg_";
+        assert!(
+            refused.as_ref().is_err_and(|e| e.starts_with(denied)),
+            "{refused:?}"
+        );
+    }
+    assert!(
+        slow.is_ok() && after.is_ok(),
+        "LEAK: t1 cancelled/terminated t2's work"
+    );
+}
+
+/// Session values the proxy applies again are written as `E'...'` literals, which read the
+/// same whatever standard_conforming_strings is: on a server connection another client
+/// left with it off, a plain `'...\'` would not end, and the text of the next value would
+/// run as SQL, past the guard, the PREPARE/DEALLOCATE refusal and the cursor tracking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplied_values_run_no_sql() {
+    let env = Env::new(SOLO).await;
+    let (y, b) = (env.login("t1").await, env.login("t2").await);
+    let st = b
+        .prepare("SELECT tenant_id::text FROM base_entity")
+        .await
+        .unwrap();
+    col(&y, "SET standard_conforming_strings = off").await;
+    let mut config: tokio_postgres::Config =
+        env.proxy.conn_string("t1", &pw("t1")).parse().unwrap();
+    config.options(r"-c foo.a=\\ -c foo.b=;DEALLOCATE\ ALL;DECLARE\ planted\ CURSOR\ WITH\ HOLD\ FOR\ SELECT\ 1;SET\ app.tenant_id=x;--");
+    let (x, conn) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let seen = col(&x, "SELECT current_setting('app.tenant_id')").await;
+    let cursors = col(&b, "SELECT name FROM pg_cursors").await;
+    let rows = texts(b.query(&st, &[]).await);
+    println!(
+        "t1 sees app.tenant_id {seen:?}; t2 sees cursors {cursors:?}, its statement: {rows:?}"
+    );
+    assert!(
+        seen == [T1] && cursors.is_empty() && rows.is_ok(),
+        "LEAK: hidden SQL ran"
+    );
+}
+
+/// A FunctionCall message calls any function by OID, past the statement guard: it is
+/// refused, and the tenant stays the client's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_of_set_config_is_refused() {
+    let env = Env::new(SOLO).await;
+    let mut w = Wire::login(env.proxy.port, "t1m");
+    let mut body = 2078u32.to_be_bytes().to_vec(); // set_config(text, text, bool)
+    body.extend([0, 1, 0, 0]); // one format code: text
+    body.extend([0, 3]);
+    for arg in ["app.tenant_id", T2, "false"] {
+        body.extend((arg.len() as u32).to_be_bytes());
+        body.extend(arg.as_bytes());
+    }
+    body.extend([0, 0]);
+    w.send(b'F', &body);
+    let refused = w.results().expect_err("FunctionCall refused");
+    assert!(refused.starts_with("0A000"), "{refused}");
+    let after = w.query(
+        "SELECT current_setting('app.tenant_id') || ' ' || coalesce(launch.current_tenant(), '-')",
+    );
+    assert_eq!(after, Ok(vec![format!("{T1} {T1}")]));
+}
