@@ -337,9 +337,12 @@ mod tests {
     /// A cancel on its way to the server keeps the relay from giving the server up; once
     /// PostgreSQL closes the cancel connection the relay detaches, and a cancel after that
     /// finds no server to send to.
-    #[test]
-    fn a_cancel_in_flight_holds_the_server_until_it_settles() {
-        use tokio::io::AsyncReadExt;
+    /// Runs `test` on a current-thread runtime with a registry whose server is `listener`.
+    fn with_fake_server<F, Fut>(test: F)
+    where
+        F: FnOnce(tokio::net::TcpListener, Arc<CancelRegistry>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -348,6 +351,14 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
             let reg = CancelRegistry::new("127.0.0.1".into(), port, CancelPeers::default());
+            test(listener, reg).await
+        });
+    }
+
+    #[test]
+    fn a_cancel_in_flight_holds_the_server_until_it_settles() {
+        use tokio::io::AsyncReadExt;
+        with_fake_server(|listener, reg| async move {
             let handle = reg.register();
             let target = handle.target.clone();
             target.attach(BackendKey { pid: 42, secret: 7 });
@@ -394,14 +405,7 @@ mod tests {
     #[test]
     fn a_timed_out_command_is_cancelled_on_the_server_that_ran_it() {
         use tokio::io::AsyncReadExt;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let reg = CancelRegistry::new("127.0.0.1".into(), port, CancelPeers::default());
+        with_fake_server(|listener, reg| async move {
             let handle = reg.register();
             let target = handle.target.clone();
             let ran_it = BackendKey { pid: 42, secret: 7 };
