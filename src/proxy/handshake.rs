@@ -96,19 +96,18 @@ pub(super) async fn run(
     }
     let mut out = BytesMut::with_capacity(512);
     negotiate_version(&params, &mut out);
-    if let Some(enc) = params.get("client_encoding") {
-        // Server connections speak UTF8 and are shared: another client encoding is set per
-        // transaction like any session parameter. Encodings whose multi-byte characters can
-        // contain ASCII quote or backslash bytes are refused: the statement guard's lexer
-        // could be fooled by them (see tenant::guard).
-        if !crate::proxy::session_params::client_encoding_is_safe(enc) {
-            return Err(ClientError::fatal(
-                ErrorKind::Protocol,
-                codes::FEATURE_NOT_SUPPORTED,
-                format!("client_encoding \"{enc}\" is not supported by launch-proxy"),
-            )
-            .with_hint("use UTF8"));
-        }
+    // Server connections speak UTF8 and are shared: another client encoding is set per
+    // transaction like any session parameter. Encodings whose multi-byte characters can
+    // contain ASCII quote or backslash bytes are refused, however the packet spells the
+    // parameter: the statement guard's lexer could be fooled by them (see tenant::guard).
+    let asked = params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    if let Some(enc) = crate::proxy::session_params::unsafe_client_encoding(asked) {
+        return Err(ClientError::fatal(
+            ErrorKind::Protocol,
+            codes::FEATURE_NOT_SUPPORTED,
+            format!("client_encoding \"{enc}\" is not supported by launch-proxy"),
+        )
+        .with_hint("use UTF8"));
     }
 
     let user_name = params.get("user").unwrap_or("").to_owned();

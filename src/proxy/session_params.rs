@@ -72,6 +72,32 @@ pub fn is_utf8(name: &str) -> bool {
     matches!(encoding_key(name).as_str(), "utf8" | "unicode")
 }
 
+/// The first client encoding a startup packet asks for that is not
+/// [`client_encoding_is_safe`], under any key PostgreSQL takes for it: `client_encoding` in
+/// any case, and `-c client_encoding=` / `--client-encoding=` in `options`.
+pub fn unsafe_client_encoding<'a>(
+    params: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
+    let is_encoding = |name: &str| {
+        name.replace('-', "_")
+            .eq_ignore_ascii_case("client_encoding")
+    };
+    for (k, v) in params {
+        if is_encoding(k) && !client_encoding_is_safe(v) {
+            return Some(v.to_owned());
+        }
+        if k == "options" {
+            if let Some((_, v)) = parse_options(v)
+                .into_iter()
+                .find(|(n, v)| is_encoding(n) && !client_encoding_is_safe(v))
+            {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
 /// Whether a client encoding keeps every ASCII byte an ASCII character; SJIS, BIG5, GBK,
 /// UHC, GB18030 and JOHAB do not (their trailing bytes include `'` and `\`).
 pub fn client_encoding_is_safe(name: &str) -> bool {
@@ -583,6 +609,17 @@ mod tests {
         assert!(!client_encoding_is_safe("SJIS") && !client_encoding_is_safe("gb-18030"));
         let p = ParamSet::from_startup([("client_encoding", "'utf-8'")].into_iter(), &[]);
         assert!(p.is_empty());
+        let unsafe_in = |k: &str, v: &str| unsafe_client_encoding([(k, v)].into_iter());
+        assert_eq!(
+            unsafe_in("Client_Encoding", "SJIS").as_deref(),
+            Some("SJIS")
+        );
+        assert_eq!(
+            unsafe_in("options", "-c a=1 --client-encoding=big5").as_deref(),
+            Some("big5")
+        );
+        assert_eq!(unsafe_in("options", "-c client_encoding=LATIN1"), None);
+        assert_eq!(unsafe_in("application_name", "SJIS"), None);
         let p = ParamSet::from_startup([("client_encoding", "SQL_ASCII")].into_iter(), &[]);
         assert_eq!(p.get("client_encoding"), Some("E'SQL_ASCII'"));
     }

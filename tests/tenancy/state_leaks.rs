@@ -159,3 +159,35 @@ async fn function_call_of_set_config_is_refused() {
     );
     assert_eq!(after, Ok(vec![format!("{T1} {T1}")]));
 }
+
+/// A client encoding whose multi-byte characters can hold a backslash byte (SJIS, BIG5, ...)
+/// would hide statements from the guard's lexer (`E'\x95\\'; ALTER ROLE ...`): refused at
+/// login whichever startup parameter asks for it, as PostgreSQL takes any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_client_encodings_are_refused_in_every_spelling() {
+    let env = Env::new(SOLO).await;
+    for extra in [
+        ("client_encoding", "SJIS"),
+        ("Client_Encoding", "SJIS"),
+        ("options", "-c client_encoding=SJIS"),
+        ("options", "-cclient_encoding=big5"),
+        ("options", "--client-encoding=GBK"),
+        ("options", "-c CLIENT_ENCODING=sjis"),
+    ] {
+        let got = Wire::login_with(env.proxy.port, "t1m", &[extra]).map(|_| ());
+        assert!(
+            got.as_ref().is_err_and(|e| e.starts_with("0A000")),
+            "{extra:?}: {got:?}"
+        );
+    }
+    let mut w = Wire::login_with(
+        env.proxy.port,
+        "t1m",
+        &[("options", "-c client_encoding=LATIN1")],
+    )
+    .expect("an ASCII-safe encoding");
+    assert_eq!(
+        w.query("SHOW client_encoding"),
+        Ok(vec!["LATIN1".to_owned()])
+    );
+}

@@ -28,11 +28,20 @@ pub fn error_fields(body: &[u8]) -> String {
 
 impl Wire {
     pub fn login(port: u16, user: &str) -> Wire {
+        Wire::login_with(port, user, &[]).unwrap_or_else(|e| panic!("{user} login: {e}"))
+    }
+
+    /// A login with `extra` startup parameters: the session, or the login's error.
+    pub fn login_with(port: u16, user: &str, extra: &[(&str, &str)]) -> Result<Wire, String> {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(LIMIT)).unwrap();
         let (pid, secret) = (0, 0);
         let mut w = Wire { s, pid, secret };
-        let parts = ["user", user, "database", "launch", ""].map(cstr).concat();
+        let mut parts = ["user", user, "database", "launch"].map(cstr).concat();
+        for (k, v) in extra {
+            parts.extend([cstr(k), cstr(v)].concat());
+        }
+        parts.push(0);
         let body = [&196608u32.to_be_bytes()[..], &parts].concat();
         let len = (body.len() as u32 + 4).to_be_bytes();
         w.s.write_all(&[&len[..], &body].concat()).unwrap();
@@ -44,8 +53,8 @@ impl Wire {
                     w.send(b'p', &cstr(&answer));
                 }
                 (b'K', b) => (w.pid, w.secret) = (be32(&b), be32(&b[4..])),
-                (b'Z', _) => return w,
-                (b'E', b) => panic!("{user} login: {}", error_fields(&b)),
+                (b'Z', _) => return Ok(w),
+                (b'E', b) => return Err(error_fields(&b)),
                 _ => {}
             }
         }
