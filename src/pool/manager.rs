@@ -224,6 +224,7 @@ async fn open_one(pool: Arc<Pool>) {
                     session_locks,
                     may_hold_objects: false,
                     may_hold_settings: false,
+                    settings_owner: 0,
                     params: Default::default(),
                     statements: super::statements::ServerStatements::new(
                         pool.limits.statement_cache_size,

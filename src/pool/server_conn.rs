@@ -53,6 +53,9 @@ pub struct ServerConn {
     /// as a Query of its own rather than carried in the client's, whose transaction would
     /// start under them before the switch's RESET ALL (set by the relay as it forwards).
     pub may_hold_settings: bool,
+    /// The client (its proxy pid) whose settings `may_hold_settings` stands for: its own
+    /// next transaction keeps them, another client's starts with RESET ALL.
+    pub settings_owner: u32,
     /// Session parameters clients changed on this connection, beyond its startup values.
     pub params: crate::proxy::session_params::ParamSet,
     /// Proxy-named prepared statements this server holds.

@@ -162,8 +162,13 @@ fn canonical_value(toks: &[(TokenKind, std::ops::Range<usize>, Vec<u8>)]) -> Opt
             out.push(' ');
         }
         match kind {
+            // Letters (any, PostgreSQL takes non-ASCII ones), digits, `_` and `$`: nothing
+            // that quotes, escapes or ends a statement.
             TokenKind::Ident => {
-                if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                if !text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80)
+                {
                     return None;
                 }
                 out.push_str(text);
@@ -178,7 +183,11 @@ fn canonical_value(toks: &[(TokenKind, std::ops::Range<usize>, Vec<u8>)]) -> Opt
             | TokenKind::EscapeString
             | TokenKind::UnicodeString
             | TokenKind::DollarString => out.push_str(&literal(text)),
-            TokenKind::Number if text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') => {
+            TokenKind::Number
+                if text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-')) =>
+            {
                 out.push_str(text)
             }
             TokenKind::Punct if text == "," => out.push(','),
@@ -293,10 +302,14 @@ impl ParamSet {
     /// Notes a session-level `SET`/`RESET` in a statement the client sent. Only plain
     /// forms are followed (`SET [SESSION] name {TO | =} value`, `RESET name`); `SET LOCAL`
     /// ends with the transaction, and reported parameters arrive as ParameterStatus anyway.
-    pub fn observe_sql(&mut self, sql: &[u8]) {
+    /// `true`: a statement changed a session setting this does not follow (a parameter the
+    /// proxy owns, `SET SESSION CHARACTERISTICS`, a value it cannot write again), which only
+    /// RESET ALL undoes.
+    pub fn observe_sql(&mut self, sql: &[u8]) -> bool {
         if !may_set(sql) {
-            return;
+            return false;
         }
+        let mut unfollowed = false;
         let mut statement: Vec<(TokenKind, std::ops::Range<usize>, Vec<u8>)> = Vec::new();
         // Only SET and RESET statements are kept token by token; the others (a client's
         // own query after its SETs) are skipped to their `;` without copying a token.
@@ -306,7 +319,7 @@ impl ParamSet {
                 continue;
             }
             if tok.is_punct(b";") {
-                self.observe_statement(&statement);
+                unfollowed |= self.observe_statement(&statement);
                 statement.clear();
                 other = false;
                 continue;
@@ -327,19 +340,28 @@ impl ParamSet {
                 statement.push((tok.kind, tok.span.clone(), tok.folded().into_owned()));
             }
         }
-        self.observe_statement(&statement);
+        unfollowed | self.observe_statement(&statement)
     }
 
     /// Records a value the client set, or forgets the parameter if the value cannot be
-    /// written safely (see [`canonical_value`]): the next tenant switch resets it.
-    fn follow(&mut self, name: &str, value: Option<String>) {
+    /// written safely (see [`canonical_value`]; `true`: the RESET ALL of a switch then
+    /// undoes it).
+    fn follow(&mut self, name: &str, value: Option<String>) -> bool {
         match value {
-            Some(v) => self.set(name, v),
-            None => self.remove(name),
+            Some(v) => {
+                let name_lc = name.to_ascii_lowercase();
+                let unfollowed = untracked(&name_lc) || !is_parameter_name(&name_lc);
+                self.set(name, v);
+                unfollowed
+            }
+            None => {
+                self.remove(name);
+                true
+            }
         }
     }
 
-    fn observe_statement(&mut self, toks: &[(TokenKind, std::ops::Range<usize>, Vec<u8>)]) {
+    fn observe_statement(&mut self, toks: &[(TokenKind, std::ops::Range<usize>, Vec<u8>)]) -> bool {
         let word = |i: usize, w: &[u8]| {
             toks.get(i)
                 .is_some_and(|t| t.0 == TokenKind::Ident && t.2 == w)
@@ -351,44 +373,43 @@ impl ParamSet {
                     self.remove(&name);
                 }
             }
-            return;
+            return false;
         }
         if !word(0, b"set") {
-            return;
+            return false;
         }
         i += 1;
         if word(i, b"local") {
-            return;
+            return false;
         }
         if word(i, b"session") {
             i += 1;
             if word(i, b"authorization") || word(i, b"characteristics") {
-                return;
+                return true;
             }
         }
         if word(i, b"time") && word(i + 1, b"zone") {
             let value = &toks[(i + 2).min(toks.len())..];
             if value.len() == 1 && (word(i + 2, b"local") || word(i + 2, b"default")) {
                 self.remove("timezone");
-            } else {
-                self.follow("timezone", canonical_value(value));
+                return false;
             }
-            return;
+            return self.follow("timezone", canonical_value(value));
         }
         let Some((name, next)) = param_name(toks, i) else {
-            return;
+            return false;
         };
         let is_to = toks.get(next).is_some_and(|t| {
             (t.0 == TokenKind::Ident && t.2 == b"to") || (t.0 == TokenKind::Operator && t.2 == b"=")
         });
         if !is_to || toks.len() <= next + 1 {
-            return;
+            return false;
         }
         if toks.len() == next + 2 && word(next + 1, b"default") {
             self.remove(&name);
-        } else {
-            self.follow(&name, canonical_value(&toks[next + 1..]));
+            return false;
         }
+        self.follow(&name, canonical_value(&toks[next + 1..]))
     }
 }
 

@@ -8,6 +8,9 @@
 //!   and whitespace between the name's parts), including the `SET` clauses of `ALTER ROLE`,
 //!   `ALTER DATABASE`, `ALTER SYSTEM` and function definitions;
 //! - `RESET <protected>`, `RESET ALL` (also in `ALTER … RESET`), `DISCARD ALL`;
+//! - `SET seed`, `RESET seed`, `set_config('seed', …)`: the random generator of a server
+//!   connection is shared by the tenants that use it in turn (`setseed` itself is revoked
+//!   by migrations/0006);
 //! - `ALTER ROLE`, `ALTER USER` and `ALTER GROUP`: every tenant's server connections log in
 //!   as the same role, so its settings (`ALTER ROLE CURRENT_USER SET …`) and its password
 //!   are every tenant's;
@@ -56,6 +59,7 @@ impl GuardViolation {
     pub const ALTER_SET: &'static str = "ALTER ... SET";
     pub const ALTER_RESET: &'static str = "ALTER ... RESET";
     pub const ALTER_ROLE: &'static str = "ALTER ROLE";
+    pub const SEED: &'static str = "seed";
     pub const PG_SETTINGS: &'static str = "pg_settings";
     pub const CLIENT_ENCODING: &'static str = "client_encoding";
     pub const UNTERMINATED: &'static str = "unterminated literal or comment";
@@ -63,7 +67,11 @@ impl GuardViolation {
 
     /// The client-facing error message (sent with SQLSTATE 42501 by the caller).
     pub fn message(&self) -> String {
-        if self.what == Self::ALTER_ROLE {
+        if self.what == Self::SEED {
+            "permission denied to set \"seed\" through launch-proxy: the random generator of a \
+             server connection is shared by every tenant that uses it (seed)"
+                .to_owned()
+        } else if self.what == Self::ALTER_ROLE {
             "permission denied to alter roles through launch-proxy: every tenant's server \
              connections log in as the same role (ALTER ROLE)"
                 .to_owned()
@@ -279,6 +287,10 @@ impl Word {
 enum Setting {
     Protected,
     ClientEncoding,
+    /// `seed`: setting it seeds the random generator of the server connection (its assign
+    /// hook calls setseed, whatever EXECUTE on setseed says), which the next tenant's
+    /// `random()` draws from; RESET ALL does not undo it.
+    Seed,
     Other,
 }
 
@@ -290,6 +302,8 @@ fn classify(protected: &[&str], name: &[u8]) -> Setting {
         Setting::Protected
     } else if name.eq_ignore_ascii_case(CLIENT_ENCODING.as_bytes()) {
         Setting::ClientEncoding
+    } else if name.eq_ignore_ascii_case(b"seed") {
+        Setting::Seed
     } else {
         Setting::Other
     }
@@ -515,6 +529,7 @@ impl Rules<'_> {
             let after = self.read_name(cur, i);
             match classify(self.protected, &self.name) {
                 Setting::Protected => return Err(label),
+                Setting::Seed => return Err(GuardViolation::SEED),
                 Setting::ClientEncoding => {
                     let assigns = cur.is_word(after, b"to")
                         || cur
@@ -550,8 +565,10 @@ impl Rules<'_> {
                 return Err(all);
             }
             self.read_name(cur, i);
-            if classify(self.protected, &self.name) == Setting::Protected {
-                return Err(named);
+            match classify(self.protected, &self.name) {
+                Setting::Protected => return Err(named),
+                Setting::Seed => return Err(GuardViolation::SEED),
+                _ => {}
             }
             if !cur.is_modifier(i) {
                 break;
@@ -575,6 +592,7 @@ impl Rules<'_> {
             .map_or(Setting::Protected, |t| classify(self.protected, &t.text));
         match setting {
             Setting::Protected => Err(GuardViolation::SET_CONFIG),
+            Setting::Seed => Err(GuardViolation::SEED),
             Setting::ClientEncoding => {
                 let utf8 = cur.is_punct(3, b",")
                     && ends_arg(cur.peek(5))

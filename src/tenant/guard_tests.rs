@@ -128,6 +128,10 @@ pub(super) const VIOLATIONS: &[(&str, &str)] = &[
         "ALTER USER CURRENT_USER SET app.tenant_id TO 'x'",
         V::ALTER_ROLE,
     ),
+    ("SET seed = 0.5", V::SEED),
+    ("set session SEED to 0", V::SEED),
+    ("RESET seed", V::SEED),
+    ("SELECT set_config('seed', '0.5', false)", V::SEED),
     // Any ALTER ROLE: every tenant logs in as the same role.
     ("ALTER ROLE r SET statement_timeout = '1s'", V::ALTER_ROLE),
     ("ALTER ROLE CURRENT_USER PASSWORD 'x'", V::ALTER_ROLE),

@@ -90,6 +90,7 @@ update_tenant_status | S | 42501 | UPDATE tenants SET status = 'suspended' WHERE
 truncate | S | 42501 | TRUNCATE base_entity
 disable_rls | S | 42501 | ALTER TABLE base_entity DISABLE ROW LEVEL SECURITY
 setseed_for_the_next_tenant | S | 42501 permission denied for function setseed | SELECT setseed(0.42)
+seed_setting_for_the_next_tenant | S | 42501 permission denied to set "seed" through launch-proxy | SET seed = 0.42
 large_object_without_rls | S | 42501 permission denied for function lo_from_bytea | SELECT lo_from_bytea(0, 'shared')
 large_object_read | S | 42501 permission denied for function lo_get | SELECT lo_get(1)
 tenantless_app_reads | S@app | ok 0 0 0 - | SELECT (SELECT count(*) FROM base_entity) || ' ' || (SELECT count(*) FROM audit_log) || ' ' || (SELECT count(*) FROM tenants) || ' ' || coalesce(launch.current_tenant(), '-')

@@ -191,3 +191,115 @@ async fn unsafe_client_encodings_are_refused_in_every_spelling() {
         Ok(vec!["LATIN1".to_owned()])
     );
 }
+
+/// A client's SET values follow it across a tenant switch, written anew (non-ASCII and `$`
+/// identifiers, quoted identifiers); one the proxy cannot write again (a backslash in a
+/// plain string) is not followed, and neither kind reaches the next client of the same
+/// tenant on the same server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_values_follow_their_client_and_no_one_else() {
+    let env = Env::new(SOLO).await;
+    let (a, a2, b) = (
+        env.login("t1").await,
+        env.login("t1m").await,
+        env.login("t2").await,
+    );
+    let default = col(&a2, "SHOW search_path").await;
+    let mut bad = Vec::new();
+    for (set, followed) in [
+        ("SET search_path TO café, public", true),
+        ("SET search_path TO my$schema", true),
+        (r#"SET search_path TO "a""b""#, true),
+        (r"SET search_path TO 'C:\dir'", false),
+        (
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            false,
+        ),
+    ] {
+        col(&a, set).await;
+        let own = col(&a, "SHOW search_path").await;
+        let other = col(&a2, "SHOW search_path").await;
+        let insert = format!(
+            "INSERT INTO base_entity (created_by, updated_by) VALUES ('{ACTOR}', '{ACTOR}')"
+        );
+        let write = run(&a2, &insert).await;
+        col(&b, "SELECT 1").await;
+        let after = col(&a, "SHOW search_path").await;
+        if other != default || write.is_err() {
+            bad.push(format!("{set}: LEAK to t1m: {other:?} {write:?}"));
+        }
+        if followed && after != own {
+            bad.push(format!("{set}: {own:?} lost after a switch: {after:?}"));
+        }
+        col(&a, "RESET ALL").await;
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// SET TIME ZONE forms after a tenant switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_zone_forms_survive_a_switch() {
+    let env = Env::new(SOLO).await;
+    let (a, b) = (env.login("t1").await, env.login("t2").await);
+    let mut bad = Vec::new();
+    for set in [
+        "SET TIME ZONE INTERVAL '+02:00' HOUR TO MINUTE",
+        "SET TIME ZONE -5",
+        "SET TIME ZONE 'America/New_York'",
+        "SET datestyle = sql, dmy",
+        "SET intervalstyle = iso_8601",
+        "SET application_name = 'x\\y'",
+    ] {
+        col(&a, set).await;
+        let before = col(&a, "SELECT current_setting('TimeZone')||' '||current_setting('DateStyle')||' '||current_setting('IntervalStyle')||' '||current_setting('application_name')").await;
+        let other = run(&b, "SELECT 1").await;
+        let after = run(&a, "SELECT current_setting('TimeZone')||' '||current_setting('DateStyle')||' '||current_setting('IntervalStyle')||' '||current_setting('application_name')").await;
+        println!("{set:?}: before {before:?} other {other:?} after {after:?}");
+        if after != Ok(before) || other.is_err() {
+            bad.push(set);
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+/// A refused Query inside an aborted transaction block: PostgreSQL answers 25P02 to any
+/// statement there; and statements pipelined after a refused Query still run as they would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_queries_in_pipelines() {
+    let env = Env::new(SOLO).await;
+    let mut w = Wire::login(env.proxy.port, "t1m");
+    // Pipelined simple Queries.
+    for q in [
+        "BEGIN",
+        "SELECT 1/0",
+        "ALTER ROLE CURRENT_USER SET work_mem = '1MB'",
+        "SELECT 2",
+        "ROLLBACK",
+    ] {
+        w.send(b'Q', &cstr(q));
+    }
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(w.results());
+    }
+    println!("in aborted block: {got:?}");
+    for q in [
+        "ALTER USER CURRENT_USER SET work_mem = '1MB'",
+        "SELECT 3",
+        "SELECT alter_ego FROM (SELECT 1 alter_ego) s",
+    ] {
+        w.send(b'Q', &cstr(q));
+    }
+    let mut got2 = Vec::new();
+    for _ in 0..3 {
+        got2.push(w.results());
+    }
+    println!("pipelined after refusal: {got2:?}");
+    assert_eq!(got2[1], Ok(vec!["3".to_owned()]));
+    assert_eq!(got2[2], Ok(vec!["1".to_owned()]));
+    assert!(
+        got[2].as_ref().is_err_and(|e| e.starts_with("25P02")),
+        "{:?}",
+        got[2]
+    );
+}

@@ -514,10 +514,14 @@ fn account(
             if matches!(expect, Expect::Ready { .. })
                 && matches!(front.action, Action::ReplaceError(_))
             {
-                // The stand-in of a refused Query failed: the client gets the proxy's error.
+                // The stand-in of a refused Query failed as it does (upstream::REFUSED_QUERY):
+                // the client gets the proxy's error. Any other error (25P02 in a failed
+                // transaction) is the one PostgreSQL would have given the refused Query too.
                 if let Action::ReplaceError(e) = std::mem::replace(&mut front.action, Action::Pass)
                 {
-                    replaced = Some(e);
+                    if fields::sqlstate(body) == Some(*b"42703") {
+                        replaced = Some(e);
+                    }
                 }
             }
             let reword = note_error(body, t);

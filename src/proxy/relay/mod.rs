@@ -368,7 +368,15 @@ async fn transaction(
         }
         state.tenant_active_until = until;
     }
-    let tenant_needed = server.tenant != AppliedTenant::Applied(session.tenant);
+    // A client may have left settings the proxy does not follow (SET SESSION
+    // CHARACTERISTICS, set_config, a value it cannot write again): the switch's RESET ALL
+    // runs before another client's next transaction, the same tenant's included. The
+    // client's own next transaction keeps them, as on a connection of its own.
+    let me = session.cancel.target.pid;
+    let tenant_changes = server.tenant != AppliedTenant::Applied(session.tenant);
+    let foreign_settings = server.may_hold_settings && server.settings_owner != me;
+    let tenant_needed = tenant_changes || (foreign_settings && !session_mode);
+    server.settings_owner = me;
     let mut params_sql = String::new();
     if !tenant_needed {
         state.params.apply_to(&mut server.params, &mut params_sql);
@@ -389,6 +397,7 @@ async fn transaction(
             ctx,
             session_mode,
             tenant_needed,
+            !tenant_changes,
             params_sql,
         )
         .await?;
@@ -496,11 +505,14 @@ async fn send_with_settings(
     ctx: &ProxyContext,
     session_mode: bool,
     tenant_needed: bool,
+    same_tenant: bool,
     mut params_sql: String,
 ) -> Result<(), Stop> {
+    // Another client of the same tenant (a switch for the settings it left) keeps the
+    // tenant's advisory locks and objects, as on a connection of the tenant's own.
     let leftovers = crate::tenant::prelude::Leftovers {
-        advisory_locks: server.session_locks,
-        objects: server.may_hold_objects,
+        advisory_locks: server.session_locks && !same_tenant,
+        objects: server.may_hold_objects && !same_tenant,
     };
     if tenant_needed {
         // The tenant switch puts every parameter back to its startup value (RESET ALL) and,

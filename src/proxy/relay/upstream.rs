@@ -211,10 +211,11 @@ fn refuse(t: &mut Tracker, error: ClientError, out: &mut BytesMut) {
     t.discarding = true;
 }
 
-/// The stand-in for a refused Query: a syntax error, which fails for every role and at no
-/// cost (no catalog lookup, no planner, no language privilege: the application roles may
-/// not run DO blocks, migrations/0006), and which reads plainly in the server's log.
-const REFUSED_QUERY: &str = "REFUSED BY launch-proxy";
+/// The stand-in for a refused Query: a column that does not exist (42703), which fails for
+/// every role without a language privilege (the application roles may not run DO blocks,
+/// migrations/0006) and reads plainly in the server's log. It parses, so in a failed
+/// transaction PostgreSQL answers 25P02 first, as it would have the refused Query.
+pub(super) const REFUSED_QUERY: &str = "SELECT refused_by_launch_proxy";
 
 fn guard_error(v: &crate::tenant::guard::GuardViolation) -> ClientError {
     metrics::counter!(crate::metrics::names::GUARD_VIOLATIONS, "what" => v.what).increment(1);
@@ -349,9 +350,6 @@ pub(super) fn scan_client(
                 }
                 let session_statement =
                     || mentions.prepared && !ctx.session_mode() && session_statement_inside(sql);
-                if mentions.guarded || *objects {
-                    *settings = true;
-                }
                 let mut discards = false;
                 if mentions.guarded {
                     let verdict = if ctx.settings.config.tenant.statement_guard {
@@ -385,7 +383,12 @@ pub(super) fn scan_client(
                     }
                     // A session-level SET follows the client to its next server connection.
                     desired.observe_sql(sql);
-                    on_server.observe_sql(sql);
+                    if on_server.observe_sql(sql)
+                        || crate::tenant::shape::names_setting_function(sql)
+                    {
+                        // Only the switch's RESET ALL undoes it (set_config, pg_settings).
+                        *settings = true;
+                    }
                 }
                 if h.tag == frontend::QUERY {
                     use crate::proxy::statements::{classify_sql, SqlPrepared};
