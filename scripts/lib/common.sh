@@ -85,7 +85,8 @@ lp_ensure_pg_user() {
 lp_port_in_use() {
     local port=$1
     if command -v ss >/dev/null 2>&1; then
-        [[ -n $(ss -Hltn "sport = :$port" 2>/dev/null) ]]
+        # Any socket on it, not only listeners: a connection's local port cannot be bound.
+        [[ -n $(ss -Htan "sport = :$port" 2>/dev/null) ]]
     else
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
     fi
