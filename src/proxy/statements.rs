@@ -23,6 +23,10 @@ pub struct StatementDef {
     /// A server reported its cached plan outdated (0A000 after a schema change): a new
     /// Parse of the same text gets a new definition, so a fresh server statement.
     stale: AtomicBool,
+    /// Running it changes a session setting the proxy does not follow (a SET it cannot
+    /// carry, set_config): each Bind marks its server connection for the RESET ALL of the
+    /// switch before another client's transaction (`ServerConn::may_hold_settings`).
+    pub changes_settings: bool,
 }
 
 impl StatementDef {
@@ -87,11 +91,16 @@ impl StatementRegistry {
         parse.put_slice(name.as_bytes());
         parse.put_u8(0);
         parse.put_slice(query_and_types);
+        let sql = crate::protocol::fields::read_cstr(query_and_types).map_or(&[][..], |(s, _)| s);
+        let changes_settings = crate::tenant::guard::needs_check(sql)
+            && (crate::proxy::session_params::ParamSet::default().observe_sql(sql)
+                || crate::tenant::shape::names_setting_function(sql));
         let def = Arc::new(StatementDef {
             id,
             parse: parse.freeze(),
             validated: AtomicBool::new(false),
             stale: AtomicBool::new(false),
+            changes_settings,
         });
         inner
             .defs

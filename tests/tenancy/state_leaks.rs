@@ -303,3 +303,28 @@ async fn refused_queries_in_pipelines() {
         got[2]
     );
 }
+
+/// A named statement that changes a setting the proxy does not follow marks its server
+/// connection each time it runs, not only when its text was parsed: the next client of
+/// the same tenant starts clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_set_does_not_reach_the_next_client() {
+    let env = Env::new(SOLO).await;
+    let (a, a2) = (env.login("t1").await, env.login("t1m").await);
+    let insert =
+        format!("INSERT INTO base_entity (created_by, updated_by) VALUES ('{ACTOR}', '{ACTOR}')");
+    for sql in [
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        "SELECT set_config('default_transaction_read_only', 'on', false)",
+    ] {
+        let st = a.prepare(sql).await.unwrap();
+        // t1m's transaction runs the switch for what the Parse left, and owns the connection.
+        run(&a2, &insert).await.unwrap();
+        a.execute(&st, &[]).await.unwrap();
+        let got = run(&a2, &insert).await;
+        assert!(
+            got.is_ok(),
+            "LEAK: t1's prepared {sql:?} reached t1m: {got:?}"
+        );
+    }
+}

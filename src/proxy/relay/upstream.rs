@@ -618,6 +618,11 @@ fn named(
             let Some(def) = statements.get(name).cloned() else {
                 return refuse(t, no_such_statement(name), out);
             };
+            if def.changes_settings {
+                // Its text was scanned at Parse, maybe in another transaction: running it
+                // changes a setting the proxy does not follow, as the text would.
+                server.may_hold_settings = true;
+            }
             ensure_prepared(&def, server, t, out, None);
             let head = &body[..portal.len() + 1];
             rewrite_name(tag, head, &server_name(def.id), rest, out);
