@@ -211,16 +211,17 @@ impl ParamSet {
     }
 
     /// Records `name` (any case) = `sql_value`; ignores parameters the proxy owns, and names
-    /// that are not a parameter's (see [`is_parameter_name`]).
-    pub fn set(&mut self, name: &str, sql_value: String) {
+    /// that are not a parameter's (see [`is_parameter_name`]). `false`: ignored.
+    pub fn set(&mut self, name: &str, sql_value: String) -> bool {
         let name = name.to_ascii_lowercase();
         if untracked(&name) || !is_parameter_name(&name) {
-            return;
+            return false;
         }
         match self.values.iter_mut().find(|(n, _)| *n == name) {
             Some((_, v)) => *v = sql_value,
             None => self.values.push((name, sql_value)),
         }
+        true
     }
 
     pub fn remove(&mut self, name: &str) {
@@ -348,12 +349,7 @@ impl ParamSet {
     /// undoes it).
     fn follow(&mut self, name: &str, value: Option<String>) -> bool {
         match value {
-            Some(v) => {
-                let name_lc = name.to_ascii_lowercase();
-                let unfollowed = untracked(&name_lc) || !is_parameter_name(&name_lc);
-                self.set(name, v);
-                unfollowed
-            }
+            Some(v) => !self.set(name, v),
             None => {
                 self.remove(name);
                 true

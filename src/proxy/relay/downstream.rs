@@ -452,10 +452,7 @@ fn account(
             t.copy_in = false;
             t.timeout_cancel = false;
             t.ready_seen += 1;
-            if t.status_wait && t.status_known() {
-                // Held client messages go once no ReadyForQuery is outstanding.
-                t.resume_client = true;
-            }
+            t.recheck_held();
             if drop_it {
                 return Ok(Some(swallow(is_prelude)));
             }
@@ -596,9 +593,7 @@ fn account(
                             first = false;
                             keep
                         });
-                        if t.status_wait && t.status_known() {
-                            t.resume_client = true;
-                        }
+                        t.recheck_held();
                     }
                     _ => {}
                 },

@@ -259,6 +259,15 @@ impl Tracker {
         known
     }
 
+    /// A ReadyForQuery arrived or was dropped from the queue: if client messages were held
+    /// for the status ([`Tracker::status_wait`]) and it is known now, the relay forwards
+    /// them ([`Tracker::resume_client`]).
+    pub fn recheck_held(&mut self) {
+        if self.status_wait && self.status_known() {
+            self.resume_client = true;
+        }
+    }
+
     pub fn push(&mut self, expect: Expect, action: Action) {
         self.replies.push_back(Reply { expect, action });
     }
