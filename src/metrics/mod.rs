@@ -100,6 +100,7 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
         let counters = [
             (names::TRANSACTIONS, &s.transactions),
             (names::QUERIES, &s.queries),
+            (names::TENANT_SWITCHES, &s.tenant_switches),
             (names::ACQUIRE_TIMEOUTS, &s.acquire_timeouts),
         ];
         for (metric, v) in counters {

@@ -16,6 +16,9 @@ pub const GATE_OPEN: &str = "launch_proxy_pool_gate_open";
 pub const POOL_WAIT_SECONDS: &str = "launch_proxy_pool_wait_seconds";
 pub const TRANSACTIONS: &str = "launch_proxy_transactions_total";
 pub const QUERIES: &str = "launch_proxy_queries_total";
+/// Transactions that ran the tenant switch first: the connection carried another tenant,
+/// or settings another client left (the rest found their tenant applied).
+pub const TENANT_SWITCHES: &str = "launch_proxy_tenant_switches_total";
 pub const BYTES: &str = "launch_proxy_bytes_total";
 pub const ERRORS: &str = "launch_proxy_errors_total";
 pub const ACQUIRE_TIMEOUTS: &str = "launch_proxy_acquire_timeouts_total";

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct PoolStats {
     pub transactions: AtomicU64,
     pub queries: AtomicU64,
+    /// Transactions that ran the tenant switch first (`names::TENANT_SWITCHES`).
+    pub tenant_switches: AtomicU64,
     pub bytes_from_clients: AtomicU64,
     pub bytes_from_server: AtomicU64,
     pub clients_waiting: AtomicU64,

@@ -3,6 +3,48 @@
 
 use super::*;
 
+/// The switch runs where the connection carries another tenant, or settings another client
+/// of the same tenant left, and nowhere else; each run is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_switches_run_only_where_needed_and_are_counted() {
+    let env = Env::new(SOLO).await;
+    let switches = || {
+        let body = blocking(|| env.proxy.metrics());
+        let line = "launch_proxy_tenant_switches_total{pool=\"app\"} ";
+        let v = body.lines().find_map(|l| l.strip_prefix(line));
+        v.map_or(0, |v| v.trim().parse::<u64>().expect("a count"))
+    };
+    let (a, b, a2) = (
+        env.login("t1").await,
+        env.login("t2").await,
+        env.login("t1").await,
+    );
+    let steps: [(&Client, &str, u64); 8] = [
+        (&a, "SELECT 1", 1),
+        (&a, "SELECT 2", 1),
+        (&a2, "SELECT 3", 1),
+        (&b, "SELECT 4", 2),
+        (&b, "SELECT 5", 2),
+        (&a, "SELECT 6", 3),
+        (
+            &a,
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            3,
+        ),
+        (&a2, "SELECT 7", 4),
+    ];
+    for (i, (c, sql, want)) in steps.into_iter().enumerate() {
+        run(c, sql)
+            .await
+            .unwrap_or_else(|e| panic!("step {i}: {e}"));
+        assert_eq!(switches(), want, "after step {i}: {sql}");
+    }
+    let ro = "SELECT current_setting('transaction_read_only')";
+    assert_eq!(col(&a2, ro).await, ["off"], "a2 got a's session default");
+    env.check_own(&a2, T1, "t1").await;
+    env.check_own(&b, T2, "t2").await;
+}
+
 /// Tenant 2's client prepares the text tenant 1's did: the same server statement runs (also
 /// as a generic plan) and returns tenant 2's rows only. Binding the proxy's server-side name
 /// is refused; SQL `EXECUTE` of it runs as the caller.

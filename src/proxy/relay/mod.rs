@@ -377,6 +377,9 @@ async fn transaction(
     let foreign_settings = server.may_hold_settings && server.settings_owner != me;
     let tenant_needed = tenant_changes || (foreign_settings && !session_mode);
     server.settings_owner = me;
+    if tenant_needed {
+        crate::pool::PoolStats::add(&session.pool.stats.tenant_switches, 1);
+    }
     let mut params_sql = String::new();
     if !tenant_needed {
         state.params.apply_to(&mut server.params, &mut params_sql);
