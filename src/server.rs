@@ -48,6 +48,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         clients: clients.clone(),
         shutdown: shutdown.clone(),
         mock_secret: secret,
+        pending_logins: Default::default(),
         client_tls,
         jwt,
         statements: Default::default(),
@@ -124,7 +125,11 @@ async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, _pools: &Ar
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     ctx.clients.accepted.fetch_add(1, Relaxed);
-                    let over_limit = ctx.clients.connected.fetch_add(1, Relaxed) >= max;
+                    // At the limit the oldest connection still in its login makes room
+                    // (proxy::pending_logins); a client is refused only when every
+                    // connection has logged in.
+                    let over_limit = ctx.clients.connected.fetch_add(1, Relaxed) >= max
+                        && !ctx.pending_logins.evict_oldest();
                     let ctx = ctx.clone();
                     ctx.shutdown.tracker().spawn(handle_client(stream, peer, ctx.clone(), over_limit));
                 }

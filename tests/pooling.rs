@@ -240,6 +240,49 @@ async fn max_client_conn_refuses_the_next_client() {
     assert_eq!(text(&c, "SELECT 1").await, "1");
 }
 
+/// max_client_conn 3 held by connections that never log in: each new client takes the
+/// place of the oldest of them, which gets FATAL 53300 saying why; logged-in clients are
+/// never displaced (with three of them, the next client is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_make_room_for_new_clients() {
+    let (_pg, proxy) =
+        start("max_client_conn: 3\ndefault_pool_size: 2\nmin_pool_size: 0\nreserve_pool_size: 0");
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        let s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        silent.push(s);
+        // Arrival order decides who goes first; let the proxy take each one in.
+        sleep(Duration::from_millis(100)).await;
+    }
+    let mut clients = Vec::new();
+    for (i, s) in silent.iter_mut().enumerate() {
+        clients.push(connect(&proxy, "app").await);
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let has = |needle: &[u8]| reply.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            has(b"C53300\0") && has(b"took its place"),
+            "silent {i}: {reply:?}"
+        );
+    }
+    for c in &clients {
+        assert_eq!(text(c, "SELECT 'in'").await, "in");
+    }
+    let err = proxy
+        .connect("app", "apppw")
+        .await
+        .expect_err("client 4 got in");
+    assert_eq!(err.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{err}");
+    assert!(!format!("{err:?}").contains("took its place"), "{err:?}");
+    for c in &clients {
+        assert_eq!(text(c, "SELECT 'still in'").await, "still in");
+    }
+    let body = proxy.metrics();
+    let line = "launch_proxy_clients_displaced_before_login_total 3";
+    assert!(body.lines().any(|l| l == line), "{body}");
+}
+
 /// Starts a proxy with `pool` (and no warm or reserve connections), then runs `app` and
 /// `app_ro` clients that each run pg_sleep(0.2) twice, all at once; every query must
 /// succeed. Returns the peak backend counts seen: (total, app, app_ro).

@@ -59,6 +59,8 @@ pub struct ClientCounts {
     pub connected: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected_max_clients: AtomicU64,
+    /// Connections in their login displaced by newer ones at `max_client_conn`.
+    pub displaced_logins: AtomicU64,
     pub login_failures: AtomicU64,
     pub cancel_requests: AtomicU64,
 }
@@ -75,6 +77,7 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
     gauge!(names::CLIENTS_CONNECTED).set(clients.connected.load(Relaxed) as f64);
     counter!(names::CLIENTS_ACCEPTED).absolute(clients.accepted.load(Relaxed));
     counter!(names::CLIENTS_REJECTED).absolute(clients.rejected_max_clients.load(Relaxed));
+    counter!(names::CLIENTS_DISPLACED).absolute(clients.displaced_logins.load(Relaxed));
     counter!(names::LOGIN_FAILURES).absolute(clients.login_failures.load(Relaxed));
     counter!(names::CANCEL_REQUESTS).absolute(clients.cancel_requests.load(Relaxed));
     gauge!(names::DB_SERVER_CONNECTIONS).set(pools.db_connections() as f64);

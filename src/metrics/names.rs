@@ -3,6 +3,8 @@
 pub const CLIENTS_CONNECTED: &str = "launch_proxy_clients_connected";
 pub const CLIENTS_ACCEPTED: &str = "launch_proxy_clients_accepted_total";
 pub const CLIENTS_REJECTED: &str = "launch_proxy_clients_rejected_max_client_conn_total";
+/// Connections still in their login that made room for a newer one at `max_client_conn`.
+pub const CLIENTS_DISPLACED: &str = "launch_proxy_clients_displaced_before_login_total";
 pub const LOGIN_FAILURES: &str = "launch_proxy_login_failures_total";
 pub const CANCEL_REQUESTS: &str = "launch_proxy_cancel_requests_total";
 pub const CLIENT_CONNECTIONS: &str = "launch_proxy_client_connections";

@@ -5,6 +5,7 @@ pub mod cancel;
 mod client_io;
 pub mod command_timeout;
 mod handshake;
+pub mod pending_logins;
 mod relay;
 pub mod session_params;
 mod spare_buffers;
@@ -44,6 +45,8 @@ pub struct ProxyContext {
     pub tenant_status: tenant_status::TenantStatusCache,
     /// Keys the fake SCRAM salts of unknown users, so the same name always gets the same salt.
     pub mock_secret: [u8; 32],
+    /// Connections in their login, which a new one at `max_client_conn` may displace.
+    pub pending_logins: pending_logins::PendingLogins,
 }
 
 impl ProxyContext {
@@ -76,10 +79,29 @@ pub async fn handle_client(
     let mut client = ClientConn::new(crate::net::Stream::Tcp(stream));
     let started = Instant::now();
     let login_timeout = Duration::from_millis(ctx.settings.config.client_login_timeout_ms);
+    // A client refused for the limit does not take a place it could be displaced from.
+    let pending = (!over_limit).then(|| ctx.pending_logins.register());
     // Boxed: the login's state is large and only needed once; the task an idle client
     // keeps holds just a pointer to it while it runs.
     let login = Box::pin(handshake::run(&mut client, &ctx, over_limit));
-    let outcome = tokio::time::timeout(login_timeout, login).await;
+    let evicted = async {
+        match &pending {
+            Some(p) => p.evicted.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        biased;
+        outcome = tokio::time::timeout(login_timeout, login) => outcome,
+        () = evicted => {
+            let err = displaced_by_a_newer_client();
+            tracing::info!(%peer, error = %err, "client displaced before its login");
+            ctx.clients.displaced_logins.fetch_add(1, Relaxed);
+            client.send_error(&err).await;
+            return;
+        }
+    };
+    drop(pending);
     let session = match outcome {
         Err(_) => {
             let err = ClientError::protocol(format!(
@@ -129,6 +151,14 @@ pub fn too_many_clients() -> ClientError {
         "sorry, too many clients already",
     )
     .with_detail("launch-proxy is serving max_client_conn clients")
+}
+
+/// Answers a connection still in its login whose place a newer one took at
+/// `max_client_conn` (see [`pending_logins`]).
+fn displaced_by_a_newer_client() -> ClientError {
+    too_many_clients().with_detail(
+        "this connection had not logged in, and a newer one took its place at max_client_conn",
+    )
 }
 
 pub(crate) fn encode_error(err: &ClientError) -> BytesMut {
