@@ -92,8 +92,12 @@ pub async fn handle_client(
     };
     let outcome = tokio::select! {
         biased;
-        outcome = tokio::time::timeout(login_timeout, login) => outcome,
-        () = evicted => {
+        outcome = tokio::time::timeout(login_timeout, login) => Some(outcome),
+        () = evicted => None,
+    };
+    let outcome = match (outcome, pending.map(|p| p.finish())) {
+        (Some(outcome), None | Some(true)) => outcome,
+        _ => {
             let err = displaced_by_a_newer_client();
             tracing::info!(%peer, error = %err, "client displaced before its login");
             ctx.clients.displaced_logins.fetch_add(1, Relaxed);
@@ -101,7 +105,6 @@ pub async fn handle_client(
             return;
         }
     };
-    drop(pending);
     let session = match outcome {
         Err(_) => {
             let err = ClientError::protocol(format!(

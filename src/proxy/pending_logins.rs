@@ -72,6 +72,20 @@ impl PendingLogins {
     }
 }
 
+impl PendingLogin<'_> {
+    /// Leaves the registry at the end of a login; `false` if a newer connection took this
+    /// one's place meanwhile (it was admitted in exchange: this one must go all the same,
+    /// or the connections would exceed `max_client_conn`).
+    pub fn finish(self) -> bool {
+        self.registry
+            .inner
+            .lock()
+            .waiting
+            .remove(&self.id)
+            .is_some()
+    }
+}
+
 impl Drop for PendingLogin<'_> {
     fn drop(&mut self) {
         self.registry.inner.lock().waiting.remove(&self.id);
@@ -101,5 +115,9 @@ mod tests {
         assert!(!registry.evict_oldest(), "nobody left to evict");
         drop((first, third));
         assert!(registry.is_empty());
+        let late = registry.register();
+        assert!(registry.evict_oldest());
+        assert!(!late.finish(), "displaced just before it finished");
+        assert!(registry.register().finish());
     }
 }
