@@ -30,6 +30,7 @@ pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

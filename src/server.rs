@@ -49,6 +49,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         mock_secret: secret,
         pending_logins: Default::default(),
+        users: crate::config::UsersTable::new(settings.users.clone()),
         client_tls,
         jwt,
         statements: Default::default(),
@@ -85,6 +86,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(listen = %settings.listen, server = %format!("{}:{}", settings.config.server.host, settings.config.server.port), "launch-proxy ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::spawn(signals(shutdown.clone()));
+    tokio::spawn(crate::reload::on_sighup(ctx.clone()));
     accept_loop(listener, &ctx, &pools).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let grace = Duration::from_millis(settings.config.shutdown_timeout_ms);

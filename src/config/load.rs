@@ -50,6 +50,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Settings, LoadError> {
     let signing_key = signing_key(&config.tenant, base)?;
     let mut settings = validate::validate(config, users, signing_key)?;
     settings.base_dir = base.to_owned();
+    settings.source = path.to_owned();
     if let Some(tls) = &settings.config.tls {
         crate::net::tls::ClientTls::load(tls, base)
             .map_err(|e| LoadError::Invalid(format!("tls: {e}")))?;

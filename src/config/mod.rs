@@ -10,7 +10,7 @@ mod validate;
 mod tests;
 
 pub use load::{load, LoadError, LoadOverrides};
-pub use users::{ClientAuth, ClientSecret, ServerLogin, User, UserEntry, UsersFile};
+pub use users::{ClientAuth, ClientSecret, ServerLogin, User, UserEntry, UsersFile, UsersTable};
 pub use validate::Warning;
 
 use serde::{Deserialize, Serialize};
@@ -400,6 +400,8 @@ pub struct Settings {
     pub users: BTreeMap<String, Arc<User>>,
     /// The config file's directory: relative paths in the config are resolved against it.
     pub base_dir: PathBuf,
+    /// The config file itself, read again on SIGHUP (`crate::reload`).
+    pub source: PathBuf,
     /// Resolved `tenant.signing_key`.
     pub signing_key: Option<Arc<[u8]>>,
     pub warnings: Vec<Warning>,

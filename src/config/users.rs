@@ -91,7 +91,7 @@ impl std::fmt::Debug for ClientSecret {
 }
 
 /// How the proxy proves itself to PostgreSQL for this user.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ServerLogin {
     Password(String),
     /// Reuse the SCRAM keys recovered from the client's own login (PostgreSQL must store the
@@ -128,4 +128,22 @@ pub struct User {
     pub tenant: Option<TenantId>,
     /// The pool this user's transactions run on: its own name unless `server_user` says.
     pub server_user: String,
+}
+
+/// The users logins are checked against: the users file as last loaded (SIGHUP reloads it,
+/// see `crate::reload`). A session keeps the `User` it logged in as.
+pub struct UsersTable(parking_lot::RwLock<std::sync::Arc<BTreeMap<String, std::sync::Arc<User>>>>);
+
+impl UsersTable {
+    pub fn new(users: BTreeMap<String, std::sync::Arc<User>>) -> UsersTable {
+        UsersTable(parking_lot::RwLock::new(std::sync::Arc::new(users)))
+    }
+
+    pub fn get(&self, name: &str) -> Option<std::sync::Arc<User>> {
+        self.0.read().get(name).cloned()
+    }
+
+    pub fn replace(&self, users: BTreeMap<String, std::sync::Arc<User>>) {
+        *self.0.write() = std::sync::Arc::new(users);
+    }
 }

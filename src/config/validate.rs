@@ -281,6 +281,7 @@ pub(super) fn validate(
         metrics_listen,
         users,
         base_dir: std::path::PathBuf::new(),
+        source: std::path::PathBuf::new(),
         signing_key: signing_key.map(Arc::from),
         warnings,
     })

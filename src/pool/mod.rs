@@ -412,6 +412,11 @@ impl Pool {
         self.state.lock().idle.pop_front()
     }
 
+    /// Whether this pool logs in to PostgreSQL with `login`.
+    pub fn logs_in_with(&self, login: &ServerLogin) -> bool {
+        self.login == *login
+    }
+
     /// Counts for metrics: (total, idle, opening, waiting clients).
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         let st = self.state.lock();

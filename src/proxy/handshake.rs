@@ -129,7 +129,7 @@ pub(super) async fn run(
         ));
     }
 
-    let (user, keys) = match (ctx.settings.users.get(&user_name).cloned(), &ctx.jwt) {
+    let (user, keys) = match (ctx.users.get(&user_name), &ctx.jwt) {
         (None, Some(jwt)) => (
             token_login(client, ctx, jwt, &user_name, &mut out).await?,
             None,
@@ -309,8 +309,7 @@ async fn authenticate(
 /// A SCRAM verifier for a user configured with a plain password, derived once per user and
 /// cached: deriving costs thousands of HMAC rounds, far too much for every login.
 fn plain_verifier(ctx: &ProxyContext, user_name: &str, password: &str) -> ScramVerifier {
-    ctx.settings
-        .users
+    ctx.users
         .get(user_name)
         .and_then(|u| u.scram_verifier.clone())
         .unwrap_or_else(|| ScramVerifier::from_password(password, None, 4096))
@@ -511,7 +510,7 @@ async fn token_login(
         "read" => (crate::config::Role::Read, &settings.server_users.read),
         _ => (crate::config::Role::Write, &settings.server_users.write),
     };
-    let login = ctx.settings.users.get(server_user).ok_or_else(|| {
+    let login = ctx.users.get(server_user).ok_or_else(|| {
         ClientError::fatal(
             ErrorKind::Internal,
             codes::INTERNAL_ERROR,

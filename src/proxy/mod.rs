@@ -45,6 +45,8 @@ pub struct ProxyContext {
     pub tenant_status: tenant_status::TenantStatusCache,
     /// Keys the fake SCRAM salts of unknown users, so the same name always gets the same salt.
     pub mock_secret: [u8; 32],
+    /// Who may log in: the users file as last loaded.
+    pub users: crate::config::UsersTable,
     /// Connections in their login, which a new one at `max_client_conn` may displace.
     pub pending_logins: pending_logins::PendingLogins,
 }
