@@ -165,6 +165,21 @@ impl Stream {
         !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
+    /// Waits until the peer either hangs up (`true`: end of stream or a reset) or sends
+    /// more (`false`), without taking any byte from the socket (a peek, so TLS is left
+    /// intact). It waits in the socket's reader slot, as [`Stream::wait_readable`], and
+    /// makes no system call while the socket has nothing new.
+    pub async fn hung_up(&self) -> bool {
+        let Some(tcp) = self.tcp() else { return true };
+        let mut probe = [0u8; 1];
+        std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut probe);
+            tcp.poll_peek(cx, &mut buf)
+                .map(|r| matches!(r, Ok(0) | Err(_)))
+        })
+        .await
+    }
+
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.tcp().ok_or_else(closed)?.peer_addr()
     }

@@ -100,6 +100,17 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
         if pool.shutdown.is_triggered() {
             want = 0;
         }
+        // A pool whose client waited longer for a slot of `max_db_connections` opens first:
+        // a busy pool that just yielded it a connection would otherwise take the freed slot
+        // back at once (its manager is woken first), starving the other and reconnecting on
+        // every transaction.
+        if want > 0
+            && pool
+                .db
+                .longer_wait_elsewhere(pool, st.waiters.front().map(|w| w.since))
+        {
+            want = 0;
+        }
         // At most `max_connecting` logins at once, as PgBouncer (one): each finished login
         // wakes this task for the next.
         while want > 0 && st.total < cap && st.opening < pool.limits.max_connecting {

@@ -47,6 +47,10 @@ pub struct PoolLimits {
     pub max_uses: Option<u64>,
     pub lifetime: Option<Duration>,
     pub command_timeout: Option<Duration>,
+    /// The role's `idle_in_transaction_timeout_ms`, which the proxy enforces itself on a
+    /// client that holds its connection between a message and its Sync (PostgreSQL arms
+    /// its own only at ReadyForQuery).
+    pub idle_in_transaction: Option<Duration>,
     /// Prepared statements kept per server connection (least recently used evicted).
     pub statement_cache_size: usize,
     /// Statements running at once at most (`pool.max_active`; 0: no limit).
@@ -507,6 +511,7 @@ impl PoolSet {
                 max_uses: (p.server_max_uses > 0).then_some(p.server_max_uses),
                 lifetime: ms_opt(p.server_lifetime_ms),
                 command_timeout: ms_opt(role.command_timeout_ms),
+                idle_in_transaction: ms_opt(role.idle_in_transaction_timeout_ms),
                 statement_cache_size: p.prepared_statement_cache_size,
                 max_active: p.max_active,
             },

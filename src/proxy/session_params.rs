@@ -20,6 +20,14 @@ pub struct ParamSet {
     values: Vec<(String, String)>,
 }
 
+/// Session parameters followed per client (and per server connection). Lookups are linear
+/// and [`ParamSet::apply_to`] compares two sets, so without a bound one client's Query of
+/// 60,000 `SET`s cost the proxy's thread seconds (quadratic), stalling every client
+/// (red team). Applications set a handful; settings beyond this many are not followed:
+/// they stay on the server connection where they ran, which then gets `RESET ALL` before
+/// another client's transaction, and do not travel with the client.
+pub const MAX_FOLLOWED: usize = 64;
+
 /// Parameters a client may not carry around: the proxy owns them (the tenant settings,
 /// the encoding it speaks to servers, the per-role timeouts are set per pool) or they are
 /// not settable per session.
@@ -210,15 +218,19 @@ impl ParamSet {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Records `name` (any case) = `sql_value`; ignores parameters the proxy owns, and names
-    /// that are not a parameter's (see [`is_parameter_name`]). `false`: ignored.
+    /// Records `name` (any case) = `sql_value`; ignores parameters the proxy owns, names
+    /// that are not a parameter's (see [`is_parameter_name`]), and a new name beyond
+    /// [`MAX_FOLLOWED`]. `false`: ignored (the caller then treats the setting as one the
+    /// proxy does not follow).
     pub fn set(&mut self, name: &str, sql_value: String) -> bool {
         let name = name.to_ascii_lowercase();
         if untracked(&name) || !is_parameter_name(&name) {
             return false;
         }
+        let full = self.values.len() >= MAX_FOLLOWED;
         match self.values.iter_mut().find(|(n, _)| *n == name) {
             Some((_, v)) => *v = sql_value,
+            None if full => return false,
             None => self.values.push((name, sql_value)),
         }
         true

@@ -135,12 +135,16 @@ pub(super) async fn forward_server(
             None => scan_and_settle(server, t, state, session)?,
         };
         if pos > 0 {
-            if client
-                .stream
-                .write_all_bytes(&server.buf[..pos])
-                .await
-                .is_err()
-            {
+            // A client that takes none of its replies for the role's idle-in-transaction
+            // time counts as gone: the write would otherwise wait for ever, holding the
+            // server connection (red team), while the server's cancel-ended query is long
+            // over.
+            let write = client.stream.write_all_bytes(&server.buf[..pos]);
+            let written = match session.pool.limits.idle_in_transaction {
+                Some(limit) => matches!(tokio::time::timeout(limit, write).await, Ok(Ok(_))),
+                None => write.await.is_ok(),
+            };
+            if !written {
                 return Err(Stop::ClientGone);
             }
             t.bytes_out += pos as u64;

@@ -106,8 +106,10 @@ pub(super) async fn run(
             // An idle connection is taken without setting up acquire's future.
             let server = match session.pool.try_acquire() {
                 Some(s) => s,
-                None => match session.pool.acquire().await {
-                    Ok(s) => s,
+                None => match acquire_watching(client, session).await {
+                    Ok(Some(s)) => s,
+                    // Gone while queued: its messages are never sent.
+                    Ok(None) => break None,
                     Err(e) => {
                         break Some(e.to_client_error(
                             &session.pool.name,
@@ -208,6 +210,48 @@ pub(super) async fn run(
         let _ = Box::pin(abandon(server, &t, session, ctx)).await;
     }
     RelayEnd { stats, error }
+}
+
+/// Bytes of a client's messages read while they are held (see the transaction loop).
+const HELD_READ_LIMIT: usize = 256 * 1024;
+
+/// The queued checkout ([`crate::pool::Pool::acquire`]), watching the client meanwhile: one
+/// that hangs up leaves the queue (`Ok(None)`), so its statement is never sent and no
+/// server connection is spent on it. Once it sends more, the watch ends (its bytes stay in
+/// the socket for the transaction).
+async fn acquire_watching(
+    client: &ClientConn,
+    session: &Session,
+) -> Result<Option<Box<ServerConn>>, crate::pool::AcquireError> {
+    let acquire = session.pool.acquire();
+    tokio::pin!(acquire);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            biased;
+            conn = &mut acquire => return conn.map(Some),
+            gone = client.stream.hung_up(), if watching => {
+                if gone {
+                    return Ok(None);
+                }
+                watching = false;
+            }
+        }
+    }
+}
+
+/// The error for a client that went quiet between a message and its Sync for the role's
+/// idle-in-transaction time (PostgreSQL's code and wording for its own timeout).
+fn idle_without_sync(limit: std::time::Duration) -> ClientError {
+    ClientError::fatal(
+        ErrorKind::Timeout,
+        codes::IDLE_IN_TRANSACTION_TIMEOUT,
+        "terminating connection due to idle-in-transaction timeout",
+    )
+    .with_detail(format!(
+        "the client sent no Sync for idle_in_transaction_timeout_ms ({} ms) while it held a server connection",
+        limit.as_millis()
+    ))
 }
 
 fn server_lost() -> ClientError {
@@ -452,6 +496,23 @@ async fn transaction(
         if client.buf.capacity() - client.buf.len() < 1024 {
             client.buf.reserve(super::client_io::READ_CHUNK);
         }
+        // Between a message and its Sync PostgreSQL has not said ReadyForQuery, so its own
+        // idle-in-transaction timeout is not armed, and a client that goes quiet there would
+        // hold the connection for ever: the proxy applies the role's limit itself. (Lazy:
+        // no clock read unless the branch runs.)
+        let idle_limit = session.pool.limits.idle_in_transaction;
+        let quiet_unsynced = !session_mode && t.unsynced && idle_limit.is_some();
+        // While its messages are held (the carried switch's answer, or a transaction
+        // status, is awaited) the client is read only up to a bound: reading on would
+        // buffer whatever it sends meanwhile (red team: 1 GiB of CopyData behind a sleeping
+        // query took 2.5 GiB). Its socket then pushes back; the server's answer ends the hold.
+        let read_client = !((t.barrier || t.status_wait) && client.buf.len() >= HELD_READ_LIMIT);
+        let quiet_for = async {
+            match idle_limit {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
         // Biased, server first: no random draw per wakeup, and replies (which end the
         // transaction) go before more of the client's input. Both reads are cancel-safe.
         tokio::select! {
@@ -479,7 +540,7 @@ async fn transaction(
                     }
                 }
             },
-            r = client.stream.read_into(&mut client.buf) => match r {
+            r = client.stream.read_into(&mut client.buf), if read_client => match r {
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
                 Ok(_) => {
                     if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
@@ -490,6 +551,9 @@ async fn transaction(
                     }
                 }
             },
+            () = quiet_for, if quiet_unsynced => {
+                return Err(Stop::Client(idle_without_sync(idle_limit.unwrap_or_default())));
+            }
         }
     }
 }

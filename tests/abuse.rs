@@ -1,0 +1,373 @@
+//! What one client must not be able to do to the proxy or to the others, found by two
+//! red-team reviews and tested against a real PostgreSQL: statements of a client that hung
+//! up while queued, a pool starved at `max_db_connections`, a connection held between a
+//! message and its Sync or by a client that stops reading, session parameters by the ten
+//! thousand, messages piled up behind a held one, and statement names of megabytes.
+
+mod common;
+
+use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
+use common::{proxy_config, PgServer, ProxyProcess};
+use launch_proxy::auth::md5::{md5_client_response, md5_stored_hash};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{sleep, timeout};
+
+/// The shipped users plus an md5 user on `app`'s pool, which the wire client can log in as.
+const USERS: &str = "\
+users:
+  app:    { password: \"apppw\", role: write }
+  app_ro: { password: \"approp\", role: read }
+  mdu:    { password: \"mdpw\", role: write, auth: md5, server_user: app }
+";
+
+/// The value of the first sample of `name` with all `labels` (0 when absent).
+fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        let want = |(k, v): &(&str, &str)| rest.contains(&format!("{k}=\"{v}\""));
+        (n == name && labels.iter().all(want)).then(|| value.parse().ok())?
+    });
+    found.unwrap_or(0.0)
+}
+
+fn connects(proxy: &ProxyProcess, pool: &str) -> f64 {
+    let m = proxy.metrics();
+    metric(
+        &m,
+        "launch_proxy_server_connects_total",
+        &[("pool", pool), ("result", "ok")],
+    )
+}
+
+fn start(pool: &str) -> (PgServer, ProxyProcess) {
+    let pg = PgServer::start();
+    let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS);
+    (pg, proxy)
+}
+
+/// One write-role connection, pool of one, the role's command and idle-in-transaction
+/// timeouts at 1 s.
+fn start_short(pg: &PgServer) -> ProxyProcess {
+    let pool = "default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
+                acquire_timeout_ms: 20000";
+    let from = "write: { command_timeout_ms: 30000, statement_timeout_ms: 60000, \
+                idle_in_transaction_timeout_ms: 60000 }";
+    let cfg = proxy_config(pg, pool);
+    assert!(cfg.contains(from));
+    let to = "write: { command_timeout_ms: 1000, statement_timeout_ms: 60000, \
+              idle_in_transaction_timeout_ms: 1000 }";
+    ProxyProcess::start(&cfg.replace(from, to), USERS)
+}
+
+// ------------------------------------------------------------------ the wire client
+
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    [&[tag][..], &((body.len() + 4) as u32).to_be_bytes(), body].concat()
+}
+
+fn z(s: &[u8]) -> Vec<u8> {
+    [s, &[0]].concat()
+}
+
+fn parse(name: &[u8], sql: &str) -> Vec<u8> {
+    frame(b'P', &[z(name), z(sql.as_bytes()), vec![0, 0]].concat())
+}
+
+fn bind_execute(name: &[u8]) -> Vec<u8> {
+    let bind = frame(b'B', &[z(b""), z(name), vec![0; 6]].concat());
+    [bind, frame(b'E', &[0; 5])].concat()
+}
+
+/// The `C` field of an ErrorResponse body.
+fn sqlstate(body: &[u8]) -> Option<String> {
+    let field = body.split(|&b| b == 0).find(|f| f.first() == Some(&b'C'))?;
+    Some(String::from_utf8_lossy(&field[1..]).into_owned())
+}
+
+const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
+const FLUSH: [u8; 5] = [b'H', 0, 0, 0, 4];
+
+struct Wire {
+    s: TcpStream,
+}
+
+impl Wire {
+    /// Logs in as the md5 user `mdu`.
+    fn login(port: u16) -> Wire {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut w = Wire { s };
+        let params = [&b"user"[..], b"mdu", b"database", b"launch"]
+            .map(z)
+            .concat();
+        let body = [&196_608u32.to_be_bytes()[..], &params, &[0]].concat();
+        w.send(&[&((body.len() + 4) as u32).to_be_bytes()[..], &body].concat());
+        loop {
+            match w.read().expect("closed during login") {
+                (b'R', b) if b[..4] == [0, 0, 0, 5] => {
+                    let stored = md5_stored_hash("mdu", "mdpw");
+                    let answer = md5_client_response(&stored, b[4..8].try_into().unwrap());
+                    w.send(&frame(b'p', &z(answer.as_bytes())));
+                }
+                (b'Z', _) => return w,
+                (b'E', b) => panic!("login: {}", String::from_utf8_lossy(&b)),
+                _ => {}
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut h = [0u8; 5];
+        self.s.read_exact(&mut h).ok()?;
+        let mut b = vec![0; u32::from_be_bytes(h[1..5].try_into().unwrap()) as usize - 4];
+        self.s.read_exact(&mut b).ok()?;
+        Some((h[0], b))
+    }
+
+    /// Tags up to `tag`, then the first error's SQLSTATE, if any.
+    fn until(&mut self, tag: u8) -> (Vec<u8>, Option<String>) {
+        let (mut tags, mut error) = (Vec::new(), None);
+        loop {
+            let (t, body) = self.read().expect("closed");
+            tags.push(t);
+            if t == b'E' && error.is_none() {
+                error = sqlstate(&body);
+            }
+            if t == tag {
+                return (tags, error);
+            }
+        }
+    }
+
+    /// What arrives until the proxy closes the socket: the SQLSTATE of the last error.
+    fn last_error(&mut self) -> Option<String> {
+        let mut error = None;
+        while let Some((t, body)) = self.read() {
+            if t == b'E' {
+                error = sqlstate(&body);
+            }
+        }
+        error
+    }
+}
+
+// ------------------------------------------------------------------------- the tests
+
+/// Clients that hang up while queued for the only connection leave the queue: their
+/// INSERTs never run, and no server connection is opened or spent on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_of_clients_that_hung_up_while_queued_never_run() {
+    let (pg, proxy) = start(
+        "default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
+         acquire_timeout_ms: 20000",
+    );
+    pg.psql(
+        "launch",
+        "CREATE TABLE ghost (id int); GRANT ALL ON ghost TO app",
+    );
+    let holder = app(&proxy).await;
+    let h = tokio::spawn(async move {
+        one(&holder.client, "SELECT pg_sleep(1)::text").await;
+        holder
+    });
+    sleep(Duration::from_millis(200)).await;
+    let before = blocking(|| connects(&proxy, "app"));
+    for _ in 0..5 {
+        let c = app(&proxy).await;
+        let client = c.client;
+        let q =
+            tokio::spawn(async move { client.simple_query("INSERT INTO ghost VALUES (1)").await });
+        sleep(Duration::from_millis(50)).await;
+        c.task.abort();
+        q.abort();
+    }
+    timeout(LIMIT, h).await.expect("holder hangs").unwrap();
+    let live = app(&proxy).await;
+    assert_eq!(one(&live.client, "SELECT 'live'").await, "live");
+    let waiting = || {
+        let m = proxy.metrics();
+        let labels = [("pool", "app"), ("state", "waiting")];
+        metric(&m, "launch_proxy_client_connections", &labels) == 0.0
+    };
+    assert!(eventually(LIMIT, waiting).await, "{}", proxy.metrics());
+    assert_eq!(pg.psql("launch", "SELECT count(*) FROM ghost"), "0");
+    assert_eq!(
+        blocking(|| connects(&proxy, "app")),
+        before,
+        "connections spent"
+    );
+}
+
+/// Two pools at `max_db_connections`: a busy pool yields a connection to the one whose
+/// client waits, and does not take the freed slot back (which starved the other pool's
+/// logins into 53300 while reconnecting on nearly every transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_starved_at_max_db_connections_gets_a_connection() {
+    let (_pg, proxy) = start(
+        "default_pool_size: 2\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
+         max_db_connections: 2\nacquire_timeout_ms: 3000",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut busy = Vec::new();
+    for _ in 0..8 {
+        let c = app(&proxy).await;
+        let stop = stop.clone();
+        busy.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                try_col(&c.client, "SELECT pg_sleep(0.02)")
+                    .await
+                    .expect("app query");
+            }
+        }));
+    }
+    sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        let ro = connect(&proxy, "app_ro", "approp").await;
+        let ro = ro.unwrap_or_else(|e| panic!("app_ro login {i}: {e}"));
+        let r = try_col(&ro.client, "SELECT 1").await;
+        assert!(r.is_ok(), "app_ro query {i}: {r:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for b in busy {
+        b.await.unwrap();
+    }
+}
+
+/// A client that goes quiet between a message and its Sync holds a connection PostgreSQL
+/// never times out (its idle-in-transaction timer starts at ReadyForQuery): the proxy cuts
+/// it at the role's idle_in_transaction_timeout_ms with PostgreSQL's 25P03, and the next
+/// client gets the connection. Both a Flush that got its answer and a lone Parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_client_between_a_message_and_its_sync_is_cut() {
+    let pg = PgServer::start();
+    let proxy = start_short(&pg);
+    let next = app(&proxy).await;
+    for quiet in [
+        [parse(b"", "SELECT 1"), bind_execute(b""), FLUSH.to_vec()].concat(),
+        parse(b"", "SELECT 1"),
+    ] {
+        let mut w = blocking(|| Wire::login(proxy.port));
+        w.send(&quiet);
+        let error = blocking(|| w.last_error());
+        assert_eq!(error.as_deref(), Some("25P03"));
+        assert_eq!(one(&next.client, "SELECT 'next'").await, "next");
+    }
+}
+
+/// A client that stops reading a large result is dropped once it has taken nothing for the
+/// role's idle-in-transaction time, and its connection goes to the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped() {
+    let pg = PgServer::start();
+    let proxy = start_short(&pg);
+    let mut stuck = blocking(|| Wire::login(proxy.port));
+    let sql = "SELECT repeat('x', 1000) FROM generate_series(1, 200000)";
+    stuck.send(&frame(b'Q', &z(sql.as_bytes())));
+    let next = app(&proxy).await;
+    assert_eq!(one(&next.client, "SELECT 'next'").await, "next");
+    drop(stuck);
+}
+
+/// A Query of 3,000 SETs completes, and the client's settings are followed up to a bound:
+/// the first ones travel with it to another server connection, the rest stay where they
+/// ran, which is reset before another client's transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_parameters_are_followed_up_to_a_bound() {
+    let (_pg, proxy) = start("default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0");
+    let a = app(&proxy).await;
+    let sets: String = (0..3000)
+        .map(|k| format!("SET a.x{k} TO 'v{k}';"))
+        .collect();
+    try_col(&a.client, &sets).await.expect("3000 SETs");
+    let shown = "SELECT current_setting('a.x0', true) || '/' || current_setting('a.x2999', true)";
+    assert_eq!(
+        one(&a.client, shown).await,
+        "v0/v2999",
+        "on its own connection"
+    );
+    let b = app(&proxy).await;
+    let other = "SELECT coalesce(current_setting('a.x2999', true), '') || '.'";
+    assert_eq!(
+        one(&b.client, other).await,
+        ".",
+        "another client saw a's settings"
+    );
+    assert_eq!(
+        one(&a.client, shown).await,
+        "v0/",
+        "after another client's reset"
+    );
+}
+
+/// While a client's messages wait behind an unanswered Sync, the proxy reads only a
+/// bounded amount more of it: 512 MiB sent behind a sleeping query do not grow its memory
+/// by more than a fraction of that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_behind_a_held_one_do_not_pile_up() {
+    let (_pg, proxy) = start("");
+    let rss = || {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+        let line = s
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            / 1024
+    };
+    let before = rss();
+    let mut w = blocking(|| Wire::login(proxy.port));
+    w.s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    w.send(
+        &[
+            frame(b'Q', &z(b"SELECT pg_sleep(5)")),
+            parse(b"held", "SELECT 1"),
+        ]
+        .concat(),
+    );
+    let junk = frame(b'd', &vec![b'j'; 1 << 20]);
+    blocking(|| {
+        for _ in 0..512 {
+            if w.s.write_all(&junk).is_err() {
+                break; // pushed back
+            }
+        }
+    });
+    let during = rss();
+    assert!(during < before + 128, "RSS {before} -> {during} MiB");
+}
+
+/// PostgreSQL keys prepared statements by the first 63 bytes of their names; so does the
+/// proxy, which keeps no more of a name than that: a 1 MB name works, and another that
+/// shares its first 63 bytes is the same statement (42P05 on a second Parse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_names_count_to_63_bytes_as_in_postgresql() {
+    let (_pg, proxy) = start("");
+    let mut w = blocking(|| Wire::login(proxy.port));
+    let mut long = vec![b'n'; 1 << 20];
+    w.send(&[parse(&long, "SELECT 1"), SYNC.to_vec()].concat());
+    assert_eq!(blocking(|| w.until(b'Z')).1, None);
+    long[100] = b'm';
+    w.send(&[bind_execute(&long), SYNC.to_vec()].concat());
+    let (tags, error) = blocking(|| w.until(b'Z'));
+    assert_eq!(
+        (tags, error),
+        (b"2DCZ".to_vec(), None),
+        "same statement by its first 63 bytes"
+    );
+    w.send(&[parse(&long, "SELECT 2"), SYNC.to_vec()].concat());
+    assert_eq!(blocking(|| w.until(b'Z')).1.as_deref(), Some("42P05"));
+}
