@@ -50,18 +50,20 @@ fn start(pool: &str) -> (PgServer, ProxyProcess) {
     (pg, proxy)
 }
 
-/// One write-role connection, pool of one, the role's command and idle-in-transaction
-/// timeouts at 1 s.
-fn start_short(pg: &PgServer) -> ProxyProcess {
+/// One write-role connection, pool of one, the role's idle-in-transaction timeout at 1 s
+/// and its command timeout at `command_ms`.
+fn start_short(pg: &PgServer, command_ms: u64) -> ProxyProcess {
     let pool = "default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
                 acquire_timeout_ms: 20000";
     let from = "write: { command_timeout_ms: 30000, statement_timeout_ms: 60000, \
                 idle_in_transaction_timeout_ms: 60000 }";
     let cfg = proxy_config(pg, pool);
     assert!(cfg.contains(from));
-    let to = "write: { command_timeout_ms: 1000, statement_timeout_ms: 60000, \
-              idle_in_transaction_timeout_ms: 1000 }";
-    ProxyProcess::start(&cfg.replace(from, to), USERS)
+    let to = format!(
+        "write: {{ command_timeout_ms: {command_ms}, statement_timeout_ms: 60000, \
+         idle_in_transaction_timeout_ms: 1000 }}"
+    );
+    ProxyProcess::start(&cfg.replace(from, &to), USERS)
 }
 
 // ------------------------------------------------------------------ the wire client
@@ -249,7 +251,7 @@ async fn a_pool_starved_at_max_db_connections_gets_a_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_client_between_a_message_and_its_sync_is_cut() {
     let pg = PgServer::start();
-    let proxy = start_short(&pg);
+    let proxy = start_short(&pg, 30_000);
     let next = app(&proxy).await;
     for quiet in [
         [parse(b"", "SELECT 1"), bind_execute(b""), FLUSH.to_vec()].concat(),
@@ -261,6 +263,17 @@ async fn a_quiet_client_between_a_message_and_its_sync_is_cut() {
         assert_eq!(error.as_deref(), Some("25P03"));
         assert_eq!(one(&next.client, "SELECT 'next'").await, "next");
     }
+    // Waiting, past that time, for a statement it flushed is not being quiet.
+    let mut w = blocking(|| Wire::login(proxy.port));
+    let sleeper = [
+        parse(b"", "SELECT pg_sleep(2)"),
+        bind_execute(b""),
+        FLUSH.to_vec(),
+    ];
+    w.send(&sleeper.concat());
+    assert_eq!(blocking(|| w.until(b'C')), (b"12DC".to_vec(), None));
+    w.send(&SYNC);
+    assert_eq!(blocking(|| w.until(b'Z')), (b"Z".to_vec(), None));
 }
 
 /// A client that stops reading a large result is dropped once it has taken nothing for the
@@ -268,7 +281,7 @@ async fn a_quiet_client_between_a_message_and_its_sync_is_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped() {
     let pg = PgServer::start();
-    let proxy = start_short(&pg);
+    let proxy = start_short(&pg, 1000);
     let mut stuck = blocking(|| Wire::login(proxy.port));
     let sql = "SELECT repeat('x', 1000) FROM generate_series(1, 200000)";
     stuck.send(&frame(b'Q', &z(sql.as_bytes())));

@@ -501,7 +501,10 @@ async fn transaction(
         // hold the connection for ever: the proxy applies the role's limit itself. (Lazy:
         // no clock read unless the branch runs.)
         let idle_limit = session.pool.limits.idle_in_transaction;
-        let quiet_unsynced = !session_mode && t.unsynced && idle_limit.is_some();
+        // Only where nothing is left for the server to answer, or it was never asked to
+        // answer (no Flush): a client waiting for a long statement is not quiet.
+        let stuck = t.replies.is_empty() || t.awaits_flush;
+        let quiet_unsynced = !session_mode && t.unsynced && stuck && idle_limit.is_some();
         // While its messages are held (the carried switch's answer, or a transaction
         // status, is awaited) the client is read only up to a bound: reading on would
         // buffer whatever it sends meanwhile (red team: 1 GiB of CopyData behind a sleeping

@@ -118,6 +118,9 @@ pub(super) struct Tracker {
     pub status: u8,
     /// Extended-protocol messages were sent after the last Sync.
     pub unsynced: bool,
+    /// Extended-protocol messages were sent after the last Flush or Sync: PostgreSQL
+    /// answers none of them until one comes.
+    pub awaits_flush: bool,
     /// The server is in COPY IN and waits for client data.
     pub copy_in: bool,
     /// Bytes of a client message already partly forwarded.
@@ -195,6 +198,7 @@ impl Tracker {
             replies,
             status,
             unsynced,
+            awaits_flush,
             copy_in,
             client_remaining,
             server_remaining,
@@ -229,6 +233,7 @@ impl Tracker {
         (*ready_seen, *queries, *bytes_in, *bytes_out) = (0, 0, 0, 0);
         for flag in [
             unsynced,
+            awaits_flush,
             copy_in,
             terminated,
             server_fatal,

@@ -335,6 +335,15 @@ pub(super) fn scan_client(
             break;
         }
         match h.tag {
+            frontend::PARSE
+            | frontend::BIND
+            | frontend::DESCRIBE
+            | frontend::CLOSE
+            | frontend::EXECUTE => t.awaits_flush = true,
+            frontend::FLUSH | frontend::SYNC => t.awaits_flush = false,
+            _ => {}
+        }
+        match h.tag {
             frontend::TERMINATE => {
                 t.terminated = true;
                 break;
