@@ -86,6 +86,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(listen = %settings.listen, server = %format!("{}:{}", settings.config.server.host, settings.config.server.port), "launch-proxy ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::spawn(signals(shutdown.clone()));
+    tokio::spawn(pause_signals(pools.clone()));
     tokio::spawn(crate::reload::on_sighup(ctx.clone()));
     accept_loop(listener, &ctx, &pools).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -160,6 +161,34 @@ async fn signals(shutdown: Shutdown) {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.trigger();
+}
+
+/// SIGUSR1 pauses every pool and SIGUSR2 resumes them, as PgBouncer's signals do: while
+/// paused no transaction starts (clients wait, within `acquire_timeout_ms`), running ones
+/// finish, and server connections close as they come back, so that PostgreSQL can restart
+/// or fail over under connected clients.
+async fn pause_signals(pools: Arc<PoolSet>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut pause), Ok(mut resume)) = (
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        tracing::error!("cannot install the SIGUSR1/SIGUSR2 handlers: pools cannot be paused");
+        return;
+    };
+    loop {
+        tokio::select! {
+            Some(()) = pause.recv() => {
+                tracing::info!("SIGUSR1: pausing every pool; running transactions finish, server connections close");
+                pools.pause_all();
+            }
+            Some(()) = resume.recv() => {
+                tracing::info!("SIGUSR2: resuming every pool");
+                pools.resume_all();
+            }
+            else => return,
+        }
+    }
 }
 
 fn cancel_peers(c: &crate::config::CancelConfig) -> crate::proxy::cancel::CancelPeers {

@@ -93,6 +93,7 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
         let (running, open) = pool.gate_state();
         gauge!(names::RUNNING_STATEMENTS, "pool" => name.clone()).set(running as f64);
         gauge!(names::GATE_OPEN, "pool" => name.clone()).set(u8::from(open) as f64);
+        gauge!(names::POOL_PAUSED, "pool" => name.clone()).set(u8::from(pool.is_paused()) as f64);
         for (state, v) in [
             ("active", s.clients_active.load(Relaxed)),
             ("waiting", s.clients_waiting.load(Relaxed)),

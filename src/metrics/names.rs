@@ -15,6 +15,8 @@ pub const RUNNING_STATEMENTS: &str = "launch_proxy_pool_running_statements";
 /// 1 while a pool's gate stands open because most recent statements ran past
 /// `active_stall_ms`.
 pub const GATE_OPEN: &str = "launch_proxy_pool_gate_open";
+/// 1 while a pool is paused (SIGUSR1 until SIGUSR2).
+pub const POOL_PAUSED: &str = "launch_proxy_pool_paused";
 pub const POOL_WAIT_SECONDS: &str = "launch_proxy_pool_wait_seconds";
 pub const TRANSACTIONS: &str = "launch_proxy_transactions_total";
 pub const QUERIES: &str = "launch_proxy_queries_total";

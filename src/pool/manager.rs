@@ -41,6 +41,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     let mut expired: Vec<Box<ServerConn>> = Vec::new();
     let mut to_open = 0usize;
     let mut blocked_by_db = false;
+    let paused;
     let oldest_waiter;
     let mut next = TICK;
     let has_credentials = match &pool.login {
@@ -97,7 +98,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             }
             want = 0;
         }
-        if pool.shutdown.is_triggered() {
+        if pool.shutdown.is_triggered() || st.paused {
             want = 0;
         }
         // A pool whose client waited longer for a slot of `max_db_connections` opens first:
@@ -125,8 +126,9 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
         }
         {
             // Retire idle connections: broken or past their lifetime always, past
-            // idle_timeout while above the warm minimum and nobody waits. Oldest-idle
-            // first, from the front.
+            // idle_timeout while above the warm minimum and nobody waits, every one while
+            // the pool is paused. Oldest-idle first, from the front.
+            paused = st.paused;
             let nobody_waits = st.waiters.is_empty();
             let mut keep = st.total;
             let mut i = 0;
@@ -146,7 +148,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
                 // The server closed it (restart, pg_terminate_backend) or wrote to it while
                 // idle: it would fail its next client, and it still counts against the caps.
                 let broken = !c.is_usable();
-                if too_old || idle_too_long || broken {
+                if too_old || idle_too_long || broken || paused {
                     if let Some(c) = st.idle.remove(i) {
                         expired.push(c);
                     }
@@ -159,7 +161,11 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     }
     if !expired.is_empty() {
         PoolStats::add(&pool.stats.closed_idle, expired.len() as u64);
-        tracing::info!(pool = %pool.name, count = expired.len(), "closing idle server connections (idle_timeout or server_lifetime)");
+        if paused {
+            tracing::info!(pool = %pool.name, count = expired.len(), "closing idle server connections: the pool is paused");
+        } else {
+            tracing::info!(pool = %pool.name, count = expired.len(), "closing idle server connections (idle_timeout or server_lifetime)");
+        }
         drop(expired);
     }
     for _ in 0..to_open {

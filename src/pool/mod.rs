@@ -75,6 +75,9 @@ struct PoolState {
     last_error: Option<String>,
     /// Statements running on this pool's connections (`pool.max_active`).
     gate: gate::Gate,
+    /// No transaction starts, and connections close as they come back (SIGUSR1, as
+    /// PgBouncer's PAUSE), until resumed: PostgreSQL can restart under the waiting clients.
+    paused: bool,
 }
 
 impl PoolState {
@@ -86,6 +89,7 @@ impl PoolState {
             opening: 0,
             last_error: None,
             gate,
+            paused: false,
         }
     }
 
@@ -103,7 +107,7 @@ impl PoolState {
     /// live one rather than fail on it.
     fn admit(&mut self) {
         let mut unseen = self.idle.len();
-        while self.gate.has_room() && !self.waiters.is_empty() && unseen > 0 {
+        while !self.paused && self.gate.has_room() && !self.waiters.is_empty() && unseen > 0 {
             unseen -= 1;
             let Some(conn) = self.idle.pop_back() else {
                 return;
@@ -147,6 +151,8 @@ pub enum AcquireError {
         /// `pool.max_active`, when that limit (not the connections) held the client back.
         gated: Option<usize>,
     },
+    #[error("the pool stayed paused for {waited_ms} ms")]
+    Paused { waited_ms: u64 },
     #[error("the proxy is shutting down")]
     ShuttingDown,
 }
@@ -185,6 +191,14 @@ impl AcquireError {
             )
             .with_detail(format!("all {busy} server connections of the pool are busy"))
             .with_hint("raise default_pool_size or max_db_connections, or shorten transactions"),
+            AcquireError::Paused { .. } => ClientError::fatal(
+                ErrorKind::Timeout,
+                codes::CANNOT_CONNECT_NOW,
+                format!(
+                    "pool \"{pool}\" is paused and was not resumed within acquire_timeout_ms ({cfg_ms} ms)"
+                ),
+            )
+            .with_detail("launch-proxy got SIGUSR1 (pause) and no SIGUSR2 (resume) since"),
             AcquireError::ShuttingDown => ClientError::shutting_down(),
         }
     }
@@ -201,7 +215,7 @@ impl Pool {
     #[inline]
     pub fn try_acquire(&self) -> Option<Box<ServerConn>> {
         let mut st = self.state.lock();
-        if st.gate.has_room() && st.idle.back().is_some_and(|c| c.is_usable()) {
+        if !st.paused && st.gate.has_room() && st.idle.back().is_some_and(|c| c.is_usable()) {
             let mut c = st.idle.pop_back()?;
             c.slot.ticket = st.gate.enter();
             drop(st);
@@ -216,8 +230,8 @@ impl Pool {
         let mut stale: Vec<Box<ServerConn>> = Vec::new();
         let rx = {
             let mut st = self.state.lock();
-            // At the gate's limit a client queues even if connections are idle.
-            let room = st.gate.has_room();
+            // At the gate's limit, or paused, a client queues even if connections are idle.
+            let room = st.gate.has_room() && !st.paused;
             while let Some(mut c) = room.then(|| st.idle.pop_back()).flatten() {
                 if !c.is_usable() {
                     stale.push(c);
@@ -273,6 +287,10 @@ impl Pool {
             None => {
                 PoolStats::add(&self.stats.acquire_timeouts, 1);
                 let st = self.state.lock();
+                if st.paused {
+                    let waited_ms = start.elapsed().as_millis() as u64;
+                    return Err(AcquireError::Paused { waited_ms });
+                }
                 // A full gate is what held the client: more connections would not start it.
                 let gated = (!st.gate.has_room()).then(|| st.gate.max());
                 Err(AcquireError::Timeout {
@@ -317,7 +335,30 @@ impl Pool {
             drop(conn);
             return;
         }
+        let paused = st.paused;
         Self::hand_over(&mut st, conn);
+        drop(st);
+        if paused {
+            // The manager closes it.
+            self.wake();
+        }
+    }
+
+    /// Stops new transactions; connections close as their transactions end (the manager
+    /// closes idle ones). Clients wait, within `acquire_timeout_ms`, for [`Pool::resume_pool`].
+    pub fn pause_pool(&self) {
+        self.state.lock().paused = true;
+        self.wake();
+    }
+
+    /// Ends a pause: waiting clients start as connections open again.
+    pub fn resume_pool(&self) {
+        self.state.lock().paused = false;
+        self.wake();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.state.lock().paused
     }
 
     /// The transaction on `conn` waits for its client (idle in transaction, or between a
@@ -349,7 +390,7 @@ impl Pool {
     /// Gives `conn` to the longest-waiting live client while the gate has room, or parks it
     /// as idle.
     fn hand_over(st: &mut PoolState, mut conn: Box<ServerConn>) {
-        while st.gate.has_room() {
+        while !st.paused && st.gate.has_room() {
             let Some(w) = st.waiters.pop_front() else {
                 break;
             };
@@ -399,6 +440,9 @@ impl Pool {
         {
             let mut st = self.state.lock();
             st.total -= 1;
+            if st.paused && st.total == 0 {
+                tracing::info!(pool = %self.name, "paused: no server connections left");
+            }
             if let Some(ticket) = ticket {
                 st.gate.leave(ticket);
                 st.admit();
@@ -552,6 +596,16 @@ impl PoolSet {
     /// The pool of a server login (`User::server_user`).
     pub fn get(&self, server_user: &str) -> Option<&Arc<Pool>> {
         self.pools.get(server_user)
+    }
+
+    /// Pauses every pool ([`Pool::pause_pool`]).
+    pub fn pause_all(&self) {
+        self.pools.values().for_each(|p| p.pause_pool());
+    }
+
+    /// Resumes every pool ([`Pool::resume_pool`]).
+    pub fn resume_all(&self) {
+        self.pools.values().for_each(|p| p.resume_pool());
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
