@@ -130,9 +130,21 @@ async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, _pools: &Ar
                     ctx.clients.accepted.fetch_add(1, Relaxed);
                     // At the limit the oldest connection still in its login makes room
                     // (proxy::pending_logins); a client is refused only when every
-                    // connection has logged in.
+                    // connection has logged in. A refused one holds no place (silent
+                    // refused sockets would otherwise keep the count up for the login
+                    // timeout after clients leave); at most `max` of them are answered at
+                    // once, and further ones are closed unread.
                     let over_limit = ctx.clients.connected.fetch_add(1, Relaxed) >= max
                         && !ctx.pending_logins.evict_oldest();
+                    if over_limit {
+                        ctx.clients.connected.fetch_sub(1, Relaxed);
+                        if ctx.clients.refusing.fetch_add(1, Relaxed) >= max {
+                            ctx.clients.refusing.fetch_sub(1, Relaxed);
+                            ctx.clients.rejected_max_clients.fetch_add(1, Relaxed);
+                            drop(stream);
+                            continue;
+                        }
+                    }
                     let ctx = ctx.clone();
                     ctx.shutdown.tracker().spawn(handle_client(stream, peer, ctx.clone(), over_limit));
                 }

@@ -384,3 +384,111 @@ async fn statement_names_count_to_63_bytes_as_in_postgresql() {
     w.send(&[parse(&long, "SELECT 2"), SYNC.to_vec()].concat());
     assert_eq!(blocking(|| w.until(b'Z')).1.as_deref(), Some("42P05"));
 }
+
+fn close_stmt(name: &[u8]) -> Vec<u8> {
+    frame(b'C', &[&b"S"[..], &z(name)].concat())
+}
+
+/// A client that floods messages the proxy answers itself (Close: CloseComplete) and reads
+/// nothing is dropped at the role's idle-in-transaction time like one that stops reading a
+/// result, and the next client gets the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_none_of_the_proxys_own_answers_is_dropped() {
+    let pg = PgServer::start();
+    let proxy = start_short(&pg, 1000);
+    let mut w = blocking(|| Wire::login(proxy.port));
+    w.s.set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut s = w.s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let batch: Vec<u8> = (0..100_000).flat_map(|_| close_stmt(b"a")).collect();
+        let mut sent = 0usize;
+        for _ in 0..60 {
+            if s.write_all(&batch).is_err() {
+                break;
+            }
+            sent += batch.len();
+        }
+        let _ = s.write_all(&FLUSH);
+        sent
+    });
+    sleep(Duration::from_secs(4)).await;
+    let next = app(&proxy).await;
+    let r = timeout(
+        Duration::from_secs(10),
+        try_col(&next.client, "SELECT 'next'"),
+    )
+    .await;
+    blocking(move || sender.join().unwrap());
+    assert!(matches!(r, Ok(Ok(_))), "next client could not run: {r:?}");
+    drop(w);
+}
+
+/// A client that sends an INSERT and Terminate and closes while queued (PQsendQuery, then
+/// PQfinish) ended cleanly: its INSERT runs, as on a direct connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_sent_with_terminate_while_queued_runs() {
+    let (pg, proxy) = start(
+        "default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
+         acquire_timeout_ms: 20000",
+    );
+    pg.psql(
+        "launch",
+        "CREATE TABLE fire (id int); GRANT ALL ON fire TO app",
+    );
+    let holder = app(&proxy).await;
+    let h = tokio::spawn(async move {
+        one(&holder.client, "SELECT pg_sleep(1)::text").await;
+        holder
+    });
+    sleep(Duration::from_millis(200)).await;
+    let mut w = blocking(|| Wire::login(proxy.port));
+    w.send(
+        &[
+            frame(b'Q', &z(b"INSERT INTO fire VALUES (1)")),
+            frame(b'X', &[]),
+        ]
+        .concat(),
+    );
+    drop(w);
+    timeout(LIMIT, h).await.expect("holder hangs").unwrap();
+    sleep(Duration::from_millis(500)).await;
+    // Control: the same without the pool being busy.
+    let mut w = blocking(|| Wire::login(proxy.port));
+    w.send(
+        &[
+            frame(b'Q', &z(b"INSERT INTO fire VALUES (2)")),
+            frame(b'X', &[]),
+        ]
+        .concat(),
+    );
+    drop(w);
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pg.psql(
+            "launch",
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM fire"
+        ),
+        "1,2"
+    );
+}
+
+/// Silent sockets refused at max_client_conn hold no place: once a logged-in client leaves,
+/// a new one gets in at once, not after their login timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_silent_sockets_hold_no_place() {
+    let (_pg, proxy) =
+        start("max_client_conn: 2\ndefault_pool_size: 2\nmin_pool_size: 0\nreserve_pool_size: 0");
+    let a = app(&proxy).await;
+    let b = app(&proxy).await;
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap());
+        sleep(Duration::from_millis(50)).await;
+    }
+    drop(b);
+    sleep(Duration::from_millis(500)).await;
+    let r = proxy.connect("app", "apppw").await;
+    assert!(r.is_ok(), "refused with only one client logged in");
+    drop((a, silent));
+}

@@ -59,6 +59,8 @@ pub struct ClientCounts {
     pub connected: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected_max_clients: AtomicU64,
+    /// Connections refused at `max_client_conn` still being answered (not in `connected`).
+    pub refusing: AtomicU64,
     /// Connections in their login displaced by newer ones at `max_client_conn`.
     pub displaced_logins: AtomicU64,
     pub login_failures: AtomicU64,

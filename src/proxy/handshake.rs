@@ -270,7 +270,7 @@ async fn authenticate(
         ClientAuth::ScramSha256 => {
             let verifier = match user.map(|u| &u.secret) {
                 Some(ClientSecret::Scram(v)) => v.clone(),
-                Some(ClientSecret::Plain(p)) => plain_verifier(ctx, user_name, p),
+                Some(ClientSecret::Plain(p)) => plain_verifier(user, p),
                 _ => ScramVerifier::mock(user_name, &ctx.mock_secret),
             };
             let keys = scram_exchange(client, verifier, user_name, out).await?;
@@ -308,10 +308,10 @@ async fn authenticate(
 
 /// A SCRAM verifier for a user configured with a plain password, derived once per user and
 /// cached: deriving costs thousands of HMAC rounds, far too much for every login.
-fn plain_verifier(ctx: &ProxyContext, user_name: &str, password: &str) -> ScramVerifier {
-    ctx.users
-        .get(user_name)
-        .and_then(|u| u.scram_verifier.clone())
+/// `user` is the entry the session gets: a second lookup could find another one, reloaded
+/// meanwhile (SIGHUP), and check the password against it.
+fn plain_verifier(user: Option<&User>, password: &str) -> ScramVerifier {
+    user.and_then(|u| u.scram_verifier.clone())
         .unwrap_or_else(|| ScramVerifier::from_password(password, None, 4096))
 }
 

@@ -57,12 +57,13 @@ impl ProxyContext {
     }
 }
 
-/// Releases a client's place in the `max_client_conn` count (taken by the accept loop).
-struct ConnectedGuard<'a>(&'a ClientCounts);
+/// Releases a client's place in the `max_client_conn` count (taken by the accept loop), or
+/// in the count of refused connections being answered.
+struct ConnectedGuard<'a>(&'a std::sync::atomic::AtomicU64);
 
 impl Drop for ConnectedGuard<'_> {
     fn drop(&mut self) {
-        self.0.connected.fetch_sub(1, Relaxed);
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -76,7 +77,12 @@ pub async fn handle_client(
     ctx: Arc<ProxyContext>,
     over_limit: bool,
 ) {
-    let _connected = ConnectedGuard(&ctx.clients);
+    // Both counts were taken by the accept loop.
+    let _counted = if over_limit {
+        ConnectedGuard(&ctx.clients.refusing)
+    } else {
+        ConnectedGuard(&ctx.clients.connected)
+    };
     let _ = stream.set_nodelay(true);
     let mut client = ClientConn::new(crate::net::Stream::Tcp(stream));
     let started = Instant::now();

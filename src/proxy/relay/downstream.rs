@@ -135,18 +135,7 @@ pub(super) async fn forward_server(
             None => scan_and_settle(server, t, state, session)?,
         };
         if pos > 0 {
-            // A client that takes none of its replies for the role's idle-in-transaction
-            // time counts as gone: the write would otherwise wait for ever, holding the
-            // server connection (red team), while the server's cancel-ended query is long
-            // over.
-            let write = client.stream.write_all_bytes(&server.buf[..pos]);
-            let written = match session.pool.limits.idle_in_transaction {
-                Some(limit) => matches!(tokio::time::timeout(limit, write).await, Ok(Ok(_))),
-                None => write.await.is_ok(),
-            };
-            if !written {
-                return Err(Stop::ClientGone);
-            }
+            write_client(client, &server.buf[..pos], session).await?;
             t.bytes_out += pos as u64;
             server.buf.advance(pos);
         }
@@ -167,18 +156,14 @@ pub(super) async fn forward_server(
                 let msg = server.buf.split_to(len);
                 let renamed = crate::proxy::statements::rename_in_error(&msg, &state.statements);
                 t.bytes_out += renamed.len() as u64;
-                if client.stream.write_all_bytes(&renamed).await.is_err() {
-                    return Err(Stop::ClientGone);
-                }
+                write_client(client, &renamed, session).await?;
                 continue;
             }
             Some(Detour::Shift { len, by }) => {
                 let msg = server.buf.split_to(len);
                 let shifted = shift_position(&msg, by);
                 t.bytes_out += shifted.len() as u64;
-                if client.stream.write_all_bytes(&shifted).await.is_err() {
-                    return Err(Stop::ClientGone);
-                }
+                write_client(client, &shifted, session).await?;
                 continue;
             }
             Some(Detour::Reword { len }) => {
@@ -189,21 +174,12 @@ pub(super) async fn forward_server(
                 Some(Action::Fake(tag)) => {
                     let msg = [tag, 0, 0, 0, 4];
                     t.bytes_out += msg.len() as u64;
-                    if client.stream.write_all_bytes(&msg).await.is_err() {
-                        return Err(Stop::ClientGone);
-                    }
+                    write_client(client, &msg, session).await?;
                     continue;
                 }
                 Some(Action::FakeParsed { .. }) => {
                     t.bytes_out += 5;
-                    if client
-                        .stream
-                        .write_all_bytes(&[b'1', 0, 0, 0, 4])
-                        .await
-                        .is_err()
-                    {
-                        return Err(Stop::ClientGone);
-                    }
+                    write_client(client, &[b'1', 0, 0, 0, 4], session).await?;
                     continue;
                 }
                 Some(Action::FakeComplete(tag)) => {
@@ -211,9 +187,7 @@ pub(super) async fn forward_server(
                     crate::protocol::encode::command_complete(&mut out, tag);
                     crate::protocol::encode::ready_for_query(&mut out, t.status);
                     t.bytes_out += out.len() as u64;
-                    if client.stream.write_all_bytes(&out).await.is_err() {
-                        return Err(Stop::ClientGone);
-                    }
+                    write_client(client, &out, session).await?;
                     continue;
                 }
                 _ => continue,
@@ -222,10 +196,25 @@ pub(super) async fn forward_server(
         let mut out = BytesMut::with_capacity(256);
         made_up.encode(&mut out);
         t.bytes_out += out.len() as u64;
-        if client.stream.write_all_bytes(&out).await.is_err() {
-            return Err(Stop::ClientGone);
-        }
+        write_client(client, &out, session).await?;
     }
+}
+
+/// Writes to the client, which counts as gone once it has taken nothing for the role's
+/// idle-in-transaction time: a write would otherwise wait for ever, holding the server
+/// connection (red team: a client that stops reading, or floods messages the proxy answers
+/// itself without reading the answers), long after the server's query ended.
+async fn write_client(
+    client: &mut ClientConn,
+    bytes: &[u8],
+    session: &Session,
+) -> Result<(), Stop> {
+    let write = client.stream.write_all_bytes(bytes);
+    let written = match session.pool.limits.idle_in_transaction {
+        Some(limit) => matches!(tokio::time::timeout(limit, write).await, Ok(Ok(_))),
+        None => write.await.is_ok(),
+    };
+    written.then_some(()).ok_or(Stop::ClientGone)
 }
 
 /// Messages that end a reply group or that the proxy reads; they are forwarded only whole.

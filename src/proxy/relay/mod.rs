@@ -212,20 +212,36 @@ pub(super) async fn run(
     RelayEnd { stats, error }
 }
 
+/// Whether the whole messages at the front of `buf` include a Terminate.
+fn says_goodbye(buf: &[u8]) -> bool {
+    let mut pos = 0;
+    while let Ok(Some(h)) = crate::protocol::framing::parse_header(&buf[pos..]) {
+        if h.tag == crate::protocol::framing::frontend::TERMINATE {
+            return true;
+        }
+        pos += h.frame_len;
+        if pos >= buf.len() {
+            break;
+        }
+    }
+    false
+}
+
 /// Bytes of a client's messages read while they are held (see the transaction loop).
 const HELD_READ_LIMIT: usize = 256 * 1024;
 
 /// The queued checkout ([`crate::pool::Pool::acquire`]), watching the client meanwhile: one
 /// that hangs up leaves the queue (`Ok(None)`), so its statement is never sent and no
 /// server connection is spent on it. Once it sends more, the watch ends (its bytes stay in
-/// the socket for the transaction).
+/// the socket for the transaction). A client whose buffered messages end in Terminate
+/// closed cleanly after sending them, as `PQsendQuery` then `PQfinish` does: they run.
 async fn acquire_watching(
     client: &ClientConn,
     session: &Session,
 ) -> Result<Option<Box<ServerConn>>, crate::pool::AcquireError> {
     let acquire = session.pool.acquire();
     tokio::pin!(acquire);
-    let mut watching = true;
+    let mut watching = !says_goodbye(&client.buf);
     loop {
         tokio::select! {
             biased;
