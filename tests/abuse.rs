@@ -396,7 +396,7 @@ fn close_stmt(name: &[u8]) -> Vec<u8> {
 async fn a_client_that_reads_none_of_the_proxys_own_answers_is_dropped() {
     let pg = PgServer::start();
     let proxy = start_short(&pg, 1000);
-    let mut w = blocking(|| Wire::login(proxy.port));
+    let w = blocking(|| Wire::login(proxy.port));
     w.s.set_write_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut s = w.s.try_clone().unwrap();
