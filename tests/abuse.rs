@@ -164,17 +164,22 @@ impl Wire {
 
 // ------------------------------------------------------------------------- the tests
 
-/// Clients that hang up while queued for the only connection leave the queue: their
-/// INSERTs never run, and no server connection is opened or spent on them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statements_of_clients_that_hung_up_while_queued_never_run() {
+/// A pool of one connection, held for a second by a sleeping client (`h`), and an empty
+/// table `table` that app may write.
+async fn pool_of_one_held_for_a_second(
+    table: &str,
+) -> (
+    PgServer,
+    ProxyProcess,
+    tokio::task::JoinHandle<common::client::Conn>,
+) {
     let (pg, proxy) = start(
         "default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
          acquire_timeout_ms: 20000",
     );
     pg.psql(
         "launch",
-        "CREATE TABLE ghost (id int); GRANT ALL ON ghost TO app",
+        &format!("CREATE TABLE {table} (id int); GRANT ALL ON {table} TO app"),
     );
     let holder = app(&proxy).await;
     let h = tokio::spawn(async move {
@@ -182,6 +187,14 @@ async fn statements_of_clients_that_hung_up_while_queued_never_run() {
         holder
     });
     sleep(Duration::from_millis(200)).await;
+    (pg, proxy, h)
+}
+
+/// Clients that hang up while queued for the only connection leave the queue: their
+/// INSERTs never run, and no server connection is opened or spent on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_of_clients_that_hung_up_while_queued_never_run() {
+    let (pg, proxy, h) = pool_of_one_held_for_a_second("ghost").await;
     let before = blocking(|| connects(&proxy, "app"));
     for _ in 0..5 {
         let c = app(&proxy).await;
@@ -428,20 +441,7 @@ async fn a_client_that_reads_none_of_the_proxys_own_answers_is_dropped() {
 /// PQfinish) ended cleanly: its INSERT runs, as on a direct connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_sent_with_terminate_while_queued_runs() {
-    let (pg, proxy) = start(
-        "default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
-         acquire_timeout_ms: 20000",
-    );
-    pg.psql(
-        "launch",
-        "CREATE TABLE fire (id int); GRANT ALL ON fire TO app",
-    );
-    let holder = app(&proxy).await;
-    let h = tokio::spawn(async move {
-        one(&holder.client, "SELECT pg_sleep(1)::text").await;
-        holder
-    });
-    sleep(Duration::from_millis(200)).await;
+    let (pg, proxy, h) = pool_of_one_held_for_a_second("fire").await;
     let mut w = blocking(|| Wire::login(proxy.port));
     w.send(
         &[
