@@ -132,11 +132,11 @@ pub struct User {
 
 /// The users logins are checked against: the users file as last loaded (SIGHUP reloads it,
 /// see `crate::reload`). A session keeps the `User` it logged in as.
-pub struct UsersTable(parking_lot::RwLock<std::sync::Arc<BTreeMap<String, std::sync::Arc<User>>>>);
+pub struct UsersTable(parking_lot::RwLock<BTreeMap<String, std::sync::Arc<User>>>);
 
 impl UsersTable {
     pub fn new(users: BTreeMap<String, std::sync::Arc<User>>) -> UsersTable {
-        UsersTable(parking_lot::RwLock::new(std::sync::Arc::new(users)))
+        UsersTable(parking_lot::RwLock::new(users))
     }
 
     pub fn get(&self, name: &str) -> Option<std::sync::Arc<User>> {
@@ -144,6 +144,6 @@ impl UsersTable {
     }
 
     pub fn replace(&self, users: BTreeMap<String, std::sync::Arc<User>>) {
-        *self.0.write() = std::sync::Arc::new(users);
+        *self.0.write() = users;
     }
 }

@@ -50,6 +50,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     };
     {
         let mut st = pool.state.lock();
+        paused = st.paused;
         st.waiters.retain(|w| !w.tx.is_closed());
         // Acquire timeouts: the queue is oldest first, so the expired waiters are at its
         // front. Dropping one ends its checkout with AcquireError::Timeout; at shutdown every
@@ -98,7 +99,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             }
             want = 0;
         }
-        if pool.shutdown.is_triggered() || st.paused {
+        if pool.shutdown.is_triggered() || paused {
             want = 0;
         }
         // A pool whose client waited longer for a slot of `max_db_connections` opens first:
@@ -128,7 +129,6 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             // Retire idle connections: broken or past their lifetime always, past
             // idle_timeout while above the warm minimum and nobody waits, every one while
             // the pool is paused. Oldest-idle first, from the front.
-            paused = st.paused;
             let nobody_waits = st.waiters.is_empty();
             let mut keep = st.total;
             let mut i = 0;

@@ -63,12 +63,9 @@ impl PendingLogins {
     }
 
     /// Connections in their login now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.inner.lock().waiting.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -114,7 +111,7 @@ mod tests {
         third.evicted.notified().await;
         assert!(!registry.evict_oldest(), "nobody left to evict");
         drop((first, third));
-        assert!(registry.is_empty());
+        assert_eq!(registry.len(), 0);
         let late = registry.register();
         assert!(registry.evict_oldest());
         assert!(!late.finish(), "displaced just before it finished");

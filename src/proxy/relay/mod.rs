@@ -214,17 +214,10 @@ pub(super) async fn run(
 
 /// Whether the whole messages at the front of `buf` include a Terminate.
 fn says_goodbye(buf: &[u8]) -> bool {
-    let mut pos = 0;
-    while let Ok(Some(h)) = crate::protocol::framing::parse_header(&buf[pos..]) {
-        if h.tag == crate::protocol::framing::frontend::TERMINATE {
-            return true;
-        }
-        pos += h.frame_len;
-        if pos >= buf.len() {
-            break;
-        }
-    }
-    false
+    use crate::protocol::framing::{frontend, Frames};
+    Frames::new(buf)
+        .map_while(Result::ok)
+        .any(|(_, h)| h.tag == frontend::TERMINATE)
 }
 
 /// Bytes of a client's messages read while they are held (see the transaction loop).
