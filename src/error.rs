@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Server,
     /// The proxy is shutting down.
     Shutdown,
+    /// The client cancelled its statement (a CancelRequest).
+    Cancel,
     /// A bug or an unexpected condition in the proxy.
     Internal,
 }
@@ -35,6 +37,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Server => "server",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::Cancel => "cancel",
             ErrorKind::Internal => "internal",
         }
     }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
-use common::{proxy_config, PgServer, ProxyProcess};
+use common::{metric, proxy_config, PgServer, ProxyProcess};
 use launch_proxy::auth::md5::{md5_client_response, md5_stored_hash};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -23,17 +23,6 @@ users:
   app_ro: { password: \"approp\", role: read }
   mdu:    { password: \"mdpw\", role: write, auth: md5, server_user: app }
 ";
-
-/// The value of the first sample of `name` with all `labels` (0 when absent).
-fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found = body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-        let want = |(k, v): &(&str, &str)| rest.contains(&format!("{k}=\"{v}\""));
-        (n == name && labels.iter().all(want)).then(|| value.parse().ok())?
-    });
-    found.unwrap_or(0.0)
-}
 
 fn connects(proxy: &ProxyProcess, pool: &str) -> f64 {
     let m = proxy.metrics();

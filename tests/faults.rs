@@ -5,25 +5,11 @@
 mod common;
 
 use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
-use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
+use common::{metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::Error;
-
-/// The value of the first sample of `name` carrying all `labels` (0 when absent).
-fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found = body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-        let ok = n == name
-            && labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-        ok.then(|| value.parse().ok()).flatten()
-    });
-    found.unwrap_or(0.0)
-}
 
 /// Whether the `app` pool's client gauge for `state` (active, waiting) reaches `value`
 /// within LIMIT.

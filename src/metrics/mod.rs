@@ -108,6 +108,7 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
             (names::QUERIES, &s.queries),
             (names::TENANT_SWITCHES, &s.tenant_switches),
             (names::ACQUIRE_TIMEOUTS, &s.acquire_timeouts),
+            (names::WAITS_CANCELLED, &s.waits_withdrawn),
         ];
         for (metric, v) in counters {
             counter!(metric, "pool" => name.clone()).absolute(v.load(Relaxed));

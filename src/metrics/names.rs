@@ -26,6 +26,8 @@ pub const TENANT_SWITCHES: &str = "launch_proxy_tenant_switches_total";
 pub const BYTES: &str = "launch_proxy_bytes_total";
 pub const ERRORS: &str = "launch_proxy_errors_total";
 pub const ACQUIRE_TIMEOUTS: &str = "launch_proxy_acquire_timeouts_total";
+/// Queued checkouts ended by the client's CancelRequest before their statement was sent.
+pub const WAITS_CANCELLED: &str = "launch_proxy_waits_cancelled_total";
 pub const SERVER_CONNECTS: &str = "launch_proxy_server_connects_total";
 pub const SERVER_CLOSED: &str = "launch_proxy_server_connections_closed_total";
 pub const GUARD_VIOLATIONS: &str = "launch_proxy_guard_violations_total";

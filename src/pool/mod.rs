@@ -61,8 +61,11 @@ pub struct PoolLimits {
 pub type ServerParams = Arc<Vec<(String, String)>>;
 
 struct Waiter {
-    tx: oneshot::Sender<Box<ServerConn>>,
+    /// A connection, or `None` when the wait was withdrawn ([`Pool::withdraw`]).
+    tx: oneshot::Sender<Option<Box<ServerConn>>>,
     since: Instant,
+    /// Who waits, for [`Pool::withdraw`]; 0 for a wait that cannot be withdrawn.
+    id: u64,
 }
 
 struct PoolState {
@@ -155,6 +158,9 @@ pub enum AcquireError {
     Paused { waited_ms: u64 },
     #[error("the proxy is shutting down")]
     ShuttingDown,
+    /// The client cancelled its statement while it waited ([`Pool::withdraw`]).
+    #[error("the wait was withdrawn")]
+    Withdrawn,
 }
 
 impl AcquireError {
@@ -200,6 +206,11 @@ impl AcquireError {
             )
             .with_detail("launch-proxy got SIGUSR1 (pause) and no SIGUSR2 (resume) since"),
             AcquireError::ShuttingDown => ClientError::shutting_down(),
+            AcquireError::Withdrawn => ClientError::error(
+                ErrorKind::Cancel,
+                codes::QUERY_CANCELED,
+                "canceling statement due to user request",
+            ),
         }
     }
 }
@@ -227,6 +238,12 @@ impl Pool {
 
     /// Gets a server connection, waiting up to the acquire timeout.
     pub async fn acquire(self: &Arc<Self>) -> Result<Box<ServerConn>, AcquireError> {
+        self.acquire_as(0).await
+    }
+
+    /// [`Pool::acquire`] for the waiter `id` (non-zero), whose wait [`Pool::withdraw`] can
+    /// end early.
+    pub async fn acquire_as(self: &Arc<Self>, id: u64) -> Result<Box<ServerConn>, AcquireError> {
         let mut stale: Vec<Box<ServerConn>> = Vec::new();
         let rx = {
             let mut st = self.state.lock();
@@ -254,7 +271,11 @@ impl Pool {
             // The clock is read only by a checkout that has to wait.
             let start = Instant::now();
             let (tx, rx) = oneshot::channel();
-            st.waiters.push_back(Waiter { tx, since: start });
+            st.waiters.push_back(Waiter {
+                tx,
+                since: start,
+                id,
+            });
             // The manager is woken only if it can open a connection now, or to watch the
             // gate for stalled statements once a client queues there; at the pool's cap
             // (the busy steady state, where every checkout may queue) its tick handles the
@@ -279,9 +300,13 @@ impl Pool {
         // (it wakes for the oldest one's deadline), which ends this wait with an error.
         let result = rx.await.ok();
         match result {
-            Some(c) => {
+            Some(Some(c)) => {
                 self.stats.wait.record(start.elapsed());
                 Ok(c)
+            }
+            Some(None) => {
+                PoolStats::add(&self.stats.waits_withdrawn, 1);
+                Err(AcquireError::Withdrawn)
             }
             None if self.shutdown.is_triggered() => Err(AcquireError::ShuttingDown),
             None => {
@@ -344,6 +369,19 @@ impl Pool {
         }
     }
 
+    /// Ends the queued wait of `id` (see [`Pool::acquire_as`]) with
+    /// [`AcquireError::Withdrawn`]: its client cancelled the statement it waits to run.
+    /// `false` if it is not queued (it got its connection, or has not queued yet).
+    pub fn withdraw(&self, id: u64) -> bool {
+        let mut st = self.state.lock();
+        let Some(at) = st.waiters.iter().position(|w| w.id == id && id != 0) else {
+            return false;
+        };
+        st.waiters
+            .remove(at)
+            .is_some_and(|w| w.tx.send(None).is_ok())
+    }
+
     /// Stops new transactions; connections close as their transactions end (the manager
     /// closes idle ones). Clients wait, within `acquire_timeout_ms`, for [`Pool::resume_pool`].
     pub fn pause_pool(&self) {
@@ -395,9 +433,11 @@ impl Pool {
                 break;
             };
             conn.slot.ticket = st.gate.enter();
-            match w.tx.send(conn) {
+            match w.tx.send(Some(conn)) {
                 Ok(()) => return,
-                Err(mut back) => {
+                // A waiter gone meanwhile: the connection comes back as it was sent.
+                Err(back) => {
+                    let Some(mut back) = back else { return };
                     st.leave_gate(&mut back);
                     conn = back;
                 }

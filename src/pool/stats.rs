@@ -16,6 +16,8 @@ pub struct PoolStats {
     pub connects_ok: AtomicU64,
     pub connects_failed: AtomicU64,
     pub acquire_timeouts: AtomicU64,
+    /// Waits ended because the client cancelled its statement (`names::WAITS_CANCELLED`).
+    pub waits_withdrawn: AtomicU64,
     pub closed_idle: AtomicU64,
     pub closed_retired: AtomicU64,
     /// How long checkouts waited for a connection.

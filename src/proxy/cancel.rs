@@ -4,6 +4,10 @@
 //! A cancel in flight pins the server connection: the client's relay does not return it to
 //! the pool until PostgreSQL has acknowledged the cancel (closed the cancel connection), so
 //! a late cancel cannot land on the next client's query.
+//!
+//! A client whose statement still waits in its pool's queue has no server to cancel on:
+//! the cancel withdraws the wait instead ([`crate::pool::Pool::withdraw`]), and the relay
+//! answers 57014 without ever sending the statement.
 
 use super::command_timeout::{DeadlineSlot, DeadlineTable};
 use crate::pool::{send_cancel, BackendKey};
@@ -23,8 +27,15 @@ const CANCEL_SETTLE: Duration = Duration::from_secs(5);
 pub struct CancelTarget {
     pub pid: u32,
     pub secret: u32,
-    /// The key of the server connection the client runs on ([`pack`]); 0 while it holds none.
+    /// The key of the server connection the client runs on ([`pack`]); 0 while it holds
+    /// none; [`queued`] while its statement waits for one, with bit 0 set once a cancel
+    /// withdrew that wait.
     server: AtomicU64,
+    /// Number of the client's last queued wait, so that a late cancel of one wait cannot
+    /// withdraw the next.
+    waits: AtomicU32,
+    /// The pool the client queues in, where a cancel withdraws its wait.
+    pool: Option<Arc<crate::pool::Pool>>,
     /// Cancels sent to `server` that PostgreSQL has not acknowledged yet. With `server`, a
     /// pair of sequentially consistent atomics instead of a mutex: the relay clears `server`
     /// and then reads this, a canceller raises this and then reads `server`, so one of the
@@ -36,6 +47,13 @@ pub struct CancelTarget {
     deadline: DeadlineSlot,
     /// The watchdog cancelled the command for its timeout (the relay rewords the 57014).
     timed_out: AtomicBool,
+}
+
+/// One queued wait of a client ([`CancelTarget::queue`]).
+pub struct QueuedWait {
+    wait: u32,
+    /// The waiter id for [`crate::pool::Pool::acquire_as`].
+    pub id: u64,
 }
 
 pub struct CancelRegistry {
@@ -85,13 +103,21 @@ impl Drop for CancelHandle {
 }
 
 /// A server key as one word. PostgreSQL's pids are positive, so a key is never 0, the
-/// value that stands for no server.
+/// value that stands for no server, and its top bit is clear, unlike the queue's markers.
 fn pack(key: BackendKey) -> u64 {
     (u64::from(key.pid) << 32) | u64::from(key.secret)
 }
 
+/// Marks a word as a queued wait rather than a key: the wait's number in bits 1..33, and
+/// bit 0 once a cancel withdrew it.
+const QUEUE_MARK: u64 = 1 << 63;
+
+fn queued(wait: u32) -> u64 {
+    QUEUE_MARK | (u64::from(wait) << 1)
+}
+
 fn unpack(word: u64) -> Option<BackendKey> {
-    (word != 0).then_some(BackendKey {
+    (word != 0 && word >> 63 == 0).then_some(BackendKey {
         pid: (word >> 32) as u32,
         secret: word as u32,
     })
@@ -117,8 +143,8 @@ impl CancelRegistry {
         ((pid & HOST_MASK) >> HOST_SHIFT) as u8
     }
 
-    /// Issues a fresh key for a client that just logged in.
-    pub fn register(self: &Arc<Self>) -> CancelHandle {
+    /// Issues a fresh key for a client that just logged in to `pool`.
+    pub fn register(self: &Arc<Self>, pool: Option<Arc<crate::pool::Pool>>) -> CancelHandle {
         let secret = random_u32();
         let mut targets = self.targets.lock();
         let pid = loop {
@@ -133,6 +159,8 @@ impl CancelRegistry {
             pid,
             secret,
             server: AtomicU64::new(0),
+            pool,
+            waits: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
             settled: Notify::new(),
             deadline: targets.deadlines.take(),
@@ -222,13 +250,37 @@ impl CancelRegistry {
         expired
     }
 
-    /// Cancels whatever the target's client runs now (a client's CancelRequest).
+    /// Cancels whatever the target's client runs now (a client's CancelRequest): the
+    /// statement on its server, or the one waiting in its pool's queue.
     pub async fn cancel_running(&self, target: &CancelTarget) -> bool {
-        let Some(key) = target.pin() else {
-            return false;
-        };
-        self.deliver(target, key).await;
-        true
+        loop {
+            if let Some(key) = target.pin() {
+                self.deliver(target, key).await;
+                return true;
+            }
+            let word = target.server.load(Ordering::SeqCst);
+            if word & QUEUE_MARK == 0 || word & 1 != 0 {
+                // The client got its server between the two reads: cancel there.
+                if unpack(word).is_some() {
+                    continue;
+                }
+                return false;
+            }
+            match target
+                .server
+                .compare_exchange(word, word | 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    if let Some(pool) = &target.pool {
+                        // Not found: the relay got its connection meanwhile and, finding
+                        // the mark, gives it back unused.
+                        pool.withdraw(CancelTarget::wait_id(target.pid, (word >> 1) as u32));
+                    }
+                    return true;
+                }
+                Err(_) => continue,
+            }
+        }
     }
 
     /// Sends the cancel pinned to `key` by [`CancelTarget::pin`], then lets the relay give
@@ -273,6 +325,49 @@ impl CancelTarget {
     #[inline]
     pub fn attach(&self, key: BackendKey) {
         self.server.store(pack(key), Ordering::Release);
+    }
+
+    /// The pool's waiter id of the client with `pid` in its wait number `wait` (never 0:
+    /// pids are not).
+    fn wait_id(pid: u32, wait: u32) -> u64 {
+        (u64::from(pid) << 32) | u64::from(wait)
+    }
+
+    /// The client's statement starts waiting in its pool's queue: a cancel now withdraws
+    /// it (see [`CancelRegistry::cancel_running`]). Returns the wait, whose id
+    /// ([`QueuedWait::id`]) the pool's queue is to know it by.
+    #[inline]
+    pub fn queue(&self) -> QueuedWait {
+        let wait = self.waits.load(Ordering::Relaxed).wrapping_add(1);
+        self.waits.store(wait, Ordering::Relaxed);
+        self.server.store(queued(wait), Ordering::SeqCst);
+        QueuedWait {
+            wait,
+            id: Self::wait_id(self.pid, wait),
+        }
+    }
+
+    /// The queued client got the server with `key`. `false` if a cancel withdrew its
+    /// statement first: it then holds no server, and the key was never visible to a
+    /// canceller (so no cancel can reach that server on its account).
+    #[inline]
+    pub fn attach_after_queue(&self, wait: &QueuedWait, key: BackendKey) -> bool {
+        let attached = self.server.compare_exchange(
+            queued(wait.wait),
+            pack(key),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        if attached.is_err() {
+            self.server.store(0, Ordering::SeqCst);
+        }
+        attached.is_ok()
+    }
+
+    /// The queued wait ended without a server; whether a cancel ended it.
+    #[inline]
+    pub fn leave_queue(&self, wait: &QueuedWait) -> bool {
+        self.server.swap(0, Ordering::SeqCst) == queued(wait.wait) | 1
     }
 
     /// Aims a cancel at the server the client runs on now: until [`CancelRegistry::deliver`]
@@ -359,7 +454,7 @@ mod tests {
     fn a_cancel_in_flight_holds_the_server_until_it_settles() {
         use tokio::io::AsyncReadExt;
         with_fake_server(|listener, reg| async move {
-            let handle = reg.register();
+            let handle = reg.register(None);
             let target = handle.target.clone();
             target.attach(BackendKey { pid: 42, secret: 7 });
             let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
@@ -406,7 +501,7 @@ mod tests {
     fn a_timed_out_command_is_cancelled_on_the_server_that_ran_it() {
         use tokio::io::AsyncReadExt;
         with_fake_server(|listener, reg| async move {
-            let handle = reg.register();
+            let handle = reg.register(None);
             let target = handle.target.clone();
             let ran_it = BackendKey { pid: 42, secret: 7 };
             target.attach(ran_it);
@@ -450,6 +545,44 @@ mod tests {
         });
     }
 
+    /// A cancel while the client queues marks that wait (the relay then gives back the
+    /// server it gets, unused); it marks nothing while the client idles, and each wait has
+    /// an id of its own, so a late withdrawal of one cannot end the next. Once the client
+    /// runs on a server, a cancel goes to that server.
+    #[test]
+    fn a_cancel_of_a_queued_client_withdraws_only_that_wait() {
+        with_fake_server(|listener, reg| async move {
+            let handle = reg.register(None);
+            let target = handle.target.clone();
+            let key = BackendKey { pid: 42, secret: 7 };
+            assert!(
+                !reg.cancel_running(&target).await,
+                "idle: nothing to cancel"
+            );
+            let first = target.queue();
+            assert!(reg.cancel_running(&target).await);
+            assert!(!reg.cancel_running(&target).await, "withdrawn once");
+            assert!(
+                !target.attach_after_queue(&first, key),
+                "handed over after the cancel"
+            );
+            assert!(!reg.cancel_running(&target).await, "the key never showed");
+            let second = target.queue();
+            assert_ne!(first.id, second.id);
+            assert_ne!(second.id, 0);
+            assert!(!target.leave_queue(&second), "timed out, not cancelled");
+            let third = target.queue();
+            assert!(target.attach_after_queue(&third, key));
+            let server = tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                drop(s);
+            });
+            assert!(reg.cancel_running(&target).await, "sent to the server");
+            server.await.unwrap();
+            assert!(target.try_detach());
+        });
+    }
+
     #[test]
     fn server_keys_pack_into_one_word() {
         let key = BackendKey {
@@ -472,7 +605,7 @@ mod tests {
         rt.block_on(async {
             let reg = CancelRegistry::new("127.0.0.1".into(), 1, peers);
             for _ in 0..100 {
-                let h = reg.register();
+                let h = reg.register(None);
                 assert_eq!(CancelRegistry::host_of(h.target.pid), 5);
                 assert!(h.target.pid <= 0x7fff_ffff);
             }

@@ -206,7 +206,7 @@ pub(super) async fn run(
         params.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         &server_params,
     );
-    let cancel = ctx.cancels.register();
+    let cancel = ctx.cancels.register(Some(pool.clone()));
     encode::backend_key_data(&mut out, cancel.target.pid, cancel.target.secret);
     encode::ready_for_query(&mut out, b'I');
     client

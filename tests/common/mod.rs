@@ -29,6 +29,7 @@ pub mod client;
 mod config;
 mod pg;
 mod proxy;
+pub mod raw;
 mod util;
 
 pub use config::{proxy_config, DEFAULT_POOL, USERS_YAML};
@@ -48,6 +49,18 @@ pub fn error_field(body: &[u8], code: u8) -> Option<String> {
         rest = &tail[end + 1..];
     }
     None
+}
+
+/// The value of the first sample of `name` in a /metrics `body` carrying all `labels`
+/// (0 when absent).
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        let want = |(k, v): &(&str, &str)| rest.contains(&format!("{k}=\"{v}\""));
+        (n == name && labels.iter().all(want)).then(|| value.parse().ok())?
+    });
+    found.unwrap_or(0.0)
 }
 
 /// Placeholder kept so tests can call it unconditionally; the proxy logs to its own file

@@ -9,6 +9,7 @@
 mod carry;
 mod downstream;
 mod local;
+mod queued;
 mod tracker;
 mod upstream;
 
@@ -104,22 +105,27 @@ pub(super) async fn run(
                 Err(e) => break e,
             }
             // An idle connection is taken without setting up acquire's future.
-            let server = match session.pool.try_acquire() {
-                Some(s) => s,
-                None => match acquire_watching(client, session).await {
-                    Ok(Some(s)) => s,
-                    // Gone while queued: its messages are never sent.
-                    Ok(None) => break None,
-                    Err(e) => {
+            if let Some(server) = session.pool.try_acquire() {
+                session.cancel.target.attach(server.key);
+                held = Some(server);
+            } else {
+                match queued::checkout(client, session).await {
+                    queued::Checkout::Server(server) => held = Some(server),
+                    queued::Checkout::Gone => break None,
+                    queued::Checkout::Cancelled => {
+                        match queued::answer_cancelled(client, ctx, &mut shutdown).await {
+                            Ok(()) => continue,
+                            Err(e) => break e,
+                        }
+                    }
+                    queued::Checkout::Failed(e) => {
                         break Some(e.to_client_error(
                             &session.pool.name,
                             ctx.settings.config.pool.acquire_timeout_ms,
                         ))
                     }
-                },
-            };
-            session.cancel.target.attach(server.key);
-            held = Some(server);
+                }
+            }
         }
         let Some(mut server) = held.take() else {
             break None;
@@ -212,42 +218,8 @@ pub(super) async fn run(
     RelayEnd { stats, error }
 }
 
-/// Whether the whole messages at the front of `buf` include a Terminate.
-fn says_goodbye(buf: &[u8]) -> bool {
-    use crate::protocol::framing::{frontend, Frames};
-    Frames::new(buf)
-        .map_while(Result::ok)
-        .any(|(_, h)| h.tag == frontend::TERMINATE)
-}
-
 /// Bytes of a client's messages read while they are held (see the transaction loop).
 const HELD_READ_LIMIT: usize = 256 * 1024;
-
-/// The queued checkout ([`crate::pool::Pool::acquire`]), watching the client meanwhile: one
-/// that hangs up leaves the queue (`Ok(None)`), so its statement is never sent and no
-/// server connection is spent on it. Once it sends more, the watch ends (its bytes stay in
-/// the socket for the transaction). A client whose buffered messages end in Terminate
-/// closed cleanly after sending them, as `PQsendQuery` then `PQfinish` does: they run.
-async fn acquire_watching(
-    client: &ClientConn,
-    session: &Session,
-) -> Result<Option<Box<ServerConn>>, crate::pool::AcquireError> {
-    let acquire = session.pool.acquire();
-    tokio::pin!(acquire);
-    let mut watching = !says_goodbye(&client.buf);
-    loop {
-        tokio::select! {
-            biased;
-            conn = &mut acquire => return conn.map(Some),
-            gone = client.stream.hung_up(), if watching => {
-                if gone {
-                    return Ok(None);
-                }
-                watching = false;
-            }
-        }
-    }
-}
 
 /// The error for a client that went quiet between a message and its Sync for the role's
 /// idle-in-transaction time (PostgreSQL's code and wording for its own timeout).

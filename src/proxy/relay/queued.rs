@@ -1,0 +1,161 @@
+//! The queued checkout: a client whose statement waits for a server connection (the pool
+//! is busy, or `max_active` statements run). While it waits, its socket is watched (one
+//! that hangs up leaves the queue) and its cancel key withdraws the statement: PostgreSQL
+//! never sees it, and the client gets the 57014 a running statement would have got.
+
+use super::super::{ClientConn, ProxyContext, Session};
+use crate::error::{ClientError, ErrorKind};
+use crate::pool::{AcquireError, ServerConn};
+use crate::protocol::codes;
+use crate::protocol::framing::{frontend, parse_header, Frames};
+
+/// How a queued checkout ended.
+pub(super) enum Checkout {
+    Server(Box<ServerConn>),
+    /// The client hung up while queued: its messages are never sent.
+    Gone,
+    /// A CancelRequest withdrew the statement (answer with [`answer_cancelled`]).
+    Cancelled,
+    Failed(AcquireError),
+}
+
+/// Queues the client for a server connection ([`crate::pool::Pool::acquire_as`]); the
+/// server it gets is attached to its cancel key.
+pub(super) async fn checkout(client: &ClientConn, session: &Session) -> Checkout {
+    let target = &*session.cancel.target;
+    let wait = target.queue();
+    match acquire_watching(client, session, wait.id).await {
+        Ok(Some(server)) if target.attach_after_queue(&wait, server.key) => {
+            Checkout::Server(server)
+        }
+        Ok(Some(server)) => {
+            // Cancelled as it was handed over: nothing was sent on it.
+            session.pool.release_unused(server);
+            Checkout::Cancelled
+        }
+        Ok(None) => {
+            target.leave_queue(&wait);
+            Checkout::Gone
+        }
+        // Withdrawn, or timed out as the cancel came.
+        Err(e) => {
+            if target.leave_queue(&wait) {
+                Checkout::Cancelled
+            } else {
+                Checkout::Failed(e)
+            }
+        }
+    }
+}
+
+/// Whether the whole messages at the front of `buf` include a Terminate.
+fn says_goodbye(buf: &[u8]) -> bool {
+    Frames::new(buf)
+        .map_while(Result::ok)
+        .any(|(_, h)| h.tag == frontend::TERMINATE)
+}
+
+/// The queued checkout, watching the client meanwhile: one that hangs up leaves the queue
+/// (`Ok(None)`), so its statement is never sent and no server connection is spent on it.
+/// Once it sends more, the watch ends (its bytes stay in the socket for the transaction).
+/// A client whose buffered messages end in Terminate closed cleanly after sending them, as
+/// `PQsendQuery` then `PQfinish` does: they run.
+async fn acquire_watching(
+    client: &ClientConn,
+    session: &Session,
+    id: u64,
+) -> Result<Option<Box<ServerConn>>, AcquireError> {
+    let acquire = session.pool.acquire_as(id);
+    tokio::pin!(acquire);
+    let mut watching = !says_goodbye(&client.buf);
+    loop {
+        tokio::select! {
+            biased;
+            conn = &mut acquire => return conn.map(Some),
+            gone = client.stream.hung_up(), if watching => {
+                if gone {
+                    return Ok(None);
+                }
+                watching = false;
+            }
+        }
+    }
+}
+
+/// Answers a statement withdrawn by a cancel as PostgreSQL answers one cancelled while it
+/// runs: the 57014 at once; for the extended protocol, the rest of the batch up to its Sync
+/// skipped, then ReadyForQuery (a queued client is between transactions: idle). A simple
+/// Query or FunctionCall is answered alone; the messages after it run as usual. Returns
+/// `Err(None)` when the client ended the session meanwhile.
+pub(super) async fn answer_cancelled(
+    client: &mut ClientConn,
+    ctx: &ProxyContext,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Result<(), Option<ClientError>> {
+    let error = ClientError::error(
+        ErrorKind::Cancel,
+        codes::QUERY_CANCELED,
+        "canceling statement due to user request",
+    )
+    .with_detail("the statement was waiting for a server connection and was never sent");
+    crate::metrics::count_error(error.code.as_bytes());
+    let mut out = super::super::encode_error(&error);
+    let simple = matches!(
+        parse_header(&client.buf),
+        Ok(Some(h)) if h.tag == frontend::QUERY || h.tag == frontend::FUNCTION_CALL
+    );
+    if !simple {
+        // The error goes out before the Sync is in: a client that flushed and waits for
+        // its results must not wait for it.
+        client.write(&out).await.map_err(|_| None)?;
+        out.clear();
+    }
+    loop {
+        let h = loop {
+            match parse_header(&client.buf) {
+                Err(_) => return Err(Some(ClientError::protocol("invalid message length"))),
+                Ok(Some(h)) if h.frame_len > ctx.settings.config.max_client_message_bytes => {
+                    return Err(Some(super::oversized(h, ctx)));
+                }
+                Ok(Some(h)) => break h,
+                Ok(None) => {}
+            }
+            read_more(client, shutdown).await?;
+        };
+        // Dropped as it arrives: a large one is never held whole.
+        let mut left = h.frame_len;
+        loop {
+            let n = left.min(client.buf.len());
+            bytes::Buf::advance(&mut client.buf, n);
+            left -= n;
+            if left == 0 {
+                break;
+            }
+            read_more(client, shutdown).await?;
+        }
+        match h.tag {
+            frontend::TERMINATE => return Err(None),
+            frontend::SYNC => break,
+            _ if simple => break,
+            _ => {}
+        }
+    }
+    crate::protocol::encode::ready_for_query(&mut out, b'I');
+    client.write(&out).await.map_err(|_| None)
+}
+
+/// Reads more of the client's messages; `Err(None)` when it left, and the shutdown error
+/// when the proxy stops meanwhile.
+async fn read_more(
+    client: &mut ClientConn,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Result<(), Option<ClientError>> {
+    tokio::select! {
+        biased;
+        r = client.read_more() => match r {
+            Ok(0) | Err(_) => Err(None),
+            Ok(_) => Ok(()),
+        },
+        _ = &mut *shutdown => Err(Some(ClientError::shutting_down())),
+    }
+}
