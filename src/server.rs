@@ -49,6 +49,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         mock_secret: secret,
         pending_logins: Default::default(),
+        buffer_budget: crate::proxy::buffer_budget::BufferBudget::new(
+            settings.config.client_buffer_budget_bytes,
+            clients.clone(),
+        ),
         users: crate::config::UsersTable::new(settings.users.clone()),
         client_tls,
         jwt,

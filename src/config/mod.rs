@@ -83,6 +83,11 @@ pub struct Config {
     /// 54000 and the connection is closed. COPY data and large binds below it are streamed.
     #[serde(default = "defaults::max_client_message_bytes")]
     pub max_client_message_bytes: usize,
+    /// Memory all clients' read buffers may take above 64 KiB each (bytes): a Query or
+    /// Parse is read whole before it goes on. A client whose buffer would go past it is
+    /// refused with 53200 (proxy::buffer_budget).
+    #[serde(default = "defaults::client_buffer_budget_bytes")]
+    pub client_buffer_budget_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -368,6 +373,10 @@ mod defaults {
     }
     pub fn max_client_message_bytes() -> usize {
         64 << 20
+    }
+    /// Four messages of the largest size at once: about a sixteenth of a pool host's 4 GiB.
+    pub fn client_buffer_budget_bytes() -> usize {
+        256 << 20
     }
     pub fn read_role() -> RoleConfig {
         RoleConfig {

@@ -89,6 +89,11 @@ pub(super) fn validate(
     if config.max_client_message_bytes < 8192 {
         return bad("max_client_message_bytes must be at least 8192".into());
     }
+    if config.client_buffer_budget_bytes < config.max_client_message_bytes {
+        return bad(
+            "client_buffer_budget_bytes must be at least max_client_message_bytes (else a message of that size could never be read)".into(),
+        );
+    }
     if config.cancel.host_id > 15 || config.cancel.peers.keys().any(|h| *h > 15) {
         return bad("cancel.host_id and the keys of cancel.peers must be 0..=15".into());
     }

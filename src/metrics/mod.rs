@@ -65,6 +65,10 @@ pub struct ClientCounts {
     pub displaced_logins: AtomicU64,
     pub login_failures: AtomicU64,
     pub cancel_requests: AtomicU64,
+    /// Bytes of client read buffers charged to `client_buffer_budget_bytes`.
+    pub buffer_bytes: AtomicU64,
+    /// Clients refused because that budget could not cover their buffer.
+    pub buffer_refusals: AtomicU64,
 }
 
 /// Counts an error sent to a client, by SQLSTATE class (two characters: a bounded label).
@@ -82,6 +86,8 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
     counter!(names::CLIENTS_DISPLACED).absolute(clients.displaced_logins.load(Relaxed));
     counter!(names::LOGIN_FAILURES).absolute(clients.login_failures.load(Relaxed));
     counter!(names::CANCEL_REQUESTS).absolute(clients.cancel_requests.load(Relaxed));
+    gauge!(names::CLIENT_BUFFER_BYTES).set(clients.buffer_bytes.load(Relaxed) as f64);
+    counter!(names::CLIENT_BUFFER_REFUSALS).absolute(clients.buffer_refusals.load(Relaxed));
     gauge!(names::DB_SERVER_CONNECTIONS).set(pools.db_connections() as f64);
     for pool in pools.iter() {
         let name = pool.name.to_string();

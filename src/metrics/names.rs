@@ -7,6 +7,10 @@ pub const CLIENTS_REJECTED: &str = "launch_proxy_clients_rejected_max_client_con
 pub const CLIENTS_DISPLACED: &str = "launch_proxy_clients_displaced_before_login_total";
 pub const LOGIN_FAILURES: &str = "launch_proxy_login_failures_total";
 pub const CANCEL_REQUESTS: &str = "launch_proxy_cancel_requests_total";
+/// Client read-buffer bytes above each client's free allowance (`client_buffer_budget_bytes`).
+pub const CLIENT_BUFFER_BYTES: &str = "launch_proxy_client_buffer_bytes";
+/// Clients disconnected (53200) because that budget could not cover their buffer.
+pub const CLIENT_BUFFER_REFUSALS: &str = "launch_proxy_client_buffer_refusals_total";
 pub const CLIENT_CONNECTIONS: &str = "launch_proxy_client_connections";
 pub const SERVER_CONNECTIONS: &str = "launch_proxy_server_connections";
 pub const DB_SERVER_CONNECTIONS: &str = "launch_proxy_database_server_connections";

@@ -6,6 +6,7 @@ pub const SQLCLIENT_UNABLE_TO_ESTABLISH: &str = "08001";
 pub const INVALID_PASSWORD: &str = "28P01";
 pub const INVALID_AUTHORIZATION: &str = "28000";
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
+pub const OUT_OF_MEMORY: &str = "53200";
 pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
 pub const QUERY_CANCELED: &str = "57014";
 pub const ADMIN_SHUTDOWN: &str = "57P01";

@@ -1,9 +1,11 @@
 //! The client's socket and read buffer, with the few reads the handshake needs.
 
+use super::buffer_budget::{BufferBudget, BufferCharge};
 use crate::error::ClientError;
 use crate::net::Stream;
 use crate::protocol::framing::parse_header;
 use bytes::{Buf, BytesMut};
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 /// How long a connection that ends with an error waits for its client to take the error.
@@ -13,28 +15,66 @@ pub struct ClientConn {
     pub stream: Stream,
     /// Bytes read from the client and not yet forwarded. Released while the client idles.
     pub buf: BytesMut,
+    /// What `buf` takes of the clients' shared budget (`super::buffer_budget`).
+    charge: BufferCharge,
 }
 
 /// Read size for client sockets: one read takes a typical batch of messages.
 pub(crate) const READ_CHUNK: usize = 8 * 1024;
 
 impl ClientConn {
-    pub fn new(stream: Stream) -> Self {
+    pub fn new(stream: Stream, budget: Arc<BufferBudget>) -> Self {
         ClientConn {
             stream,
             buf: BytesMut::new(),
+            charge: BufferCharge::new(budget),
         }
     }
 
-    /// Reads more bytes; `Ok(0)` means the client closed.
+    /// Reads more bytes; `Ok(0)` means the client closed. An error of kind `OutOfMemory`
+    /// is the buffer budget's refusal ([`ClientConn::budget_error`]).
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() == 0 {
             self.buf = super::spare_buffers::take();
         }
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
+        self.make_room()?;
         self.stream.read_into(&mut self.buf).await
+    }
+
+    /// Room for one more read in `buf`, charged to the budget where it grows past the
+    /// free allowance.
+    #[inline]
+    pub fn make_room(&mut self) -> std::io::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            return self.grow();
+        }
+        Ok(())
+    }
+
+    fn grow(&mut self) -> std::io::Result<()> {
+        self.buf.reserve(READ_CHUNK);
+        if !self.charge.fit(self.buf.capacity()) {
+            // Freed at once: the connection ends with the budget's error.
+            self.buf = BytesMut::new();
+            self.charge.release();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "client buffer budget exhausted",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The idle client's buffer goes back to the spare ones (or is freed), and with it its
+    /// share of the budget.
+    pub fn give_back_buffer(&mut self) {
+        super::spare_buffers::give_back(std::mem::take(&mut self.buf));
+        self.charge.release();
+    }
+
+    /// The error for a read the budget refused.
+    pub fn budget_error(&self) -> ClientError {
+        self.charge.budget().exhausted(self.buf.len() + READ_CHUNK)
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {

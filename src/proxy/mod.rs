@@ -1,6 +1,7 @@
 //! The per-client task: handshake and authentication ([`handshake`]), then the transaction
 //! relay ([`relay`]); cancel keys live in [`cancel`].
 
+pub mod buffer_budget;
 pub mod cancel;
 mod client_io;
 pub mod command_timeout;
@@ -49,6 +50,8 @@ pub struct ProxyContext {
     pub users: crate::config::UsersTable,
     /// Connections in their login, which a new one at `max_client_conn` may displace.
     pub pending_logins: pending_logins::PendingLogins,
+    /// What clients' read buffers may take beyond their allowance.
+    pub buffer_budget: Arc<buffer_budget::BufferBudget>,
 }
 
 impl ProxyContext {
@@ -84,7 +87,7 @@ pub async fn handle_client(
         ConnectedGuard(&ctx.clients.connected)
     };
     let _ = stream.set_nodelay(true);
-    let mut client = ClientConn::new(crate::net::Stream::Tcp(stream));
+    let mut client = ClientConn::new(crate::net::Stream::Tcp(stream), ctx.buffer_budget.clone());
     let started = Instant::now();
     let login_timeout = Duration::from_millis(ctx.settings.config.client_login_timeout_ms);
     // A client refused for the limit does not take a place it could be displaced from.

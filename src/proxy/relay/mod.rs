@@ -308,7 +308,7 @@ async fn wait_for_work(
         } else {
             if client.buf.capacity() > 0 {
                 // An idle client keeps no buffer: thousands of idle clients cost sockets only.
-                super::spare_buffers::give_back(std::mem::take(&mut client.buf));
+                client.give_back_buffer();
             }
             if ctx.shutdown.is_triggered() {
                 return Err(Some(ClientError::shutting_down()));
@@ -321,6 +321,9 @@ async fn wait_for_work(
             }
         }
         match client.read_more().await {
+            Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                return Err(Some(client.budget_error()))
+            }
             Ok(0) | Err(_) => return Ok(false),
             Ok(_) => {}
         }
@@ -474,8 +477,8 @@ async fn transaction(
         if server.buf.capacity() - server.buf.len() < 4096 {
             server.buf.reserve(SERVER_READ_CHUNK);
         }
-        if client.buf.capacity() - client.buf.len() < 1024 {
-            client.buf.reserve(super::client_io::READ_CHUNK);
+        if client.make_room().is_err() {
+            return Err(Stop::Client(client.budget_error()));
         }
         // Between a message and its Sync PostgreSQL has not said ReadyForQuery, so its own
         // idle-in-transaction timeout is not armed, and a client that goes quiet there would

@@ -153,6 +153,7 @@ async fn read_more(
     tokio::select! {
         biased;
         r = client.read_more() => match r {
+            Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => Err(Some(client.budget_error())),
             Ok(0) | Err(_) => Err(None),
             Ok(_) => Ok(()),
         },
