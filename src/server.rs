@@ -51,6 +51,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pending_logins: Default::default(),
         buffer_budget: crate::proxy::buffer_budget::BufferBudget::new(
             settings.config.client_buffer_budget_bytes,
+            settings.config.max_client_message_bytes,
             clients.clone(),
         ),
         users: crate::config::UsersTable::new(settings.users.clone()),

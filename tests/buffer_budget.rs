@@ -86,3 +86,79 @@ async fn clients_past_the_buffer_budget_are_refused_and_the_rest_go_on() {
     let back = eventually(LIMIT, || budget_in_use(&proxy) == 0.0).await;
     assert!(back, "the budget did not come back:\n{}", proxy.metrics());
 }
+
+/// A large buffer is freed when its client idles, not kept as a spare for the next client
+/// (uncharged): a Query sized so that 30 KB of its 16 MiB buffer lie past the read
+/// position once it is sent (`capacity()` then shows only those) would otherwise park
+/// 16 MiB per round in the spare buffers, where a client sending one byte picks it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_buffers_are_freed_not_kept_as_spares() {
+    // mimalloc (in the proxy, which inherits this) returns freed memory at once, so RSS
+    // shows what is still allocated.
+    std::env::set_var("MIMALLOC_PURGE_DELAY", "0");
+    let pg = PgServer::start();
+    let top = "max_client_message_bytes: 16777216\nclient_buffer_budget_bytes: 16777216\n";
+    let config = format!(
+        "{}{top}",
+        proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 0")
+    );
+    let proxy = ProxyProcess::start(&config, MD5_USERS);
+    let rss_kb = || -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+        let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // Frame of 16 MiB - 30000 bytes: the buffer doubles to 16 MiB; 30000 bytes of view remain.
+    let sql_len = 16_777_216 - 30_000 - 6;
+    let query = large_query(sql_len);
+    let before = rss_kb();
+    let mut kept = Vec::new();
+    for _ in 0..6 {
+        let mut big = Raw::login(proxy.port, "app", "apppw");
+        let expect = (sql_len - "SELECT length('')".len()).to_string();
+        assert_eq!(blocking(|| col0(&big.run(&query))), [expect]);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Its buffer went back to the spare buffers; the next client's read takes it.
+        let mut holder = Raw::login(proxy.port, "app", "apppw");
+        holder.send(b"Q");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        kept.push((big, holder));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after = rss_kb();
+    let charged = budget_in_use(&proxy);
+    assert!(
+        after.saturating_sub(before) < 2 * 16384,
+        "the proxy holds {} kB more than before, the budget is 16384 kB and its gauge says {charged}",
+        after - before
+    );
+}
+
+/// A buffer grows by doubling, but never much past `max_client_message_bytes`: a message
+/// of that size, whose last bytes arrive when its buffer is nearly full, fits a budget of
+/// that size (doubling would have asked for twice the limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_the_largest_size_fits_a_budget_of_that_size() {
+    let pg = PgServer::start();
+    let top = "max_client_message_bytes: 1048576\nclient_buffer_budget_bytes: 1048576\n";
+    let config = format!(
+        "{}{top}",
+        proxy_config(&pg, "default_pool_size: 4\nmin_pool_size: 0")
+    );
+    let proxy = ProxyProcess::start(&config, MD5_USERS);
+    let mut c = Raw::login(proxy.port, "app", "apppw");
+    // The limit exactly, sent in two parts: the first ends 500 bytes before the end of
+    // a 1 MiB buffer, where plain doubling would grow it to 2 MiB.
+    let query = large_query(1_048_576 - 6);
+    c.send(&query[..1_048_076]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.send(&query[1_048_076..]);
+    let (tag, body) = blocking(|| c.recv()).expect("a reply");
+    assert_eq!(
+        (tag, field(&body, b'C')),
+        (b'T', None),
+        "refused alone: {:?} (refusals {})",
+        field(&body, b'M'),
+        refusals(&proxy)
+    );
+}

@@ -211,3 +211,18 @@ async fn a_driver_cancel_withdraws_a_statement_held_at_the_gate() {
         .get(0);
     assert_eq!(n, 0, "the withdrawn INSERT ran");
 }
+
+/// A lone Sync that waited for a connection had nothing to cancel: it gets ReadyForQuery
+/// alone, as from PostgreSQL, and the client goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_lone_sync_gets_only_ready_for_query() {
+    let (_pg, proxy) = start(POOL_OF_ONE);
+    let mut h = holder(&proxy);
+    let mut c = Raw::login(proxy.port, "app", "apppw");
+    c.send(&sync());
+    queued(&proxy, 1.0).await;
+    blocking(|| send_cancel(proxy.port, c.key.0, c.key.1));
+    assert_eq!(sum(&blocking(|| c.until(b'Z'))), "Zi");
+    assert_eq!(h.sum(&q("COMMIT")), "C[COMMIT]Zi");
+    assert_eq!(c.col0("SELECT 'still here'"), ["still here"]);
+}

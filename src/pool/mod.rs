@@ -238,12 +238,17 @@ impl Pool {
 
     /// Gets a server connection, waiting up to the acquire timeout.
     pub async fn acquire(self: &Arc<Self>) -> Result<Box<ServerConn>, AcquireError> {
-        self.acquire_as(0).await
+        self.acquire_as(0, || false).await
     }
 
     /// [`Pool::acquire`] for the waiter `id` (non-zero), whose wait [`Pool::withdraw`] can
-    /// end early.
-    pub async fn acquire_as(self: &Arc<Self>, id: u64) -> Result<Box<ServerConn>, AcquireError> {
+    /// end early. `withdrawn` tells, under the pool's lock, whether a withdrawal came
+    /// before the wait was queued (and so found nothing to end).
+    pub async fn acquire_as(
+        self: &Arc<Self>,
+        id: u64,
+        withdrawn: impl Fn() -> bool,
+    ) -> Result<Box<ServerConn>, AcquireError> {
         let mut stale: Vec<Box<ServerConn>> = Vec::new();
         let rx = {
             let mut st = self.state.lock();
@@ -267,6 +272,11 @@ impl Pool {
                 drop(st);
                 drop(stale);
                 return Err(AcquireError::ShuttingDown);
+            }
+            if withdrawn() {
+                drop(st);
+                drop(stale);
+                return Err(AcquireError::Withdrawn);
             }
             // The clock is read only by a checkout that has to wait.
             let start = Instant::now();
@@ -304,10 +314,7 @@ impl Pool {
                 self.stats.wait.record(start.elapsed());
                 Ok(c)
             }
-            Some(None) => {
-                PoolStats::add(&self.stats.waits_withdrawn, 1);
-                Err(AcquireError::Withdrawn)
-            }
+            Some(None) => Err(AcquireError::Withdrawn),
             None if self.shutdown.is_triggered() => Err(AcquireError::ShuttingDown),
             None => {
                 PoolStats::add(&self.stats.acquire_timeouts, 1);

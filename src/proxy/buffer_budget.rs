@@ -21,15 +21,22 @@ pub const FREE_CAPACITY: usize = 64 * 1024;
 /// The shared limit, with its use kept in [`ClientCounts::buffer_bytes`] (a gauge).
 pub struct BufferBudget {
     limit: u64,
+    /// `max_client_message_bytes`: no buffer needs to grow much past it.
+    max_message: usize,
     counts: Arc<ClientCounts>,
 }
 
 impl BufferBudget {
-    pub fn new(limit: usize, counts: Arc<ClientCounts>) -> Arc<Self> {
+    pub fn new(limit: usize, max_message: usize, counts: Arc<ClientCounts>) -> Arc<Self> {
         Arc::new(BufferBudget {
             limit: limit as u64,
+            max_message,
             counts,
         })
+    }
+
+    pub fn max_message(&self) -> usize {
+        self.max_message
     }
 
     fn charge(&self, bytes: usize) -> bool {
@@ -117,7 +124,7 @@ mod tests {
     #[test]
     fn buffers_above_the_allowance_share_the_budget() {
         let counts = Arc::new(ClientCounts::default());
-        let budget = BufferBudget::new(1 << 20, counts.clone());
+        let budget = BufferBudget::new(1 << 20, 1 << 20, counts.clone());
         let used = || counts.buffer_bytes.load(Ordering::Relaxed);
         let mut a = BufferCharge::new(budget.clone());
         let mut b = BufferCharge::new(budget.clone());

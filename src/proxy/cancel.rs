@@ -364,6 +364,12 @@ impl CancelTarget {
         attached.is_ok()
     }
 
+    /// Whether a cancel withdrew `wait` (it is still queued, marked).
+    #[inline]
+    pub fn withdrawn(&self, wait: &QueuedWait) -> bool {
+        self.server.load(Ordering::SeqCst) == queued(wait.wait) | 1
+    }
+
     /// The queued wait ended without a server; whether a cancel ended it.
     #[inline]
     pub fn leave_queue(&self, wait: &QueuedWait) -> bool {

@@ -1,6 +1,6 @@
 //! The client's socket and read buffer, with the few reads the handshake needs.
 
-use super::buffer_budget::{BufferBudget, BufferCharge};
+use super::buffer_budget::{BufferBudget, BufferCharge, FREE_CAPACITY};
 use crate::error::ClientError;
 use crate::net::Stream;
 use crate::protocol::framing::parse_header;
@@ -15,6 +15,9 @@ pub struct ClientConn {
     pub stream: Stream,
     /// Bytes read from the client and not yet forwarded. Released while the client idles.
     pub buf: BytesMut,
+    /// Size of `buf`'s allocation, which `capacity()` understates once the front of the
+    /// buffer was consumed (0: no buffer).
+    alloc: usize,
     /// What `buf` takes of the clients' shared budget (`super::buffer_budget`).
     charge: BufferCharge,
 }
@@ -27,22 +30,26 @@ impl ClientConn {
         ClientConn {
             stream,
             buf: BytesMut::new(),
+            alloc: 0,
             charge: BufferCharge::new(budget),
         }
     }
 
     /// Reads more bytes; `Ok(0)` means the client closed. An error of kind `OutOfMemory`
-    /// is the buffer budget's refusal ([`ClientConn::budget_error`]).
+    /// is the buffer budget's refusal ([`ClientConn::refusal`]).
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() == 0 {
+            // Never read into, or read and consumed to the end of its allocation.
+            self.drop_buffer();
             self.buf = super::spare_buffers::take();
+            self.alloc = self.buf.capacity();
         }
         self.make_room()?;
         self.stream.read_into(&mut self.buf).await
     }
 
-    /// Room for one more read in `buf`, charged to the budget where it grows past the
-    /// free allowance.
+    /// Room for one more read in `buf`; an allocation past the free allowance is charged
+    /// to the budget before it is made.
     #[inline]
     pub fn make_room(&mut self) -> std::io::Result<()> {
         if self.buf.capacity() - self.buf.len() < 1024 {
@@ -52,29 +59,60 @@ impl ClientConn {
     }
 
     fn grow(&mut self) -> std::io::Result<()> {
-        self.buf.reserve(READ_CHUNK);
-        if !self.charge.fit(self.buf.capacity()) {
+        // Room before the read position, without allocating, if the bytes left fit there.
+        if self.buf.try_reclaim(READ_CHUNK) {
+            return Ok(());
+        }
+        let len = self.buf.len();
+        // Doubling keeps a large message to a few copies, but never past the largest
+        // message a client may send: one of that size fits a budget of that size.
+        let want = (self.alloc.max(READ_CHUNK) * 2)
+            .min(self.charge.budget().max_message() + READ_CHUNK)
+            .max(len + READ_CHUNK);
+        if !self.charge.fit(want) {
+            let refusal = self.charge.budget().exhausted(want);
             // Freed at once: the connection ends with the budget's error.
-            self.buf = BytesMut::new();
-            self.charge.release();
+            self.drop_buffer();
             return Err(std::io::Error::new(
                 std::io::ErrorKind::OutOfMemory,
-                "client buffer budget exhausted",
+                refusal,
             ));
         }
+        let mut bigger = BytesMut::with_capacity(want);
+        bigger.extend_from_slice(&self.buf);
+        self.buf = bigger;
+        self.alloc = want;
         Ok(())
     }
 
-    /// The idle client's buffer goes back to the spare ones (or is freed), and with it its
-    /// share of the budget.
+    /// Whether the client holds a buffer (an idle one gives it back).
+    pub fn holds_buffer(&self) -> bool {
+        self.alloc > 0
+    }
+
+    /// The idle client's buffer goes back to the spare ones (a large one is freed), and
+    /// with it its share of the budget.
     pub fn give_back_buffer(&mut self) {
-        super::spare_buffers::give_back(std::mem::take(&mut self.buf));
+        let buf = std::mem::take(&mut self.buf);
+        if self.alloc <= FREE_CAPACITY {
+            super::spare_buffers::give_back(buf);
+        }
+        self.alloc = 0;
         self.charge.release();
     }
 
-    /// The error for a read the budget refused.
-    pub fn budget_error(&self) -> ClientError {
-        self.charge.budget().exhausted(self.buf.len() + READ_CHUNK)
+    fn drop_buffer(&mut self) {
+        self.buf = BytesMut::new();
+        self.alloc = 0;
+        self.charge.release();
+    }
+
+    /// The client error inside a read error of kind `OutOfMemory` (the budget's refusal).
+    pub fn refusal(e: std::io::Error) -> ClientError {
+        match e.into_inner().map(|inner| inner.downcast::<ClientError>()) {
+            Some(Ok(refusal)) => *refusal,
+            _ => ClientError::protocol("client read failed"),
+        }
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {

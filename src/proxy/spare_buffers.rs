@@ -32,6 +32,12 @@ pub fn take() -> BytesMut {
 /// Returns a client's emptied buffer to the pool.
 pub fn give_back(mut buf: BytesMut) {
     buf.clear();
+    // `capacity()` counts only what lies past the read position: a large allocation
+    // whose front was consumed could pass for a small one. Reclaiming that front shows
+    // all of it.
+    if buf.try_reclaim(MAX_KEPT_CAPACITY + 1) {
+        return;
+    }
     // Reclaims the space before the read position without allocating when the buffer is
     // not shared; a shared one allocates here, once, instead of on the next read.
     buf.reserve(READ_CHUNK);

@@ -306,7 +306,7 @@ async fn wait_for_work(
                 _ => {}
             }
         } else {
-            if client.buf.capacity() > 0 {
+            if client.holds_buffer() {
                 // An idle client keeps no buffer: thousands of idle clients cost sockets only.
                 client.give_back_buffer();
             }
@@ -322,7 +322,7 @@ async fn wait_for_work(
         }
         match client.read_more().await {
             Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
-                return Err(Some(client.budget_error()))
+                return Err(Some(ClientConn::refusal(e)))
             }
             Ok(0) | Err(_) => return Ok(false),
             Ok(_) => {}
@@ -477,8 +477,8 @@ async fn transaction(
         if server.buf.capacity() - server.buf.len() < 4096 {
             server.buf.reserve(SERVER_READ_CHUNK);
         }
-        if client.make_room().is_err() {
-            return Err(Stop::Client(client.budget_error()));
+        if let Err(e) = client.make_room() {
+            return Err(Stop::Client(ClientConn::refusal(e)));
         }
         // Between a message and its Sync PostgreSQL has not said ReadyForQuery, so its own
         // idle-in-transaction timeout is not armed, and a client that goes quiet there would

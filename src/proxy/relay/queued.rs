@@ -3,9 +3,10 @@
 //! that hangs up leaves the queue) and its cancel key withdraws the statement: PostgreSQL
 //! never sees it, and the client gets the 57014 a running statement would have got.
 
+use super::super::cancel::QueuedWait;
 use super::super::{ClientConn, ProxyContext, Session};
 use crate::error::{ClientError, ErrorKind};
-use crate::pool::{AcquireError, ServerConn};
+use crate::pool::{AcquireError, PoolStats, ServerConn};
 use crate::protocol::codes;
 use crate::protocol::framing::{frontend, parse_header, Frames};
 
@@ -24,14 +25,18 @@ pub(super) enum Checkout {
 pub(super) async fn checkout(client: &ClientConn, session: &Session) -> Checkout {
     let target = &*session.cancel.target;
     let wait = target.queue();
-    match acquire_watching(client, session, wait.id).await {
+    let cancelled = || {
+        PoolStats::add(&session.pool.stats.waits_withdrawn, 1);
+        Checkout::Cancelled
+    };
+    match acquire_watching(client, session, &wait).await {
         Ok(Some(server)) if target.attach_after_queue(&wait, server.key) => {
             Checkout::Server(server)
         }
         Ok(Some(server)) => {
             // Cancelled as it was handed over: nothing was sent on it.
             session.pool.release_unused(server);
-            Checkout::Cancelled
+            cancelled()
         }
         Ok(None) => {
             target.leave_queue(&wait);
@@ -40,7 +45,7 @@ pub(super) async fn checkout(client: &ClientConn, session: &Session) -> Checkout
         // Withdrawn, or timed out as the cancel came.
         Err(e) => {
             if target.leave_queue(&wait) {
-                Checkout::Cancelled
+                cancelled()
             } else {
                 Checkout::Failed(e)
             }
@@ -63,9 +68,10 @@ fn says_goodbye(buf: &[u8]) -> bool {
 async fn acquire_watching(
     client: &ClientConn,
     session: &Session,
-    id: u64,
+    wait: &QueuedWait,
 ) -> Result<Option<Box<ServerConn>>, AcquireError> {
-    let acquire = session.pool.acquire_as(id);
+    let target = &*session.cancel.target;
+    let acquire = session.pool.acquire_as(wait.id, || target.withdrawn(wait));
     tokio::pin!(acquire);
     let mut watching = !says_goodbye(&client.buf);
     loop {
@@ -85,8 +91,9 @@ async fn acquire_watching(
 /// Answers a statement withdrawn by a cancel as PostgreSQL answers one cancelled while it
 /// runs: the 57014 at once; for the extended protocol, the rest of the batch up to its Sync
 /// skipped, then ReadyForQuery (a queued client is between transactions: idle). A simple
-/// Query or FunctionCall is answered alone; the messages after it run as usual. Returns
-/// `Err(None)` when the client ended the session meanwhile.
+/// Query or FunctionCall is answered alone; the messages after it run as usual. A lone
+/// Sync or Flush had nothing to cancel and gets its usual answer. Returns `Err(None)` when
+/// the client ended the session meanwhile.
 pub(super) async fn answer_cancelled(
     client: &mut ClientConn,
     ctx: &ProxyContext,
@@ -98,12 +105,23 @@ pub(super) async fn answer_cancelled(
         "canceling statement due to user request",
     )
     .with_detail("the statement was waiting for a server connection and was never sent");
+    let first = parse_header(&client.buf).ok().flatten();
+    if let Some(h) = first.filter(|h| client.buf.len() >= h.frame_len) {
+        if matches!(h.tag, frontend::SYNC | frontend::FLUSH) {
+            // Nothing would have run: PostgreSQL ignores a cancel then, and answers a lone
+            // Sync with ReadyForQuery, a lone Flush with nothing.
+            bytes::Buf::advance(&mut client.buf, h.frame_len);
+            if h.tag == frontend::SYNC {
+                let mut out = bytes::BytesMut::with_capacity(6);
+                crate::protocol::encode::ready_for_query(&mut out, b'I');
+                client.write(&out).await.map_err(|_| None)?;
+            }
+            return Ok(());
+        }
+    }
     crate::metrics::count_error(error.code.as_bytes());
     let mut out = super::super::encode_error(&error);
-    let simple = matches!(
-        parse_header(&client.buf),
-        Ok(Some(h)) if h.tag == frontend::QUERY || h.tag == frontend::FUNCTION_CALL
-    );
+    let simple = first.is_some_and(|h| matches!(h.tag, frontend::QUERY | frontend::FUNCTION_CALL));
     if !simple {
         // The error goes out before the Sync is in: a client that flushed and waits for
         // its results must not wait for it.
@@ -153,7 +171,7 @@ async fn read_more(
     tokio::select! {
         biased;
         r = client.read_more() => match r {
-            Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => Err(Some(client.budget_error())),
+            Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => Err(Some(ClientConn::refusal(e))),
             Ok(0) | Err(_) => Err(None),
             Ok(_) => Ok(()),
         },
