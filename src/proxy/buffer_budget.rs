@@ -8,6 +8,11 @@
 //! whose buffer would take the budget past `client_buffer_budget_bytes` is refused with
 //! 53200 and disconnected, and everyone else goes on. Streamed messages (COPY data,
 //! unnamed Binds) never grow a buffer, so bulk loads are not limited by it.
+//!
+//! What it counts is the read buffers' allocations (`client_io` tracks each one, since
+//! `BytesMut::capacity` shows only what lies past the read position); the copy the relay
+//! builds of a batch it rewrites (named statements), for as long as the write of that
+//! copy blocks, is not counted.
 
 use crate::error::{ClientError, ErrorKind};
 use crate::metrics::ClientCounts;
