@@ -226,3 +226,56 @@ async fn a_cancelled_lone_sync_gets_only_ready_for_query() {
     assert_eq!(h.sum(&q("COMMIT")), "C[COMMIT]Zi");
     assert_eq!(c.col0("SELECT 'still here'"), ["still here"]);
 }
+
+/// A cancel that comes while the proxy runs its own statements ahead of the client's (here
+/// its tenant status lookup, held up by a lock on the tenants table) waits for them: it
+/// cannot fail the lookup (which ended the session with FATAL XX000), and is sent once the
+/// client's statement is on its way. The client's session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_the_tenant_lookup_waits_for_the_clients_statement() {
+    const KEY: &str = "5f3c9a0e7b1d24c6a8e0f2b4d6c8e1a3957b3d1f0c2e4a6b8d0f1e3c5a7b9d2e";
+    const T1: &str = "01JBXTENANT1000000000000T1";
+    let pg = PgServer::start();
+    pg.apply_migrations("launch");
+    pg.psql("launch", &format!("SELECT launch.set_signing_key('{KEY}')"));
+    pg.psql(
+        "launch",
+        &format!(
+            "INSERT INTO tenants (id, name, created_by, updated_by) \
+             VALUES ('{T1}', 't1', '01JBXACT0R00000000000000C1', '01JBXACT0R00000000000000C1')"
+        ),
+    );
+    let config = proxy_config(&pg, POOL_OF_ONE)
+        + &format!(
+            "tenant: {{ signing_key: \"{KEY}\", check_status: true, status_cache_ms: 0 }}\n"
+        );
+    let users = format!(
+        "{MD5_USERS}  t1m: {{ password: \"t1mpw\", role: write, tenant: \"{T1}\", server_user: app, auth: md5 }}\n"
+    );
+    let proxy = ProxyProcess::start(&config, &users);
+    let mut c = Raw::login(proxy.port, "t1m", "t1mpw");
+    assert_eq!(c.col0("SELECT 'warm'"), ["warm"]);
+    let su = pg.superuser("launch").await;
+    su.batch_execute("BEGIN; LOCK TABLE public.tenants IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    c.send(&q("SELECT 'mine', pg_sleep(0.5)"));
+    let lock_waits = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'";
+    let waiting = eventually(LIMIT, || pg.psql("launch", lock_waits) == "1").await;
+    assert!(waiting, "the lookup never waited for the lock");
+    blocking(|| send_cancel(proxy.port, c.key.0, c.key.1));
+    // The lookup still waits: the cancel did not reach it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        pg.psql("launch", lock_waits),
+        "1",
+        "the lookup was cancelled"
+    );
+    su.batch_execute("ROLLBACK").await.unwrap();
+    let reply = sum(&blocking(|| c.until(b'Z')));
+    assert!(
+        reply.ends_with("E[57014]Zi") || reply.ends_with("C[SELECT 1]Zi"),
+        "the statement got {reply}"
+    );
+    assert_eq!(c.col0("SELECT 'after'"), ["after"]);
+}

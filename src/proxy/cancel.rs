@@ -13,7 +13,7 @@ use super::command_timeout::{DeadlineSlot, DeadlineTable};
 use crate::pool::{send_cancel, BackendKey};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -34,6 +34,9 @@ pub struct CancelTarget {
     /// Number of the client's last queued wait, so that a late cancel of one wait cannot
     /// withdraw the next.
     waits: AtomicU32,
+    /// [`HOLD_OFF`], [`HOLD_ON`] while the proxy's own statements run ahead of the
+    /// client's, [`HOLD_WAITING`] once a cancel came meanwhile.
+    held: AtomicU8,
     /// The pool the client queues in, where a cancel withdraws its wait.
     pool: Option<Arc<crate::pool::Pool>>,
     /// Cancels sent to `server` that PostgreSQL has not acknowledged yet. With `server`, a
@@ -93,6 +96,17 @@ pub struct CancelHandle {
     pub target: Arc<CancelTarget>,
 }
 
+impl CancelHandle {
+    /// Sends the cancel that waited while the proxy's own statements ran (from a task of
+    /// its own: the relay goes on relaying the replies).
+    pub fn deliver_held(&self) {
+        let (registry, target) = (self.registry.clone(), self.target.clone());
+        tokio::spawn(async move {
+            registry.cancel_running(&target).await;
+        });
+    }
+}
+
 impl Drop for CancelHandle {
     fn drop(&mut self) {
         let mut targets = self.registry.targets.lock();
@@ -107,6 +121,10 @@ impl Drop for CancelHandle {
 fn pack(key: BackendKey) -> u64 {
     (u64::from(key.pid) << 32) | u64::from(key.secret)
 }
+
+const HOLD_OFF: u8 = 0;
+const HOLD_ON: u8 = 1;
+const HOLD_WAITING: u8 = 2;
 
 /// Marks a word as a queued wait rather than a key: the wait's number in bits 1..33, and
 /// bit 0 once a cancel withdrew it.
@@ -161,6 +179,7 @@ impl CancelRegistry {
             server: AtomicU64::new(0),
             pool,
             waits: AtomicU32::new(0),
+            held: AtomicU8::new(HOLD_OFF),
             in_flight: AtomicU32::new(0),
             settled: Notify::new(),
             deadline: targets.deadlines.take(),
@@ -255,6 +274,11 @@ impl CancelRegistry {
     pub async fn cancel_running(&self, target: &CancelTarget) -> bool {
         loop {
             if let Some(key) = target.pin() {
+                if target.defer_if_held() {
+                    // Sent once the client's own statements are next (deliver_held).
+                    target.cancel_settled();
+                    return true;
+                }
                 self.deliver(target, key).await;
                 return true;
             }
@@ -325,6 +349,34 @@ impl CancelTarget {
     #[inline]
     pub fn attach(&self, key: BackendKey) {
         self.server.store(pack(key), Ordering::Release);
+    }
+
+    /// The proxy is about to run statements of its own on the client's server ahead of the
+    /// client's (a tenant status lookup, the tenant switch as a Query of its own): a
+    /// client's cancel would cancel those instead (and a failed switch ends the session),
+    /// so it waits until [`CancelTarget::release_cancels`].
+    #[inline]
+    pub fn hold_cancels(&self) {
+        self.held.store(HOLD_ON, Ordering::SeqCst);
+    }
+
+    /// The client's own statements are next on the server: whether a cancel waited
+    /// meanwhile (the caller then sends it: [`CancelHandle::deliver_held`]).
+    #[inline]
+    pub fn release_cancels(&self) -> bool {
+        self.held.load(Ordering::Relaxed) != HOLD_OFF
+            && self.held.swap(HOLD_OFF, Ordering::SeqCst) == HOLD_WAITING
+    }
+
+    /// Whether a client's cancel must wait (it is then recorded).
+    fn defer_if_held(&self) -> bool {
+        match self
+            .held
+            .compare_exchange(HOLD_ON, HOLD_WAITING, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(now) => now == HOLD_WAITING,
+        }
     }
 
     /// The pool's waiter id of the client with `pid` in its wait number `wait` (never 0:

@@ -55,6 +55,7 @@ fn scan_and_settle(
     if prelude_done {
         server.tenant = AppliedTenant::Applied(session.tenant);
     }
+    super::release_held_cancels(t, session);
     for undo in t.undo.drain(..) {
         match undo {
             Undo::ServerLacks(id) => server.statements.remove(id),
@@ -146,6 +147,7 @@ pub(super) async fn forward_server(
                 if prelude {
                     server.tenant = AppliedTenant::Applied(session.tenant);
                 }
+                super::release_held_cancels(t, session);
                 continue;
             }
             Some(Detour::Replace { len, error }) => {

@@ -385,11 +385,14 @@ async fn transaction(
         use super::tenant_status::{refused, Status};
         let (status, until) = match ctx.tenant_status.fresh(tenant) {
             Some(s) => s,
-            None => ctx
-                .tenant_status
-                .refresh(tenant, server, session.server_major)
-                .await
-                .map_err(Stop::Client)?,
+            None => {
+                target.hold_cancels();
+                t.cancels_held = true;
+                ctx.tenant_status
+                    .refresh(tenant, server, session.server_major)
+                    .await
+                    .map_err(Stop::Client)?
+            }
         };
         if let Status::Refused(s) = status {
             return Err(Stop::Client(refused(tenant, &s)));
@@ -433,6 +436,7 @@ async fn transaction(
         )
         .await?;
     }
+    release_held_cancels(t, session);
     if forward_server_now(client, server, t, state, session, &mut server_left)? {
         forward_server(client, server, t, state, session, server_left.take()).await?;
     }
@@ -596,6 +600,10 @@ async fn send_with_settings(
         }
     };
     if !carried {
+        // The switch fails whole on a cancel (and ends the session): the client's cancels
+        // wait for its reply, and that of the parameters' Query after it.
+        session.cancel.target.hold_cancels();
+        t.cancels_held = true;
         if tenant_needed {
             t.push(Expect::Ready { simple: true }, Action::Prelude);
             // Its RESET ALL commits before the client's transaction starts.
@@ -624,12 +632,26 @@ async fn send_with_settings(
     Ok(())
 }
 
-/// Clears the client's command deadline when a transaction's relay ends.
+/// Clears the client's command deadline when a transaction's relay ends, and a cancel
+/// that waited for the proxy's own statements (the transaction ended before the client's).
 struct DisarmOnReturn<'a>(&'a super::cancel::CancelTarget);
 
 impl Drop for DisarmOnReturn<'_> {
     fn drop(&mut self) {
         self.0.disarm_command();
+        self.0.release_cancels();
+    }
+}
+
+/// Lets the client's cancels through once the proxy's own statements ahead of its are
+/// answered (see `CancelTarget::hold_cancels`), sending one that waited.
+#[inline]
+fn release_held_cancels(t: &mut Tracker, session: &Session) {
+    if t.cancels_held && !t.replies.front().is_some_and(|r| r.action.is_dropped()) {
+        t.cancels_held = false;
+        if session.cancel.target.release_cancels() {
+            session.cancel.deliver_held();
+        }
     }
 }
 

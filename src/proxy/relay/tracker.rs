@@ -169,6 +169,9 @@ pub(super) struct Tracker {
     pub unnamed_parsed: bool,
     /// The server's statement cache can no longer be trusted (see [`Undo::ServerUnknown`]).
     pub server_unknown: bool,
+    /// The client's cancels wait while the proxy's own statements run ahead of its
+    /// (`CancelTarget::hold_cancels`).
+    pub cancels_held: bool,
     pub queries: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -218,6 +221,7 @@ impl Tracker {
             carried_outcome,
             unnamed_parsed,
             server_unknown,
+            cancels_held,
             queries,
             bytes_in,
             bytes_out,
@@ -245,6 +249,7 @@ impl Tracker {
             resume_client,
             unnamed_parsed,
             server_unknown,
+            cancels_held,
         ] {
             *flag = false;
         }
