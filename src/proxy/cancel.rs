@@ -100,9 +100,14 @@ impl CancelHandle {
     /// Sends the cancel that waited while the proxy's own statements ran (from a task of
     /// its own: the relay goes on relaying the replies).
     pub fn deliver_held(&self) {
+        // Pinned here, while the relay still holds the server: the task may run after
+        // the transaction ended, and must not find the client's next one.
+        let Some(key) = self.target.pin() else {
+            return;
+        };
         let (registry, target) = (self.registry.clone(), self.target.clone());
         tokio::spawn(async move {
-            registry.cancel_running(&target).await;
+            registry.deliver(&target, key).await;
         });
     }
 }
@@ -355,9 +360,15 @@ impl CancelTarget {
     /// client's (a tenant status lookup, the tenant switch as a Query of its own): a
     /// client's cancel would cancel those instead (and a failed switch ends the session),
     /// so it waits until [`CancelTarget::release_cancels`].
-    #[inline]
-    pub fn hold_cancels(&self) {
-        self.held.store(HOLD_ON, Ordering::SeqCst);
+    ///
+    /// A cancel that passed before the hold was set (pinned, on its way to the server) is
+    /// waited for: sent now, it would land on the proxy's statement. One that waits already
+    /// (held for the status lookup, before the switch) stays waiting.
+    pub async fn hold_cancels(&self) {
+        let _ = self
+            .held
+            .compare_exchange(HOLD_OFF, HOLD_ON, Ordering::SeqCst, Ordering::SeqCst);
+        self.settle().await;
     }
 
     /// The client's own statements are next on the server: whether a cancel waited
@@ -468,6 +479,15 @@ impl CancelTarget {
     pub async fn detach(&self) -> bool {
         // The common case, with no clock read and no waiter registered.
         if self.try_detach() {
+            return true;
+        }
+        self.settle().await
+    }
+
+    /// Waits until no cancel aimed at the client's server is in flight; `false` if one did
+    /// not settle within [`CANCEL_SETTLE`].
+    async fn settle(&self) -> bool {
+        if !self.cancel_pending() {
             return true;
         }
         let deadline = tokio::time::Instant::now() + CANCEL_SETTLE;

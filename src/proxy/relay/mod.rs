@@ -386,7 +386,7 @@ async fn transaction(
         let (status, until) = match ctx.tenant_status.fresh(tenant) {
             Some(s) => s,
             None => {
-                target.hold_cancels();
+                target.hold_cancels().await;
                 t.cancels_held = true;
                 ctx.tenant_status
                     .refresh(tenant, server, session.server_major)
@@ -470,7 +470,9 @@ async fn transaction(
             }
         }
         if let Some(d) = command_timeout {
-            let want_timer = !t.replies.is_empty() && !t.copy_in && !t.timeout_cancel;
+            // Not while the proxy's own statements run first: a cancel then fails them.
+            let want_timer =
+                !t.replies.is_empty() && !t.copy_in && !t.timeout_cancel && !t.cancels_held;
             if want_timer && !armed {
                 target.arm_command(super::command_timeout::deadline_after(d));
             } else if !want_timer && armed {
@@ -602,7 +604,7 @@ async fn send_with_settings(
     if !carried {
         // The switch fails whole on a cancel (and ends the session): the client's cancels
         // wait for its reply, and that of the parameters' Query after it.
-        session.cancel.target.hold_cancels();
+        session.cancel.target.hold_cancels().await;
         t.cancels_held = true;
         if tenant_needed {
             t.push(Expect::Ready { simple: true }, Action::Prelude);
