@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::signal::unix::Signal;
 
 /// Binds everything, serves until SIGTERM/SIGINT, drains, and returns.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -89,10 +90,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     pools.start();
     tracing::info!(listen = %settings.listen, server = %format!("{}:{}", settings.config.server.host, settings.config.server.port), "launch-proxy ready");
+    // Every handler is in place before systemd hears the proxy is ready: a signal sent
+    // the moment it is (a SIGHUP's default action ends the process) finds it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    let pause = (
+        signal(SignalKind::user_defined1())?,
+        signal(SignalKind::user_defined2())?,
+    );
+    let hangup = signal(SignalKind::hangup())?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tokio::spawn(signals(shutdown.clone()));
-    tokio::spawn(pause_signals(pools.clone()));
-    tokio::spawn(crate::reload::on_sighup(ctx.clone()));
+    tokio::spawn(signals(shutdown.clone(), term));
+    tokio::spawn(pause_signals(pools.clone(), pause));
+    tokio::spawn(crate::reload::on_sighup(ctx.clone(), hangup));
     accept_loop(listener, &ctx, &pools).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let grace = Duration::from_millis(settings.config.shutdown_timeout_ms);
@@ -164,15 +177,7 @@ async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, _pools: &Ar
     }
 }
 
-async fn signals(shutdown: Shutdown) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn signals(shutdown: Shutdown, (mut term, mut int): (Signal, Signal)) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
@@ -184,15 +189,7 @@ async fn signals(shutdown: Shutdown) {
 /// paused no transaction starts (clients wait, within `acquire_timeout_ms`), running ones
 /// finish, and server connections close as they come back, so that PostgreSQL can restart
 /// or fail over under connected clients.
-async fn pause_signals(pools: Arc<PoolSet>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut pause), Ok(mut resume)) = (
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::user_defined2()),
-    ) else {
-        tracing::error!("cannot install the SIGUSR1/SIGUSR2 handlers: pools cannot be paused");
-        return;
-    };
+async fn pause_signals(pools: Arc<PoolSet>, (mut pause, mut resume): (Signal, Signal)) {
     loop {
         tokio::select! {
             Some(()) = pause.recv() => {

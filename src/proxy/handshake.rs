@@ -385,10 +385,15 @@ async fn check_tenant(
             let mut conn = pool.acquire().await.map_err(|e| {
                 e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms)
             })?;
+            let mut unanswered = CancelIfDropped {
+                server: &ctx.settings.config.server,
+                key: Some(conn.key),
+            };
             let result = ctx
                 .tenant_status
                 .refresh(tenant, &mut conn, server_major)
                 .await;
+            unanswered.key = None;
             if result.is_ok() {
                 pool.release_unused(conn);
             }
@@ -398,6 +403,29 @@ async fn check_tenant(
     match status {
         Status::Active => Ok(()),
         Status::Refused(s) => Err(refused(tenant, &s)),
+    }
+}
+
+/// Cancels the login's status lookup on the server if the login is dropped before the
+/// lookup is answered (login timeout, displacement, shutdown). Closing the connection does
+/// not stop a backend that waits on a lock (a migration holding the tenants table), and
+/// its pool slot is free at once: abandoned logins would leave backends waiting beyond
+/// `max_db_connections`.
+struct CancelIfDropped<'a> {
+    server: &'a crate::config::ServerConfig,
+    key: Option<crate::pool::BackendKey>,
+}
+
+impl Drop for CancelIfDropped<'_> {
+    fn drop(&mut self) {
+        let (Some(key), Ok(runtime)) = (self.key, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let (host, port) = (self.server.host.clone(), self.server.port);
+        runtime.spawn(async move {
+            let send = crate::pool::send_cancel(&host, port, key);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), send).await;
+        });
     }
 }
 

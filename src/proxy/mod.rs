@@ -105,6 +105,15 @@ pub async fn handle_client(
         biased;
         outcome = tokio::time::timeout(login_timeout, login) => Some(outcome),
         () = evicted => None,
+        // A client still in its login has no transaction to finish: the drain does not
+        // wait for it (nor for a silent socket's login timeout).
+        () = ctx.shutdown.triggered() => {
+            if let Some(p) = pending {
+                p.finish();
+            }
+            client.send_error(&ClientError::shutting_down()).await;
+            return;
+        }
     };
     let outcome = match (outcome, pending.map(|p| p.finish())) {
         (Some(outcome), None | Some(true)) => outcome,
