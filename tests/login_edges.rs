@@ -233,3 +233,48 @@ fn a_sighup_right_after_ready_does_not_kill_the_proxy() {
         "a SIGHUP after READY=1 killed the proxy in {killed} of 20 starts"
     );
 }
+
+/// A client that asks for a read-only session in its startup packet gets one, as from
+/// PostgreSQL (the option was dropped as a parameter the proxy owns, and writes went
+/// through); one that asks to run as another role, or to set a tenant setting, is refused
+/// at login (42501) instead of having the parameter dropped unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_options_are_honoured_or_refused_never_dropped() {
+    let pg = PgServer::start();
+    let proxy = ProxyProcess::start(&proxy_config(&pg, "min_pool_size: 1"), USERS_YAML);
+    let connect = |port: u16, options: &str| {
+        let conn = format!(
+            "host=127.0.0.1 port={port} user=app password=apppw dbname=launch options='{options}'"
+        );
+        async move {
+            let (c, task) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+            tokio::spawn(task);
+            Ok::<_, tokio_postgres::Error>(c)
+        }
+    };
+    let read_only = "-c default_transaction_read_only=on";
+    for (port, who) in [(pg.port, "PostgreSQL"), (proxy.port, "launch-proxy")] {
+        let c = connect(port, read_only).await.expect("login");
+        let r = c.simple_query("CREATE TABLE ro_probe (x int)").await;
+        assert_eq!(
+            r.err().and_then(|e| e.code().cloned()),
+            Some(tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
+            "{who}: a write in a session that asked to be read-only"
+        );
+    }
+    for options in [
+        "-c role=postgres",
+        "-c app.tenant_id=01JBXTENANT1000000000000T1",
+    ] {
+        let refused = connect(proxy.port, options).await.err();
+        assert_eq!(
+            refused.as_ref().and_then(|e| e.code().cloned()),
+            Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{options}: {refused:?}"
+        );
+    }
+    let c = connect(proxy.port, "-c search_path=public")
+        .await
+        .expect("an ordinary option");
+    c.simple_query("SELECT 1").await.unwrap();
+}

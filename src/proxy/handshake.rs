@@ -109,6 +109,15 @@ pub(super) async fn run(
         )
         .with_hint("use UTF8"));
     }
+    let asked = params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    if let Some(name) = crate::proxy::session_params::identity_parameter(asked) {
+        return Err(ClientError::fatal(
+            ErrorKind::Auth,
+            codes::INSUFFICIENT_PRIVILEGE,
+            format!("parameter \"{name}\" cannot be set at login through launch-proxy"),
+        )
+        .with_detail("the session's role and tenant come from its authentication"));
+    }
 
     let user_name = params.get("user").unwrap_or("").to_owned();
     if user_name.is_empty() {
@@ -196,7 +205,8 @@ pub(super) async fn run(
             (_, a) => a,
         };
         let v = match (k.as_str(), asked) {
-            (_, Some(a)) => a,
+            // Only a value the proxy applies: not is_superuser, session_authorization, ...
+            (_, Some(a)) if super::session_params::follows(k) || k == "client_encoding" => a,
             ("application_name", None) => "",
             _ => v.as_str(),
         };

@@ -41,13 +41,42 @@ fn untracked(name: &str) -> bool {
             | "server_encoding"
             | "integer_datetimes"
             | "in_hot_standby"
-            | "default_transaction_read_only"
             | "scram_iterations"
             | "transaction_isolation"
             | "transaction_read_only"
             | "transaction_deferrable"
     ) || name.starts_with("app.")
         || name.starts_with("_pq_")
+}
+
+/// Whether the proxy applies a client's value of `name` on the servers its transactions
+/// run on (so that ParameterStatus may report the client's value).
+pub fn follows(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    !untracked(&name) && is_parameter_name(&name)
+}
+
+/// A parameter of the startup packet (or its `options`) that would change who the session
+/// runs as or its tenant, which the authenticated identity decides: the login is refused
+/// rather than the parameter dropped unseen (PostgreSQL too refuses a `role` the user
+/// cannot take).
+pub fn identity_parameter<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    let owned = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        (matches!(name.as_str(), "role" | "session_authorization") || name.starts_with("app."))
+            .then_some(name)
+    };
+    let mut found = None;
+    for (k, v) in params {
+        found = match k {
+            "options" => parse_options(v).into_iter().find_map(|(n, _)| owned(&n)),
+            _ => owned(k),
+        };
+        if found.is_some() {
+            break;
+        }
+    }
+    found
 }
 
 /// Whether `name` (lowercase) can name a run-time parameter: identifiers of ASCII letters,
