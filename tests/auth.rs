@@ -496,8 +496,8 @@ fn unknown_user_gets_a_stable_mock_challenge() {
 
 /// Refused at startup or during authentication, each with a FATAL ErrorResponse of
 /// the right SQLSTATE and a closed connection, the proxy serving others after each:
-/// no user (28000), replication (0A000; replication=false is an ordinary login), and
-/// protocol violations (08P01): protocol 2.0, garbage, oversized, short or malformed
+/// no user (28000), replication (0A000; replication=false is an ordinary login), protocol
+/// 2.0 (0A000, as from PostgreSQL), and protocol violations (08P01): garbage, oversized, short or malformed
 /// startup packets; an oversized auth message, a message of the wrong type, an unknown
 /// SASL mechanism, a channel-binding request.
 #[test]
@@ -523,7 +523,7 @@ fn refused_raw_clients_get_fatal_errors() {
         ("no user", false, no_user, "28000", "no PostgreSQL user name"),
         ("repl", false, startup("app", &[("replication", "true")]), "0A000", "replication"),
         ("repl db", false, startup("app", &[("replication", "database")]), "0A000", ""),
-        ("protocol 2.0", false, v2, "08P01", "unsupported frontend protocol 2.0"),
+        ("protocol 2.0", false, v2, "0A000", "unsupported frontend protocol 2.0"),
         ("http", false, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "08P01", "length"),
         ("huge", false, huge, "08P01", "length"),
         ("too short", false, be(&[4, V3_0]), "08P01", "length"),

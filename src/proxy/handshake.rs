@@ -33,14 +33,25 @@ pub(super) async fn run(
             Some(p) => p,
             None => return Ok(None),
         };
-        let packet = startup::parse(&packet).map_err(|e| ClientError::protocol(e.to_string()))?;
+        let packet = startup::parse(&packet).map_err(|e| match e {
+            // PostgreSQL's code for a version it does not speak.
+            startup::StartupError::UnsupportedProtocol { .. } => ClientError::fatal(
+                ErrorKind::Protocol,
+                codes::FEATURE_NOT_SUPPORTED,
+                e.to_string(),
+            ),
+            _ => ClientError::protocol(e.to_string()),
+        })?;
         let repeated = match packet {
             StartupPacket::Ssl => std::mem::replace(&mut ssl_asked, true),
             StartupPacket::GssEnc => std::mem::replace(&mut gss_asked, true),
             _ => false,
         };
         if repeated {
-            return Err(ClientError::protocol(
+            // What PostgreSQL answers too: the request code read as a protocol version.
+            return Err(ClientError::fatal(
+                ErrorKind::Protocol,
+                codes::FEATURE_NOT_SUPPORTED,
                 "encryption negotiation requested twice",
             ));
         }
