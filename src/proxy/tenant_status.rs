@@ -4,7 +4,7 @@
 
 use crate::clock::now_ms as coarse_now_ms;
 use crate::error::{ClientError, ErrorKind};
-use crate::pool::query::query_scalar;
+use crate::pool::query::{query_scalar, QueryError};
 use crate::pool::ServerConn;
 use crate::protocol::codes;
 use crate::tenant::TenantId;
@@ -67,7 +67,14 @@ impl TenantStatusCache {
         for (name, _) in crate::tenant::prelude::RESET_TIMEOUTS {
             conn.params.remove(name);
         }
-        let status = match query_scalar(conn, &sql).await {
+        let mut answer = query_scalar(conn, &sql).await;
+        if matches!(&answer, Err(QueryError::Server(e)) if e.ends_with("(57014)")) {
+            // A client's cancel of its previous statement can reach the backend after that
+            // statement ended (PostgreSQL acts on the signal at its next check, which may
+            // be in this lookup): the lookup is the proxy's, and runs again.
+            answer = query_scalar(conn, &sql).await;
+        }
+        let status = match answer {
             Ok(Some(s)) if s == "active" => Status::Active,
             Ok(Some(s)) => Status::Refused(s),
             Ok(None) => Status::Refused("unknown".into()),

@@ -228,18 +228,19 @@ fn clean_stale_runs(root: &Path) {
             continue;
         }
         let dir = entry.path();
-        for postmaster in postmaster_pids_under(&dir, 3) {
-            stop_orphan_postmaster(postmaster);
+        for (postmaster, data_dir) in postmaster_pids_under(&dir, 3) {
+            stop_orphan_postmaster(postmaster, &data_dir);
         }
         let _ = fs::remove_dir_all(&dir);
     }
 }
 
-/// Pids from `postmaster.pid` files at most `depth` levels below `dir`.
-fn postmaster_pids_under(dir: &Path, depth: usize) -> Vec<u32> {
+/// Pids from `postmaster.pid` files at most `depth` levels below `dir`, each with its data
+/// directory.
+fn postmaster_pids_under(dir: &Path, depth: usize) -> Vec<(u32, PathBuf)> {
     let mut pids = Vec::new();
     if let Some(pid) = read_postmaster_pid(&dir.join("postmaster.pid")) {
-        pids.push(pid);
+        pids.push((pid, dir.to_path_buf()));
     }
     if depth > 0 {
         if let Ok(entries) = fs::read_dir(dir) {
@@ -264,12 +265,18 @@ pub fn read_postmaster_pid(pid_file: &Path) -> Option<u32> {
         .ok()
 }
 
-/// Immediate shutdown of a postmaster nobody owns any more, then SIGKILL.
-fn stop_orphan_postmaster(pid: u32) {
-    let is_postgres = fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("postgres"))
+/// Immediate shutdown of a postmaster nobody owns any more, then SIGKILL. Only a process
+/// started on `data_dir` is signalled: pids are reused quickly (pid_max is 32768 on the
+/// test hosts), and a stale pid file's number may belong to another test's PostgreSQL
+/// backend by now, whose death would reset every connection of that cluster.
+fn stop_orphan_postmaster(pid: u32, data_dir: &Path) {
+    let ours = fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains("postgres") && c.contains(&*data_dir.to_string_lossy())
+        })
         .unwrap_or(false);
-    if !is_postgres || !pid_alive(pid) {
+    if !ours || !pid_alive(pid) {
         return;
     }
     send_signal(&pid.to_string(), "QUIT");
