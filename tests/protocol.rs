@@ -205,9 +205,9 @@ async fn an_error_at_sync_keeps_the_pipeline_in_step() {
     join(hammer).await;
 }
 
-/// One GSSENCRequest (or SSLRequest) is answered 'N'; a second one of the same kind is a
-/// protocol violation (08P01), as in PostgreSQL, so that a client cannot make the proxy
-/// write answers it never reads.
+/// One GSSENCRequest (or SSLRequest) is answered 'N'; a second one of the same kind is
+/// refused (0A000, as PostgreSQL refuses it: its request code read as a protocol version),
+/// so that a client cannot make the proxy write answers it never reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encryption_is_negotiated_once() {
     let (_pg, proxy) = start(POOL1, "");
@@ -219,7 +219,7 @@ async fn encryption_is_negotiated_once() {
     let mut n = [0u8; 1];
     raw.s.read_exact(&mut n).unwrap();
     assert_eq!(&n, b"N");
-    assert_eq!(sum(&[raw.recv().expect("an ErrorResponse")]), "E[08P01]");
+    assert_eq!(sum(&[raw.recv().expect("an ErrorResponse")]), "E[0A000]");
 }
 
 /// COPY FROM STDIN and COPY TO STDOUT in the simple protocol and the extended protocol
