@@ -129,6 +129,17 @@ pub(super) async fn run(
         )
         .with_detail("the session's role and tenant come from its authentication"));
     }
+    let asked = params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    if let Some(name) = crate::proxy::session_params::unsupported_at_startup(asked) {
+        return Err(ClientError::fatal(
+            ErrorKind::Protocol,
+            codes::FEATURE_NOT_SUPPORTED,
+            format!("parameter \"{name}\" cannot be set at login through launch-proxy"),
+        )
+        .with_hint(
+            "log in as a user of the read role, or begin transactions with BEGIN READ ONLY",
+        ));
+    }
 
     let user_name = params.get("user").unwrap_or("").to_owned();
     if user_name.is_empty() {

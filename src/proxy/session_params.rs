@@ -41,6 +41,7 @@ fn untracked(name: &str) -> bool {
             | "server_encoding"
             | "integer_datetimes"
             | "in_hot_standby"
+            | "default_transaction_read_only"
             | "scram_iterations"
             | "transaction_isolation"
             | "transaction_read_only"
@@ -54,6 +55,35 @@ fn untracked(name: &str) -> bool {
 pub fn follows(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     !untracked(&name) && is_parameter_name(&name)
+}
+
+/// A startup parameter asking for what the proxy cannot give a pooled session:
+/// `default_transaction_read_only` on. It takes effect as a transaction starts, so it cannot
+/// follow a client from connection to connection (a tenant switch carried in the next
+/// client's Query would start that client's transaction under it); dropping it would give a
+/// client that asked for read-only a session that writes.
+pub fn unsupported_at_startup<'a>(
+    params: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
+    let read_only = |name: &str, value: &str| {
+        name.eq_ignore_ascii_case("default_transaction_read_only")
+            && !matches!(
+                value.to_ascii_lowercase().as_str(),
+                "off" | "false" | "no" | "0"
+            )
+    };
+    let mut found = None;
+    for (k, v) in params {
+        let hit = match k {
+            "options" => parse_options(v).iter().any(|(n, v)| read_only(n, v)),
+            _ => read_only(k, v),
+        };
+        if hit {
+            found = Some("default_transaction_read_only".to_owned());
+            break;
+        }
+    }
+    found
 }
 
 /// A parameter of the startup packet (or its `options`) that would change who the session
