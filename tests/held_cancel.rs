@@ -19,16 +19,7 @@ const LOCK_WAITS: &str = "SELECT count(*) FROM pg_stat_activity WHERE wait_event
 /// PostgreSQL with the schema and tenant T1; the proxy with one server connection, the
 /// tenant's status looked up before every transaction, and `extra` top-level lines.
 fn start(extra: &str) -> (PgServer, ProxyProcess) {
-    let pg = PgServer::start();
-    pg.apply_migrations("launch");
-    pg.psql("launch", &format!("SELECT launch.set_signing_key('{KEY}')"));
-    pg.psql(
-        "launch",
-        &format!(
-            "INSERT INTO tenants (id, name, created_by, updated_by) \
-             VALUES ('{T1}', 't1', '01JBXACT0R00000000000000C1', '01JBXACT0R00000000000000C1')"
-        ),
-    );
+    let pg = PgServer::with_tenant(KEY, T1);
     let pool = "default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0";
     let config = proxy_config(&pg, pool)
         + extra

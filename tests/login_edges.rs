@@ -14,7 +14,6 @@ use std::time::Duration;
 
 const KEY: &str = "5f3c9a0e7b1d24c6a8e0f2b4d6c8e1a3957b3d1f0c2e4a6b8d0f1e3c5a7b9d2e";
 const T1: &str = "01JBXTENANT1000000000000T1";
-const ACTOR: &str = "01JBXACT0R00000000000000C1";
 
 fn recv(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let mut h = [0u8; 5];
@@ -55,16 +54,7 @@ fn md5_login(port: u16, user: &str, password: &str) -> Result<TcpStream, String>
 /// leave do not pile up beyond `max_db_connections` (five logins left five before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_given_up_during_the_tenant_lookup_leave_no_backends() {
-    let pg = PgServer::start();
-    pg.apply_migrations("launch");
-    pg.psql("launch", &format!("SELECT launch.set_signing_key('{KEY}')"));
-    pg.psql(
-        "launch",
-        &format!(
-            "INSERT INTO tenants (id, name, created_by, updated_by) \
-             VALUES ('{T1}', 't1', '{ACTOR}', '{ACTOR}')"
-        ),
-    );
+    let pg = PgServer::with_tenant(KEY, T1);
     let pool = "default_pool_size: 2\nmin_pool_size: 0\nreserve_pool_size: 0\n\
                 max_db_connections: 2\nmax_user_connections: 2";
     let config = proxy_config(&pg, pool)

@@ -458,6 +458,23 @@ impl PgServer {
         finish_psql(out, db, &file.display().to_string())
     }
 
+    /// A cluster with the schema, the tenant-signing `key` and one active tenant
+    /// `tenant` in database `launch`, for tests of the proxy's tenant checks.
+    pub fn with_tenant(key: &str, tenant: &str) -> PgServer {
+        const ACTOR: &str = "01JBXACT0R00000000000000C1";
+        let pg = PgServer::start();
+        pg.apply_migrations("launch");
+        pg.psql("launch", &format!("SELECT launch.set_signing_key('{key}')"));
+        pg.psql(
+            "launch",
+            &format!(
+                "INSERT INTO tenants (id, name, created_by, updated_by) \
+                 VALUES ('{tenant}', 't1', '{ACTOR}', '{ACTOR}')"
+            ),
+        );
+        pg
+    }
+
     /// Applies `migrations/*.sql` (sorted by name) to `db`, each in one transaction.
     pub fn apply_migrations(&self, db: &str) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
