@@ -107,38 +107,8 @@ pub(super) async fn run(
     }
     let mut out = BytesMut::with_capacity(512);
     negotiate_version(&params, &mut out);
-    // Server connections speak UTF8 and are shared: another client encoding is set per
-    // transaction like any session parameter. Encodings whose multi-byte characters can
-    // contain ASCII quote or backslash bytes are refused, however the packet spells the
-    // parameter: the statement guard's lexer could be fooled by them (see tenant::guard).
-    let asked = params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    if let Some(enc) = crate::proxy::session_params::unsafe_client_encoding(asked) {
-        return Err(ClientError::fatal(
-            ErrorKind::Protocol,
-            codes::FEATURE_NOT_SUPPORTED,
-            format!("client_encoding \"{enc}\" is not supported by launch-proxy"),
-        )
-        .with_hint("use UTF8"));
-    }
-    let asked = params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    if let Some(name) = crate::proxy::session_params::identity_parameter(asked) {
-        return Err(ClientError::fatal(
-            ErrorKind::Auth,
-            codes::INSUFFICIENT_PRIVILEGE,
-            format!("parameter \"{name}\" cannot be set at login through launch-proxy"),
-        )
-        .with_detail("the session's role and tenant come from its authentication"));
-    }
-    let asked = params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    if let Some(name) = crate::proxy::session_params::unsupported_at_startup(asked) {
-        return Err(ClientError::fatal(
-            ErrorKind::Protocol,
-            codes::FEATURE_NOT_SUPPORTED,
-            format!("parameter \"{name}\" cannot be set at login through launch-proxy"),
-        )
-        .with_hint(
-            "log in as a user of the read role, or begin transactions with BEGIN READ ONLY",
-        ));
+    if let Some(refused) = super::startup_refusal::refusal(&params.params) {
+        return Err(refused);
     }
 
     let user_name = params.get("user").unwrap_or("").to_owned();

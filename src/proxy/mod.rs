@@ -10,6 +10,7 @@ pub mod pending_logins;
 mod relay;
 pub mod session_params;
 mod spare_buffers;
+mod startup_refusal;
 pub mod statements;
 pub mod tenant_status;
 

@@ -57,58 +57,6 @@ pub fn follows(name: &str) -> bool {
     !untracked(&name) && is_parameter_name(&name)
 }
 
-/// A startup parameter asking for what the proxy cannot give a pooled session:
-/// `default_transaction_read_only` on. It takes effect as a transaction starts, so it cannot
-/// follow a client from connection to connection (a tenant switch carried in the next
-/// client's Query would start that client's transaction under it); dropping it would give a
-/// client that asked for read-only a session that writes.
-pub fn unsupported_at_startup<'a>(
-    params: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Option<String> {
-    let read_only = |name: &str, value: &str| {
-        name.eq_ignore_ascii_case("default_transaction_read_only")
-            && !matches!(
-                value.to_ascii_lowercase().as_str(),
-                "off" | "false" | "no" | "0"
-            )
-    };
-    let mut found = None;
-    for (k, v) in params {
-        let hit = match k {
-            "options" => parse_options(v).iter().any(|(n, v)| read_only(n, v)),
-            _ => read_only(k, v),
-        };
-        if hit {
-            found = Some("default_transaction_read_only".to_owned());
-            break;
-        }
-    }
-    found
-}
-
-/// A parameter of the startup packet (or its `options`) that would change who the session
-/// runs as or its tenant, which the authenticated identity decides: the login is refused
-/// rather than the parameter dropped unseen (PostgreSQL too refuses a `role` the user
-/// cannot take).
-pub fn identity_parameter<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
-    let owned = |name: &str| {
-        let name = name.to_ascii_lowercase();
-        (matches!(name.as_str(), "role" | "session_authorization") || name.starts_with("app."))
-            .then_some(name)
-    };
-    let mut found = None;
-    for (k, v) in params {
-        found = match k {
-            "options" => parse_options(v).into_iter().find_map(|(n, _)| owned(&n)),
-            _ => owned(k),
-        };
-        if found.is_some() {
-            break;
-        }
-    }
-    found
-}
-
 /// Whether `name` (lowercase) can name a run-time parameter: identifiers of ASCII letters,
 /// digits, `_` and `$` (not starting with a digit or `$`), joined by dots, as PostgreSQL's
 /// own and extensions' parameters are. [`ParamSet::apply_to`] writes names into SQL as they
@@ -137,32 +85,6 @@ fn encoding_key(name: &str) -> String {
 /// Whether an encoding name means UTF8 ('UTF8', 'utf-8', 'unicode', asyncpg's quoted form).
 pub fn is_utf8(name: &str) -> bool {
     matches!(encoding_key(name).as_str(), "utf8" | "unicode")
-}
-
-/// The first client encoding a startup packet asks for that is not
-/// [`client_encoding_is_safe`], under any key PostgreSQL takes for it: `client_encoding` in
-/// any case, and `-c client_encoding=` / `--client-encoding=` in `options`.
-pub fn unsafe_client_encoding<'a>(
-    params: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Option<String> {
-    let is_encoding = |name: &str| {
-        name.replace('-', "_")
-            .eq_ignore_ascii_case("client_encoding")
-    };
-    for (k, v) in params {
-        if is_encoding(k) && !client_encoding_is_safe(v) {
-            return Some(v.to_owned());
-        }
-        if k == "options" {
-            if let Some((_, v)) = parse_options(v)
-                .into_iter()
-                .find(|(n, v)| is_encoding(n) && !client_encoding_is_safe(v))
-            {
-                return Some(v);
-            }
-        }
-    }
-    None
 }
 
 /// Whether a client encoding keeps every ASCII byte an ASCII character; SJIS, BIG5, GBK,
@@ -534,7 +456,7 @@ fn same_value(server: &str, client: &str) -> bool {
 
 /// `-c name=value` and `--name=value` pairs of a startup `options` string (backslash
 /// escapes a space, as libpq does).
-fn parse_options(options: &str) -> Vec<(String, String)> {
+pub(super) fn parse_options(options: &str) -> Vec<(String, String)> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut escaped = false;
@@ -697,17 +619,6 @@ mod tests {
         assert!(!client_encoding_is_safe("SJIS") && !client_encoding_is_safe("gb-18030"));
         let p = ParamSet::from_startup([("client_encoding", "'utf-8'")].into_iter(), &[]);
         assert!(p.is_empty());
-        let unsafe_in = |k: &str, v: &str| unsafe_client_encoding([(k, v)].into_iter());
-        assert_eq!(
-            unsafe_in("Client_Encoding", "SJIS").as_deref(),
-            Some("SJIS")
-        );
-        assert_eq!(
-            unsafe_in("options", "-c a=1 --client-encoding=big5").as_deref(),
-            Some("big5")
-        );
-        assert_eq!(unsafe_in("options", "-c client_encoding=LATIN1"), None);
-        assert_eq!(unsafe_in("application_name", "SJIS"), None);
         let p = ParamSet::from_startup([("client_encoding", "SQL_ASCII")].into_iter(), &[]);
         assert_eq!(p.get("client_encoding"), Some("E'SQL_ASCII'"));
     }
