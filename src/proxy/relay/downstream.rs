@@ -147,7 +147,7 @@ pub(super) async fn forward_server(
                 if prelude {
                     server.tenant = AppliedTenant::Applied(session.tenant);
                 }
-                super::release_held_cancels(t, session);
+                // The next pass's scan_and_settle lets held cancels through.
                 continue;
             }
             Some(Detour::Replace { len, error }) => {
