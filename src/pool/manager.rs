@@ -51,18 +51,19 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     {
         let mut st = pool.state.lock();
         paused = st.paused;
-        st.waiters.retain(|w| !w.tx.is_closed());
-        // Acquire timeouts: the queue is oldest first, so the expired waiters are at its
-        // front. Dropping one ends its checkout with AcquireError::Timeout; at shutdown every
-        // waiter goes (AcquireError::ShuttingDown: its transaction has not begun).
+        drop(st.waiters.remove_where(|w| w.tx.is_closed()));
+        st.waiters.shrink();
+        // Acquire timeouts: each tenant's queue is oldest first, so its expired waiters are
+        // at its front. Dropping one ends its checkout with AcquireError::Timeout; at
+        // shutdown every waiter goes (AcquireError::ShuttingDown: its transaction has not
+        // begun).
         let stopping = pool.shutdown.is_triggered();
-        while let Some(w) = st.waiters.front() {
-            let due = w.since + pool.limits.acquire_timeout;
-            if !stopping && due > now {
-                next = next.min(due - now);
-                break;
-            }
-            st.waiters.pop_front();
+        let timeout = pool.limits.acquire_timeout;
+        let (_, oldest_left) = st
+            .waiters
+            .expire(|since| stopping || since + timeout <= now);
+        if let Some(since) = oldest_left {
+            next = next.min((since + timeout).saturating_duration_since(now));
         }
         if !st.waiters.is_empty() && pool.is_gated() {
             // Statements that ran for the stall time make room, and the next one that will
@@ -72,13 +73,11 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             }
             st.admit();
         }
-        oldest_waiter = st.waiters.front().map(|w| w.since);
-        let reserve_due = st
-            .waiters
-            .front()
-            .map(|w| now.duration_since(w.since) >= pool.limits.reserve_after);
-        if let (Some(false), Some(w)) = (reserve_due, st.waiters.front()) {
-            next = next.min((w.since + pool.limits.reserve_after).saturating_duration_since(now));
+        oldest_waiter = st.waiters.oldest_since();
+        let reserve_due =
+            oldest_waiter.map(|since| now.duration_since(since) >= pool.limits.reserve_after);
+        if let (Some(false), Some(since)) = (reserve_due, oldest_waiter) {
+            next = next.min((since + pool.limits.reserve_after).saturating_duration_since(now));
         }
         let cap = if reserve_due == Some(true) {
             pool.limits.reserve_cap
@@ -106,11 +105,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
         // a busy pool that just yielded it a connection would otherwise take the freed slot
         // back at once (its manager is woken first), starving the other and reconnecting on
         // every transaction.
-        if want > 0
-            && pool
-                .db
-                .longer_wait_elsewhere(pool, st.waiters.front().map(|w| w.since))
-        {
+        if want > 0 && pool.db.longer_wait_elsewhere(pool, oldest_waiter) {
             want = 0;
         }
         // At most `max_connecting` logins at once, as PgBouncer (one): each finished login
@@ -275,8 +270,7 @@ async fn open_one(pool: Arc<Pool>) {
                         tracing::warn!(pool = %pool.name, error = %message, "server connection failed");
                     }
                     st.last_error = Some(message);
-                    let stop =
-                        st.waiters.iter().all(|w| w.tx.is_closed()) || pool.shutdown.is_triggered();
+                    let stop = st.waiters.all_gone() || pool.shutdown.is_triggered();
                     if stop {
                         st.opening -= 1;
                         st.total -= 1;

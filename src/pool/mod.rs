@@ -13,10 +13,12 @@ mod server_conn;
 mod slot;
 pub mod statements;
 mod stats;
+mod waiters;
 
 pub use connect::{send_cancel, ConnectError, ConnectTarget};
 pub use server_conn::{AppliedTenant, BackendKey, ServerConn};
 pub use stats::{GaugeGuard, PoolStats, WAIT_BOUNDS_S};
+pub use waiters::{tenant_key, TenantKey};
 
 use crate::auth::scram::ScramKeys;
 use crate::config::{ms_opt, Role, ServerLogin, Settings, User};
@@ -60,18 +62,11 @@ pub struct PoolLimits {
 /// The server's ParameterStatus values, reported to every client at login.
 pub type ServerParams = Arc<Vec<(String, String)>>;
 
-struct Waiter {
-    /// A connection, or `None` when the wait was withdrawn ([`Pool::withdraw`]).
-    tx: oneshot::Sender<Option<Box<ServerConn>>>,
-    since: Instant,
-    /// Who waits, for [`Pool::withdraw`]; 0 for a wait that cannot be withdrawn.
-    id: u64,
-}
-
 struct PoolState {
     /// Back = most recently used (handed out first); front = idle longest (closed first).
     idle: VecDeque<Box<ServerConn>>,
-    waiters: VecDeque<Waiter>,
+    /// Queued checkouts, tenants served in turn ([`waiters`]).
+    waiters: waiters::Waiters,
     /// Open plus opening connections: what counts against the caps.
     total: usize,
     opening: usize,
@@ -87,7 +82,7 @@ impl PoolState {
     fn new(gate: gate::Gate) -> PoolState {
         PoolState {
             idle: VecDeque::new(),
-            waiters: VecDeque::new(),
+            waiters: waiters::Waiters::default(),
             total: 0,
             opening: 0,
             last_error: None,
@@ -238,15 +233,17 @@ impl Pool {
 
     /// Gets a server connection, waiting up to the acquire timeout.
     pub async fn acquire(self: &Arc<Self>) -> Result<Box<ServerConn>, AcquireError> {
-        self.acquire_as(0, || false).await
+        self.acquire_as(0, 0, || false).await
     }
 
     /// [`Pool::acquire`] for the waiter `id` (non-zero), whose wait [`Pool::withdraw`] can
-    /// end early. `withdrawn` tells, under the pool's lock, whether a withdrawal came
+    /// end early, queued with the other waiters of `tenant` ([`tenant_key`]; tenants are
+    /// served in turn). `withdrawn` tells, under the pool's lock, whether a withdrawal came
     /// before the wait was queued (and so found nothing to end).
     pub async fn acquire_as(
         self: &Arc<Self>,
         id: u64,
+        tenant: TenantKey,
         withdrawn: impl Fn() -> bool,
     ) -> Result<Box<ServerConn>, AcquireError> {
         let mut stale: Vec<Box<ServerConn>> = Vec::new();
@@ -281,11 +278,14 @@ impl Pool {
             // The clock is read only by a checkout that has to wait.
             let start = Instant::now();
             let (tx, rx) = oneshot::channel();
-            st.waiters.push_back(Waiter {
-                tx,
-                since: start,
-                id,
-            });
+            st.waiters.push(
+                tenant,
+                waiters::Waiter {
+                    tx,
+                    since: start,
+                    id,
+                },
+            );
             // The manager is woken only if it can open a connection now, or to watch the
             // gate for stalled statements once a client queues there; at the pool's cap
             // (the busy steady state, where every checkout may queue) its tick handles the
@@ -359,8 +359,10 @@ impl Pool {
         conn.last_used_ms = now;
         // At the database cap, a pool whose clients waited longer than ours gets the slot:
         // the connection closes and that pool's manager opens one (fair share across pools).
-        let ours = st.waiters.front().map(|w| w.since);
-        if self.db.at_cap() && self.db.longer_wait_elsewhere(self, ours) {
+        if self.db.at_cap() && {
+            let ours = st.waiters.oldest_since();
+            self.db.longer_wait_elsewhere(self, ours)
+        } {
             st.admit();
             drop(st);
             tracing::debug!(pool = %self.name, "yielding a server connection to a pool waiting at max_db_connections");
@@ -381,12 +383,13 @@ impl Pool {
     /// `false` if it is not queued (it got its connection, or has not queued yet).
     pub fn withdraw(&self, id: u64) -> bool {
         let mut st = self.state.lock();
-        let Some(at) = st.waiters.iter().position(|w| w.id == id && id != 0) else {
+        if id == 0 {
             return false;
-        };
+        }
         st.waiters
-            .remove(at)
-            .is_some_and(|w| w.tx.send(None).is_ok())
+            .remove_where(|w| w.id == id)
+            .into_iter()
+            .any(|w| w.tx.send(None).is_ok())
     }
 
     /// Stops new transactions; connections close as their transactions end (the manager
@@ -436,7 +439,7 @@ impl Pool {
     /// as idle.
     fn hand_over(st: &mut PoolState, mut conn: Box<ServerConn>) {
         while !st.paused && st.gate.has_room() {
-            let Some(w) = st.waiters.pop_front() else {
+            let Some(w) = st.waiters.pop_next() else {
                 break;
             };
             conn.slot.ticket = st.gate.enter();

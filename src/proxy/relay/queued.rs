@@ -71,7 +71,10 @@ async fn acquire_watching(
     wait: &QueuedWait,
 ) -> Result<Option<Box<ServerConn>>, AcquireError> {
     let target = &*session.cancel.target;
-    let acquire = session.pool.acquire_as(wait.id, || target.withdrawn(wait));
+    let tenant = crate::pool::tenant_key(session.tenant.as_ref());
+    let acquire = session
+        .pool
+        .acquire_as(wait.id, tenant, || target.withdrawn(wait));
     tokio::pin!(acquire);
     let mut watching = !says_goodbye(&client.buf);
     loop {
