@@ -51,20 +51,17 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     {
         let mut st = pool.state.lock();
         paused = st.paused;
-        drop(st.waiters.remove_where(|w| w.tx.is_closed()));
-        st.waiters.shrink();
-        // Acquire timeouts: each tenant's queue is oldest first, so its expired waiters are
-        // at its front. Dropping one ends its checkout with AcquireError::Timeout; at
-        // shutdown every waiter goes (AcquireError::ShuttingDown: its transaction has not
-        // begun).
+        // Waiters whose client left go, and so do those past their acquire timeout:
+        // dropping one ends its checkout with AcquireError::Timeout; at shutdown every
+        // waiter goes (AcquireError::ShuttingDown: its transaction has not begun).
         let stopping = pool.shutdown.is_triggered();
         let timeout = pool.limits.acquire_timeout;
-        let (_, oldest_left) = st
-            .waiters
-            .expire(|since| stopping || since + timeout <= now);
+        let oldest_left = st.waiters.sweep(stopping, now.checked_sub(timeout));
+        st.waiters.shrink();
         if let Some(since) = oldest_left {
             next = next.min((since + timeout).saturating_duration_since(now));
         }
+        let queued = st.waiters.len();
         if !st.waiters.is_empty() && pool.is_gated() {
             // Statements that ran for the stall time make room, and the next one that will
             // is when to look again.
@@ -73,7 +70,12 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             }
             st.admit();
         }
-        oldest_waiter = st.waiters.oldest_since();
+        // The sweep found the oldest waiter; only a hand-over since can have taken it.
+        oldest_waiter = if st.waiters.len() == queued {
+            oldest_left
+        } else {
+            st.waiters.oldest_since()
+        };
         let reserve_due =
             oldest_waiter.map(|since| now.duration_since(since) >= pool.limits.reserve_after);
         if let (Some(false), Some(since)) = (reserve_due, oldest_waiter) {

@@ -32,16 +32,19 @@ pub type TenantKey = u64;
 /// The key of `tenant`'s queue: the last eight characters of its ULID (40 random bits)
 /// as one word, mixed by [`KeyHasher`]. Never 0 (they are ASCII), so it cannot fall into
 /// the group of clients without a tenant.
+#[inline]
 pub fn tenant_key(tenant: Option<&crate::tenant::TenantId>) -> TenantKey {
     tenant.map_or(0, |t| {
-        let b = t.as_str().as_bytes();
-        let tail: [u8; 8] = b[b.len() - 8..].try_into().unwrap_or([1; 8]);
+        let b = t.as_bytes();
+        let mut tail = [0u8; 8];
+        tail.copy_from_slice(&b[b.len() - 8..]);
         u64::from_le_bytes(tail)
     })
 }
 
-/// One multiplication per lookup: the keys are already random, SipHash would only add
-/// cost to every queued checkout.
+/// The keys are eight ASCII characters, so few of their bits vary: a full 64-bit mix
+/// (splitmix64's finaliser) spreads them into the low bits (the table's index) and the
+/// high ones (its tags), at a fraction of SipHash's cost per queued checkout.
 #[derive(Default)]
 pub(super) struct KeyHasher(u64);
 
@@ -55,15 +58,22 @@ impl Hasher for KeyHasher {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let z = (n ^ (n >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        self.0 = z ^ (z >> 31);
     }
 }
 
+/// Above this many tenant queues, those left empty are dropped (see [`Waiters::shrink`]).
+const KEPT_QUEUES: usize = 1024;
+
 #[derive(Default)]
 pub(super) struct Waiters {
-    queues: HashMap<TenantKey, VecDeque<Waiter>, BuildHasherDefault<KeyHasher>>,
-    /// Tenants with at least one waiter, next to be served first; each appears once.
-    turn: VecDeque<TenantKey>,
+    /// Each tenant's queue, oldest first, at the position `slot_of` gives it.
+    slots: Vec<VecDeque<Waiter>>,
+    slot_of: HashMap<TenantKey, usize, BuildHasherDefault<KeyHasher>>,
+    /// Slots with at least one waiter, next to be served first; each appears once.
+    turn: VecDeque<usize>,
     len: usize,
 }
 
@@ -77,11 +87,20 @@ impl Waiters {
     }
 
     /// Queues `w` behind its tenant's earlier waiters; a tenant that had none joins the
-    /// end of the ring.
+    /// end of the ring. The one hash lookup of a checkout's wait.
     pub fn push(&mut self, tenant: TenantKey, w: Waiter) {
-        let q = self.queues.entry(tenant).or_default();
+        let slot = match self.slot_of.get(&tenant) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.slots.len();
+                self.slot_of.insert(tenant, slot);
+                self.slots.push(VecDeque::with_capacity(2));
+                slot
+            }
+        };
+        let q = &mut self.slots[slot];
         if q.is_empty() {
-            self.turn.push_back(tenant);
+            self.turn.push_back(slot);
         }
         q.push_back(w);
         self.len += 1;
@@ -90,15 +109,13 @@ impl Waiters {
     /// The next waiter to serve: the oldest of the tenant whose turn it is; that tenant
     /// goes to the end of the ring if it has more.
     pub fn pop_next(&mut self) -> Option<Waiter> {
-        while let Some(tenant) = self.turn.pop_front() {
-            let Some(q) = self.queues.get_mut(&tenant) else {
-                continue;
-            };
+        while let Some(slot) = self.turn.pop_front() {
+            let q = &mut self.slots[slot];
             let Some(w) = q.pop_front() else {
                 continue;
             };
             if !q.is_empty() {
-                self.turn.push_back(tenant);
+                self.turn.push_back(slot);
             }
             self.len -= 1;
             return Some(w);
@@ -108,13 +125,18 @@ impl Waiters {
 
     /// When the longest-waiting client queued.
     pub fn oldest_since(&self) -> Option<Instant> {
-        self.fronts().map(|w| w.since).min()
+        self.turn
+            .iter()
+            .filter_map(|&s| self.slots[s].front())
+            .map(|w| w.since)
+            .min()
     }
 
     /// Removes the waiters for which `drop_it` is true, in every tenant's queue.
     pub fn remove_where(&mut self, mut drop_it: impl FnMut(&Waiter) -> bool) -> Vec<Waiter> {
         let mut removed = Vec::new();
-        for q in self.queues.values_mut() {
+        for &slot in &self.turn {
+            let q = &mut self.slots[slot];
             let mut i = 0;
             while i < q.len() {
                 if drop_it(&q[i]) {
@@ -128,42 +150,61 @@ impl Waiters {
         removed
     }
 
-    /// Removes the waiters whose queueing time `expired` says is past (each tenant's queue
-    /// is oldest first, so only fronts are looked at); returns how many, and the earliest
-    /// queueing time of those left.
-    pub fn expire(&mut self, expired: impl Fn(Instant) -> bool) -> (usize, Option<Instant>) {
+    /// The manager's pass: removes the waiters whose checkout was dropped, those that
+    /// queued at or before `cutoff`, or all of them with `everyone`, in one walk of every
+    /// queue; returns the earliest queueing time of those left.
+    pub fn sweep(&mut self, everyone: bool, cutoff: Option<Instant>) -> Option<Instant> {
         let mut gone = 0;
         let mut oldest: Option<Instant> = None;
-        for q in self.queues.values_mut() {
-            while q.front().is_some_and(|w| expired(w.since)) {
-                q.pop_front();
-                gone += 1;
+        let keep =
+            |w: &Waiter| !everyone && cutoff.is_none_or(|c| w.since > c) && !w.tx.is_closed();
+        for &slot in &self.turn {
+            let q = &mut self.slots[slot];
+            let before = q.len();
+            // Most tenants wait with one client: no walk for those.
+            if before > 1 {
+                q.retain(keep);
+            } else if q.front().is_some_and(|w| !keep(w)) {
+                q.clear();
             }
+            gone += before - q.len();
             if let Some(w) = q.front() {
                 oldest = Some(oldest.map_or(w.since, |o| o.min(w.since)));
             }
         }
         self.forget_removed(gone);
-        (gone, oldest)
+        oldest
     }
 
     /// Whether every waiter gave up (its checkout was dropped).
     pub fn all_gone(&self) -> bool {
-        self.queues.values().flatten().all(|w| w.tx.is_closed())
-    }
-
-    /// Drops the queues of tenants no longer waiting once they are most of the map (their
-    /// capacity is kept for tenants that come back soon, not for every tenant ever seen).
-    pub fn shrink(&mut self) {
-        if self.queues.len() > 2 * self.turn.len() + 64 {
-            self.queues.retain(|_, q| !q.is_empty());
-        }
-    }
-
-    fn fronts(&self) -> impl Iterator<Item = &Waiter> {
         self.turn
             .iter()
-            .filter_map(|t| self.queues.get(t).and_then(|q| q.front()))
+            .flat_map(|&s| &self.slots[s])
+            .all(|w| w.tx.is_closed())
+    }
+
+    /// Drops the queues of tenants no longer waiting once there are more than
+    /// [`KEPT_QUEUES`]: those kept hold their capacity, so that the busy steady state
+    /// allocates nothing per checkout, but not for every tenant ever seen.
+    pub fn shrink(&mut self) {
+        if self.slots.len() <= KEPT_QUEUES + self.turn.len() {
+            return;
+        }
+        let mut renumber = vec![usize::MAX; self.slots.len()];
+        let mut kept = Vec::with_capacity(self.turn.len());
+        for &slot in &self.turn {
+            renumber[slot] = kept.len();
+            kept.push(std::mem::take(&mut self.slots[slot]));
+        }
+        self.slots = kept;
+        for slot in self.turn.iter_mut() {
+            *slot = renumber[*slot];
+        }
+        self.slot_of.retain(|_, slot| {
+            *slot = renumber[*slot];
+            *slot != usize::MAX
+        });
     }
 
     /// Accounts for `n` waiters taken out of their queues other than by [`Self::pop_next`]:
@@ -173,9 +214,8 @@ impl Waiters {
             return;
         }
         self.len -= n;
-        let queues = &self.queues;
-        self.turn
-            .retain(|t| queues.get(t).is_some_and(|q| !q.is_empty()));
+        let slots = &self.slots;
+        self.turn.retain(|&s| !slots[s].is_empty());
     }
 }
 
@@ -214,9 +254,9 @@ mod tests {
         assert!(w.is_empty());
         assert_eq!(w.pop_next().map(|x| x.id), None);
         // The emptied queues stay (no allocation when their tenants come back)...
-        assert_eq!(w.queues.len(), 3);
+        assert_eq!(w.slots.len(), 3);
         w.shrink();
-        assert_eq!(w.queues.len(), 3, "few: kept");
+        assert_eq!(w.slots.len(), 3, "few: kept");
     }
 
     #[test]
@@ -237,32 +277,48 @@ mod tests {
             w.push(tenant, x);
         }
         assert_eq!(w.oldest_since(), Some(at(0)));
-        // Everything queued before 10 ms has timed out: 11 and 21.
-        let (gone, oldest) = w.expire(|since| since < at(10));
-        assert_eq!((gone, oldest), (2, Some(at(10))));
-        assert_eq!(w.len(), 3);
+        // Everything queued before 10 ms has timed out (11 and 21), and 22's client left.
+        drop(keep.remove(4));
+        let oldest = w.sweep(false, Some(at(9)));
+        assert_eq!(oldest, Some(at(10)));
+        assert_eq!(w.len(), 2);
         assert_eq!(w.oldest_since(), Some(at(10)));
         // A withdrawal (by id) in the middle of the ring.
         let removed = w.remove_where(|x| x.id == 31);
         assert_eq!(removed.len(), 1);
-        assert_eq!(w.len(), 2);
-        assert_eq!(ids(&mut w), [12, 22]);
+        assert_eq!(w.len(), 1);
+        assert_eq!(ids(&mut w), [12]);
     }
 
     #[test]
-    fn emptied_queues_are_dropped_once_they_are_most_of_the_map() {
+    fn emptied_queues_are_dropped_once_there_are_many() {
         let now = Instant::now();
         let mut w = Waiters::default();
-        for tenant in 1..=100 {
-            let (x, _rx) = waiter(tenant, now);
+        let mut keep = Vec::new();
+        let many = KEPT_QUEUES as u64 + 10;
+        for tenant in 1..=many {
+            let (x, rx) = waiter(tenant, now);
+            keep.push(rx);
             w.push(tenant, x);
             assert_eq!(w.pop_next().map(|x| x.id), Some(tenant));
         }
-        let (x, _rx) = waiter(5, now);
-        w.push(5, x);
+        for (tenant, id) in [(5, 51), (many, 61), (5, 52)] {
+            let (x, rx) = waiter(id, now);
+            keep.push(rx);
+            w.push(tenant, x);
+        }
         w.shrink();
-        assert_eq!(w.queues.len(), 1, "only the tenant still waiting");
-        assert_eq!(w.len(), 1);
+        assert_eq!(w.slots.len(), 2, "only the tenants still waiting");
+        assert_eq!(w.slot_of.len(), 2);
+        assert_eq!(w.len(), 3);
+        let (x, rx) = waiter(71, now);
+        keep.push(rx);
+        w.push(7, x);
+        assert_eq!(
+            ids(&mut w),
+            [51, 61, 71, 52],
+            "the ring survives the renumbering"
+        );
     }
 
     #[test]

@@ -57,6 +57,11 @@ impl TenantId {
         Ok(TenantId(out))
     }
 
+    /// The id's ASCII characters (without the UTF-8 check of [`Self::as_str`]).
+    pub fn as_bytes(&self) -> &[u8; ULID_LEN] {
+        &self.0
+    }
+
     /// The id as upper-case ASCII, ready to be quoted into SQL or logged.
     pub fn as_str(&self) -> &str {
         // Only ASCII bytes are ever stored, so this conversion cannot fail; the fallback keeps
