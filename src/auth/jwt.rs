@@ -110,6 +110,12 @@ fn default_require_exp() -> bool {
     true
 }
 
+/// Serializes a present secret as `<redacted>`, so the effective settings say that one is
+/// set without printing it.
+fn redacted<S: serde::Serializer>(_: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
+}
+
 /// One configured key (or, with `jwks_file`, a set of keys). HS256 takes exactly one of
 /// `secret`, `secret_file` and `secret_env`; RS256 and EdDSA take exactly one of
 /// `public_key_file` and `jwks_file`. Relative paths are resolved against the config directory.
@@ -122,8 +128,13 @@ pub struct JwtKeySettings {
     pub kid: Option<String>,
     /// The one algorithm this key verifies.
     pub alg: JwtAlgorithm,
-    /// HS256 secret inline (its UTF-8 bytes are the HMAC key; at least 32 bytes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// HS256 secret inline (its UTF-8 bytes are the HMAC key; at least 32 bytes). Shown as
+    /// `<redacted>` by `--check-config`: whoever holds it mints tokens for any tenant.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted"
+    )]
     pub secret: Option<String>,
     /// HS256 secret in a file; one trailing newline is not part of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
