@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::USERS_YAML;
+use common::client::connect;
+use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_launch-proxy");
@@ -76,4 +77,53 @@ fn check_config_never_prints_an_inline_jwt_secret() {
         !stdout.contains(secret) && !stderr.contains(secret),
         "the HS256 secret was printed:\n{stdout}"
     );
+}
+
+/// PostgreSQL takes `statement_timeout` and `idle_in_transaction_session_timeout` up to
+/// 2147483647 ms; the proxy sends the roles' values in every server StartupMessage. A larger
+/// value passed `--check-config`, and then every server login of the role failed
+/// ("invalid value for parameter"), so its clients only ever got 57P03.
+#[test]
+fn role_timeouts_postgresql_refuses_are_config_errors() {
+    let dir = Dir::new("roles");
+    dir.write("users.yaml", USERS_YAML);
+    for (key, value) in [
+        ("statement_timeout_ms", "3000000000"),
+        ("idle_in_transaction_timeout_ms", "2147483648"),
+    ] {
+        let role = format!(
+            "{{ command_timeout_ms: 0, statement_timeout_ms: 0, idle_in_transaction_timeout_ms: 0 }}"
+        )
+        .replace(&format!("{key}: 0"), &format!("{key}: {value}"));
+        let cfg = dir.write("lp.yaml", &format!("{BASE}roles:\n  read: {role}\n"));
+        for mode in ["--check-config", "--config"] {
+            let (code, stdout, stderr) = run(&[mode, &cfg]);
+            assert_eq!(code, Some(1), "{mode} {key}: {value}\n{stdout}{stderr}");
+            assert!(
+                stderr.contains(&format!("roles.read.{key}")) && stderr.contains("2147483647"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+/// The same value against a real server: before the check, the proxy started and no login
+/// of the role worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_postgresql_refuses_is_caught_before_start() {
+    let pg = PgServer::start();
+    let cfg = proxy_config(&pg, "min_pool_size: 0").replace(
+        "statement_timeout_ms: 30000",
+        "statement_timeout_ms: 3000000000",
+    );
+    let dir = Dir::new("huge");
+    dir.write("users.yaml", USERS_YAML);
+    let path = dir.write("lp.yaml", &cfg);
+    let (code, _, stderr) = run(&["--check-config", &path]);
+    if code == Some(0) {
+        let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+        let err = connect(&proxy, "app_ro", "approp").await.err();
+        panic!("--check-config accepted it; a read login then got {err:?}");
+    }
+    assert!(stderr.contains("statement_timeout_ms"), "{stderr}");
 }

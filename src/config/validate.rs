@@ -17,6 +17,10 @@ impl std::fmt::Display for Warning {
     }
 }
 
+/// The largest `statement_timeout` / `idle_in_transaction_session_timeout` PostgreSQL
+/// takes, in milliseconds (`INT_MAX`).
+const PG_MAX_TIMEOUT_MS: u64 = i32::MAX as u64;
+
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, LoadError> {
     value
         .parse()
@@ -79,6 +83,26 @@ pub(super) fn validate(
     ] {
         if v == 0 {
             return bad(format!("pool.{key} must be greater than 0"));
+        }
+    }
+    // Sent in every server StartupMessage: PostgreSQL refuses a larger value, and with it
+    // every login of the role's pools (clients would only ever see 57P03).
+    for role in [super::Role::Read, super::Role::Write] {
+        let r = config.roles.get(role);
+        for (key, v) in [
+            ("statement_timeout_ms", r.statement_timeout_ms),
+            (
+                "idle_in_transaction_timeout_ms",
+                r.idle_in_transaction_timeout_ms,
+            ),
+        ] {
+            if v > PG_MAX_TIMEOUT_MS {
+                return bad(format!(
+                    "roles.{}.{key}: {v} is above {PG_MAX_TIMEOUT_MS}, the most PostgreSQL accepts \
+                     (0 disables the timeout)",
+                    role.as_str()
+                ));
+            }
         }
     }
     if config.client_login_timeout_ms == 0 || config.shutdown_timeout_ms == 0 {
