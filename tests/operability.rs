@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::client::connect;
-use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
+use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
+use common::{metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_launch-proxy");
@@ -126,4 +127,267 @@ async fn a_statement_timeout_postgresql_refuses_is_caught_before_start() {
         panic!("--check-config accepted it; a read login then got {err:?}");
     }
     assert!(stderr.contains("statement_timeout_ms"), "{stderr}");
+}
+
+/// Checks `body` as Prometheus text format 0.0.4, strictly: valid names and labels, a
+/// TYPE before a family's samples and at most once, samples of one family together, no
+/// duplicate series, counters named `_total` and never negative, histogram buckets
+/// cumulative and ending in `+Inf` equal to `_count`.
+fn check_exposition(body: &str) -> Result<(), String> {
+    let name_ok = |n: &str| {
+        let mut c = n.chars();
+        c.next()
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+            && c.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut closed: BTreeSet<String> = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut series: BTreeSet<String> = BTreeSet::new();
+    let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+    if !body.ends_with('\n') {
+        return Err("body does not end with a newline".into());
+    }
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kw, name, arg) = (parts.next(), parts.next(), parts.next());
+            let name = name.ok_or(format!("bad comment {line:?}"))?;
+            if !name_ok(name) {
+                return Err(format!("bad metric name {name:?}"));
+            }
+            match kw {
+                Some("TYPE") => {
+                    let t = arg.unwrap_or("");
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&t) {
+                        return Err(format!("bad type {line:?}"));
+                    }
+                    if types.insert(name.to_owned(), t.to_owned()).is_some() {
+                        return Err(format!("second TYPE for {name}"));
+                    }
+                    if t == "counter" && !name.ends_with("_total") {
+                        return Err(format!("counter {name} not named _total"));
+                    }
+                }
+                Some("HELP") => {}
+                _ => return Err(format!("bad comment {line:?}")),
+            }
+            continue;
+        }
+        let (text, value) = line.rsplit_once(' ').ok_or(format!("bad line {line:?}"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().map_err(|_| format!("bad value in {line:?}"))?,
+        };
+        let (name, labels) = match text.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').ok_or(format!("unclosed {line:?}"))?),
+            None => (text, ""),
+        };
+        if !name_ok(name) {
+            return Err(format!("bad sample name {line:?}"));
+        }
+        let labels = parse_labels(labels).map_err(|e| format!("{e} in {line:?}"))?;
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                let base = name.strip_suffix(s)?;
+                (types.get(base).map(String::as_str) == Some("histogram")).then_some(base)
+            })
+            .unwrap_or(name);
+        let Some(kind) = types.get(family) else {
+            return Err(format!("sample before (or without) its TYPE: {line:?}"));
+        };
+        if current.as_deref() != Some(family) {
+            if let Some(prev) = current.take() {
+                closed.insert(prev);
+            }
+            if closed.contains(family) {
+                return Err(format!("samples of {family} are not together"));
+            }
+            current = Some(family.to_owned());
+        }
+        if !series.insert(text.to_owned()) {
+            return Err(format!("duplicate series {text}"));
+        }
+        if kind == "counter" && value.is_sign_negative() {
+            return Err(format!("negative counter {line:?}"));
+        }
+        let mut others = labels.clone();
+        let le = others.remove("le");
+        let key = format!("{family}{others:?}");
+        if family != name && name.ends_with("_bucket") {
+            let le = match le.as_deref() {
+                Some("+Inf") => f64::INFINITY,
+                Some(v) => v.parse().map_err(|_| format!("bad le {line:?}"))?,
+                None => return Err(format!("bucket without le {line:?}")),
+            };
+            buckets.entry(key).or_default().push((le, value));
+        } else if family != name && name.ends_with("_count") {
+            counts.insert(key, value);
+        }
+    }
+    for (key, b) in &buckets {
+        if !b.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1) {
+            return Err(format!("{key}: buckets not cumulative: {b:?}"));
+        }
+        let last = b.last().copied().unwrap_or_default();
+        if last.0 != f64::INFINITY || counts.get(key) != Some(&last.1) {
+            return Err(format!("{key}: +Inf bucket missing or not _count"));
+        }
+    }
+    Ok(())
+}
+
+/// `k="v",k2="v2"` with Prometheus escapes; names valid, none twice.
+fn parse_labels(mut rest: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    while !rest.is_empty() {
+        let (k, after) = rest.split_once("=\"").ok_or("bad labels")?;
+        let valid = k
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !k.starts_with("__");
+        if !valid {
+            return Err(format!("bad label name {k:?}"));
+        }
+        let (mut end, mut escaped) = (None, false);
+        for (i, c) in after.char_indices() {
+            match (escaped, c) {
+                (true, '\\' | '"' | 'n') => escaped = false,
+                (true, _) => return Err("bad escape".into()),
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end.ok_or("unclosed label value")?;
+        if map.insert(k.to_owned(), after[..end].to_owned()).is_some() {
+            return Err(format!("label {k} twice"));
+        }
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    Ok(map)
+}
+
+/// The sum of every sample of `name` (all label sets).
+fn total(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            let n = series.split_once('{').map_or(series, |(n, _)| n);
+            (n == name).then(|| v.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Every error the proxy sends a client counts in `launch_proxy_errors_total` by SQLSTATE
+/// class (`metrics::count_error`); the refusals at login did not: a wrong password
+/// (28P01), `max_client_conn` (53300), a login while PostgreSQL is down (57P03) left the
+/// counter untouched, so an alert on class 57 or 28 stayed silent through an outage or a
+/// password-guessing run. The exposition stays strict Prometheus text throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refusals_count_in_errors_total() {
+    let mut pg = PgServer::start();
+    let cfg = proxy_config(
+        &pg,
+        "min_pool_size: 0\nacquire_timeout_ms: 500\nreserve_pool_timeout_ms: 200\nmax_client_conn: 2",
+    );
+    let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let errors = |class: &str| {
+        let body = proxy.metrics();
+        check_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        metric(&body, "launch_proxy_errors_total", &[("class", class)])
+    };
+    assert!(connect(&proxy, "app", "wrong").await.is_err());
+    assert_eq!(blocking(|| errors("28")), 1.0, "wrong password");
+    let a = app(&proxy).await;
+    let b = app(&proxy).await;
+    assert!(connect(&proxy, "app", "apppw").await.is_err());
+    assert_eq!(blocking(|| errors("53")), 1.0, "max_client_conn");
+    drop((a, b));
+    let gone = eventually(LIMIT, || {
+        metric(&proxy.metrics(), "launch_proxy_clients_connected", &[]) == 0.0
+    });
+    assert!(gone.await);
+    blocking(|| pg.stop());
+    // app_ro never logged in: its login needs a server connection, and gets 57P03.
+    let err = connect(&proxy, "app_ro", "approp")
+        .await
+        .err()
+        .expect("no server");
+    let code = err.as_db_error().map(|e| e.code().code().to_owned());
+    assert_eq!(code.as_deref(), Some("57P03"), "{err:?}");
+    assert_eq!(blocking(|| errors("57")), 1.0, "server down at login");
+}
+
+/// A strict parser accepts `/metrics` before and after churn (a failed login, an error, a
+/// queued client that hangs up, a client gone mid-transaction, a pause and a resume);
+/// afterwards every client gauge is back to 0, no server connection is active, and no
+/// counter went down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_strict_prometheus_text_after_churn() {
+    let pg = PgServer::start();
+    let cfg = proxy_config(
+        &pg,
+        "min_pool_size: 1\ndefault_pool_size: 1\nreserve_pool_size: 0\nacquire_timeout_ms: 3000",
+    );
+    let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let before = proxy.metrics();
+    check_exposition(&before).unwrap_or_else(|e| panic!("{e}\n{before}"));
+    let _ = connect(&proxy, "app", "nope").await;
+    let c = app(&proxy).await;
+    assert!(try_col(&c.client, "SELECT 1/0").await.is_err());
+    one(&c.client, "BEGIN").await;
+    one(&c.client, "SELECT 1").await;
+    let q = app(&proxy).await;
+    let queued = tokio::spawn(async move {
+        let _ = q.client.simple_query("SELECT 2").await;
+    });
+    let waiting = [("pool", "app"), ("state", "waiting")];
+    let queued_up = eventually(LIMIT, || {
+        metric(
+            &proxy.metrics(),
+            "launch_proxy_client_connections",
+            &waiting,
+        ) == 1.0
+    });
+    assert!(queued_up.await);
+    queued.abort();
+    c.task.abort();
+    drop(c.client);
+    proxy.signal("USR1");
+    proxy.signal("USR2");
+    let d = app(&proxy).await;
+    assert_eq!(one(&d.client, "SELECT 3").await, "3");
+    drop(d);
+    let settled = eventually(LIMIT, || {
+        let m = proxy.metrics();
+        let active = [("pool", "app"), ("state", "active")];
+        metric(&m, "launch_proxy_clients_connected", &[]) == 0.0
+            && total(&m, "launch_proxy_client_connections") == 0.0
+            && metric(&m, "launch_proxy_server_connections", &active) == 0.0
+    });
+    let settled = settled.await;
+    let after = proxy.metrics();
+    assert!(settled, "gauges did not settle:\n{after}");
+    check_exposition(&after).unwrap_or_else(|e| panic!("{e}\n{after}"));
+    let samples = before.lines().filter(|l| !l.starts_with('#'));
+    for line in samples.filter(|l| l.contains("_total")) {
+        let (series, v) = line.rsplit_once(' ').unwrap();
+        let now = after
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} vanished"));
+        let (now, then) = (now.parse::<f64>().unwrap(), v.parse::<f64>().unwrap());
+        assert!(now >= then, "{series} went down");
+    }
 }

@@ -112,7 +112,7 @@ pub async fn handle_client(
             if let Some(p) = pending {
                 p.finish();
             }
-            client.send_error(&ClientError::shutting_down()).await;
+            refuse_login(&mut client, &ClientError::shutting_down()).await;
             return;
         }
     };
@@ -122,7 +122,7 @@ pub async fn handle_client(
             let err = displaced_by_a_newer_client();
             tracing::info!(%peer, error = %err, "client displaced before its login");
             ctx.clients.displaced_logins.fetch_add(1, Relaxed);
-            client.send_error(&err).await;
+            refuse_login(&mut client, &err).await;
             return;
         }
     };
@@ -133,7 +133,7 @@ pub async fn handle_client(
                 login_timeout.as_millis()
             ));
             tracing::info!(%peer, error = %err, "client login timed out");
-            client.send_error(&err).await;
+            refuse_login(&mut client, &err).await;
             return;
         }
         Ok(Err(err)) => {
@@ -141,7 +141,7 @@ pub async fn handle_client(
                 ctx.clients.login_failures.fetch_add(1, Relaxed);
             }
             tracing::info!(%peer, error = %err, "client refused");
-            client.send_error(&err).await;
+            refuse_login(&mut client, &err).await;
             return;
         }
         Ok(Ok(None)) => return,
@@ -164,6 +164,14 @@ pub async fn handle_client(
         }
         None => {}
     }
+}
+
+/// Sends the error that ends a login, counted in `launch_proxy_errors_total` like the
+/// errors of logged-in sessions: refusals (28P01, 53300, 57P03) are what an operator
+/// alerts on during an outage or a password-guessing run.
+async fn refuse_login(client: &mut ClientConn, err: &ClientError) {
+    crate::metrics::count_error(err.code.as_bytes());
+    client.send_error(err).await;
 }
 
 /// Answers a client that arrived beyond `max_client_conn` (after reading its startup
