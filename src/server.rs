@@ -119,7 +119,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     } else {
         tracing::warn!(
             clients = clients.connected.load(Relaxed),
-            "shutdown_timeout_ms elapsed with clients still connected; exiting"
+            "drain ended (shutdown_timeout_ms elapsed, or a second signal) with clients still connected; exiting"
         );
     }
     Ok(())
@@ -177,12 +177,22 @@ async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, _pools: &Ar
     }
 }
 
+/// The first SIGTERM or SIGINT starts the drain; a second one ends it at once (the
+/// transactions still running are rolled back by PostgreSQL as their connections close),
+/// since an operator who asks twice, or presses Ctrl-C twice, does not mean to wait for
+/// `shutdown_timeout_ms`.
 async fn signals(shutdown: Shutdown, (mut term, mut int): (Signal, Signal)) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.trigger();
+    let second = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::warn!("second signal ({second}): not waiting for running transactions; exiting");
+    shutdown.abandon();
 }
 
 /// SIGUSR1 pauses every pool and SIGUSR2 resumes them, as PgBouncer's signals do: while

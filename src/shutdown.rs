@@ -19,6 +19,8 @@ pub struct Shutdown {
     /// Set with the token: every client reads it once per transaction, and the token's own
     /// check takes a lock.
     stopping: Arc<AtomicBool>,
+    /// Ends [`Shutdown::drain`] before its grace: the operator asked twice.
+    abandon: CancellationToken,
 }
 
 impl Shutdown {
@@ -59,12 +61,20 @@ impl Shutdown {
         &self.tracker
     }
 
-    /// Waits for every tracked task, at most `grace`. Returns whether all finished.
+    /// Waits for every tracked task, at most `grace` and not past [`Shutdown::abandon`].
+    /// Returns whether all finished.
     pub async fn drain(&self, grace: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok()
+        tokio::select! {
+            finished = tokio::time::timeout(grace, self.tracker.wait()) => finished.is_ok(),
+            () = self.abandon.cancelled() => self.tracker.is_empty(),
+        }
+    }
+
+    /// Ends a drain at once, as its grace running out would (a second SIGTERM or SIGINT:
+    /// an operator who asks twice does not want to wait `shutdown_timeout_ms`).
+    pub fn abandon(&self) {
+        self.abandon.cancel();
     }
 }
 

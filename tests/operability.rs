@@ -8,7 +8,9 @@ mod common;
 use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
 use common::{metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_launch-proxy");
 
@@ -390,4 +392,97 @@ async fn metrics_are_strict_prometheus_text_after_churn() {
         let (now, then) = (now.parse::<f64>().unwrap(), v.parse::<f64>().unwrap());
         assert!(now >= then, "{series} went down");
     }
+}
+
+/// SIGTERM drains; a second SIGTERM (or SIGINT: Ctrl-C twice) while the drain waits says
+/// "stop now", as most daemons read it. It was ignored, not even logged: the proxy went
+/// on waiting for the whole shutdown_timeout_ms and only SIGKILL ended it sooner. Now it
+/// stops waiting, its clients' server connections close (PostgreSQL rolls their
+/// transactions back), and it exits 0 as when the timeout ends the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_the_drain() {
+    let pg = PgServer::start();
+    let cfg = proxy_config(&pg, "min_pool_size: 0") + "shutdown_timeout_ms: 25000\n";
+    let mut proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let busy = app(&proxy).await;
+    one(&busy.client, "BEGIN").await;
+    let sleeping = tokio::spawn(async move {
+        let r = busy.client.simple_query("SELECT pg_sleep(10)").await;
+        (busy.task, r.is_ok())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    proxy.sigterm();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(blocking(|| proxy.is_running()), "the first SIGTERM drains");
+    proxy.sigterm();
+    let status = blocking(|| proxy.wait_exit(Duration::from_secs(10)));
+    let status = status.unwrap_or_else(|| {
+        let waited = t0.elapsed();
+        panic!(
+            "still draining {waited:?} after a second SIGTERM; log:\n{}",
+            proxy.log()
+        )
+    });
+    assert!(status.success(), "{status}");
+    let (_, finished) = tokio::time::timeout(LIMIT, sleeping)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!finished, "the statement cannot have finished");
+    let gone = eventually(LIMIT, || pg.server_backend_count("app") == 0);
+    assert!(gone.await, "the transaction's backend stays");
+    assert!(proxy.log().contains("second"), "{}", proxy.log());
+}
+
+/// Under systemd (`Type=notify`) the proxy says READY=1 once it serves and STOPPING=1 as
+/// soon as SIGTERM starts the drain, then exits 0.
+#[test]
+fn systemd_hears_ready_then_stopping() {
+    let pg = PgServer::start();
+    let dir = Dir::new("notify");
+    dir.write("users.yaml", USERS_YAML);
+    let cfg = proxy_config(&pg, "min_pool_size: 0")
+        .replace(
+            "0.0.0.0:6432",
+            &format!("127.0.0.1:{}", common::free_port()),
+        )
+        .replace("127.0.0.1:9127", "");
+    let path = dir.write("lp.yaml", &cfg);
+    let sock = dir.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&sock).unwrap();
+    notify.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", &path])
+        .env("NOTIFY_SOCKET", &sock)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut expect = |what: &str| loop {
+        let mut buf = [0u8; 512];
+        let n = notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {what} ({e}); got {seen:?}"));
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let found = msg.lines().any(|l| l == what);
+        seen.push(msg);
+        if found {
+            return;
+        }
+    };
+    expect("READY=1");
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()));
+    expect("STOPPING=1");
+    let end = Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < end, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(child.wait().unwrap().success());
 }
