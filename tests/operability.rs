@@ -94,10 +94,9 @@ fn role_timeouts_postgresql_refuses_are_config_errors() {
         ("statement_timeout_ms", "3000000000"),
         ("idle_in_transaction_timeout_ms", "2147483648"),
     ] {
-        let role = format!(
-            "{{ command_timeout_ms: 0, statement_timeout_ms: 0, idle_in_transaction_timeout_ms: 0 }}"
-        )
-        .replace(&format!("{key}: 0"), &format!("{key}: {value}"));
+        let role =
+            "{ command_timeout_ms: 0, statement_timeout_ms: 0, idle_in_transaction_timeout_ms: 0 }"
+                .replace(&format!("{key}: 0"), &format!("{key}: {value}"));
         let cfg = dir.write("lp.yaml", &format!("{BASE}roles:\n  read: {role}\n"));
         for mode in ["--check-config", "--config"] {
             let (code, stdout, stderr) = run(&[mode, &cfg]);
