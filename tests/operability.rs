@@ -485,3 +485,29 @@ fn systemd_hears_ready_then_stopping() {
     }
     assert!(child.wait().unwrap().success());
 }
+
+/// `/health` said "ok" whatever PostgreSQL did. It is 503, naming the pool and the error,
+/// while a pool's server logins fail, and "ok" again once the server is back, even for a
+/// pool no client uses meanwhile (min_pool_size 0: nothing else would try a login, and a
+/// load balancer that believes the 503 sends no client that would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_server() {
+    let mut pg = PgServer::start();
+    let cfg = proxy_config(
+        &pg,
+        "min_pool_size: 0\nacquire_timeout_ms: 500\nreserve_pool_timeout_ms: 200",
+    );
+    let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let c = app(&proxy).await;
+    assert_eq!(one(&c.client, "SELECT 1").await, "1");
+    let health = || blocking(|| proxy.http_get("/health"));
+    assert_eq!(health(), (200, "ok\n".to_owned()));
+    blocking(|| pg.stop());
+    assert!(try_col(&c.client, "SELECT 2").await.is_err(), "no server");
+    let (status, body) = health();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("pool \"app\""), "{body}");
+    blocking(|| pg.restart());
+    let back = eventually(LIMIT, || proxy.http_get("/health").0 == 200).await;
+    assert!(back, "{:?}", health());
+}

@@ -1,4 +1,5 @@
 //! A deliberately tiny HTTP/1.1 listener: `GET /metrics` and `GET /health`, nothing else.
+//! `/health` is 200 `ok`, or 503 naming the pools whose latest server login failed.
 //! Scrapes are rare and small, so one request per connection is enough.
 
 use super::{publish, MetricsContext};
@@ -60,7 +61,10 @@ async fn respond(mut stream: TcpStream, ctx: &MetricsContext) -> std::io::Result
             super::render_wait_histograms(&ctx.pools, &mut body);
             ("200 OK", "text/plain; version=0.0.4", body)
         }
-        (b"GET", b"/health") => ("200 OK", "text/plain", "ok\n".to_owned()),
+        (b"GET", b"/health") => match server_error(&ctx.pools) {
+            None => ("200 OK", "text/plain", "ok\n".to_owned()),
+            Some(e) => ("503 Service Unavailable", "text/plain", e),
+        },
         (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => (
             "405 Method Not Allowed",
@@ -75,4 +79,17 @@ async fn respond(mut stream: TcpStream, ctx: &MetricsContext) -> std::io::Result
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// What `/health` reports besides "ok": the pools whose latest server login failed. It
+/// said "ok" whatever PostgreSQL did, so a load balancer or an operator checking it kept
+/// sending clients to a proxy that answered every one with 57P03. A pool learns of an
+/// outage when it next needs a connection (a client's transaction, `min_pool_size`), and
+/// recovers with its next successful login.
+fn server_error(pools: &crate::pool::PoolSet) -> Option<String> {
+    let failing: String = pools
+        .iter()
+        .filter_map(|p| Some(format!("pool \"{}\": {}\n", p.name, p.server_error()?)))
+        .collect();
+    (!failing.is_empty()).then(|| format!("PostgreSQL unavailable\n{failing}"))
 }

@@ -94,6 +94,13 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             .saturating_sub(st.opening);
         let for_minimum = pool.limits.min.saturating_sub(st.total);
         let mut want = for_waiters.max(for_minimum);
+        if pool.probe.swap(false, std::sync::atomic::Ordering::Relaxed)
+            && st.last_error.is_some()
+            && st.opening == 0
+        {
+            // `/health` asks whether the server is back (`Pool::server_error`).
+            want = want.max(1);
+        }
         if !has_credentials {
             if want > 0 && st.last_error.is_none() {
                 st.last_error = Some(super::ConnectError::NoCredentials.to_string());

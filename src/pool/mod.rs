@@ -134,6 +134,8 @@ pub struct Pool {
     params: Mutex<Option<ServerParams>>,
     db: Arc<DbCount>,
     wake: Notify,
+    /// Set by `/health` while the latest login failed: the manager tries one more.
+    probe: std::sync::atomic::AtomicBool,
     next_conn_id: AtomicU64,
     shutdown: Shutdown,
 }
@@ -521,6 +523,22 @@ impl Pool {
         (st.total, st.idle.len(), st.opening, st.waiters.len())
     }
 
+    /// Why the pool's most recent server login failed, while no later one succeeded; `None`
+    /// also for a pool that waits for its first client's SCRAM keys (not a server fault).
+    /// Each call while it is `Some` has the manager try one login, so that a pool nobody
+    /// uses (no waiters, its minimum met or 0) learns that the server is back: without
+    /// it `/health` reported a recovered server as down until a client came, which one
+    /// held out by that very report never would.
+    pub fn server_error(&self) -> Option<String> {
+        let e = self.state.lock().last_error.clone()?;
+        if e == ConnectError::NoCredentials.to_string() {
+            return None;
+        }
+        self.probe.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.wake();
+        Some(e)
+    }
+
     /// Statements counted against `max_active` now, and whether the gate stands open
     /// because most recent statements ran long.
     pub fn gate_state(&self) -> (usize, bool) {
@@ -629,6 +647,7 @@ impl PoolSet {
             params: Mutex::new(None),
             db: db.clone(),
             wake: Notify::new(),
+            probe: Default::default(),
             next_conn_id: AtomicU64::new(1),
             name,
             shutdown: shutdown.clone(),
