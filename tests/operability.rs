@@ -511,3 +511,20 @@ async fn health_follows_the_server() {
     let back = eventually(LIMIT, || proxy.http_get("/health").0 == 200).await;
     assert!(back, "{:?}", health());
 }
+
+/// Every `--check-config` warning is one readable line: the statement-guard warning had a
+/// run of 14 spaces in its middle (a string literal broken across lines without `\`).
+#[test]
+fn check_config_warnings_have_no_stray_whitespace() {
+    let dir = Dir::new("guard");
+    dir.write("users.yaml", USERS_YAML);
+    let cfg = dir.write(
+        "lp.yaml",
+        &format!("{BASE}tenant: {{ statement_guard: false }}\n"),
+    );
+    let (code, _, stderr) = run(&["--check-config", &cfg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let guard = stderr.lines().find(|l| l.contains("statement_guard"));
+    let guard = guard.unwrap_or_else(|| panic!("no statement_guard warning:\n{stderr}"));
+    assert!(!guard.contains("  "), "{guard:?}");
+}

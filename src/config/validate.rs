@@ -291,7 +291,8 @@ pub(super) fn validate(
     }
     if !config.tenant.statement_guard {
         warn(
-            "tenant.statement_guard is off: clients may SET, RESET or set_config the tenant settings;              only the database's signature check still isolates tenants"
+            "tenant.statement_guard is off: clients may SET, RESET or set_config the tenant settings; \
+             only the database's signature check still isolates tenants"
                 .to_owned(),
         );
     }
