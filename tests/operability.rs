@@ -528,3 +528,30 @@ fn check_config_warnings_have_no_stray_whitespace() {
     let guard = guard.unwrap_or_else(|| panic!("no statement_guard warning:\n{stderr}"));
     assert!(!guard.contains("  "), "{guard:?}");
 }
+
+/// The metrics listener used to close at SIGTERM: through the drain (up to
+/// shutdown_timeout_ms, 30 s by default) every scrape failed, just while an operator
+/// watches the clients go. It answers until the process exits: /metrics shows the client
+/// still in its transaction, and /health says 503 "shutting down" so that a load balancer
+/// sends nobody new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_answer_during_the_drain() {
+    let pg = PgServer::start();
+    let cfg = proxy_config(&pg, "min_pool_size: 0") + "shutdown_timeout_ms: 20000\n";
+    let mut proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let busy = app(&proxy).await;
+    one(&busy.client, "BEGIN").await;
+    one(&busy.client, "SELECT 1").await;
+    proxy.sigterm();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(blocking(|| proxy.is_running()), "drains");
+    let body = blocking(|| proxy.metrics());
+    check_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(metric(&body, "launch_proxy_clients_connected", &[]), 1.0);
+    let (status, text) = blocking(|| proxy.http_get("/health"));
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("shutting down"), "{text}");
+    one(&busy.client, "COMMIT").await;
+    let status = blocking(|| proxy.wait_exit(LIMIT)).expect("exits once drained");
+    assert!(status.success(), "{status}");
+}

@@ -1,6 +1,11 @@
 //! A deliberately tiny HTTP/1.1 listener: `GET /metrics` and `GET /health`, nothing else.
-//! `/health` is 200 `ok`, or 503 naming the pools whose latest server login failed.
-//! Scrapes are rare and small, so one request per connection is enough.
+//! `/health` is 200 `ok`, or 503 naming the pools whose latest server login failed, or
+//! saying that the proxy drains. Scrapes are rare and small, so one request per connection
+//! is enough.
+//!
+//! The listener serves until the process exits, through the drain after SIGTERM (up to
+//! `shutdown_timeout_ms`): it used to close at SIGTERM, so the drain, the very moment an
+//! operator watches clients and transactions go down, was a gap in every graph.
 
 use super::{publish, MetricsContext};
 use crate::shutdown::Shutdown;
@@ -10,35 +15,33 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub async fn serve(listener: TcpListener, ctx: Arc<MetricsContext>, shutdown: Shutdown) {
-    let upkeep = {
-        let handle = ctx.handle.clone();
+    let handle = ctx.handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            handle.run_upkeep();
+        }
+    });
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, typically: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
-                    _ = shutdown.triggered() => return,
-                }
-            }
-        })
-    };
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(10), respond(stream, &ctx)).await;
-                    });
-                }
-            }
-            _ = shutdown.triggered() => break,
-        }
+            let answer = respond(stream, &ctx, &shutdown);
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
+        });
     }
-    upkeep.abort();
 }
 
-async fn respond(mut stream: TcpStream, ctx: &MetricsContext) -> std::io::Result<()> {
+async fn respond(
+    mut stream: TcpStream,
+    ctx: &MetricsContext,
+    shutdown: &Shutdown,
+) -> std::io::Result<()> {
     let mut req = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -61,6 +64,11 @@ async fn respond(mut stream: TcpStream, ctx: &MetricsContext) -> std::io::Result
             super::render_wait_histograms(&ctx.pools, &mut body);
             ("200 OK", "text/plain; version=0.0.4", body)
         }
+        (b"GET", b"/health") if shutdown.is_triggered() => (
+            "503 Service Unavailable",
+            "text/plain",
+            "shutting down: draining running transactions\n".to_owned(),
+        ),
         (b"GET", b"/health") => match server_error(&ctx.pools) {
             None => ("200 OK", "text/plain", "ok\n".to_owned()),
             Some(e) => ("503 Service Unavailable", "text/plain", e),
