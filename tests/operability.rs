@@ -555,3 +555,48 @@ async fn metrics_and_health_answer_during_the_drain() {
     let status = blocking(|| proxy.wait_exit(LIMIT)).expect("exits once drained");
     assert!(status.success(), "{status}");
 }
+
+/// Every server connection that opened and closed is counted in
+/// `launch_proxy_server_connections_closed_total` once, under some reason: one lost in the
+/// middle of a client's statement (its backend terminated) counted under none before, so
+/// opened minus closed drifted above the connections open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_closed_server_connection_is_counted() {
+    let pg = PgServer::start();
+    let proxy = ProxyProcess::start(&proxy_config(&pg, "min_pool_size: 0"), USERS_YAML);
+    let c = app(&proxy).await;
+    let client = c.client;
+    let q = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    let running = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' \
+                   AND query LIKE '%SELECT pg_sleep(60)'";
+    assert!(eventually(LIMIT, || pg.psql("launch", running) == "1").await);
+    pg.psql(
+        "launch",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename = 'app' AND query LIKE '%SELECT pg_sleep(60)'",
+    );
+    let r = tokio::time::timeout(LIMIT, q)
+        .await
+        .expect("hangs")
+        .unwrap();
+    assert!(r.is_err(), "the statement's backend was terminated");
+    assert_eq!(one(&app(&proxy).await.client, "SELECT 1").await, "1");
+    let balanced = || {
+        let m = proxy.metrics();
+        let opened = metric(
+            &m,
+            "launch_proxy_server_connects_total",
+            &[("pool", "app"), ("result", "ok")],
+        );
+        let closed = total(&m, "launch_proxy_server_connections_closed_total");
+        let open = total(&m, "launch_proxy_server_connections");
+        let other = metric(
+            &m,
+            "launch_proxy_server_connections_closed_total",
+            &[("pool", "app"), ("reason", "other")],
+        );
+        opened >= 2.0 && opened - closed == open && other == 1.0
+    };
+    let seen = eventually(LIMIT, || blocking(balanced)).await;
+    assert!(seen, "opened - closed != open:\n{}", proxy.metrics());
+}

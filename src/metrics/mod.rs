@@ -130,7 +130,11 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
             counter!(names::SERVER_CONNECTS, "pool" => name.clone(), "result" => result)
                 .absolute(v.load(Relaxed));
         }
-        for (reason, v) in [("idle", &s.closed_idle), ("retired", &s.closed_retired)] {
+        for (reason, v) in [
+            ("idle", &s.closed_idle),
+            ("retired", &s.closed_retired),
+            ("other", &s.closed_other),
+        ] {
             counter!(names::SERVER_CLOSED, "pool" => name.clone(), "reason" => reason)
                 .absolute(v.load(Relaxed));
         }

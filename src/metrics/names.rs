@@ -33,5 +33,9 @@ pub const ACQUIRE_TIMEOUTS: &str = "launch_proxy_acquire_timeouts_total";
 /// Queued checkouts ended by the client's CancelRequest before their statement was sent.
 pub const WAITS_CANCELLED: &str = "launch_proxy_waits_cancelled_total";
 pub const SERVER_CONNECTS: &str = "launch_proxy_server_connects_total";
+/// Server connections closed, by `reason`: `idle` (idle or server lifetime, broken while
+/// idle, pool paused), `retired` (server_max_uses or lifetime at release), `other` (lost or
+/// left in an unknown state by a transaction, yielded to another pool). Connects minus
+/// these is the connections open.
 pub const SERVER_CLOSED: &str = "launch_proxy_server_connections_closed_total";
 pub const GUARD_VIOLATIONS: &str = "launch_proxy_guard_violations_total";

@@ -165,6 +165,9 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
     }
     if !expired.is_empty() {
         PoolStats::add(&pool.stats.closed_idle, expired.len() as u64);
+        for c in &mut expired {
+            c.slot.counted = true;
+        }
         if paused {
             tracing::info!(pool = %pool.name, count = expired.len(), "closing idle server connections: the pool is paused");
         } else {

@@ -354,6 +354,7 @@ impl Pool {
             st.admit();
             drop(st);
             PoolStats::add(&self.stats.closed_retired, 1);
+            conn.slot.counted = true;
             tracing::debug!(pool = %self.name, conn = conn.id, uses = conn.uses, "retiring server connection");
             drop(conn);
             return;
@@ -488,7 +489,10 @@ impl Pool {
         }
     }
 
-    fn free_slot(&self, ticket: Option<gate::Ticket>) {
+    fn free_slot(&self, ticket: Option<gate::Ticket>, counted: bool) {
+        if !counted {
+            PoolStats::add(&self.stats.closed_other, 1);
+        }
         {
             let mut st = self.state.lock();
             st.total -= 1;

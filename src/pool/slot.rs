@@ -13,6 +13,9 @@ pub(super) struct Slot {
     pool_name: Arc<str>,
     /// Its place in the pool's active-statement gate while a statement runs on it.
     pub(super) ticket: Option<super::gate::Ticket>,
+    /// Its closing was counted under a reason of its own (idle, retired); any other
+    /// closing counts as `other` when the slot is freed.
+    pub(super) counted: bool,
 }
 
 impl Slot {
@@ -22,6 +25,7 @@ impl Slot {
             pool: Arc::downgrade(pool),
             pool_name: pool.name.clone(),
             ticket: None,
+            counted: false,
         }
     }
 
@@ -33,7 +37,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.upgrade() {
-            pool.free_slot(self.ticket.take());
+            pool.free_slot(self.ticket.take(), self.counted);
         }
     }
 }

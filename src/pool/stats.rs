@@ -20,6 +20,10 @@ pub struct PoolStats {
     pub waits_withdrawn: AtomicU64,
     pub closed_idle: AtomicU64,
     pub closed_retired: AtomicU64,
+    /// Closed for any other reason: lost or left in an unknown state by a transaction,
+    /// yielded to another pool at `max_db_connections`, found stale at a checkout. With
+    /// the two above, every connection that opened and closed is counted once.
+    pub closed_other: AtomicU64,
     /// How long checkouts waited for a connection.
     pub wait: WaitHistogram,
 }
