@@ -121,6 +121,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             clients = clients.connected.load(Relaxed),
             "drain ended (shutdown_timeout_ms elapsed, or a second signal) with clients still connected; exiting"
         );
+        // Bounded: each cancel waits at most CANCEL_SETTLE, and they go out together.
+        let cancelled = tokio::time::timeout(CANCELS_AT_EXIT, ctx.cancels.cancel_all_running())
+            .await
+            .unwrap_or(0);
+        if cancelled > 0 {
+            tracing::warn!(cancelled, "cancelled the statements still running");
+        }
     }
     Ok(())
 }
@@ -181,6 +188,9 @@ async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, _pools: &Ar
 /// transactions still running are rolled back by PostgreSQL as their connections close),
 /// since an operator who asks twice, or presses Ctrl-C twice, does not mean to wait for
 /// `shutdown_timeout_ms`.
+/// How long the cancels of the statements still running at exit may take.
+const CANCELS_AT_EXIT: Duration = Duration::from_secs(3);
+
 async fn signals(shutdown: Shutdown, (mut term, mut int): (Signal, Signal)) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),

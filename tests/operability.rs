@@ -396,8 +396,10 @@ async fn metrics_are_strict_prometheus_text_after_churn() {
 /// SIGTERM drains; a second SIGTERM (or SIGINT: Ctrl-C twice) while the drain waits says
 /// "stop now", as most daemons read it. It was ignored, not even logged: the proxy went
 /// on waiting for the whole shutdown_timeout_ms and only SIGKILL ended it sooner. Now it
-/// stops waiting, its clients' server connections close (PostgreSQL rolls their
-/// transactions back), and it exits 0 as when the timeout ends the drain.
+/// stops waiting, cancels the statements still running (PostgreSQL would notice the closed
+/// connection only when a statement ends), its clients' server connections close
+/// (PostgreSQL rolls their transactions back), and it exits 0 as when the timeout ends the
+/// drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_ends_the_drain() {
     let pg = PgServer::start();
@@ -406,7 +408,7 @@ async fn a_second_sigterm_ends_the_drain() {
     let busy = app(&proxy).await;
     one(&busy.client, "BEGIN").await;
     let sleeping = tokio::spawn(async move {
-        let r = busy.client.simple_query("SELECT pg_sleep(10)").await;
+        let r = busy.client.simple_query("SELECT pg_sleep(300)").await;
         (busy.task, r.is_ok())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -429,9 +431,18 @@ async fn a_second_sigterm_ends_the_drain() {
         .unwrap()
         .unwrap();
     assert!(!finished, "the statement cannot have finished");
+    // The statement is cancelled as the proxy exits: its backend does not run on for
+    // the rest of its five minutes.
     let gone = eventually(LIMIT, || pg.server_backend_count("app") == 0);
     assert!(gone.await, "the transaction's backend stays");
     assert!(proxy.log().contains("second"), "{}", proxy.log());
+    assert!(
+        proxy
+            .log()
+            .contains("cancelled the statements still running"),
+        "{}",
+        proxy.log()
+    );
 }
 
 /// Under systemd (`Type=notify`) the proxy says READY=1 once it serves and STOPPING=1 as

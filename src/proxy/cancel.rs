@@ -274,6 +274,32 @@ impl CancelRegistry {
         expired
     }
 
+    /// Cancels every statement running on a server connection, when a drain ends before
+    /// its clients did (its time ran out, or a second SIGTERM): the process exits next, and
+    /// PostgreSQL notices a closed connection only when it next reads or writes it, so a
+    /// long statement would run on, holding its locks, after the proxy was gone. Returns
+    /// how many were cancelled.
+    pub async fn cancel_all_running(self: &Arc<Self>) -> usize {
+        let running: Vec<Arc<CancelTarget>> = self
+            .targets
+            .lock()
+            .by_pid
+            .values()
+            .filter(|t| unpack(t.server.load(Ordering::SeqCst)).is_some())
+            .cloned()
+            .collect();
+        let mut sent = tokio::task::JoinSet::new();
+        for target in running {
+            let registry = self.clone();
+            sent.spawn(async move { registry.cancel_running(&target).await });
+        }
+        let mut cancelled = 0;
+        while let Some(r) = sent.join_next().await {
+            cancelled += usize::from(r.unwrap_or(false));
+        }
+        cancelled
+    }
+
     /// Cancels whatever the target's client runs now (a client's CancelRequest): the
     /// statement on its server, or the one waiting in its pool's queue.
     pub async fn cancel_running(&self, target: &CancelTarget) -> bool {
