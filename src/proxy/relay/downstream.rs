@@ -475,7 +475,7 @@ fn account(
                 front.action = Action::Pass;
             }
             if is_prelude {
-                return Err(Stop::Prelude(fields::summary(body)));
+                return Err(switch_failed(body));
             }
             let mut shift = None;
             if let Action::Carried {
@@ -495,7 +495,7 @@ fn account(
                     let refused_whole =
                         *skip == *of && fields::position(body).is_some_and(|p| p > u64::from(*by));
                     if !refused_whole {
-                        return Err(Stop::Prelude(fields::summary(body)));
+                        return Err(switch_failed(body));
                     }
                     *skip = 0;
                 }
@@ -600,6 +600,17 @@ fn account(
             }
             Ok(drop_it.then(|| swallow(false)))
         }
+    }
+}
+
+/// What the tenant switch's error means. Under `exit_on_error` every error of the switch
+/// is FATAL; one of class 57P (a terminated backend, PostgreSQL shutting down or
+/// crashing) or 08 is the server going away under it, as it could under any statement: the
+/// client gets 08006, not the XX000 and alarm of a switch the server refused.
+fn switch_failed(body: &[u8]) -> Stop {
+    match fields::sqlstate(body) {
+        Some([b'5', b'7', b'P', ..] | [b'0', b'8', ..]) => Stop::ServerGone { fatal_sent: false },
+        _ => Stop::Prelude(fields::summary(body)),
     }
 }
 

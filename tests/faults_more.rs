@@ -1,0 +1,238 @@
+//! More faults against a real PostgreSQL: server connections terminated while the proxy
+//! runs its own statements on them (the tenant switch), a
+//! PostgreSQL at its max_connections, server-side idle_session_timeout, and a restart
+//! under an open transaction. Each client gets an error with the right SQLSTATE (never the
+//! proxy's XX000 "could not apply the tenant" for a server that simply went away), the
+//! proxy keeps serving, and the next transactions run under the right tenant.
+
+mod common;
+
+use common::client::{app, blocking, eventually, one, try_col, LIMIT};
+use common::raw::*;
+use common::{error_field, metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
+use std::process::Command;
+use std::time::Duration;
+
+const KEY: &str = "5f3c9a0e7b1d24c6a8e0f2b4d6c8e1a3957b3d1f0c2e4a6b8d0f1e3c5a7b9d2e";
+const T1: &str = "01JBXTENANT1000000000000T1";
+/// PostgreSQL with the schema and tenant T1; the proxy with one server connection, md5
+/// users `app` (no tenant) and `t1m` (tenant T1), the tenant's status checked
+/// (`status_cache_ms: 0`: before every transaction) when `check_status`.
+fn start(check_status: bool) -> (PgServer, ProxyProcess) {
+    let pg = PgServer::with_tenant(KEY, T1);
+    let pool = "default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
+                acquire_timeout_ms: 10000";
+    let config = proxy_config(&pg, pool)
+        + &format!(
+            "tenant: {{ signing_key: \"{KEY}\", check_status: {check_status}, status_cache_ms: 0 }}\n"
+        );
+    let users = format!(
+        "{MD5_USERS}  t1m: {{ password: \"t1mpw\", role: write, tenant: \"{T1}\", server_user: app, auth: md5 }}\n"
+    );
+    let proxy = ProxyProcess::start(&config, &users);
+    (pg, proxy)
+}
+
+/// Sends `signal` to process `pid` (a PostgreSQL backend).
+fn signal(pid: &str, signal: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", signal, pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -s {signal} {pid} failed");
+}
+
+/// Messages until ReadyForQuery or until the proxy closes the connection.
+fn until_z_or_eof(c: &mut Raw) -> Vec<Msg> {
+    let mut out = Vec::new();
+    while let Some(m) = c.recv() {
+        let z = m.0 == b'Z';
+        out.push(m);
+        if z {
+            break;
+        }
+    }
+    out
+}
+
+/// The SQLSTATE of the first ErrorResponse in `msgs`.
+fn first_error(msgs: &[Msg]) -> Option<String> {
+    let (_, body) = msgs.iter().find(|(t, _)| *t == b'E')?;
+    error_field(body, b'C')
+}
+
+/// A server connection that goes away (terminated, PostgreSQL stopping) is what PostgreSQL
+/// tells a client as 57P01 and the proxy as 08006; never the XX000 of a refused tenant.
+fn server_went_away(code: Option<&str>) -> bool {
+    matches!(code, Some("08006" | "57P01"))
+}
+
+/// The pooled backend is stopped (SIGSTOP) and terminated while stopped; the client's
+/// next transaction needs the tenant switch, which the proxy writes to that backend; the
+/// backend resumes and, before reading anything, exits with FATAL 57P01. The switch's
+/// "error" is the server going away, not a refusal of the tenant settings: the client gets
+/// 08006/57P01, no "refused the tenant settings" alarm is logged, and the next clients
+/// run on a new connection under their own tenants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_terminated_under_the_tenant_switch_is_a_lost_server() {
+    let (pg, proxy) = start(false);
+    // Carried: a plain SELECT takes the switch in front of its SQL. Standalone: the
+    // extended protocol gets the switch as a Query of its own.
+    for (how, statement) in [
+        ("carried", q("SELECT 'mine'")),
+        ("standalone", [pbe("SELECT 'mine'", &[]), sync()].concat()),
+    ] {
+        let mut t1 = Raw::login(proxy.port, "t1m", "t1mpw");
+        let pid = t1.col0("SELECT pg_backend_pid()").remove(0);
+        let mut other = Raw::login(proxy.port, "app", "apppw");
+        signal(&pid, "STOP");
+        let terminated = pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
+        assert_eq!(terminated, "t", "{how}");
+        other.send(&statement);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        signal(&pid, "CONT");
+        let reply = blocking(|| until_z_or_eof(&mut other));
+        let code = first_error(&reply);
+        assert!(
+            server_went_away(code.as_deref()),
+            "{how}: the client got {} (SQLSTATE {code:?})",
+            sum(&reply)
+        );
+        assert!(
+            !proxy.log().contains("refused the tenant settings"),
+            "{how}: a terminated backend was logged as a tenant refusal:\n{}",
+            proxy.log()
+        );
+        // The proxy serves on: each client sees its own tenant on a new connection.
+        let mut fresh = Raw::login(proxy.port, "app", "apppw");
+        assert_eq!(
+            fresh.col0("SELECT coalesce(current_setting('app.tenant_id', true), '')"),
+            [""],
+            "{how}"
+        );
+        let mut t1 = Raw::login(proxy.port, "t1m", "t1mpw");
+        assert_eq!(
+            t1.col0("SELECT current_setting('app.tenant_id')"),
+            [T1],
+            "{how}"
+        );
+        drop((t1, fresh));
+    }
+}
+
+/// A transaction open when PostgreSQL restarts is never reported committed: its COMMIT
+/// (or the client's connection) fails, the row is not there, and new clients work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_after_a_restart_is_never_reported_as_success() {
+    let mut pg = PgServer::start();
+    pg.psql(
+        "launch",
+        "CREATE TABLE t (id int); GRANT ALL ON t TO app; CHECKPOINT;",
+    );
+    let cfg = proxy_config(&pg, "min_pool_size: 2\nacquire_timeout_ms: 20000");
+    let mut proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    for kill in [false, true] {
+        let c = app(&proxy).await;
+        one(&c.client, "BEGIN").await;
+        one(&c.client, "INSERT INTO t VALUES (1)").await;
+        blocking(|| if kill { pg.kill() } else { pg.stop() });
+        blocking(|| pg.restart());
+        let commit = tokio::time::timeout(LIMIT, c.client.simple_query("COMMIT"))
+            .await
+            .expect("COMMIT hangs after the restart");
+        assert!(
+            commit.is_err(),
+            "kill={kill}: COMMIT of a rolled-back transaction reported success"
+        );
+        assert_eq!(pg.psql("launch", "SELECT count(*) FROM t"), "0");
+        assert!(proxy.is_running());
+        assert_eq!(one(&app(&proxy).await.client, "SELECT 1").await, "1");
+    }
+    let zero = eventually(LIMIT, || {
+        let m = proxy.metrics();
+        let l = |s| [("pool", "app"), ("state", s)];
+        metric(&m, "launch_proxy_client_connections", &l("active")) == 0.0
+            && metric(&m, "launch_proxy_client_connections", &l("waiting")) == 0.0
+    })
+    .await;
+    assert!(zero, "client gauges stuck: {}", proxy.metrics());
+}
+
+/// PostgreSQL at its max_connections refuses the proxy's login with its own 53300: a
+/// client that needs a new server connection gets an answer within acquire_timeout_ms
+/// naming it, clients on open connections are unaffected, and once a slot frees the
+/// proxy opens its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_at_max_connections_refuses_with_a_clear_error() {
+    let pg = PgServer::start_with("max_connections = 6\nsuperuser_reserved_connections = 3");
+    let pool = "default_pool_size: 3\nmin_pool_size: 0\nreserve_pool_size: 0\n\
+                acquire_timeout_ms: 2000\nconnect_retry_interval_ms: 100";
+    let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS_YAML);
+    let holder = app(&proxy).await;
+    one(&holder.client, "BEGIN").await;
+    // Take the remaining non-superuser slots directly.
+    let mut direct = Vec::new();
+    for _ in 0..2 {
+        let (client, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=app_ro password=approp dbname=launch",
+                pg.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("a direct connection");
+        tokio::spawn(conn);
+        direct.push(client);
+    }
+    let waiter = app(&proxy).await;
+    let err = try_col(&waiter.client, "SELECT 1")
+        .await
+        .expect_err("no server connection can be opened");
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(db.code().code(), "57P03", "{db:?}");
+    assert!(db.detail().unwrap_or("").contains("(53300)"), "{db:?}");
+    assert_eq!(one(&holder.client, "SELECT 2").await, "2");
+    one(&holder.client, "COMMIT").await;
+    drop(direct);
+    assert_eq!(one(&app(&proxy).await.client, "SELECT 3").await, "3");
+}
+
+/// PostgreSQL's idle_session_timeout closes pooled connections while they idle (FATAL
+/// 57P05): the proxy never hands one of those to a client, whose transactions all succeed
+/// on new connections, and the connection gauges stay sane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_idle_session_timeout_is_absorbed() {
+    let pg = PgServer::start_with("idle_session_timeout = '700ms'");
+    let pool = "default_pool_size: 4\nmin_pool_size: 2\nacquire_timeout_ms: 10000";
+    let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS_YAML);
+    let mut tasks = Vec::new();
+    for i in 0..3u64 {
+        let c = app(&proxy).await;
+        tasks.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            for round in 0..5u64 {
+                tokio::time::sleep(Duration::from_millis(500 + (i * 150 + round * 170) % 500))
+                    .await;
+                if let Err(e) = try_col(&c.client, "SELECT 1").await {
+                    errors.push(format!("{e:?}"));
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        errors.extend(t.await.unwrap());
+    }
+    assert!(errors.is_empty(), "{errors:#?}");
+    let m = blocking(|| proxy.metrics());
+    for state in ["active", "idle", "opening"] {
+        let v = metric(
+            &m,
+            "launch_proxy_server_connections",
+            &[("pool", "app"), ("state", state)],
+        );
+        assert!((0.0..=4.0).contains(&v), "{state} = {v}: {m}");
+    }
+}
