@@ -1,5 +1,5 @@
 //! More faults against a real PostgreSQL: server connections terminated while the proxy
-//! runs its own statements on them (the tenant switch), a
+//! runs its own statements on them (the tenant switch, the tenant status lookup), a
 //! PostgreSQL at its max_connections, server-side idle_session_timeout, and a restart
 //! under an open transaction. Each client gets an error with the right SQLSTATE (never the
 //! proxy's XX000 "could not apply the tenant" for a server that simply went away), the
@@ -10,11 +10,16 @@ mod common;
 use common::client::{app, blocking, eventually, one, try_col, LIMIT};
 use common::raw::*;
 use common::{error_field, metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 const KEY: &str = "5f3c9a0e7b1d24c6a8e0f2b4d6c8e1a3957b3d1f0c2e4a6b8d0f1e3c5a7b9d2e";
 const T1: &str = "01JBXTENANT1000000000000T1";
+/// The pid of the backend of `app` waiting on a lock ("" if none).
+const LOCK_WAITER: &str = "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity \
+                           WHERE wait_event_type = 'Lock' AND usename = 'app'";
+
 /// PostgreSQL with the schema and tenant T1; the proxy with one server connection, md5
 /// users `app` (no tenant) and `t1m` (tenant T1), the tenant's status checked
 /// (`status_cache_ms: 0`: before every transaction) when `check_status`.
@@ -65,6 +70,39 @@ fn first_error(msgs: &[Msg]) -> Option<String> {
 /// tells a client as 57P01 and the proxy as 08006; never the XX000 of a refused tenant.
 fn server_went_away(code: Option<&str>) -> bool {
     matches!(code, Some("08006" | "57P01"))
+}
+
+/// An md5 login that returns the SQLSTATE of a refusal instead of panicking.
+fn try_login(port: u16, user: &str, password: &str) -> Result<Raw, String> {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut body = vec![0, 3, 0, 0];
+    for part in ["user", user, "database", "launch", ""] {
+        body.extend(z(part));
+    }
+    s.write_all(&[&((body.len() + 4) as i32).to_be_bytes()[..], &body].concat())
+        .unwrap();
+    let mut raw = Raw { s, key: (0, 0) };
+    loop {
+        let Some((tag, b)) = raw.recv() else {
+            return Err("EOF".into());
+        };
+        match (tag, b.get(..4)) {
+            (b'R', Some([0, 0, 0, 5])) => {
+                let inner = hex_md5(&[password.as_bytes(), user.as_bytes()].concat());
+                let outer = hex_md5(&[inner.as_bytes(), &b[4..8]].concat());
+                raw.send(&frame(b'p', &z(&format!("md5{outer}"))));
+            }
+            (b'K', _) => {
+                let word = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
+                raw.key = (word(0), word(4));
+            }
+            (b'Z', _) => return Ok(raw),
+            (b'E', _) => return Err(error_field(&b, b'C').unwrap_or_default()),
+            _ => {}
+        }
+    }
 }
 
 /// The pooled backend is stopped (SIGSTOP) and terminated while stopped; the client's
@@ -118,6 +156,84 @@ async fn a_backend_terminated_under_the_tenant_switch_is_a_lost_server() {
         );
         drop((t1, fresh));
     }
+}
+
+/// Waits until a backend of `app` waits on a lock (the tenant status lookup behind the
+/// locked `tenants`) whose pid is not `not`, terminates it and returns its pid.
+async fn terminate_lookup(pg: &PgServer, not: &str) -> String {
+    let mut pid = String::new();
+    let waits = eventually(LIMIT, || {
+        pid = pg.psql("launch", LOCK_WAITER);
+        !pid.is_empty() && pid != not
+    })
+    .await;
+    assert!(waits, "no lookup waits on the lock");
+    assert_eq!(
+        pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})")),
+        "t"
+    );
+    pid
+}
+
+/// The tenant status lookup waits on a lock (a migration holding `tenants`) and its
+/// backend is terminated meanwhile. The lookup says nothing about the tenant and nothing
+/// of the client's ran: the proxy looks again on another connection, and the client's
+/// statement (or login) goes through once the lock is gone. Terminated twice, the client
+/// gets the server's loss (08006), not XX000 with a hint to apply the migrations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_tenant_status_lookup_is_looked_up_again() {
+    let (pg, proxy) = start(true);
+    let mut c = Raw::login(proxy.port, "t1m", "t1mpw");
+    assert_eq!(c.col0("SELECT 'warm'"), ["warm"]);
+    let su = pg.superuser("launch").await;
+    let lock = "BEGIN; LOCK TABLE public.tenants IN ACCESS EXCLUSIVE MODE";
+
+    // Before a transaction: once, then twice.
+    su.batch_execute(lock).await.unwrap();
+    c.send(&q("SELECT 'mine'"));
+    terminate_lookup(&pg, "").await;
+    su.batch_execute("ROLLBACK").await.unwrap();
+    let reply = blocking(|| until_z_or_eof(&mut c));
+    assert_eq!(col0(&reply), ["mine"], "{}", sum(&reply));
+    su.batch_execute(lock).await.unwrap();
+    c.send(&q("SELECT 'mine'"));
+    let first = terminate_lookup(&pg, "").await;
+    terminate_lookup(&pg, &first).await;
+    let reply = blocking(|| until_z_or_eof(&mut c));
+    su.batch_execute("ROLLBACK").await.unwrap();
+    let code = first_error(&reply);
+    assert!(
+        server_went_away(code.as_deref()),
+        "in a transaction: the client got {} (SQLSTATE {code:?})",
+        sum(&reply)
+    );
+
+    // At login: once, then twice.
+    for times in [1, 2] {
+        su.batch_execute(lock).await.unwrap();
+        let port = proxy.port;
+        let login = tokio::task::spawn_blocking(move || try_login(port, "t1m", "t1mpw"));
+        let pid = terminate_lookup(&pg, "").await;
+        if times == 2 {
+            terminate_lookup(&pg, &pid).await;
+        }
+        su.batch_execute("ROLLBACK").await.unwrap();
+        let result = tokio::time::timeout(LIMIT, login)
+            .await
+            .expect("the login hangs")
+            .unwrap();
+        match (times, result) {
+            (1, Ok(mut c)) => assert_eq!(c.col0("SELECT 'in'"), ["in"]),
+            (2, Err(code)) => assert!(
+                server_went_away(Some(&code)),
+                "at login: the client got SQLSTATE {code:?}"
+            ),
+            (_, r) => panic!("terminated {times} times at login: {:?}", r.map(|_| ())),
+        }
+    }
+
+    let mut c = Raw::login(proxy.port, "t1m", "t1mpw");
+    assert_eq!(c.col0("SELECT current_setting('app.tenant_id')"), [T1]);
 }
 
 /// A transaction open when PostgreSQL restarts is never reported committed: its COMMIT

@@ -15,8 +15,21 @@ pub enum QueryError {
     Io(#[from] std::io::Error),
     #[error("server error: {0}")]
     Server(String),
+    /// The server closed the connection before answering, after the error it sent if any
+    /// (a terminated backend's `FATAL ... (57P01)`).
+    #[error("server closed the connection{}", .0.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    Closed(Option<String>),
     #[error("unexpected reply from the server")]
     Protocol,
+}
+
+impl QueryError {
+    /// Whether the connection went away rather than the server answering with an error
+    /// (terminated, PostgreSQL stopping, a broken socket): the query's answer is unknown,
+    /// and another connection may give it.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, QueryError::Io(_) | QueryError::Closed(_))
+    }
 }
 
 /// Runs `sql` (no parameters: callers embed only validated values) and returns the first
@@ -49,7 +62,7 @@ pub async fn query_scalar_on(
                 buf.reserve(4096);
             }
             if stream.read_buf(buf).await? == 0 {
-                return Err(QueryError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(QueryError::Closed(error));
             }
         };
         let msg = buf.split_to(h.frame_len);

@@ -380,26 +380,35 @@ async fn check_tenant(
     tenant: &crate::tenant::TenantId,
     server_major: u32,
 ) -> Result<(), ClientError> {
-    use super::tenant_status::{refused, Status};
+    use super::tenant_status::{refused, LookupError, Status};
     let (status, _) = match ctx.tenant_status.fresh(tenant) {
         Some(s) => s,
         None => {
-            let mut conn = pool.acquire().await.map_err(|e| {
-                e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms)
-            })?;
-            let mut unanswered = CancelIfDropped {
-                server: &ctx.settings.config.server,
-                key: Some(conn.key),
-            };
-            let result = ctx
-                .tenant_status
-                .refresh(tenant, &mut conn, server_major)
-                .await;
-            unanswered.key = None;
-            if result.is_ok() {
-                pool.release_unused(conn);
+            // A connection lost under the lookup (its backend terminated, PostgreSQL
+            // stopping) says nothing about the tenant: the lookup runs once more on another.
+            let mut lost_before = false;
+            loop {
+                let mut conn = pool.acquire().await.map_err(|e| {
+                    e.to_client_error(&pool.name, ctx.settings.config.pool.acquire_timeout_ms)
+                })?;
+                let mut unanswered = CancelIfDropped {
+                    server: &ctx.settings.config.server,
+                    key: Some(conn.key),
+                };
+                let result = ctx
+                    .tenant_status
+                    .refresh(tenant, &mut conn, server_major)
+                    .await;
+                unanswered.key = None;
+                match result {
+                    Ok(s) => {
+                        pool.release_unused(conn);
+                        break s;
+                    }
+                    Err(LookupError::Lost(_)) if !lost_before => lost_before = true,
+                    Err(e) => return Err(e.to_client_error()),
+                }
             }
-            result?
         }
     };
     match status {

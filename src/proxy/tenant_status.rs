@@ -59,7 +59,7 @@ impl TenantStatusCache {
         tenant: &TenantId,
         conn: &mut ServerConn,
         server_major: u32,
-    ) -> Result<(Status, u64), ClientError> {
+    ) -> Result<(Status, u64), LookupError> {
         let mut sql = crate::tenant::prelude::reset_timeouts_sql(server_major);
         sql.push_str("SELECT launch.tenant_status('");
         sql.push_str(tenant.as_str());
@@ -78,15 +78,8 @@ impl TenantStatusCache {
             Ok(Some(s)) if s == "active" => Status::Active,
             Ok(Some(s)) => Status::Refused(s),
             Ok(None) => Status::Refused("unknown".into()),
-            Err(e) => return Err(ClientError::fatal(
-                ErrorKind::Server,
-                codes::INTERNAL_ERROR,
-                "could not check the tenant's status",
-            )
-            .with_detail(e.to_string())
-            .with_hint(
-                "apply the migrations (launch.tenant_status), or set tenant.check_status: false",
-            )),
+            Err(e) if e.is_connection_lost() => return Err(LookupError::Lost(e)),
+            Err(e) => return Err(LookupError::Failed(e)),
         };
         let now = coarse_now_ms();
         let mut entries = self.entries.lock();
@@ -96,6 +89,43 @@ impl TenantStatusCache {
         }
         entries.insert(*tenant, (status.clone(), now));
         Ok((status, now + self.ttl_ms))
+    }
+}
+
+/// Why a status lookup gave no answer.
+#[derive(Debug)]
+pub enum LookupError {
+    /// The server connection went away under the lookup (its backend terminated,
+    /// PostgreSQL stopping): that says nothing about the tenant, nothing of the client's
+    /// ran on it, and another connection may answer.
+    Lost(QueryError),
+    /// The server answered with an error (no `launch.tenant_status`, ...).
+    Failed(QueryError),
+}
+
+impl LookupError {
+    /// What the client is told: a lost server is 08006, as anywhere else in the proxy, not
+    /// the XX000 (and migrations hint) of a database that cannot answer.
+    pub fn to_client_error(&self) -> ClientError {
+        match self {
+            LookupError::Lost(e) => ClientError::fatal(
+                ErrorKind::Server,
+                codes::CONNECTION_FAILURE,
+                "server closed the connection unexpectedly",
+            )
+            .with_detail(format!(
+                "the server connection was lost while launch-proxy checked the tenant's status ({e}); none of the client's statements ran"
+            )),
+            LookupError::Failed(e) => ClientError::fatal(
+                ErrorKind::Server,
+                codes::INTERNAL_ERROR,
+                "could not check the tenant's status",
+            )
+            .with_detail(e.to_string())
+            .with_hint(
+                "apply the migrations (launch.tenant_status), or set tenant.check_status: false",
+            ),
+        }
     }
 }
 

@@ -77,6 +77,9 @@ enum Stop {
     ServerGone { fatal_sent: bool },
     /// The server refused the tenant prelude.
     Prelude(String),
+    /// The tenant status lookup lost its server before the client's messages went;
+    /// `cancelled`: a client's cancel waited for the lookup.
+    LookupLost { cancelled: bool, error: ClientError },
 }
 
 pub(super) async fn run(
@@ -97,6 +100,8 @@ pub(super) async fn run(
     // wait (each a locked insert into and removal from the token's waiter list).
     let waiter = std::pin::pin!(ctx.shutdown.triggered());
     let mut shutdown = ctx.shutdown.watch(waiter);
+    // The waiting statement lost a connection under its tenant lookup (it gets one more).
+    let mut lookup_retried = false;
     let error = loop {
         if held.is_none() {
             match wait_for_work(client, &mut state, ctx, &mut shutdown).await {
@@ -160,6 +165,7 @@ pub(super) async fn run(
         PoolStats::add(&stats_pool.bytes_from_server, t.bytes_out);
         match result {
             Ok(()) => {
+                lookup_retried = false;
                 stats.transactions += 1;
                 crate::runtime::note_transaction();
                 PoolStats::add(&stats_pool.transactions, 1);
@@ -184,6 +190,13 @@ pub(super) async fn run(
                     break None;
                 }
             }
+            Err(Stop::LookupLost { cancelled, error }) => {
+                let _ = Box::pin(abandon(server, &t, session, ctx)).await;
+                let retry = (cancelled, &mut lookup_retried, error);
+                if let Err(e) = queued::after_lost_lookup(client, ctx, &mut shutdown, retry).await {
+                    break e;
+                }
+            }
             Err(stop) => {
                 // Rare paths are boxed: a client's task is as large as its largest await
                 // point, and thousands of idle clients each keep one.
@@ -193,6 +206,7 @@ pub(super) async fn run(
                     Stop::Client(e) => Some(e),
                     Stop::ServerGone { fatal_sent: true } => None,
                     Stop::ServerGone { fatal_sent: false } => Some(server_lost()),
+                    Stop::LookupLost { error, .. } => Some(error),
                     Stop::Prelude(e) => {
                         tracing::error!(pool = %session.pool.name, error = %e, "the server refused the tenant settings");
                         Some(
@@ -382,7 +396,7 @@ async fn transaction(
         ctx.settings.config.tenant.check_status,
         checked,
     ) {
-        use super::tenant_status::{refused, Status};
+        use super::tenant_status::{refused, LookupError, Status};
         let (status, until) = match ctx.tenant_status.fresh(tenant) {
             Some(s) => s,
             None => {
@@ -391,7 +405,13 @@ async fn transaction(
                 ctx.tenant_status
                     .refresh(tenant, server, session.server_major)
                     .await
-                    .map_err(Stop::Client)?
+                    .map_err(|e| match e {
+                        LookupError::Lost(_) => Stop::LookupLost {
+                            cancelled: target.release_cancels(),
+                            error: e.to_client_error(),
+                        },
+                        LookupError::Failed(_) => Stop::Client(e.to_client_error()),
+                    })?
             }
         };
         if let Status::Refused(s) = status {

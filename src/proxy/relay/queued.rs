@@ -165,6 +165,27 @@ pub(super) async fn answer_cancelled(
     client.write(&out).await.map_err(|_| None)
 }
 
+/// After the tenant status lookup lost its server connection, before anything of the
+/// client's was sent: its messages, still in its buffer, run on another connection (`Ok`),
+/// as if this one had been found closed in the pool; once (`retried`), then the client
+/// gets `lost`. A cancel that waited for the lookup (`cancelled`) withdraws them, as it
+/// does a queued statement.
+pub(super) async fn after_lost_lookup(
+    client: &mut ClientConn,
+    ctx: &ProxyContext,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    (cancelled, retried, lost): (bool, &mut bool, ClientError),
+) -> Result<(), Option<ClientError>> {
+    if cancelled {
+        *retried = false;
+        return answer_cancelled(client, ctx, shutdown).await;
+    }
+    if std::mem::replace(retried, true) {
+        return Err(Some(lost));
+    }
+    Ok(())
+}
+
 /// Reads more of the client's messages; `Err(None)` when it left, and the shutdown error
 /// when the proxy stops meanwhile.
 async fn read_more(
