@@ -158,6 +158,14 @@ async fn a_backend_terminated_under_the_tenant_switch_is_a_lost_server() {
     }
 }
 
+/// [`terminate_lookup`] once the lookup waits and `meanwhile` ran (a cancel, held for it).
+async fn terminate_lookup_after(pg: &PgServer, meanwhile: impl FnOnce()) -> String {
+    assert!(eventually(LIMIT, || !pg.psql("launch", LOCK_WAITER).is_empty()).await);
+    blocking(meanwhile);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    terminate_lookup(pg, "").await
+}
+
 /// Waits until a backend of `app` waits on a lock (the tenant status lookup behind the
 /// locked `tenants`) whose pid is not `not`, terminates it and returns its pid.
 async fn terminate_lookup(pg: &PgServer, not: &str) -> String {
@@ -195,6 +203,14 @@ async fn a_terminated_tenant_status_lookup_is_looked_up_again() {
     su.batch_execute("ROLLBACK").await.unwrap();
     let reply = blocking(|| until_z_or_eof(&mut c));
     assert_eq!(col0(&reply), ["mine"], "{}", sum(&reply));
+    // A cancel held for the lookup withdraws the statement when the lookup is lost.
+    su.batch_execute(lock).await.unwrap();
+    c.send(&q("SELECT 'mine'"));
+    let pid = terminate_lookup_after(&pg, || send_cancel(proxy.port, c.key.0, c.key.1)).await;
+    let reply = blocking(|| until_z_or_eof(&mut c));
+    assert_eq!(sum(&reply), "E[57014]Zi", "lookup {pid}");
+    su.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(c.col0("SELECT 'after'"), ["after"]);
     su.batch_execute(lock).await.unwrap();
     c.send(&q("SELECT 'mine'"));
     let first = terminate_lookup(&pg, "").await;
@@ -351,4 +367,156 @@ async fn server_idle_session_timeout_is_absorbed() {
         );
         assert!((0.0..=4.0).contains(&v), "{state} = {v}: {m}");
     }
+}
+
+/// Reads until the proxy closes the connection (or LIMIT passes: a hang); the messages.
+fn until_eof(c: &mut Raw) -> Vec<Msg> {
+    c.s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = c.recv() {
+        out.push(m);
+    }
+    out
+}
+
+/// The open file descriptors of process `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// PostgreSQL stops (fast, then immediate) in the middle of a COPY FROM STDIN and of a
+/// pipeline of extended-protocol messages: the client gets an error and its connection
+/// closes (never a hang, whatever it keeps sending), nothing of the COPY is committed, and
+/// the proxy serves again after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_and_pipelines_cut_by_a_stop_end_with_an_error() {
+    let mut pg = PgServer::start();
+    pg.psql(
+        "launch",
+        "CREATE TABLE c (x text); GRANT ALL ON c TO app; CHECKPOINT;",
+    );
+    let cfg = proxy_config(&pg, "acquire_timeout_ms: 20000");
+    let mut proxy = ProxyProcess::start(&cfg, MD5_USERS);
+    for kill in [false, true] {
+        let mut copy = Raw::login(proxy.port, "app", "apppw");
+        assert_eq!(copy.start_copy(&q("COPY c FROM STDIN")), "G");
+        copy.send(&copy_data(&b"row\n".repeat(1000)));
+        let mut pipe = Raw::login(proxy.port, "app", "apppw");
+        let mut batch = Vec::new();
+        for _ in 0..20 {
+            batch.extend(pbe("SELECT pg_sleep(0.05)", &[]));
+        }
+        pipe.send(&[batch, sync()].concat());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        blocking(|| if kill { pg.kill() } else { pg.stop() });
+        // The COPY client keeps streaming for a while, as a loader would.
+        use std::io::Write;
+        let chunk = copy_data(&b"more\n".repeat(2000));
+        for _ in 0..200 {
+            if copy.s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = copy.s.write_all(&copy_done());
+        for (what, c) in [("copy", &mut copy), ("pipeline", &mut pipe)] {
+            let got = blocking(|| until_eof(c));
+            let code = first_error(&got);
+            assert!(
+                matches!(code.as_deref(), Some("08006" | "57P01")),
+                "kill={kill} {what}: {} ({code:?})",
+                sum(&got)
+            );
+        }
+        blocking(|| pg.restart());
+        assert!(proxy.is_running());
+        assert_eq!(pg.psql("launch", "SELECT count(*) FROM c"), "0");
+        let mut after = Raw::login(proxy.port, "app", "apppw");
+        assert_eq!(after.col0("SELECT 'back'"), ["back"]);
+    }
+}
+
+/// PostgreSQL's crash restart (one backend SIGKILLed: the postmaster ends every other
+/// backend and recovers) under a running query, an open transaction, idle clients and
+/// clients queued behind a full pool: each gets an answer (an error for those whose
+/// server died, their results for the others once PostgreSQL is back), the gauges
+/// return to zero and the proxy's file descriptors to what they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_restart_leaves_no_stuck_clients_or_descriptors() {
+    let pg = PgServer::start();
+    let pool = "default_pool_size: 2\nmin_pool_size: 0\nreserve_pool_size: 0\n\
+                max_active: 1\nacquire_timeout_ms: 20000";
+    let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS_YAML);
+    let idle = app(&proxy).await;
+    one(&idle.client, "SELECT 1").await;
+    let baseline = fds(proxy.pid());
+    let running = app(&proxy).await;
+    let in_tx = app(&proxy).await;
+    one(&in_tx.client, "BEGIN").await;
+    one(&in_tx.client, "SELECT 1").await;
+    let client = running.client;
+    let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+    let sql = "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity \
+               WHERE usename = 'app' AND query LIKE '%SELECT pg_sleep(30)'";
+    let mut pid = String::new();
+    assert!(
+        eventually(LIMIT, || {
+            pid = pg.psql("postgres", sql);
+            !pid.is_empty()
+        })
+        .await
+    );
+    let mut queued = Vec::new();
+    for i in 0..4 {
+        let c = app(&proxy).await;
+        queued.push(tokio::spawn(async move {
+            let r = try_col(&c.client, &format!("SELECT {i}")).await;
+            (c, r)
+        }));
+    }
+    let waiting = [("pool", "app"), ("state", "waiting")];
+    let queued_up = eventually(LIMIT, || {
+        metric(
+            &proxy.metrics(),
+            "launch_proxy_client_connections",
+            &waiting,
+        ) == 4.0
+    })
+    .await;
+    assert!(queued_up, "{}", proxy.metrics());
+    signal(&pid, "KILL");
+    let r = tokio::time::timeout(LIMIT, query)
+        .await
+        .expect("the running query hangs");
+    assert!(r.unwrap().is_err(), "the killed query succeeded");
+    assert!(
+        try_col(&in_tx.client, "COMMIT").await.is_err(),
+        "COMMIT succeeded"
+    );
+    for q in queued {
+        let (_c, r) = tokio::time::timeout(LIMIT, q)
+            .await
+            .expect("a queued client hangs")
+            .unwrap();
+        r.expect("a queued client, whose statement never ran, failed");
+    }
+    assert_eq!(one(&idle.client, "SELECT 'idle'").await, "idle");
+    drop((in_tx, idle));
+    let settled = eventually(LIMIT, || {
+        let m = proxy.metrics();
+        let g = |s| {
+            metric(
+                &m,
+                "launch_proxy_client_connections",
+                &[("pool", "app"), ("state", s)],
+            )
+        };
+        g("waiting") == 0.0
+            && g("active") == 0.0
+            && metric(&m, "launch_proxy_clients_connected", &[]) == 0.0
+    })
+    .await;
+    assert!(settled, "{}", proxy.metrics());
+    // Server connections may stay (idle) and one client less: at most the baseline.
+    let back = eventually(LIMIT, || fds(proxy.pid()) <= baseline + 2).await;
+    assert!(back, "fds {} vs {baseline} before", fds(proxy.pid()));
 }
