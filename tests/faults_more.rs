@@ -520,3 +520,128 @@ async fn a_crash_restart_leaves_no_stuck_clients_or_descriptors() {
     let back = eventually(LIMIT, || fds(proxy.pid()) <= baseline + 2).await;
     assert!(back, "fds {} vs {baseline} before", fds(proxy.pid()));
 }
+
+/// Six clients of two tenants run short write transactions, reconnecting after any error,
+/// while one pooled backend after another is terminated (idle, mid-transaction, under the
+/// tenant switch or the status lookup). Every error is a lost server (08006, 57P01),
+/// never the XX000 of a refused switch; every COMMIT reported done is in the table; every
+/// row was written under its own client's tenant; no client is left counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminations_under_load_lose_no_commit_and_mix_no_tenants() {
+    const T2: &str = "01JBXTENANT2000000000000T2";
+    const ACTOR: &str = "01JBXACT0R00000000000000C1";
+    let pg = PgServer::with_tenant(KEY, T1);
+    pg.psql(
+        "launch",
+        &format!(
+            "INSERT INTO tenants (id, name, created_by, updated_by) \
+             VALUES ('{T2}', 't2', '{ACTOR}', '{ACTOR}'); \
+             CREATE TABLE w (client int, seq int, tenant text); GRANT ALL ON w TO app;"
+        ),
+    );
+    let pool = "default_pool_size: 4\nmin_pool_size: 2\nmax_active: 2\nacquire_timeout_ms: 10000";
+    let config = proxy_config(&pg, pool)
+        + &format!(
+            "tenant: {{ signing_key: \"{KEY}\", check_status: true, status_cache_ms: 0 }}\n"
+        );
+    let mut users = MD5_USERS.to_owned();
+    for (name, tenant) in [("t1m", T1), ("t2m", T2)] {
+        users += &format!(
+            "  {name}: {{ password: \"pw\", role: write, tenant: \"{tenant}\", server_user: app, auth: md5 }}\n"
+        );
+    }
+    let proxy = std::sync::Arc::new(ProxyProcess::start(&config, &users));
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let mut workers = Vec::new();
+    for client in 0..6i64 {
+        let (proxy, tenant) = (proxy.clone(), if client % 2 == 0 { T1 } else { T2 });
+        let user = if client % 2 == 0 { "t1m" } else { "t2m" };
+        workers.push(tokio::spawn(async move {
+            let (mut acked, mut bad) = (Vec::new(), Vec::new());
+            let mut seq = 0;
+            while std::time::Instant::now() < deadline {
+                let Ok(c) = common::client::connect(&proxy, user, "pw").await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                while std::time::Instant::now() < deadline {
+                    seq += 1;
+                    let insert = format!(
+                        "INSERT INTO w VALUES ({client}, {seq}, current_setting('app.tenant_id', true))"
+                    );
+                    let mut failed = None;
+                    for sql in ["BEGIN", &insert, "COMMIT"] {
+                        if let Err(e) = try_col(&c.client, sql).await {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    match failed {
+                        None => acked.push(seq),
+                        Some(e) => {
+                            let code = e.as_db_error().map(|d| d.code().code().to_owned());
+                            if !e.is_closed() && !server_went_away(code.as_deref()) {
+                                bad.push(format!("{e:?}"));
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            (client, tenant, acked, bad)
+        }));
+    }
+    let kill = "SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity \
+                WHERE usename = 'app' ORDER BY random() LIMIT 1) s";
+    let mut terminated = 0;
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        terminated += blocking(|| pg.psql("postgres", kill))
+            .parse::<i32>()
+            .unwrap();
+    }
+    assert!(terminated > 10, "only {terminated} terminations");
+    for w in workers {
+        let (client, tenant, acked, bad) = w.await.unwrap();
+        assert!(bad.is_empty(), "client {client}: {bad:#?}");
+        assert!(!acked.is_empty(), "client {client} never committed");
+        let rows = pg.psql(
+            "launch",
+            &format!(
+                "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM w WHERE client = {client}"
+            ),
+        );
+        let rows: Vec<i64> = rows.split(',').filter_map(|s| s.parse().ok()).collect();
+        let lost: Vec<_> = acked.iter().filter(|s| !rows.contains(s)).collect();
+        assert!(
+            lost.is_empty(),
+            "client {client}: committed rows lost: {lost:?}"
+        );
+        let foreign = pg.psql(
+            "launch",
+            &format!("SELECT count(*) FROM w WHERE client = {client} AND tenant IS DISTINCT FROM '{tenant}'"),
+        );
+        assert_eq!(foreign, "0", "client {client} wrote under another tenant");
+    }
+    let gone = eventually(LIMIT, || {
+        let m = proxy.metrics();
+        metric(&m, "launch_proxy_clients_connected", &[]) == 0.0
+            && metric(
+                &m,
+                "launch_proxy_client_connections",
+                &[("pool", "app"), ("state", "waiting")],
+            ) == 0.0
+            && metric(
+                &m,
+                "launch_proxy_client_connections",
+                &[("pool", "app"), ("state", "active")],
+            ) == 0.0
+    })
+    .await;
+    assert!(gone, "{}", proxy.metrics());
+    assert!(
+        !proxy.log().contains("refused the tenant settings"),
+        "{}",
+        proxy.log()
+    );
+}
