@@ -63,3 +63,111 @@ async fn command_timeout_ends_the_wait_on_a_frozen_backend() {
     assert_eq!(one(&again.client, "SELECT 1").await, "1");
     drop(blocking(|| pg.psql("postgres", "SELECT 1")));
 }
+
+/// The open file descriptors of process `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"));
+    line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// While PostgreSQL is down the manager keeps trying to open the warm minimum and clients
+/// keep logging in and failing (57P03 within acquire_timeout_ms): neither leaks a file
+/// descriptor nor grows the proxy, the client gauges return to zero, and once PostgreSQL
+/// is back the warm minimum is open again and clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_with_retrying_logins_leaks_nothing() {
+    let mut pg = PgServer::start();
+    let pool = "default_pool_size: 4\nmin_pool_size: 3\nacquire_timeout_ms: 300\n\
+                connect_retry_interval_ms: 20";
+    let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS_YAML);
+    let warm = [("pool", "app"), ("state", "idle")];
+    let idle3 =
+        || common::metric(&proxy.metrics(), "launch_proxy_server_connections", &warm) == 3.0;
+    assert!(eventually(LIMIT, idle3).await, "{}", proxy.metrics());
+    let (fds_before, rss_before) = (fds(proxy.pid()), rss_kib(proxy.pid()));
+    blocking(|| pg.stop());
+    for round in 0..3 {
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let proxy = &proxy;
+            tasks.push(async move {
+                match connect(proxy, "app", "apppw").await {
+                    Ok(c) => c.client.simple_query("SELECT 1").await.err(),
+                    Err(e) => Some(e),
+                }
+            });
+        }
+        for e in futures_join(tasks).await {
+            let e = e.expect("a query succeeded with PostgreSQL down");
+            let code = e.as_db_error().map(|d| d.code().code().to_owned());
+            assert_eq!(code.as_deref(), Some("57P03"), "round {round}: {e:?}");
+        }
+    }
+    let after_outage = fds(proxy.pid());
+    assert!(
+        after_outage <= fds_before,
+        "fds {after_outage} during the outage vs {fds_before} before (3 warm connections gone)"
+    );
+    let rss = rss_kib(proxy.pid());
+    assert!(
+        rss < rss_before + 16 * 1024,
+        "RSS {rss} KiB vs {rss_before} KiB before"
+    );
+    blocking(|| pg.restart());
+    assert!(eventually(LIMIT, idle3).await, "{}", proxy.metrics());
+    let c = connect(&proxy, "app", "apppw").await.unwrap();
+    assert_eq!(one(&c.client, "SELECT 1").await, "1");
+    drop(c);
+    let settled = eventually(LIMIT, || {
+        let m = proxy.metrics();
+        let g = |s| {
+            common::metric(
+                &m,
+                "launch_proxy_client_connections",
+                &[("pool", "app"), ("state", s)],
+            )
+        };
+        g("waiting") == 0.0
+            && g("active") == 0.0
+            && common::metric(&m, "launch_proxy_clients_connected", &[]) == 0.0
+            && fds(proxy.pid()) <= fds_before
+    })
+    .await;
+    assert!(
+        settled,
+        "fds {} vs {fds_before}: {}",
+        fds(proxy.pid()),
+        proxy.metrics()
+    );
+}
+
+/// Runs the futures concurrently on this task; their outputs in order.
+async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = fs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in pinned.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
