@@ -171,3 +171,41 @@ async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
     .await;
     out.into_iter().map(Option::unwrap).collect()
 }
+
+/// A client's session parameter that the next server connection refuses (temp_buffers,
+/// once another client used a temporary table there): the proxy's own SET fails in front
+/// of the client's INSERT. The client must never be told its INSERT failed when it ran and
+/// committed (a retrying application would insert twice; before the fix it got ERROR
+/// 22023 and the row was there): the INSERT does not run, and the client gets the server's
+/// 22023, and the application logging in again goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_session_parameter_never_hides_a_commit() {
+    let pg = PgServer::start();
+    pg.psql(
+        "launch",
+        "CREATE TABLE ins (id int); GRANT ALL ON ins TO app;",
+    );
+    let pool = "default_pool_size: 1\nmin_pool_size: 1\nmax_active: 0";
+    let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS_YAML);
+    let a = connect(&proxy, "app", "apppw").await.unwrap();
+    let b = connect(&proxy, "app", "apppw").await.unwrap();
+    one(&a.client, "SET temp_buffers = '16MB'").await;
+    assert_eq!(one(&b.client, "SHOW temp_buffers").await, "8MB");
+    one(&b.client, "CREATE TEMP TABLE tt (x int)").await;
+    one(&b.client, "INSERT INTO tt VALUES (1)").await;
+    let insert = common::client::try_col(&a.client, "INSERT INTO ins VALUES (1)").await;
+    let rows = pg.psql("launch", "SELECT count(*) FROM ins");
+    let err = insert.expect_err("temp_buffers cannot be set on that connection");
+    assert_eq!(
+        rows, "0",
+        "the INSERT ran and committed, but the client got {err:?}"
+    );
+    let code = err.as_db_error().map(|d| d.code().code().to_owned());
+    assert_eq!(code.as_deref(), Some("22023"), "{err:?}");
+    let again = connect(&proxy, "app", "apppw").await.unwrap();
+    one(&again.client, "INSERT INTO ins VALUES (2)").await;
+    assert_eq!(
+        pg.psql("launch", "SELECT string_agg(id::text, ',') FROM ins"),
+        "2"
+    );
+}

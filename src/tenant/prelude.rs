@@ -178,8 +178,9 @@ fn push_switch(sql: &mut String, id: &str, sig: &str) -> usize {
 /// sets that again right after it.
 const RESET_ALL: &str = "RESET ALL; ";
 
-/// The first statement of a prelude of its own; see [`Prelude::carried`] for the others.
-const EXIT_ON_ERROR: &str = "SET LOCAL exit_on_error = on; ";
+/// The first statement of a prelude of its own (see [`Prelude::carried`] for the others),
+/// and of the relay's Query of session parameters.
+pub const EXIT_ON_ERROR: &str = "SET LOCAL exit_on_error = on; ";
 
 fn values(tenant: Option<&TenantId>, key: Option<&[u8]>) -> (String, String) {
     match (tenant, key) {

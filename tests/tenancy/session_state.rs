@@ -494,8 +494,8 @@ async fn server_killed_mid_transaction_then_reconnect_sees_own_tenant() {
 /// A startup parameter whose name carries SQL (through `options`, `-c name=value` with
 /// escaped spaces) is not written into the statements that set or reset parameters when
 /// the connection changes hands, and one the server does not know fails only its own
-/// client's transactions (42704, where PostgreSQL refuses the login), not those of the
-/// tenant that gets the connection next. (Both were PROXY BUGS: the names went unquoted
+/// client's session (42704 at its first transaction, where PostgreSQL refuses the login;
+/// its statement does not run), not those of the tenant that gets the connection next. (Both were PROXY BUGS: the names went unquoted
 /// into `SET`/`RESET`, and the next client's `RESET` of an unknown name failed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_parameter_names_carry_no_sql() {
@@ -512,12 +512,13 @@ async fn startup_parameter_names_carry_no_sql() {
     };
     let injected = r"-c work_mem;\ CREATE\ TABLE\ pg_temp.injected\ (x\ int);\ SELECT\ 1;\ --=1 -c search_path=public";
     let a = with_options(injected).await;
-    let unknown = with_options("-c no_such_setting=1").await;
     let b = env.login("t2").await;
     let made = "SELECT count(*)::text FROM pg_class WHERE relname = 'injected'";
     for _ in 0..3 {
         env.check_own(&a, T1, "t1").await;
         env.check_own(&b, T2, "t2").await;
+        // Its first transaction ends it (FATAL), before its statement runs.
+        let unknown = with_options("-c no_such_setting=1").await;
         assert!(fails(&unknown, "SELECT 1").await.starts_with("42704"));
         env.check_own(&b, T2, "t2").await;
         assert_eq!(col(&b, made).await, ["0"], "tenant 1's SQL ran");

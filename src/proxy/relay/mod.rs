@@ -639,10 +639,13 @@ async fn send_with_settings(
             (false, true) => None,
             (true, true) => Some(&query[..]),
             (tenant, false) => {
-                let mut q = BytesMut::with_capacity(query.len() + params_sql.len() + 6);
+                let mut q = BytesMut::with_capacity(query.len() + params_sql.len() + 40);
                 if tenant {
                     q.extend_from_slice(query);
                 }
+                // Under exit_on_error, as the switch: a value the server refuses ends the
+                // backend before the client's statements run, never beside them.
+                params_sql.insert_str(0, crate::tenant::prelude::EXIT_ON_ERROR);
                 crate::protocol::encode::query(&mut q, &params_sql);
                 t.push(Expect::Ready { simple: true }, Action::Drop);
                 built = q;
