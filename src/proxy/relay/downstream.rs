@@ -494,7 +494,11 @@ fn account(
                     // connection is not trusted again.
                     let refused_whole =
                         *skip == *of && fields::position(body).is_some_and(|p| p > u64::from(*by));
-                    if !refused_whole {
+                    // A cancel (the client's, a timeout) that lands on the switch cancels the
+                    // client's own Query: it rolls the switch back as any failure after it
+                    // does; the client gets its 57014 and the switch goes on again next time.
+                    let cancelled = fields::sqlstate(body) == Some(*b"57014");
+                    if !refused_whole && !cancelled {
                         return Err(switch_failed(body));
                     }
                     *skip = 0;
