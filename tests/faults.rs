@@ -542,3 +542,74 @@ async fn counters_stay_exact_on_the_multi_threaded_runtime() {
     );
     drop(clients);
 }
+
+/// The proxy's sockets to PostgreSQL, as `ss` shows them (with their timers).
+fn sockets_to(pg: &PgServer) -> Vec<String> {
+    let filter = format!("( dport = :{} )", pg.port);
+    let out = std::process::Command::new("ss")
+        .args(["-tonH", "state", "established", &filter])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Seconds in an `ss` timer: `2min`, `12sec`, `6.956ms` (6 s 956 ms), `200ms`.
+fn ss_timer_secs(t: &str) -> f64 {
+    let (mut secs, mut digits) = (0.0, String::new());
+    let mut rest = t;
+    while let Some(c) = rest.chars().next() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            rest = &rest[1..];
+            continue;
+        }
+        let n: f64 = digits.parse().unwrap_or(0.0);
+        digits.clear();
+        let (scale, len) = match rest {
+            r if r.starts_with("min") => (60.0, 3),
+            r if r.starts_with("sec") => (1.0, 3),
+            r if r.starts_with("ms") => (0.001, 2),
+            _ => (1.0, 1), // '.' after seconds, milliseconds follow
+        };
+        secs += n * scale;
+        rest = &rest[len..];
+    }
+    secs
+}
+
+/// Server connections carry keepalive probes, so that a server host that hangs or a
+/// partition (no reply, no reset: a cancel cannot get through either) ends a relay's wait
+/// for a reply instead of leaving the client waiting for ever: the kernel holds a
+/// keepalive timer of at most `server.keepalive.idle_s` on every socket the proxy opened
+/// to PostgreSQL, and none with `idle_s: 0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_carry_keepalive_probes() {
+    for (idle_s, armed) in [(7, true), (0, false)] {
+        let pg = PgServer::start();
+        let keepalive = format!(
+            "database: launch, keepalive: {{ idle_s: {idle_s}, interval_s: 2, count: 2 }} }}"
+        );
+        let cfg = proxy_config(&pg, "min_pool_size: 2").replace("database: launch }", &keepalive);
+        let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+        assert_eq!(one(&app(&proxy).await.client, "SELECT 1").await, "1");
+        let seen = eventually(LIMIT, || sockets_to(&pg).len() >= 2).await;
+        let sockets = sockets_to(&pg);
+        assert!(seen, "the warm minimum never opened: {sockets:?}");
+        for s in &sockets {
+            let timer = s.split("timer:(").nth(1).unwrap_or("");
+            if armed {
+                let secs = timer
+                    .strip_prefix("keepalive,")
+                    .and_then(|t| t.split(',').next())
+                    .map(ss_timer_secs)
+                    .unwrap_or_else(|| panic!("no keepalive timer: {s}"));
+                assert!(secs <= 7.0, "keepalive in {secs} s, above idle_s: {s}");
+            } else {
+                assert!(!timer.starts_with("keepalive"), "keepalive is off: {s}");
+            }
+        }
+    }
+}

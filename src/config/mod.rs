@@ -101,6 +101,36 @@ pub struct ServerConfig {
     /// TLS toward PostgreSQL.
     #[serde(default)]
     pub tls: ServerTlsConfig,
+    /// TCP keepalive on server connections: a server host that hangs or a network that
+    /// partitions answers nothing, and without probes a relay waiting for its reply would
+    /// wait for ever (a cancel cannot reach it either).
+    #[serde(default)]
+    pub keepalive: KeepaliveConfig,
+    /// `TCP_USER_TIMEOUT` on server connections: data sent and unacknowledged this long
+    /// ends the connection (0: the kernel's retransmission limit, about 15 minutes).
+    #[serde(default = "defaults::tcp_user_timeout_ms")]
+    pub tcp_user_timeout_ms: u64,
+}
+
+/// Keepalive probes: the first after `idle_s` without traffic, then every `interval_s`; the
+/// connection fails after `count` unanswered ones. `idle_s: 0` turns them off.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveConfig {
+    pub idle_s: u64,
+    pub interval_s: u64,
+    pub count: u32,
+}
+
+impl Default for KeepaliveConfig {
+    /// A dead server found within about a minute of silence.
+    fn default() -> Self {
+        KeepaliveConfig {
+            idle_s: 30,
+            interval_s: 10,
+            count: 3,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -355,6 +385,9 @@ mod defaults {
     }
     pub fn server_port() -> u16 {
         5432
+    }
+    pub fn tcp_user_timeout_ms() -> u64 {
+        30_000
     }
     pub fn yes() -> bool {
         true

@@ -105,6 +105,21 @@ pub(super) fn validate(
             }
         }
     }
+    // Linux's limits for TCP_KEEPIDLE / TCP_KEEPINTVL (seconds), TCP_KEEPCNT, and
+    // TCP_USER_TIMEOUT (milliseconds, an int): setsockopt refuses more, and so every login.
+    let k = &config.server.keepalive;
+    if k.idle_s > 32_767 || k.interval_s > 32_767 || k.count > 127 {
+        return bad(format!(
+            "server.keepalive: idle_s and interval_s must be at most 32767 and count at most 127 (got {}, {}, {})",
+            k.idle_s, k.interval_s, k.count
+        ));
+    }
+    if config.server.tcp_user_timeout_ms > PG_MAX_TIMEOUT_MS {
+        return bad(format!(
+            "server.tcp_user_timeout_ms: {} is above {PG_MAX_TIMEOUT_MS}",
+            config.server.tcp_user_timeout_ms
+        ));
+    }
     if config.client_login_timeout_ms == 0 || config.shutdown_timeout_ms == 0 {
         return bad(
             "client_login_timeout_ms and shutdown_timeout_ms must be greater than 0".into(),

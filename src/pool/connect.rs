@@ -23,6 +23,27 @@ pub struct ConnectTarget {
     /// Extra startup parameters (timeouts per role, application_name).
     pub params: Vec<(String, String)>,
     pub tls: Option<crate::net::tls::ServerTls>,
+    pub keepalive: crate::config::KeepaliveConfig,
+    pub tcp_user_timeout: Duration,
+}
+
+/// Arms keepalive probes and the user timeout on a server connection's socket (see
+/// `config::ServerConfig::keepalive`): without them a hung server host or a partition
+/// leaves a relay waiting for a reply that never comes.
+fn arm_dead_peer_checks(tcp: &TcpStream, target: &ConnectTarget) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(tcp);
+    let k = &target.keepalive;
+    if k.idle_s > 0 {
+        let probes = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(k.idle_s))
+            .with_interval(Duration::from_secs(k.interval_s.max(1)))
+            .with_retries(k.count.max(1));
+        sock.set_tcp_keepalive(&probes)?;
+    }
+    if !target.tcp_user_timeout.is_zero() {
+        sock.set_tcp_user_timeout(Some(target.tcp_user_timeout))?;
+    }
+    Ok(())
 }
 
 /// The proxy's credentials for one login attempt.
@@ -73,6 +94,7 @@ pub async fn connect(
 async fn connect_inner(target: &ConnectTarget, creds: Credentials) -> Result<Login, ConnectError> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
     tcp.set_nodelay(true)?;
+    arm_dead_peer_checks(&tcp, target)?;
     let mut stream = match &target.tls {
         None => Stream::Tcp(tcp),
         Some(tls) => start_tls(tcp, tls).await?,

@@ -638,6 +638,8 @@ impl PoolSet {
                 user: user.name.clone(),
                 params,
                 tls,
+                keepalive: cfg.server.keepalive.clone(),
+                tcp_user_timeout: Duration::from_millis(cfg.server.tcp_user_timeout_ms),
             },
             role: user.role,
             stats: PoolStats::default(),
