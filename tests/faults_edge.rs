@@ -5,18 +5,9 @@
 mod common;
 
 use common::client::{blocking, connect, eventually, one, LIMIT};
-use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
-use std::process::Command;
-use std::time::Duration;
+use common::{proxy_config, send_signal, PgServer, ProxyProcess, USERS_YAML};
 
-/// Sends `signal` to process `pid`.
-fn signal(pid: &str, signal: &str) {
-    let ok = Command::new("kill")
-        .args(["-s", signal, pid])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -s {signal} {pid} failed");
-}
+use std::time::Duration;
 
 /// The backend running a client's command stops answering (SIGSTOP: it takes neither the
 /// command's result nor the proxy's cancel, as a host behind a partition). The read role's
@@ -47,9 +38,9 @@ async fn command_timeout_ends_the_wait_on_a_frozen_backend() {
     })
     .await;
     assert!(running);
-    signal(&pid, "STOP");
+    assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
     let answer = tokio::time::timeout(Duration::from_secs(20), query).await;
-    signal(&pid, "CONT");
+    assert!(send_signal(&pid, "CONT"), "kill -s CONT {pid}");
     let answer = answer.expect("the client still waits 20 s after its 1 s command timeout");
     let err = answer
         .unwrap()

@@ -9,9 +9,8 @@ mod common;
 
 use common::client::{app, blocking, eventually, one, try_col, LIMIT};
 use common::raw::*;
-use common::{error_field, metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
-use std::net::TcpStream;
-use std::process::Command;
+use common::{error_field, metric, proxy_config, send_signal, PgServer, ProxyProcess, USERS_YAML};
+
 use std::time::Duration;
 
 const KEY: &str = "5f3c9a0e7b1d24c6a8e0f2b4d6c8e1a3957b3d1f0c2e4a6b8d0f1e3c5a7b9d2e";
@@ -36,15 +35,6 @@ fn start(check_status: bool) -> (PgServer, ProxyProcess) {
     );
     let proxy = ProxyProcess::start(&config, &users);
     (pg, proxy)
-}
-
-/// Sends `signal` to process `pid` (a PostgreSQL backend).
-fn signal(pid: &str, signal: &str) {
-    let ok = Command::new("kill")
-        .args(["-s", signal, pid])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -s {signal} {pid} failed");
 }
 
 /// Messages until ReadyForQuery or until the proxy closes the connection.
@@ -72,39 +62,6 @@ fn server_went_away(code: Option<&str>) -> bool {
     matches!(code, Some("08006" | "57P01"))
 }
 
-/// An md5 login that returns the SQLSTATE of a refusal instead of panicking.
-fn try_login(port: u16, user: &str, password: &str) -> Result<Raw, String> {
-    use std::io::Write;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut body = vec![0, 3, 0, 0];
-    for part in ["user", user, "database", "launch", ""] {
-        body.extend(z(part));
-    }
-    s.write_all(&[&((body.len() + 4) as i32).to_be_bytes()[..], &body].concat())
-        .unwrap();
-    let mut raw = Raw { s, key: (0, 0) };
-    loop {
-        let Some((tag, b)) = raw.recv() else {
-            return Err("EOF".into());
-        };
-        match (tag, b.get(..4)) {
-            (b'R', Some([0, 0, 0, 5])) => {
-                let inner = hex_md5(&[password.as_bytes(), user.as_bytes()].concat());
-                let outer = hex_md5(&[inner.as_bytes(), &b[4..8]].concat());
-                raw.send(&frame(b'p', &z(&format!("md5{outer}"))));
-            }
-            (b'K', _) => {
-                let word = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
-                raw.key = (word(0), word(4));
-            }
-            (b'Z', _) => return Ok(raw),
-            (b'E', _) => return Err(error_field(&b, b'C').unwrap_or_default()),
-            _ => {}
-        }
-    }
-}
-
 /// The pooled backend is stopped (SIGSTOP) and terminated while stopped; the client's
 /// next transaction needs the tenant switch, which the proxy writes to that backend; the
 /// backend resumes and, before reading anything, exits with FATAL 57P01. The switch's
@@ -123,12 +80,12 @@ async fn a_backend_terminated_under_the_tenant_switch_is_a_lost_server() {
         let mut t1 = Raw::login(proxy.port, "t1m", "t1mpw");
         let pid = t1.col0("SELECT pg_backend_pid()").remove(0);
         let mut other = Raw::login(proxy.port, "app", "apppw");
-        signal(&pid, "STOP");
+        assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
         let terminated = pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
         assert_eq!(terminated, "t", "{how}");
         other.send(&statement);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        signal(&pid, "CONT");
+        assert!(send_signal(&pid, "CONT"), "kill -s CONT {pid}");
         let reply = blocking(|| until_z_or_eof(&mut other));
         let code = first_error(&reply);
         assert!(
@@ -228,7 +185,7 @@ async fn a_terminated_tenant_status_lookup_is_looked_up_again() {
     for times in [1, 2] {
         su.batch_execute(lock).await.unwrap();
         let port = proxy.port;
-        let login = tokio::task::spawn_blocking(move || try_login(port, "t1m", "t1mpw"));
+        let login = tokio::task::spawn_blocking(move || Raw::try_login(port, "t1m", "t1mpw"));
         let pid = terminate_lookup(&pg, "").await;
         if times == 2 {
             terminate_lookup(&pg, &pid).await;
@@ -483,7 +440,7 @@ async fn a_crash_restart_leaves_no_stuck_clients_or_descriptors() {
     })
     .await;
     assert!(queued_up, "{}", proxy.metrics());
-    signal(&pid, "KILL");
+    assert!(send_signal(&pid, "KILL"), "kill -s KILL {pid}");
     let r = tokio::time::timeout(LIMIT, query)
         .await
         .expect("the running query hangs");

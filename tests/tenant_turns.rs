@@ -88,13 +88,11 @@ async fn queue_behind_a_busy_tenant(pg: &PgServer, proxy: &ProxyProcess) -> (Vec
     (places, quiet.await.unwrap())
 }
 
-/// Behind the gate (`max_active: 1`, idle connections to spare): the quiet tenant's
+/// Runs [`queue_behind_a_busy_tenant`] on a pool with `pool` settings: the quiet tenant's
 /// statement runs right after the busy tenant's first queued one, not after all five
 /// (arrival order would make it seventh).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quiet_tenant_is_not_queued_behind_a_busy_one_at_the_gate() {
-    let (pg, proxy) =
-        start("default_pool_size: 4\nmin_pool_size: 0\nmax_active: 1\nactive_stall_ms: 60000");
+async fn quiet_goes_third(pool: &str) {
+    let (pg, proxy) = start(pool);
     let (busy, quiet) = queue_behind_a_busy_tenant(&pg, &proxy).await;
     assert_eq!(quiet, 3, "quiet ran at {quiet}; busy at {busy:?}");
     assert_eq!(
@@ -104,16 +102,18 @@ async fn a_quiet_tenant_is_not_queued_behind_a_busy_one_at_the_gate() {
     );
 }
 
-/// The same for clients waiting for a connection of a busy pool (one connection, no gate).
+/// Clients held at the gate (`max_active: 1`, idle connections to spare).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tenant_is_not_queued_behind_a_busy_one_at_the_gate() {
+    quiet_goes_third(
+        "default_pool_size: 4\nmin_pool_size: 0\nmax_active: 1\nactive_stall_ms: 60000",
+    )
+    .await;
+}
+
+/// Clients waiting for a connection of a busy pool (one connection, no gate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_tenant_is_not_queued_behind_a_busy_one_for_a_connection() {
-    let (pg, proxy) =
-        start("default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0");
-    let (busy, quiet) = queue_behind_a_busy_tenant(&pg, &proxy).await;
-    assert_eq!(quiet, 3, "quiet ran at {quiet}; busy at {busy:?}");
-    assert_eq!(
-        busy,
-        [2, 4, 5, 6, 7],
-        "one tenant's clients keep their order"
-    );
+    quiet_goes_third("default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0")
+        .await;
 }

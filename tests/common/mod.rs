@@ -35,7 +35,7 @@ mod util;
 pub use config::{proxy_config, DEFAULT_POOL, USERS_YAML};
 pub use pg::{pg_bin_dir, psql_bin, PgServer};
 pub use proxy::ProxyProcess;
-pub use util::{free_port, test_run_dir, wait_for_port};
+pub use util::{free_port, send_signal, test_run_dir, wait_for_port};
 
 /// A field (b'C' = SQLSTATE, b'M' = message, b'S' = severity) of an ErrorResponse or
 /// NoticeResponse body, for tests that speak the protocol themselves.

@@ -88,6 +88,13 @@ pub struct Raw {
 
 impl Raw {
     pub fn login(port: u16, user: &str, password: &str) -> Raw {
+        Raw::try_login(port, user, password)
+            .unwrap_or_else(|code| panic!("login failed: SQLSTATE {code}"))
+    }
+
+    /// An md5 login that returns the SQLSTATE of a refusal (`EOF` when the proxy closed
+    /// the connection) instead of panicking.
+    pub fn try_login(port: u16, user: &str, password: &str) -> Result<Raw, String> {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
         s.set_read_timeout(Some(LONG)).unwrap();
         s.set_write_timeout(Some(LONG)).unwrap();
@@ -98,9 +105,9 @@ impl Raw {
         }
         raw.send(&[&((body.len() + 4) as i32).to_be_bytes()[..], &body].concat());
         loop {
-            let (tag, b) = raw
-                .recv()
-                .expect("proxy closed the connection during login");
+            let Some((tag, b)) = raw.recv() else {
+                return Err("EOF".into());
+            };
             match (tag, b.get(..4)) {
                 (b'R', Some([0, 0, 0, 5])) => {
                     let inner = hex_md5(&[password.as_bytes(), user.as_bytes()].concat());
@@ -111,8 +118,8 @@ impl Raw {
                     let word = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
                     raw.key = (word(0), word(4));
                 }
-                (b'Z', _) => return raw,
-                (b'E', _) => panic!("login failed: {:?}", field(&b, b'M')),
+                (b'Z', _) => return Ok(raw),
+                (b'E', _) => return Err(field(&b, b'C').unwrap_or_default()),
                 _ => {}
             }
         }
