@@ -366,6 +366,16 @@ async fn metrics_are_strict_prometheus_text_after_churn() {
     c.task.abort();
     drop(c.client);
     proxy.signal("USR1");
+    // Two signals sent back to back may be read in either order: USR2 goes once the pause
+    // is seen.
+    let paused = eventually(LIMIT, || {
+        metric(
+            &proxy.metrics(),
+            "launch_proxy_pool_paused",
+            &[("pool", "app")],
+        ) == 1.0
+    });
+    assert!(paused.await, "SIGUSR1 never paused the pool");
     proxy.signal("USR2");
     let d = app(&proxy).await;
     assert_eq!(one(&d.client, "SELECT 3").await, "3");
