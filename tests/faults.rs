@@ -5,21 +5,11 @@
 mod common;
 
 use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
-use common::{metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
+use common::{app_clients_reach, metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::Error;
-
-/// Whether the `app` pool's client gauge for `state` (active, waiting) reaches `value`
-/// within LIMIT.
-async fn app_clients_reach(proxy: &ProxyProcess, state: &str, value: f64) -> bool {
-    let labels = [("pool", "app"), ("state", state)];
-    eventually(LIMIT, || {
-        metric(&proxy.metrics(), "launch_proxy_client_connections", &labels) == value
-    })
-    .await
-}
 
 const NOT_IDLE: &str =
     "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND state <> 'idle'";

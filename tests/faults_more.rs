@@ -9,7 +9,10 @@ mod common;
 
 use common::client::{app, blocking, eventually, one, try_col, LIMIT};
 use common::raw::*;
-use common::{error_field, metric, proxy_config, send_signal, PgServer, ProxyProcess, USERS_YAML};
+use common::{
+    app_clients_reach, error_field, metric, proxy_config, send_signal, PgServer, ProxyProcess,
+    USERS_YAML,
+};
 
 use std::time::Duration;
 
@@ -430,15 +433,7 @@ async fn a_crash_restart_leaves_no_stuck_clients_or_descriptors() {
             (c, r)
         }));
     }
-    let waiting = [("pool", "app"), ("state", "waiting")];
-    let queued_up = eventually(LIMIT, || {
-        metric(
-            &proxy.metrics(),
-            "launch_proxy_client_connections",
-            &waiting,
-        ) == 4.0
-    })
-    .await;
+    let queued_up = app_clients_reach(&proxy, "waiting", 4.0).await;
     assert!(queued_up, "{}", proxy.metrics());
     assert!(send_signal(&pid, "KILL"), "kill -s KILL {pid}");
     let r = tokio::time::timeout(LIMIT, query)

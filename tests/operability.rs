@@ -6,7 +6,7 @@
 mod common;
 
 use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
-use common::{metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
+use common::{app_clients_reach, metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
@@ -353,15 +353,7 @@ async fn metrics_are_strict_prometheus_text_after_churn() {
     let queued = tokio::spawn(async move {
         let _ = q.client.simple_query("SELECT 2").await;
     });
-    let waiting = [("pool", "app"), ("state", "waiting")];
-    let queued_up = eventually(LIMIT, || {
-        metric(
-            &proxy.metrics(),
-            "launch_proxy_client_connections",
-            &waiting,
-        ) == 1.0
-    });
-    assert!(queued_up.await);
+    assert!(app_clients_reach(&proxy, "waiting", 1.0).await);
     queued.abort();
     c.task.abort();
     drop(c.client);

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::client::{blocking, connect, eventually, one, Conn, LIMIT};
-use common::{metric, proxy_config, PgServer, ProxyProcess};
+use common::client::{connect, eventually, one, Conn, LIMIT};
+use common::{app_clients_reach, proxy_config, PgServer, ProxyProcess};
 use tokio::task::JoinHandle;
 
 const KEY: &str = "5f3c9a0e7b1d24c6a8e0f2b4d6c8e1a3957b3d1f0c2e4a6b8d0f1e3c5a7b9d2e";
@@ -40,12 +40,6 @@ fn start(pool: &str) -> (PgServer, ProxyProcess) {
     (pg, proxy)
 }
 
-/// Clients of the `app` pool queued for a server connection.
-fn waiting(proxy: &ProxyProcess) -> f64 {
-    let labels = [("pool", "app"), ("state", "waiting")];
-    metric(&proxy.metrics(), "launch_proxy_client_connections", &labels)
-}
-
 /// Runs a statement that takes its place in the order (`nextval`) as it starts, then
 /// sleeps `secs`; returns the place.
 fn run(c: Conn, secs: f64) -> JoinHandle<i64> {
@@ -75,11 +69,11 @@ async fn queue_behind_a_busy_tenant(pg: &PgServer, proxy: &ProxyProcess) -> (Vec
     for (n, c) in conns.enumerate() {
         busy.push(run(c, 0.05));
         let queued = (n + 1) as f64;
-        let seen = eventually(LIMIT, || blocking(|| waiting(proxy)) == queued).await;
+        let seen = app_clients_reach(proxy, "waiting", queued).await;
         assert!(seen, "busy{} never queued", n + 2);
     }
     let quiet = run(quiet, 0.05);
-    assert!(eventually(LIMIT, || blocking(|| waiting(proxy)) == 6.0).await);
+    assert!(app_clients_reach(proxy, "waiting", 6.0).await);
     assert_eq!(first.await.unwrap(), 1);
     let mut places = Vec::new();
     for b in busy {

@@ -63,6 +63,16 @@ pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     found.unwrap_or(0.0)
 }
 
+/// Whether the `app` pool's client gauge for `state` (active, waiting) reaches `value`
+/// within LIMIT.
+pub async fn app_clients_reach(proxy: &ProxyProcess, state: &str, value: f64) -> bool {
+    let labels = [("pool", "app"), ("state", state)];
+    client::eventually(client::LIMIT, || {
+        metric(&proxy.metrics(), "launch_proxy_client_connections", &labels) == value
+    })
+    .await
+}
+
 /// Placeholder kept so tests can call it unconditionally; the proxy logs to its own file
 /// and the harness prints its tail when a test panics.
 pub fn init_tracing() {}
