@@ -13,8 +13,9 @@ use super::command_timeout::{DeadlineSlot, DeadlineTable};
 use crate::pool::{send_cancel, BackendKey};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
@@ -22,6 +23,14 @@ use tokio::sync::Notify;
 /// Longest a relay waits for a cancel in flight before releasing anyway (then it closes
 /// the server connection instead of reusing it).
 const CANCEL_SETTLE: Duration = Duration::from_secs(5);
+
+/// How long a server may leave command_timeout's cancel unanswered before the proxy gives
+/// the connection up (a backend process stopped or stuck in the kernel: PostgreSQL answers
+/// a cancel at its next interrupt check, normally within milliseconds).
+pub const UNANSWERED_CANCEL: Duration = Duration::from_secs(5);
+
+/// [`CancelTarget::timed_out`] once the watchdog gave up on the server.
+const GAVE_UP: u32 = u32::MAX;
 
 /// One client's cancel key and the server it currently runs on.
 pub struct CancelTarget {
@@ -48,8 +57,14 @@ pub struct CancelTarget {
     settled: Notify,
     /// Deadline of the running command, in the registry's table (`command_timeout`).
     deadline: DeadlineSlot,
-    /// The watchdog cancelled the command for its timeout (the relay rewords the 57014).
-    timed_out: AtomicBool,
+    /// The watchdog cancelled the command for its timeout (the relay rewords the 57014):
+    /// the number of that timeout (never 0), or [`GAVE_UP`] once the server left the cancel
+    /// unanswered for [`UNANSWERED_CANCEL`]; 0 otherwise.
+    timed_out: AtomicU32,
+    /// The waker of the client's task, given once per session ([`CancelTarget::watch_relay`]):
+    /// the watchdog wakes the relay through it when it gives the server up, so the relay's
+    /// wait for the server registers nothing per command.
+    relay: Mutex<Option<Waker>>,
 }
 
 /// One queued wait of a client ([`CancelTarget::queue`]).
@@ -85,6 +100,8 @@ struct Targets {
     /// The pid owning each word of `deadlines` (0: free).
     pid_by_slot: Vec<u32>,
     deadlines: DeadlineTable,
+    /// Timeouts found so far, numbering each ([`CancelTarget::timed_out`]).
+    timeouts: u32,
 }
 
 const HOST_SHIFT: u32 = 27;
@@ -188,7 +205,8 @@ impl CancelRegistry {
             in_flight: AtomicU32::new(0),
             settled: Notify::new(),
             deadline: targets.deadlines.take(),
-            timed_out: AtomicBool::new(false),
+            timed_out: AtomicU32::new(0),
+            relay: Mutex::new(None),
         });
         let slot = target.deadline.index();
         if targets.pid_by_slot.len() <= slot {
@@ -246,9 +264,12 @@ impl CancelRegistry {
     /// is sent later, from a task of its own, and must reach the server that ran the late
     /// command, not the one the client's next statement runs on. Each deadline is
     /// disarmed, so it is returned once; a client that is between transactions is skipped.
-    pub fn expired_commands(&self, now: u64) -> Vec<(Arc<CancelTarget>, BackendKey)> {
-        let targets = self.targets.lock();
+    /// The third field numbers the timeout, for [`CancelRegistry::cancel_timed_out`].
+    pub fn expired_commands(&self, now: u64) -> Vec<(Arc<CancelTarget>, BackendKey, u32)> {
+        let mut targets = self.targets.lock();
+        let targets = &mut *targets;
         let mut expired = Vec::new();
+        let timeouts = &mut targets.timeouts;
         targets.deadlines.sweep(now, |slot, claim| {
             let pid = targets.pid_by_slot.get(slot).copied().unwrap_or(0);
             let Some(t) = targets.by_pid.get(&pid) else {
@@ -267,11 +288,33 @@ impl CancelRegistry {
                 return;
             }
             if let Some(key) = key {
-                t.timed_out.store(true, Ordering::Release);
-                expired.push((t.clone(), key));
+                *timeouts = match timeouts.wrapping_add(1) {
+                    0 | GAVE_UP => 1,
+                    n => n,
+                };
+                let n = *timeouts;
+                t.timed_out.store(n, Ordering::Release);
+                expired.push((t.clone(), key, n));
             }
         });
         expired
+    }
+
+    /// Cancels a command whose command_timeout passed (timeout number `n` of
+    /// [`CancelRegistry::expired_commands`]) and, if the server has still sent nothing
+    /// [`UNANSWERED_CANCEL`] later, has the relay give the connection up: a backend that
+    /// is stopped would otherwise keep its client waiting as long as it stays so.
+    pub async fn cancel_timed_out(&self, target: &CancelTarget, key: BackendKey, n: u32) {
+        self.deliver(target, key).await;
+        tokio::time::sleep(UNANSWERED_CANCEL).await;
+        if target.give_up_unanswered(n) {
+            tracing::warn!(
+                pid = target.pid,
+                server_pid = key.pid,
+                "the server left command_timeout's cancel unanswered for {} s: closing its connection",
+                UNANSWERED_CANCEL.as_secs()
+            );
+        }
     }
 
     /// Cancels every statement running on a server connection, when a drain ends before
@@ -361,7 +404,7 @@ impl CancelTarget {
     /// `command_timeout`'s clock) unless disarmed first.
     #[inline]
     pub fn arm_command(&self, deadline: u64) {
-        self.timed_out.store(false, Ordering::Relaxed);
+        self.timed_out.store(0, Ordering::Relaxed);
         self.deadline.arm(deadline);
     }
 
@@ -373,7 +416,38 @@ impl CancelTarget {
     /// Whether the watchdog cancelled the command since the last call.
     #[inline]
     pub fn take_timed_out(&self) -> bool {
-        self.timed_out.load(Ordering::Relaxed) && self.timed_out.swap(false, Ordering::Acquire)
+        self.timed_out.load(Ordering::Relaxed) != 0
+            && self.timed_out.swap(0, Ordering::Acquire) != 0
+    }
+
+    /// The relay's task is the one woken when the watchdog gives its server up (see
+    /// [`CancelTarget::server_unresponsive`]); called once per session.
+    pub fn watch_relay(&self, waker: &Waker) {
+        let mut relay = self.relay.lock();
+        if !relay.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *relay = Some(waker.clone());
+        }
+    }
+
+    /// Whether the server left command_timeout's cancel unanswered: the relay closes it.
+    #[inline]
+    pub fn server_unresponsive(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed) == GAVE_UP
+    }
+
+    /// Gives the server up if timeout `n` is still the last thing that happened to the
+    /// command (no byte came from the server, no new command started), and wakes the relay.
+    fn give_up_unanswered(&self, n: u32) -> bool {
+        let gave_up = self
+            .timed_out
+            .compare_exchange(n, GAVE_UP, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if gave_up {
+            if let Some(waker) = self.relay.lock().as_ref() {
+                waker.wake_by_ref();
+            }
+        }
+        gave_up
     }
 
     /// The client now runs on the server with `key`.

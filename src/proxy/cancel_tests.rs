@@ -81,7 +81,7 @@ fn a_timed_out_command_is_cancelled_on_the_server_that_ran_it() {
         target.arm_command(5);
         let mut expired = reg.expired_commands(10);
         assert_eq!(expired.len(), 1);
-        let (found, key) = expired.pop().unwrap();
+        let (found, key, _) = expired.pop().unwrap();
         assert_eq!(found.pid, target.pid);
         assert_eq!(key, ran_it);
         assert!(reg.expired_commands(10).is_empty(), "found once");
@@ -183,4 +183,58 @@ fn pids_carry_the_host_number() {
             assert!(h.target.pid <= 0x7fff_ffff);
         }
     });
+}
+
+/// Counts its wake-ups.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The watchdog gives a server up only while the timeout it cancelled is still the last
+/// word on the command, and wakes the session's task when it does.
+#[test]
+fn an_unanswered_timeout_gives_the_server_up_once() {
+    let reg = CancelRegistry::new("127.0.0.1".into(), 1, CancelPeers::default());
+    let handle = reg.register(None);
+    let target = handle.target.clone();
+    let counter = Arc::new(CountingWaker(Default::default()));
+    target.watch_relay(&std::task::Waker::from(counter.clone()));
+    target.attach(BackendKey { pid: 42, secret: 7 });
+
+    // The server answered (the relay read its bytes): nothing to give up.
+    target.arm_command(5);
+    let (_, _, first) = reg.expired_commands(10).pop().unwrap();
+    target.cancel_settled();
+    assert!(target.take_timed_out());
+    assert!(!target.give_up_unanswered(first));
+
+    // A later command started meanwhile: the old timeout says nothing about it.
+    target.arm_command(15);
+    let (_, _, second) = reg.expired_commands(20).pop().unwrap();
+    target.cancel_settled();
+    target.arm_command(100);
+    assert!(!target.give_up_unanswered(second));
+    assert!(!target.server_unresponsive());
+    assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+
+    // Silence since the cancel: given up, the relay woken, and only once.
+    let (_, _, third) = reg.expired_commands(200).pop().unwrap();
+    target.cancel_settled();
+    assert_ne!(third, second, "each timeout has its own number");
+    assert!(target.give_up_unanswered(third));
+    assert!(target.server_unresponsive());
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    assert!(!target.give_up_unanswered(third));
+    assert!(
+        target.take_timed_out(),
+        "a late reply still reads as the timeout's"
+    );
+    assert!(!target.server_unresponsive());
 }

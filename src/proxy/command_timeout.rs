@@ -41,14 +41,14 @@ pub async fn watchdog(registry: Arc<CancelRegistry>, sweep: bool) {
         if !sweep {
             continue;
         }
-        for (target, server) in registry.expired_commands(now) {
+        for (target, server, n) in registry.expired_commands(now) {
             tracing::info!(
                 pid = target.pid,
                 "command_timeout reached: cancelling the running query"
             );
             let registry = registry.clone();
             tokio::spawn(async move {
-                registry.deliver(&target, server).await;
+                registry.cancel_timed_out(&target, server, n).await;
             });
         }
     }

@@ -170,7 +170,7 @@ pub(super) async fn forward_server(
             }
             Some(Detour::Reword { len }) => {
                 server.buf.advance(len);
-                super::command_timeout_error(session)
+                super::errors::command_timeout_error(session)
             }
             Some(Detour::Emit) => match t.replies.pop_front().map(|r| r.action) {
                 Some(Action::Fake(tag)) => {

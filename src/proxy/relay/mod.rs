@@ -8,6 +8,7 @@
 
 mod carry;
 mod downstream;
+mod errors;
 mod local;
 mod queued;
 mod tracker;
@@ -21,6 +22,7 @@ use crate::error::{ClientError, ErrorKind};
 use crate::pool::{AppliedTenant, PoolStats, ServerConn};
 use crate::protocol::codes;
 use downstream::{forward_server, forward_server_now};
+use errors::{idle_without_sync, oversized, server_lost};
 use tracker::{Action, Expect, Tracker};
 use upstream::{forward_client, forward_client_now};
 
@@ -75,6 +77,8 @@ enum Stop {
     Client(ClientError),
     /// The server went away (its FATAL already forwarded if `fatal_sent`).
     ServerGone { fatal_sent: bool },
+    /// The server left command_timeout's cancel unanswered (`CancelTarget::server_unresponsive`).
+    ServerUnresponsive,
     /// The server refused the tenant prelude.
     Prelude(String),
     /// The tenant status lookup lost its server before the client's messages went;
@@ -100,6 +104,12 @@ pub(super) async fn run(
     // wait (each a locked insert into and removal from the token's waiter list).
     let waiter = std::pin::pin!(ctx.shutdown.triggered());
     let mut shutdown = ctx.shutdown.watch(waiter);
+    // The watchdog wakes this task when a server leaves command_timeout's cancel unanswered.
+    std::future::poll_fn(|cx| {
+        session.cancel.target.watch_relay(cx.waker());
+        std::task::Poll::Ready(())
+    })
+    .await;
     // The waiting statement lost a connection under its tenant lookup (it gets one more).
     let mut lookup_retried = false;
     let error = loop {
@@ -206,6 +216,7 @@ pub(super) async fn run(
                     Stop::Client(e) => Some(e),
                     Stop::ServerGone { fatal_sent: true } => None,
                     Stop::ServerGone { fatal_sent: false } => Some(server_lost()),
+                    Stop::ServerUnresponsive => Some(errors::server_unresponsive(session)),
                     Stop::LookupLost { error, .. } => Some(error),
                     Stop::Prelude(e) => {
                         tracing::error!(pool = %session.pool.name, error = %e, "the server refused the tenant settings");
@@ -234,29 +245,6 @@ pub(super) async fn run(
 
 /// Bytes of a client's messages read while they are held (see the transaction loop).
 const HELD_READ_LIMIT: usize = 256 * 1024;
-
-/// The error for a client that went quiet between a message and its Sync for the role's
-/// idle-in-transaction time (PostgreSQL's code and wording for its own timeout).
-fn idle_without_sync(limit: std::time::Duration) -> ClientError {
-    ClientError::fatal(
-        ErrorKind::Timeout,
-        codes::IDLE_IN_TRANSACTION_TIMEOUT,
-        "terminating connection due to idle-in-transaction timeout",
-    )
-    .with_detail(format!(
-        "the client sent no Sync for idle_in_transaction_timeout_ms ({} ms) while it held a server connection",
-        limit.as_millis()
-    ))
-}
-
-fn server_lost() -> ClientError {
-    ClientError::fatal(
-        ErrorKind::Server,
-        codes::CONNECTION_FAILURE,
-        "server closed the connection unexpectedly",
-    )
-    .with_detail("the PostgreSQL server terminated or the connection to it broke; the transaction was rolled back")
-}
 
 /// Gets rid of a server connection whose client is gone or whose state is unknown: a
 /// running query is cancelled first so that its locks go with it, then the connection is
@@ -342,17 +330,6 @@ async fn wait_for_work(
             Ok(_) => {}
         }
     }
-}
-
-fn oversized(h: Header, ctx: &ProxyContext) -> ClientError {
-    ClientError::fatal(
-        ErrorKind::Protocol,
-        codes::PROGRAM_LIMIT_EXCEEDED,
-        format!(
-            "message of {} bytes exceeds max_client_message_bytes ({})",
-            h.frame_len, ctx.settings.config.max_client_message_bytes
-        ),
-    )
 }
 
 /// Messages that may be forwarded before they are complete (they can be large and the
@@ -567,6 +544,7 @@ async fn transaction(
             () = quiet_for, if quiet_unsynced => {
                 return Err(Stop::Client(idle_without_sync(idle_limit.unwrap_or_default())));
             }
+            () = unresponsive(target), if armed => return Err(Stop::ServerUnresponsive),
         }
     }
 }
@@ -657,6 +635,20 @@ async fn send_with_settings(
     Ok(())
 }
 
+/// Ready once the watchdog gave the server up (`CancelTarget::server_unresponsive`). It
+/// registers no waker: the watchdog wakes the session's task, given once in [`run`].
+fn unresponsive(
+    target: &super::cancel::CancelTarget,
+) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if target.server_unresponsive() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
 /// Clears the client's command deadline when a transaction's relay ends, and a cancel
 /// that waited for the proxy's own statements (the transaction ended before the client's).
 struct DisarmOnReturn<'a>(&'a super::cancel::CancelTarget);
@@ -678,21 +670,4 @@ fn release_held_cancels(t: &mut Tracker, session: &Session) {
             session.cancel.deliver_held();
         }
     }
-}
-
-pub(super) fn command_timeout_error(session: &Session) -> ClientError {
-    let ms = session
-        .pool
-        .limits
-        .command_timeout
-        .map_or(0, |d| d.as_millis());
-    ClientError::error(
-        ErrorKind::Timeout,
-        codes::QUERY_CANCELED,
-        format!("canceling statement due to command timeout ({ms} ms)"),
-    )
-    .with_detail(format!(
-        "launch-proxy cancelled the command after command_timeout_ms ({ms}) of role \"{}\"",
-        session.pool.role.as_str()
-    ))
 }

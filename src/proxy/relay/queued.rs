@@ -136,7 +136,7 @@ pub(super) async fn answer_cancelled(
             match parse_header(&client.buf) {
                 Err(_) => return Err(Some(ClientError::protocol("invalid message length"))),
                 Ok(Some(h)) if h.frame_len > ctx.settings.config.max_client_message_bytes => {
-                    return Err(Some(super::oversized(h, ctx)));
+                    return Err(Some(super::errors::oversized(h, ctx)));
                 }
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
