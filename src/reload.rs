@@ -21,8 +21,9 @@ use std::sync::Arc;
 pub async fn on_sighup(ctx: Arc<ProxyContext>, mut hangup: tokio::signal::unix::Signal) {
     while hangup.recv().await.is_some() {
         let source = ctx.settings.source.clone();
+        let overrides = ctx.settings.overrides.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            crate::config::load(&source, &Default::default()).map_err(|e| e.to_string())
+            crate::config::load(&source, &overrides).map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));

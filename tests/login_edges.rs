@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::client::{blocking, eventually, LIMIT};
+use common::client::{blocking, eventually, one, LIMIT};
 use common::raw::{frame, hex_md5, z, MD5_USERS};
 use common::{error_field, proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::io::{Read, Write};
@@ -275,4 +275,39 @@ async fn startup_options_are_honoured_or_refused_never_dropped() {
     c.simple_query("CREATE TABLE rw_probe (x int)")
         .await
         .unwrap();
+}
+
+/// A reload applies the command line's `--listen` / `--metrics-listen` again: a config
+/// file that validates only with them (here its `metrics_listen` is its `listen`, which
+/// the flags set apart) still reloads its users (before, every SIGHUP was refused with
+/// "metrics_listen must differ from listen").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_command_lines_listen_overrides() {
+    let pg = PgServer::start();
+    let cfg = proxy_config(&pg, "min_pool_size: 0").replace(
+        "metrics_listen: \"127.0.0.1:9127\"",
+        "metrics_listen: \"0.0.0.0:6432\"",
+    );
+    assert!(cfg.contains("metrics_listen: \"0.0.0.0:6432\""), "{cfg}");
+    let proxy = ProxyProcess::start(&cfg, USERS_YAML);
+    let users =
+        format!("{USERS_YAML}  late: {{ password: \"latepw\", role: write, server_user: app }}\n");
+    std::fs::write(proxy.dir.join("users.yaml"), users).unwrap();
+    proxy.signal("HUP");
+    let reloaded = eventually(LIMIT, || {
+        let log = proxy.log();
+        log.contains("SIGHUP: users file reloaded") || log.contains("not reloaded")
+    })
+    .await;
+    assert!(reloaded, "no reload logged:\n{}", proxy.log());
+    assert!(
+        proxy.log().contains("SIGHUP: users file reloaded"),
+        "{}",
+        proxy.log()
+    );
+    let c = proxy
+        .connect("late", "latepw")
+        .await
+        .expect("the new user logs in");
+    assert_eq!(one(&c, "SELECT 1").await, "1");
 }

@@ -51,6 +51,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Settings, LoadError> {
     let mut settings = validate::validate(config, users, signing_key)?;
     settings.base_dir = base.to_owned();
     settings.source = path.to_owned();
+    settings.overrides = overrides.clone();
     if let Some(tls) = &settings.config.tls {
         crate::net::tls::ClientTls::load(tls, base)
             .map_err(|e| LoadError::Invalid(format!("tls: {e}")))?;

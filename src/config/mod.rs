@@ -444,6 +444,9 @@ pub struct Settings {
     pub base_dir: PathBuf,
     /// The config file itself, read again on SIGHUP (`crate::reload`).
     pub source: PathBuf,
+    /// The command line's overrides, applied again on SIGHUP: the file alone may not
+    /// validate (say, its `metrics_listen` is its `listen`, with `--metrics-listen ""`).
+    pub overrides: load::Overrides,
     /// Resolved `tenant.signing_key`.
     pub signing_key: Option<Arc<[u8]>>,
     pub warnings: Vec<Warning>,

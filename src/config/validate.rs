@@ -327,6 +327,7 @@ pub(super) fn validate(
         users,
         base_dir: std::path::PathBuf::new(),
         source: std::path::PathBuf::new(),
+        overrides: Default::default(),
         signing_key: signing_key.map(Arc::from),
         warnings,
     })

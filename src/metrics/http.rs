@@ -93,11 +93,16 @@ async fn respond(
 /// said "ok" whatever PostgreSQL did, so a load balancer or an operator checking it kept
 /// sending clients to a proxy that answered every one with 57P03. A pool learns of an
 /// outage when it next needs a connection (a client's transaction, `min_pool_size`), and
-/// recovers with its next successful login.
+/// recovers with its next successful login, which each failing check asks its manager
+/// to try (`Pool::probe_server`).
 fn server_error(pools: &crate::pool::PoolSet) -> Option<String> {
     let failing: String = pools
         .iter()
-        .filter_map(|p| Some(format!("pool \"{}\": {}\n", p.name, p.server_error()?)))
+        .filter_map(|p| {
+            let e = p.server_error()?;
+            p.probe_server();
+            Some(format!("pool \"{}\": {e}\n", p.name))
+        })
         .collect();
     (!failing.is_empty()).then(|| format!("PostgreSQL unavailable\n{failing}"))
 }

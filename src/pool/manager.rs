@@ -98,7 +98,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             && st.last_error.is_some()
             && st.opening == 0
         {
-            // `/health` asks whether the server is back (`Pool::server_error`).
+            // `/health` asks whether the server is back (`Pool::probe_server`).
             want = want.max(1);
         }
         if !has_credentials {

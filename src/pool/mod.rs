@@ -529,18 +529,18 @@ impl Pool {
 
     /// Why the pool's most recent server login failed, while no later one succeeded; `None`
     /// also for a pool that waits for its first client's SCRAM keys (not a server fault).
-    /// Each call while it is `Some` has the manager try one login, so that a pool nobody
-    /// uses (no waiters, its minimum met or 0) learns that the server is back: without
-    /// it `/health` reported a recovered server as down until a client came, which one
-    /// held out by that very report never would.
     pub fn server_error(&self) -> Option<String> {
         let e = self.state.lock().last_error.clone()?;
-        if e == ConnectError::NoCredentials.to_string() {
-            return None;
-        }
+        (e != ConnectError::NoCredentials.to_string()).then_some(e)
+    }
+
+    /// Has the manager try one login if the last one failed, so that a pool nobody uses
+    /// (no waiters, its minimum met or 0) learns that the server is back: without it
+    /// `/health` reported a recovered server as down until a client came, which one held
+    /// out by that very report never would. `/health` calls it on every failing check.
+    pub fn probe_server(&self) {
         self.probe.store(true, std::sync::atomic::Ordering::Relaxed);
         self.wake();
-        Some(e)
     }
 
     /// Statements counted against `max_active` now, and whether the gate stands open
