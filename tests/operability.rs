@@ -613,3 +613,65 @@ async fn every_closed_server_connection_is_counted() {
     let seen = eventually(LIMIT, || blocking(balanced)).await;
     assert!(seen, "opened - closed != open:\n{}", proxy.metrics());
 }
+
+/// Idle connections to the metrics port cannot use up the process's file descriptors:
+/// beyond `MAX_OPEN` (32) at once they are closed as they come, the proxy's own port serves
+/// on, and once they go a scrape is answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_metrics_connections_are_capped() {
+    let pg = PgServer::start();
+    let proxy = ProxyProcess::start(&proxy_config(&pg, "min_pool_size: 1"), USERS_YAML);
+    proxy.metrics();
+    let open_fds =
+        || std::fs::read_dir(format!("/proc/{}/fd", proxy.pid())).map_or(0, |d| d.count());
+    let before = open_fds();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], proxy.metrics_port));
+    let idle: Vec<_> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    assert_eq!(idle.len(), 300, "the kernel's backlog takes them all");
+    for s in &idle {
+        s.set_nonblocking(true).unwrap();
+    }
+    // Closed by the proxy: the peer reads end-of-file.
+    let closed = || {
+        idle.iter()
+            .filter(|s| matches!(std::io::Read::read(&mut &**s, &mut [0u8; 1]), Ok(0)))
+            .count()
+    };
+    // Every connection taken off the listener's backlog (ss: Recv-Q of a listening socket).
+    let backlog = || {
+        let out = Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{}", proxy.metrics_port)])
+            .output()
+            .expect("ss");
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|q| q.parse::<usize>().ok())
+    };
+    let accepted = eventually(LIMIT, || backlog() == Some(0)).await;
+    assert!(accepted, "backlog: {:?}", backlog());
+    let during = open_fds();
+    assert!(
+        during <= before + 32 + 8,
+        "{during} descriptors open with 300 idle metrics connections (before: {before})"
+    );
+    let turned_away = eventually(LIMIT, || closed() >= 300 - 32).await;
+    assert!(turned_away, "{} of 300 closed", closed());
+    let c = proxy
+        .connect("app", "apppw")
+        .await
+        .expect("the proxy port serves");
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(idle);
+    let scraped = eventually(LIMIT, || {
+        let get = std::panic::AssertUnwindSafe(|| proxy.http_get("/metrics").0 == 200);
+        std::panic::catch_unwind(get).unwrap_or(false)
+    })
+    .await;
+    assert!(
+        scraped,
+        "no scrape answered after the idle connections left"
+    );
+}

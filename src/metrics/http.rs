@@ -3,6 +3,10 @@
 //! saying that the proxy drains. Scrapes are rare and small, so one request per connection
 //! is enough.
 //!
+//! At most [`MAX_OPEN`] connections are served at once, each for up to [`ANSWER_WITHIN`];
+//! more are closed as they come: the port shares the process's file descriptors with the
+//! clients, and idle connections to it must not use them up.
+//!
 //! The listener serves until the process exits, through the drain after SIGTERM (up to
 //! `shutdown_timeout_ms`): it used to close at SIGTERM, so the drain, the very moment an
 //! operator watches clients and transactions go down, was a gap in every graph.
@@ -14,6 +18,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Connections served at once (Prometheus, a health checker and an operator need a few).
+pub const MAX_OPEN: usize = 32;
+
+/// Longest a connection may take to send its request and read the answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
 pub async fn serve(listener: TcpListener, ctx: Arc<MetricsContext>, shutdown: Shutdown) {
     let handle = ctx.handle.clone();
     tokio::spawn(async move {
@@ -22,17 +32,23 @@ pub async fn serve(listener: TcpListener, ctx: Arc<MetricsContext>, shutdown: Sh
             handle.run_upkeep();
         }
     });
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_OPEN));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors, typically: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(place) = open.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let answer = respond(stream, &ctx, &shutdown);
-            let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
+            let _ = tokio::time::timeout(ANSWER_WITHIN, answer).await;
+            drop(place);
         });
     }
 }
