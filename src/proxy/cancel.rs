@@ -437,11 +437,17 @@ impl CancelTarget {
 
     /// Gives the server up if timeout `n` is still the last thing that happened to the
     /// command (no byte came from the server, no new command started), and wakes the relay.
+    ///
+    /// The relay's deadline must still be the one the watchdog claimed (cleared): `n` is
+    /// stored after the claim, so on another worker thread the relay may have finished the
+    /// command and armed its next one (clearing the word) before `n` landed, leaving `n`
+    /// on a command that was never cancelled; that command's armed deadline tells it apart.
     fn give_up_unanswered(&self, n: u32) -> bool {
-        let gave_up = self
-            .timed_out
-            .compare_exchange(n, GAVE_UP, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok();
+        let gave_up = !self.deadline.is_armed()
+            && self
+                .timed_out
+                .compare_exchange(n, GAVE_UP, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
         if gave_up {
             if let Some(waker) = self.relay.lock().as_ref() {
                 waker.wake_by_ref();

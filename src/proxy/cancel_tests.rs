@@ -238,3 +238,23 @@ fn an_unanswered_timeout_gives_the_server_up_once() {
     );
     assert!(!target.server_unresponsive());
 }
+
+/// On another worker thread the watchdog's number for a timeout can land after the relay
+/// finished that command and armed its next one (the number is stored after the claim):
+/// the next command, never timed out, is not given up.
+#[test]
+fn a_timeout_number_landing_on_the_next_command_gives_nothing_up() {
+    let reg = CancelRegistry::new("127.0.0.1".into(), 1, CancelPeers::default());
+    let handle = reg.register(None);
+    let target = handle.target.clone();
+    target.attach(BackendKey { pid: 42, secret: 7 });
+    target.arm_command(5);
+    let (_, _, n) = reg.expired_commands(10).pop().unwrap();
+    target.cancel_settled();
+    // The relay read the reply before `n` was stored, then started its next command.
+    target.timed_out.store(0, Ordering::Relaxed);
+    target.arm_command(100);
+    target.timed_out.store(n, Ordering::Release);
+    assert!(!target.give_up_unanswered(n));
+    assert!(!target.server_unresponsive());
+}

@@ -90,6 +90,12 @@ impl DeadlineSlot {
         self.word().store(0, Ordering::Relaxed);
     }
 
+    /// Whether a deadline is armed (a claimed one reads as disarmed).
+    #[inline]
+    pub fn is_armed(&self) -> bool {
+        self.word().load(Ordering::Acquire) != 0
+    }
+
     /// Its position in the table: what [`DeadlineTable::sweep`] reports for it.
     pub fn index(&self) -> usize {
         self.index as usize
