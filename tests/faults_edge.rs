@@ -5,6 +5,7 @@
 mod common;
 
 use common::client::{blocking, connect, eventually, one, LIMIT};
+use common::raw::{pbe, sum, sync, Raw, MD5_USERS};
 use common::{proxy_config, send_signal, PgServer, ProxyProcess, USERS_YAML};
 
 use std::time::Duration;
@@ -59,6 +60,39 @@ async fn command_timeout_ends_the_wait_on_a_frozen_backend() {
     let again = connect(&proxy, "app_ro", "approp").await.unwrap();
     assert_eq!(one(&again.client, "SELECT 1").await, "1");
     drop(blocking(|| pg.psql("postgres", "SELECT 1")));
+}
+
+/// Parse/Bind/Execute without Flush or Sync ask the server for nothing yet: PostgreSQL
+/// holds the results until one comes and ignores a cancel while it waits for the client.
+/// Past command_timeout_ms and `UNANSWERED_CANCEL` the proxy still keeps the healthy
+/// server: the Sync gets the results (before, the client got FATAL 08006).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_not_yet_asked_to_answer_is_not_given_up() {
+    let pg = PgServer::start();
+    let cfg = proxy_config(&pg, "min_pool_size: 0").replace(
+        "read:  { command_timeout_ms: 10000,",
+        "read:  { command_timeout_ms: 500,",
+    );
+    assert!(cfg.contains("command_timeout_ms: 500,"), "{cfg}");
+    let proxy = ProxyProcess::start(&cfg, MD5_USERS);
+    let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
+    blocking(|| raw.send(&pbe("SELECT 42", &[])));
+    // The timeout, its cancel, UNANSWERED_CANCEL (5 s) and a margin.
+    tokio::time::sleep(Duration::from_millis(500 + 5000 + 2000)).await;
+    let answer = blocking(|| {
+        raw.send(&sync());
+        let mut msgs = Vec::new();
+        while let Some(m) = raw.recv() {
+            let ready = m.0 == b'Z';
+            msgs.push(m);
+            if ready {
+                break;
+            }
+        }
+        sum(&msgs)
+    });
+    assert_eq!(answer, "12DC[SELECT 1]Zi");
+    assert_eq!(blocking(|| raw.col0("SELECT 7")), ["7"]);
 }
 
 /// The open file descriptors of process `pid`.

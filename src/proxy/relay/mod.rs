@@ -440,6 +440,9 @@ async fn transaction(
     let mut progress = t.ready_seen;
     let gated = session.pool.is_gated();
     let mut paused = false;
+    // The client's extended messages waited for a Flush or Sync while the command's clock
+    // ran (PostgreSQL holds their results until one comes: its silence says nothing).
+    let mut unasked = false;
     loop {
         if t.resume_client {
             // The transaction status held messages waited for is known (Tracker::status_wait).
@@ -465,6 +468,14 @@ async fn transaction(
             } else {
                 session.pool.resume(server);
             }
+        }
+        if armed && t.awaits_flush {
+            unasked = true;
+        } else if std::mem::take(&mut unasked) && armed && target.take_timed_out() {
+            // A timeout (and a give-up) of a server that was not asked to answer: the
+            // Flush or Sync starts the command's clock again.
+            target.disarm_command();
+            armed = false;
         }
         if let Some(d) = command_timeout {
             // Not while the proxy's own statements run first: a cancel then fails them.
@@ -544,7 +555,9 @@ async fn transaction(
             () = quiet_for, if quiet_unsynced => {
                 return Err(Stop::Client(idle_without_sync(idle_limit.unwrap_or_default())));
             }
-            () = unresponsive(target), if armed => return Err(Stop::ServerUnresponsive),
+            () = unresponsive(target), if armed && !t.awaits_flush => {
+                return Err(Stop::ServerUnresponsive)
+            }
         }
     }
 }
