@@ -3,7 +3,8 @@
 //! saying that the proxy drains. Scrapes are rare and small, so one request per connection
 //! is enough.
 //!
-//! At most [`MAX_OPEN`] connections are served at once, each for up to [`ANSWER_WITHIN`];
+//! At most [`MAX_OPEN`] connections are served at once, each for up to [`ANSWER_WITHIN`]
+//! (and [`REQUEST_WITHIN`] to send its request);
 //! more are closed as they come: the port shares the process's file descriptors with the
 //! clients, and idle connections to it must not use them up.
 //!
@@ -23,6 +24,10 @@ pub const MAX_OPEN: usize = 32;
 
 /// Longest a connection may take to send its request and read the answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// Longest a connection may take to send its request: a scraper sends it at once, and a
+/// connection that sends nothing holds one of the [`MAX_OPEN`] places only this long.
+const REQUEST_WITHIN: Duration = Duration::from_secs(2);
 
 pub async fn serve(listener: TcpListener, ctx: Arc<MetricsContext>, shutdown: Shutdown) {
     let handle = ctx.handle.clone();
@@ -60,12 +65,21 @@ async fn respond(
 ) -> std::io::Result<()> {
     let mut req = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || req.len() > 16 * 1024 {
-            return Ok(());
+    let read_request = async {
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 || req.len() > 16 * 1024 {
+                return Ok(false);
+            }
+            req.extend_from_slice(&chunk[..n]);
         }
-        req.extend_from_slice(&chunk[..n]);
+        Ok::<_, std::io::Error>(true)
+    };
+    if !matches!(
+        tokio::time::timeout(REQUEST_WITHIN, read_request).await,
+        Ok(Ok(true))
+    ) {
+        return Ok(());
     }
     let line = req.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');

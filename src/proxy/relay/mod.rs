@@ -469,15 +469,13 @@ async fn transaction(
                 session.pool.resume(server);
             }
         }
-        if armed && t.awaits_flush {
-            unasked = true;
-        } else if std::mem::take(&mut unasked) && armed && target.take_timed_out() {
-            // A timeout (and a give-up) of a server that was not asked to answer: the
-            // Flush or Sync starts the command's clock again.
-            target.disarm_command();
-            armed = false;
-        }
         if let Some(d) = command_timeout {
+            if std::mem::take(&mut unasked) && !t.awaits_flush && target.take_timed_out() {
+                // The timeout (and a give-up) came while the client owed a Flush or Sync,
+                // when the server's silence says nothing: its clock starts again now.
+                target.disarm_command();
+                armed = false;
+            }
             // Not while the proxy's own statements run first: a cancel then fails them.
             let want_timer =
                 !t.replies.is_empty() && !t.copy_in && !t.timeout_cancel && !t.cancels_held;
@@ -487,6 +485,7 @@ async fn transaction(
                 target.disarm_command();
             }
             armed = want_timer;
+            unasked = armed && t.awaits_flush;
         }
         if server.buf.capacity() - server.buf.len() < 4096 {
             server.buf.reserve(SERVER_READ_CHUNK);
