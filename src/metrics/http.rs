@@ -4,9 +4,9 @@
 //! is enough.
 //!
 //! At most [`MAX_OPEN`] connections are served at once, each for up to [`ANSWER_WITHIN`]
-//! (and [`REQUEST_WITHIN`] to send its request);
-//! more are closed as they come: the port shares the process's file descriptors with the
-//! clients, and idle connections to it must not use them up.
+//! (and [`REQUEST_WITHIN`] to send its request); more are closed as they come: the port
+//! shares the process's file descriptors with the clients, and idle connections to it must
+//! not use them up.
 //!
 //! The listener serves until the process exits, through the drain after SIGTERM (up to
 //! `shutdown_timeout_ms`): it used to close at SIGTERM, so the drain, the very moment an
