@@ -5,9 +5,10 @@
 mod common;
 
 use common::client::{blocking, connect, eventually, one, LIMIT};
-use common::raw::{pbe, sum, sync, Raw, MD5_USERS};
-use common::{proxy_config, send_signal, PgServer, ProxyProcess, USERS_YAML};
+use common::raw::{pbe, q, sum, sync, Raw, MD5_USERS};
+use common::{error_field, proxy_config, send_signal, PgServer, ProxyProcess, USERS_YAML};
 
+use std::io::Write;
 use std::time::Duration;
 
 /// The backend running a client's command stops answering (SIGSTOP: it takes neither the
@@ -239,4 +240,67 @@ async fn a_refused_session_parameter_never_hides_a_commit() {
         pg.psql("launch", "SELECT string_agg(id::text, ',') FROM ins"),
         "2"
     );
+}
+
+/// The same frozen backend, with the relay in a write the server does not take: the client
+/// pipelines megabytes of queries behind its running command, more than the server's
+/// socket holds. The wait in that write is raced against the give-up too (before, only the
+/// relay's wait for replies was, and the client waited for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_timeout_ends_a_write_the_frozen_backend_does_not_take() {
+    let pg = PgServer::start();
+    let cfg = proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 0").replace(
+        "read:  { command_timeout_ms: 10000,",
+        "read:  { command_timeout_ms: 1000,",
+    );
+    assert!(cfg.contains("command_timeout_ms: 1000,"), "{cfg}");
+    let proxy = ProxyProcess::start(&cfg, MD5_USERS);
+    let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
+    // The tenant switch goes with this one; the sleep then goes alone, and what follows it
+    // is not held back for the switch's answer.
+    assert_eq!(blocking(|| raw.col0("SELECT 1")), ["1"]);
+    blocking(|| raw.send(&q("SELECT pg_sleep(60)")));
+    let sql = "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity \
+               WHERE usename = 'app_ro' AND query LIKE '%SELECT pg_sleep(60)'";
+    let mut pid = String::new();
+    let running = eventually(LIMIT, || {
+        pid = pg.psql("postgres", sql);
+        !pid.is_empty()
+    })
+    .await;
+    assert!(running);
+    assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
+    // 64 MiB of queries; the writer blocks once every buffer on the way is full, and ends
+    // when the proxy closes the connection.
+    let mut writer = raw.s.try_clone().unwrap();
+    let pad = "-".repeat(256 * 1024);
+    let big = q(&format!("SELECT 1 /* {pad} */"));
+    let pushing = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        while sent < 64 << 20 && writer.write_all(&big).is_ok() {
+            sent += big.len();
+        }
+        sent
+    });
+    let other = connect(&proxy, "app_ro", "approp").await.unwrap();
+    assert_eq!(
+        one(&other.client, "SELECT 2").await,
+        "2",
+        "served during the freeze"
+    );
+    raw.s
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let answer = blocking(|| raw.recv());
+    assert!(send_signal(&pid, "CONT"), "kill -s CONT {pid}");
+    let (tag, body) = answer.expect("no answer 30 s after the 1 s command timeout");
+    assert_eq!(tag, b'E');
+    assert_eq!(error_field(&body, b'C').as_deref(), Some("08006"));
+    let sent = blocking(|| pushing.join().unwrap());
+    assert!(
+        sent > 4 << 20,
+        "only {sent} bytes went out: the write never blocked"
+    );
+    let again = connect(&proxy, "app_ro", "approp").await.unwrap();
+    assert_eq!(one(&again.client, "SELECT 1").await, "1");
 }

@@ -486,3 +486,34 @@ async fn cancel_from_one_client_never_hits_another() {
     let got = join(task).await.expect("A's key cancelled B");
     assert_eq!(got[0][0].as_deref(), Some("b2"));
 }
+
+/// PostgreSQL reads no input while a reply it writes waits for room. With megabytes
+/// pipelined each way the proxy must go on reading the server while the server's input is
+/// full: before, the relay only waited to write, the server only waited to write its
+/// replies, and the client got 08006 at the command timeout (after one reply of 20,000).
+/// Simple Queries (forwarded untouched) and named statements (rewritten by the proxy).
+#[test]
+fn pipelines_larger_than_the_socket_buffers_complete() {
+    let (_pg, proxy) = start(POOL1, "");
+    let mut r = Raw::login(proxy.port, "app", "apppw");
+    let pad = "-".repeat(4000);
+    let one = q(&format!(
+        "SELECT repeat('x', 2000) FROM generate_series(1, 2) /* {pad} */"
+    ));
+    let got = pipeline(&mut r, one.repeat(100), 200, 100);
+    assert_eq!(got, (20_000, String::new()));
+    // Parse once, then Bind/Execute/Sync of a 4 kB parameter echoed back, 20,000 times.
+    let parse = frame(
+        b'P',
+        &[z("echo"), z("SELECT $1::text"), vec![0, 0]].concat(),
+    );
+    assert_eq!(r.sum(&[parse, sync()].concat()), "1Zi");
+    let mut bind = [z(""), z("echo"), vec![0, 0, 0, 1]].concat();
+    bind.extend((pad.len() as i32).to_be_bytes());
+    bind.extend(pad.as_bytes());
+    bind.extend([0, 0]);
+    let exec = [frame(b'B', &bind), frame(b'E', &[0, 0, 0, 0, 0]), sync()].concat();
+    let got = pipeline(&mut r, exec.repeat(100), 200, 100);
+    assert_eq!(got, (20_000, String::new()));
+    assert_eq!(r.col0("SELECT 'still in step'"), ["still in step"]);
+}

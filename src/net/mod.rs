@@ -90,14 +90,21 @@ impl Stream {
         }
     }
 
-    /// Reads more bytes into `buf` (see [`Stream::poll_read_into`]; TLS goes through its
-    /// session). Cancel-safe.
-    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    /// [`Stream::poll_read_into`] on plain TCP, a read through the session on TLS.
+    pub fn poll_read_some(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         if matches!(self, Stream::Tcp(_)) {
-            let this = &*self;
-            return std::future::poll_fn(|cx| this.poll_read_into(cx, buf)).await;
+            return self.poll_read_into(cx, buf);
         }
-        tokio::io::AsyncReadExt::read_buf(self, buf).await
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+
+    /// Reads more bytes into `buf` (see [`Stream::poll_read_some`]). Cancel-safe.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_some(cx, buf)).await
     }
 
     /// Writes what the socket takes now, without waiting: how many bytes of `bytes` went
@@ -111,9 +118,21 @@ impl Stream {
         }
     }
 
+    /// Writes `a` then `b` (one `writev`) as far as the socket takes them now: how many
+    /// bytes went, as [`Stream::write_now`].
+    pub fn write_pair_now(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+        let Stream::Tcp(s) = self else { return Ok(0) };
+        match s.try_write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            r => r,
+        }
+    }
+
     /// Writes all of `bytes`. On plain TCP the first attempt is a direct write, which takes
     /// everything unless the socket buffer is full; only the rest waits through tokio's
-    /// `AsyncWrite`.
+    /// `AsyncWrite`. On TLS the records the session still holds are flushed: its
+    /// `poll_write` takes the bytes once they are encrypted, whether or not the socket
+    /// took the records, and a reply left there would never reach a peer that waits for it.
     pub async fn write_all_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut rest = bytes;
         if let Stream::Tcp(s) = self {
@@ -124,34 +143,11 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         }
-        self.write_all(rest).await
-    }
-
-    /// Writes `a` then `b`, with `writev` where the stream can: the tenant prelude and the
-    /// client's messages leave in one segment. On plain TCP the first attempt is a direct
-    /// write, as in [`Stream::write_all_bytes`].
-    pub async fn write_all_pair(&mut self, a: &[u8], b: &[u8]) -> io::Result<()> {
-        if a.is_empty() {
-            return self.write_all_bytes(b).await;
+        self.write_all(rest).await?;
+        if !matches!(self, Stream::Tcp(_)) {
+            self.flush().await?;
         }
-        let (mut a, mut b) = (a, b);
-        if let Stream::Tcp(s) = self {
-            match s.try_write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)]) {
-                Ok(n) => (a, b) = past(a, b, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        while !a.is_empty() {
-            let n = self
-                .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
-                .await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            (a, b) = past(a, b, n);
-        }
-        self.write_all(b).await
+        Ok(())
     }
 
     /// Non-blocking check of an idle pooled connection: `true` if the peer closed it or sent
@@ -220,7 +216,7 @@ impl Stream {
 }
 
 /// What is left of `a` then `b` once `n` bytes of the two were written.
-fn past<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> (&'a [u8], &'a [u8]) {
+pub fn past<'a>(a: &'a [u8], b: &'a [u8], n: usize) -> (&'a [u8], &'a [u8]) {
     if n < a.len() {
         (&a[n..], b)
     } else {

@@ -189,3 +189,25 @@ pub fn send_cancel(port: u16, pid: u32, secret: u32) {
     s.write_all(&words.map(u32::to_be_bytes).concat()).unwrap();
     let _ = s.read_to_end(&mut Vec::new());
 }
+
+/// Sends `batch` `times` times from another thread while this one reads: a client that
+/// pipelines faster than PostgreSQL answers and reads its replies as they come (libpq's
+/// pipeline mode, JDBC batches). Returns how many ReadyForQuery came and the first error.
+pub fn pipeline(r: &mut Raw, batch: Vec<u8>, times: usize, per_batch: usize) -> (usize, String) {
+    let mut writer = r.s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || (0..times).all(|_| writer.write_all(&batch).is_ok()));
+    let (mut ready, mut error) = (0, String::new());
+    while ready < times * per_batch {
+        match r.recv() {
+            Some((b'Z', _)) => ready += 1,
+            Some((b'E', b)) if error.is_empty() => error = field(&b, b'C').unwrap_or_default(),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(
+        sender.join().unwrap(),
+        "the proxy stopped reading the client"
+    );
+    (ready, error)
+}

@@ -175,3 +175,73 @@ fn unverifiable_or_plain_postgres_gives_clients_57p03_naming_tls() {
         check(&err, "57P03", "TLS");
     }
 }
+
+// ================================================================== flow through TLS
+
+/// A TLS client that reads its large result only after a pause, when every buffer on the
+/// way is full: the last records of the reply (its ReadyForQuery among them) must still
+/// reach it. The TLS session takes bytes before the socket takes their records, so the
+/// proxy flushes it after each write (before, what the session held at the end of a
+/// reply stayed there until the client's next message, which never came).
+#[test]
+fn a_slow_tls_reader_gets_the_whole_of_a_large_result() {
+    let d = Dir::new();
+    let (_pg, proxy) = tls_proxy(&d, &format!("{USERS_YAML}{MD5_USER}"));
+    let cfg = tls_client(&d.p("ca.pem"), None);
+    for round in 0..3 {
+        let mut w = Wire::login(proxy.port, Some(&cfg), "md5user", "md5pw").unwrap();
+        let sql = "SELECT repeat('x', 1000) FROM generate_series(1, 20000)";
+        w.send(
+            &[
+                &[b'Q'][..],
+                &((sql.len() + 5) as i32).to_be_bytes(),
+                sql.as_bytes(),
+                b"\0",
+            ]
+            .concat(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut rows = 0;
+        loop {
+            let (tag, body) = w
+                .read_msg()
+                .unwrap_or_else(|e| panic!("round {round}: after {rows} rows: {e}"));
+            match tag {
+                b'D' => {
+                    rows += 1;
+                    // Slower than the proxy writes: its writes keep finding the socket full.
+                    if rows % 100 == 0 {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                b'E' => panic!("{}", error_text(&body)),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        assert_eq!(rows, 20_000);
+    }
+}
+
+/// A pipeline larger than the socket buffers with TLS to PostgreSQL: the writes the server
+/// cannot take at once go through the TLS session while its replies are read (see
+/// tests/protocol.rs, `pipelines_larger_than_the_socket_buffers_complete`).
+#[test]
+fn a_large_pipeline_completes_over_tls_to_postgres() {
+    use crate::common::raw::{pipeline, q, Raw, MD5_USERS};
+    let d = Dir::new();
+    let pg = ssl_server(&d);
+    let proxy = ProxyProcess::start(&config(&pg, "", "{ mode: require }", ""), MD5_USERS);
+    let mut r = Raw::login(proxy.port, "app", "apppw");
+    assert_eq!(r.col0(SSL_IN_USE), ["t"]);
+    let pad = "-".repeat(4000);
+    let one = q(&format!(
+        "SELECT repeat('x', 2000) FROM generate_series(1, 2) /* {pad} */"
+    ));
+    assert_eq!(
+        pipeline(&mut r, one.repeat(100), 100, 100),
+        (10_000, String::new())
+    );
+    assert_eq!(r.col0("SELECT 'in step'"), ["in step"]);
+}

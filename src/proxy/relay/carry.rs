@@ -2,6 +2,7 @@
 //! statement list, one reply, the cost of a client that sets the tenant itself): see
 //! `tenant::prelude::Prelude::carried`.
 
+use super::duplex::write_owned_or_keep;
 use super::tracker::{Action, Expect, Tracker};
 use super::upstream::{scan_client, Scanned};
 use super::{SessionState, Stop};
@@ -10,12 +11,13 @@ use crate::protocol::encode;
 use crate::protocol::fields::read_cstr;
 use crate::protocol::framing::{frontend, parse_header};
 use crate::proxy::{spare_buffers, ClientConn, ProxyContext};
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 
 /// What [`try_carry`] did.
 pub(super) enum Carry {
-    /// The client's Query went out with the tenant switch in front of its SQL.
-    Sent,
+    /// The client's Query went out with the tenant switch in front of its SQL; `Some`:
+    /// what the server's socket did not take at once, for `duplex::finish`.
+    Sent(Option<BytesMut>),
     /// Nothing was sent. `Some` is the scan of the first message if it was scanned (a
     /// refusal), for `upstream::forward_client` to act on without scanning it again.
     Not(Option<Scanned>),
@@ -24,7 +26,7 @@ pub(super) enum Carry {
 /// Sends the client's first message, a complete simple Query of plain DML, with the tenant
 /// switch in front of its SQL (see `tenant::prelude::Prelude::carried`), and holds back whatever
 /// the client sends next until the server has answered it.
-pub(super) async fn try_carry(
+pub(super) fn try_carry(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
@@ -82,11 +84,8 @@ pub(super) async fn try_carry(
     // per client, whose lines went cold while the client waited in the pool's queue.
     let mut out = spare_buffers::take();
     encode::query_of_parts(&mut out, &[unlock, objects, rest, b"; ", sql]);
-    let r = server.stream.write_all_bytes(&out).await;
-    spare_buffers::give_back(out);
-    r.map_err(|_| Stop::ServerGone { fatal_sent: false })?;
     t.bytes_in += len as u64;
     client.buf.advance(len);
     t.barrier = true;
-    Ok(Carry::Sent)
+    Ok(Carry::Sent(write_owned_or_keep(&server.stream, out)?))
 }

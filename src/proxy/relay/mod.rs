@@ -7,7 +7,9 @@
 //! the last ReadyForQuery says idle, and no message is half-sent in either direction.
 
 mod carry;
+mod deadline;
 mod downstream;
+mod duplex;
 mod errors;
 mod local;
 mod queued;
@@ -21,6 +23,7 @@ use crate::config::PoolMode;
 use crate::error::{ClientError, ErrorKind};
 use crate::pool::{AppliedTenant, PoolStats, ServerConn};
 use crate::protocol::codes;
+use deadline::CommandDeadline;
 use downstream::{forward_server, forward_server_now};
 use errors::{idle_without_sync, oversized, server_lost};
 use tracker::{Action, Expect, Tracker};
@@ -363,7 +366,7 @@ async fn transaction(
     let target = &*session.cancel.target;
     // Whatever way this function returns, no deadline stays armed.
     let _disarm = DisarmOnReturn(target);
-    let mut armed = false;
+    let mut deadline = CommandDeadline::new(t);
     // What a synchronous forward left for its async counterpart; one slot each, reused.
     let mut client_left = None;
     let mut server_left = None;
@@ -416,10 +419,14 @@ async fn transaction(
         // The common case, with nothing to put in front of the client's messages: its
         // locals stay out of this future (see upstream::forward_client_now).
         if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
-            forward_client(client, server, t, state, ctx, None, client_left.take()).await?;
+            if let Some(rest) =
+                forward_client(client, server, t, state, ctx, None, client_left.take())?
+            {
+                duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
+            }
         }
     } else {
-        send_with_settings(
+        let rest = send_with_settings(
             client,
             server,
             t,
@@ -432,23 +439,27 @@ async fn transaction(
             params_sql,
         )
         .await?;
+        if let Some(rest) = rest {
+            duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
+        }
     }
     release_held_cancels(t, session);
     if forward_server_now(client, server, t, state, session, &mut server_left)? {
         forward_server(client, server, t, state, session, server_left.take()).await?;
     }
-    let mut progress = t.ready_seen;
+    deadline.after_forward(target, t);
     let gated = session.pool.is_gated();
     let mut paused = false;
-    // The client's extended messages waited for a Flush or Sync while the command's clock
-    // ran (PostgreSQL holds their results until one comes: its silence says nothing).
-    let mut unasked = false;
     loop {
         if t.resume_client {
             // The transaction status held messages waited for is known (Tracker::status_wait).
             t.resume_client = false;
             if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
-                forward_client(client, server, t, state, ctx, None, client_left.take()).await?;
+                if let Some(rest) =
+                    forward_client(client, server, t, state, ctx, None, client_left.take())?
+                {
+                    duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
+                }
             }
             if forward_server_now(client, server, t, state, session, &mut server_left)? {
                 forward_server(client, server, t, state, session, server_left.take()).await?;
@@ -469,23 +480,8 @@ async fn transaction(
                 session.pool.resume(server);
             }
         }
-        if let Some(d) = command_timeout {
-            if std::mem::take(&mut unasked) && !t.awaits_flush && target.take_timed_out() {
-                // The timeout (and a give-up) came while the client owed a Flush or Sync,
-                // when the server's silence says nothing: its clock starts again now.
-                target.disarm_command();
-                armed = false;
-            }
-            // Not while the proxy's own statements run first: a cancel then fails them.
-            let want_timer =
-                !t.replies.is_empty() && !t.copy_in && !t.timeout_cancel && !t.cancels_held;
-            if want_timer && !armed {
-                target.arm_command(super::command_timeout::deadline_after(d));
-            } else if !want_timer && armed {
-                target.disarm_command();
-            }
-            armed = want_timer;
-            unasked = armed && t.awaits_flush;
+        if let Some(limit) = command_timeout {
+            deadline.before_wait(target, t, limit);
         }
         if server.buf.capacity() - server.buf.len() < 4096 {
             server.buf.reserve(SERVER_READ_CHUNK);
@@ -520,31 +516,20 @@ async fn transaction(
             r = server.stream.read_into(&mut server.buf) => match r {
                 Ok(0) | Err(_) => return Err(Stop::ServerGone { fatal_sent: t.server_fatal }),
                 Ok(_) => {
-                    if armed && target.take_timed_out() {
-                        // The watchdog cancelled the command: its 57014 gets our wording.
-                        t.timeout_cancel = true;
-                        armed = false;
-                    }
+                    deadline.on_server_bytes(target, t);
                     if forward_server_now(client, server, t, state, session, &mut server_left)? {
                         forward_server(client, server, t, state, session, server_left.take()).await?;
                     }
-                    if t.ready_seen != progress {
-                        // The command is over: its deadline goes (a client idle in its
-                        // transaction has nothing to cancel), and the next command in the
-                        // pipeline gets its own time budget.
-                        progress = t.ready_seen;
-                        if armed {
-                            target.disarm_command();
-                            armed = false;
-                        }
-                    }
+                    deadline.after_forward(target, t);
                 }
             },
             r = client.stream.read_into(&mut client.buf), if read_client => match r {
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
                 Ok(_) => {
                     if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
-                        forward_client(client, server, t, state, ctx, None, client_left.take()).await?;
+                        if let Some(rest) = forward_client(client, server, t, state, ctx, None, client_left.take())? {
+                            duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
+                        }
                     }
                     if forward_server_now(client, server, t, state, session, &mut server_left)? {
                         forward_server(client, server, t, state, session, server_left.take()).await?;
@@ -554,7 +539,7 @@ async fn transaction(
             () = quiet_for, if quiet_unsynced => {
                 return Err(Stop::Client(idle_without_sync(idle_limit.unwrap_or_default())));
             }
-            () = unresponsive(target), if armed && !t.awaits_flush => {
+            () = unresponsive(target), if deadline.watched(t) => {
                 return Err(Stop::ServerUnresponsive)
             }
         }
@@ -564,7 +549,7 @@ async fn transaction(
 /// Sends the client's first messages behind what the connection must get first: the tenant
 /// switch (carried in the client's Query where it can be) and the session parameters that
 /// differ (`params_sql`; when the tenant is needed, computed here, after the switch's
-/// timeout resets).
+/// timeout resets). Returns what the server's socket did not take at once.
 #[allow(clippy::too_many_arguments)]
 async fn send_with_settings(
     client: &mut ClientConn,
@@ -577,7 +562,7 @@ async fn send_with_settings(
     tenant_needed: bool,
     same_tenant: bool,
     mut params_sql: String,
-) -> Result<(), Stop> {
+) -> Result<Option<BytesMut>, Stop> {
     // Another client of the same tenant (a switch for the settings it left) keeps the
     // tenant's advisory locks and objects, as on a connection of the tenant's own.
     let leftovers = crate::tenant::prelude::Leftovers {
@@ -602,49 +587,43 @@ async fn send_with_settings(
     let mut first = None;
     let may_carry =
         tenant_needed && params_sql.is_empty() && !session_mode && !server.may_hold_settings;
-    let carried = may_carry && {
-        match carry::try_carry(client, server, t, state, ctx, &session.prelude, leftovers).await? {
-            carry::Carry::Sent => true,
-            carry::Carry::Not(scanned) => {
-                first = scanned;
-                false
+    if may_carry {
+        match carry::try_carry(client, server, t, state, ctx, &session.prelude, leftovers)? {
+            carry::Carry::Sent(rest) => return Ok(rest),
+            carry::Carry::Not(scanned) => first = scanned,
+        }
+    }
+    // The switch fails whole on a cancel (and ends the session): the client's cancels
+    // wait for its reply, and that of the parameters' Query after it.
+    session.cancel.target.hold_cancels().await;
+    t.cancels_held = true;
+    if tenant_needed {
+        t.push(Expect::Ready { simple: true }, Action::Prelude);
+        // Its RESET ALL commits before the client's transaction starts.
+        server.may_hold_settings = false;
+    }
+    let built;
+    // Pipelined with the client's messages: if the prelude fails, the server exits
+    // before reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
+    let query = session.prelude.standalone(leftovers);
+    let prefix = match (tenant_needed, params_sql.is_empty()) {
+        (false, true) => None,
+        (true, true) => Some(&query[..]),
+        (tenant, false) => {
+            let mut q = BytesMut::with_capacity(query.len() + params_sql.len() + 40);
+            if tenant {
+                q.extend_from_slice(query);
             }
+            // Under exit_on_error, as the switch: a value the server refuses ends the
+            // backend before the client's statements run, never beside them.
+            params_sql.insert_str(0, crate::tenant::prelude::EXIT_ON_ERROR);
+            crate::protocol::encode::query(&mut q, &params_sql);
+            t.push(Expect::Ready { simple: true }, Action::Drop);
+            built = q;
+            Some(&built[..])
         }
     };
-    if !carried {
-        // The switch fails whole on a cancel (and ends the session): the client's cancels
-        // wait for its reply, and that of the parameters' Query after it.
-        session.cancel.target.hold_cancels().await;
-        t.cancels_held = true;
-        if tenant_needed {
-            t.push(Expect::Ready { simple: true }, Action::Prelude);
-            // Its RESET ALL commits before the client's transaction starts.
-            server.may_hold_settings = false;
-        }
-        let built;
-        // Pipelined with the client's messages: if the prelude fails, the server exits
-        // before reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
-        let query = session.prelude.standalone(leftovers);
-        let prefix = match (tenant_needed, params_sql.is_empty()) {
-            (false, true) => None,
-            (true, true) => Some(&query[..]),
-            (tenant, false) => {
-                let mut q = BytesMut::with_capacity(query.len() + params_sql.len() + 40);
-                if tenant {
-                    q.extend_from_slice(query);
-                }
-                // Under exit_on_error, as the switch: a value the server refuses ends the
-                // backend before the client's statements run, never beside them.
-                params_sql.insert_str(0, crate::tenant::prelude::EXIT_ON_ERROR);
-                crate::protocol::encode::query(&mut q, &params_sql);
-                t.push(Expect::Ready { simple: true }, Action::Drop);
-                built = q;
-                Some(&built[..])
-            }
-        };
-        forward_client(client, server, t, state, ctx, prefix, first).await?;
-    }
-    Ok(())
+    forward_client(client, server, t, state, ctx, prefix, first)
 }
 
 /// Ready once the watchdog gave the server up (`CancelTarget::server_unresponsive`). It

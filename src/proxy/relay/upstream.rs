@@ -3,6 +3,7 @@
 //! statement guard), and named statements in Parse/Bind/Describe/Close (rewritten to the
 //! proxy's names, prepared on this server on demand).
 
+use super::duplex::{write_or_keep, write_owned_or_keep};
 use super::tracker::{Action, Expect, Tracker};
 use super::SessionState;
 use super::{oversized, streamable, Stop};
@@ -89,8 +90,9 @@ pub(super) fn forward_client_now(
 
 /// Forwards the complete (or streamable) client messages in the buffer, after `prefix`
 /// (the tenant prelude) if given; `first` is the scan of the first message if the caller
-/// made it already.
-pub(super) async fn forward_client(
+/// made it already. What the server's socket does not take at once is returned, for
+/// `duplex::finish`.
+pub(super) fn forward_client(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
@@ -98,11 +100,11 @@ pub(super) async fn forward_client(
     ctx: &ProxyContext,
     mut prefix: Option<&[u8]>,
     mut first: Option<Scanned>,
-) -> Result<(), Stop> {
+) -> Result<Option<BytesMut>, Stop> {
     if first.is_none() && prefix.is_none() && (t.barrier || t.status_wait) {
         // See carry::try_carry: the rest waits for the carried switch's answer; and
         // Tracker::status_wait.
-        return Ok(());
+        return Ok(None);
     }
     // Batches the proxy does not touch go out straight from the read buffer; once a
     // message is rewritten, the rest of the batch is gathered so it still leaves in one write,
@@ -115,18 +117,13 @@ pub(super) async fn forward_client(
         };
         let head = prefix.take().unwrap_or(&[]);
         if out.is_empty() && detour.is_none() {
-            if (pos > 0 || !head.is_empty())
-                && server
-                    .stream
-                    .write_all_pair(head, &client.buf[..pos])
-                    .await
-                    .is_err()
-            {
-                return Err(Stop::ServerGone { fatal_sent: false });
-            }
+            let rest = write_or_keep(&server.stream, head, &client.buf[..pos])?;
             t.bytes_in += pos as u64;
             client.buf.advance(pos);
-            break;
+            if t.terminated {
+                client.buf.clear();
+            }
+            return Ok(rest);
         }
         if out.capacity() == 0 {
             out = spare_buffers::take();
@@ -181,22 +178,17 @@ pub(super) async fn forward_client(
             }
         }
     }
-    let sent = if out.is_empty() {
-        Ok(())
-    } else {
-        server.stream.write_all_bytes(&out).await
-    };
-    if out.capacity() > 0 {
-        spare_buffers::give_back(out);
-    }
-    if sent.is_err() {
-        return Err(Stop::ServerGone { fatal_sent: false });
-    }
     if t.terminated {
         // Nothing after Terminate matters.
         client.buf.clear();
     }
-    Ok(())
+    if out.is_empty() {
+        if out.capacity() > 0 {
+            spare_buffers::give_back(out);
+        }
+        return Ok(None);
+    }
+    write_owned_or_keep(&server.stream, out)
 }
 
 /// Reports `error` in place of the refused message and drops the rest of its run.
