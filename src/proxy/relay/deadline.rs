@@ -30,6 +30,7 @@ impl CommandDeadline {
     /// Before the relay waits: a command the server owes an answer has a deadline, and
     /// nothing else has (not while the proxy's own statements run first: a cancel then
     /// fails them).
+    #[inline]
     pub fn before_wait(&mut self, target: &CancelTarget, t: &Tracker, limit: Duration) {
         if std::mem::take(&mut self.unasked) && !t.awaits_flush && target.take_timed_out() {
             // The timeout (and a give-up) came while the client owed a Flush or Sync: the

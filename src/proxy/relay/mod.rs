@@ -422,7 +422,16 @@ async fn transaction(
             if let Some(rest) =
                 forward_client(client, server, t, state, ctx, None, client_left.take())?
             {
-                duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
+                Box::pin(duplex::finish(
+                    client,
+                    server,
+                    t,
+                    state,
+                    session,
+                    &mut deadline,
+                    rest,
+                ))
+                .await?;
             }
         }
     } else {
@@ -440,7 +449,16 @@ async fn transaction(
         )
         .await?;
         if let Some(rest) = rest {
-            duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
+            Box::pin(duplex::finish(
+                client,
+                server,
+                t,
+                state,
+                session,
+                &mut deadline,
+                rest,
+            ))
+            .await?;
         }
     }
     release_held_cancels(t, session);
@@ -458,7 +476,16 @@ async fn transaction(
                 if let Some(rest) =
                     forward_client(client, server, t, state, ctx, None, client_left.take())?
                 {
-                    duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
+                    Box::pin(duplex::finish(
+                        client,
+                        server,
+                        t,
+                        state,
+                        session,
+                        &mut deadline,
+                        rest,
+                    ))
+                    .await?;
                 }
             }
             if forward_server_now(client, server, t, state, session, &mut server_left)? {
@@ -528,7 +555,7 @@ async fn transaction(
                 Ok(_) => {
                     if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
                         if let Some(rest) = forward_client(client, server, t, state, ctx, None, client_left.take())? {
-                            duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
+                            Box::pin(duplex::finish(client, server, t, state, session, &mut deadline, rest)).await?;
                         }
                     }
                     if forward_server_now(client, server, t, state, session, &mut server_left)? {
