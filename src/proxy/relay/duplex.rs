@@ -18,6 +18,7 @@ use crate::net::{past, Stream};
 use crate::pool::ServerConn;
 use crate::proxy::{spare_buffers, ClientConn, Session};
 use bytes::{Buf, BytesMut};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 use tokio::io::AsyncWrite;
@@ -74,9 +75,23 @@ enum Event {
     GaveUp,
 }
 
-/// Sends `rest` to the server while passing its replies on to the client; returns once
-/// the server has taken all of it.
-pub(super) async fn finish(
+/// Sends `rest` to the server while passing its replies on to the client; done once the
+/// server has taken all of it. Boxed, as a rare path: a client's task is as large as its
+/// largest await point, and thousands of idle clients each keep one (1712 bytes with the
+/// box, 2040 without).
+pub(super) fn finish<'a>(
+    client: &'a mut ClientConn,
+    server: &'a mut ServerConn,
+    t: &'a mut Tracker,
+    state: &'a mut SessionState,
+    session: &'a Session,
+    deadline: &'a mut CommandDeadline,
+    rest: BytesMut,
+) -> Pin<Box<impl Future<Output = Result<(), Stop>> + 'a>> {
+    Box::pin(send_rest(client, server, t, state, session, deadline, rest))
+}
+
+async fn send_rest(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,

@@ -422,16 +422,7 @@ async fn transaction(
             if let Some(rest) =
                 forward_client(client, server, t, state, ctx, None, client_left.take())?
             {
-                Box::pin(duplex::finish(
-                    client,
-                    server,
-                    t,
-                    state,
-                    session,
-                    &mut deadline,
-                    rest,
-                ))
-                .await?;
+                duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
             }
         }
     } else {
@@ -449,16 +440,7 @@ async fn transaction(
         )
         .await?;
         if let Some(rest) = rest {
-            Box::pin(duplex::finish(
-                client,
-                server,
-                t,
-                state,
-                session,
-                &mut deadline,
-                rest,
-            ))
-            .await?;
+            duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
         }
     }
     release_held_cancels(t, session);
@@ -476,16 +458,7 @@ async fn transaction(
                 if let Some(rest) =
                     forward_client(client, server, t, state, ctx, None, client_left.take())?
                 {
-                    Box::pin(duplex::finish(
-                        client,
-                        server,
-                        t,
-                        state,
-                        session,
-                        &mut deadline,
-                        rest,
-                    ))
-                    .await?;
+                    duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
                 }
             }
             if forward_server_now(client, server, t, state, session, &mut server_left)? {
@@ -555,7 +528,7 @@ async fn transaction(
                 Ok(_) => {
                     if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
                         if let Some(rest) = forward_client(client, server, t, state, ctx, None, client_left.take())? {
-                            Box::pin(duplex::finish(client, server, t, state, session, &mut deadline, rest)).await?;
+                            duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
                         }
                     }
                     if forward_server_now(client, server, t, state, session, &mut server_left)? {
