@@ -68,8 +68,10 @@ enum Event {
     Done,
     /// The server sent bytes.
     Read,
-    /// The server closed the connection, or a read or write failed.
+    /// The write failed: the server closed the connection or reset it.
     WriteFailed,
+    /// The server closed the connection (after a FATAL, if `Tracker::server_fatal`), or
+    /// the read failed.
     ReadEnded,
     /// The watchdog gave the server up (command_timeout's cancel went unanswered).
     GaveUp,
