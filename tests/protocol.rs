@@ -516,4 +516,14 @@ fn pipelines_larger_than_the_socket_buffers_complete() {
     let got = pipeline(&mut r, exec.repeat(100), 200, 100);
     assert_eq!(got, (20_000, String::new()));
     assert_eq!(r.col0("SELECT 'still in step'"), ["still in step"]);
+    let body = proxy.metrics();
+    let waits = common::metric(
+        &body,
+        "launch_proxy_server_write_waits_total",
+        &[("pool", "app")],
+    );
+    assert!(
+        waits >= 1.0,
+        "no write to the server waited: relay::duplex untested"
+    );
 }

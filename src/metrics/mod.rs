@@ -113,6 +113,7 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
             (names::TRANSACTIONS, &s.transactions),
             (names::QUERIES, &s.queries),
             (names::TENANT_SWITCHES, &s.tenant_switches),
+            (names::SERVER_WRITE_WAITS, &s.server_write_waits),
             (names::ACQUIRE_TIMEOUTS, &s.acquire_timeouts),
             (names::WAITS_CANCELLED, &s.waits_withdrawn),
         ];

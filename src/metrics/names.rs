@@ -27,6 +27,10 @@ pub const QUERIES: &str = "launch_proxy_queries_total";
 /// Transactions that ran the tenant switch first: the connection carried another tenant,
 /// or settings another client left (the rest found their tenant applied).
 pub const TENANT_SWITCHES: &str = "launch_proxy_tenant_switches_total";
+/// Writes of clients' messages that the server did not take at once, finished while its
+/// replies went on to the client (relay::duplex): clients pipelining faster than
+/// PostgreSQL reads.
+pub const SERVER_WRITE_WAITS: &str = "launch_proxy_server_write_waits_total";
 pub const BYTES: &str = "launch_proxy_bytes_total";
 pub const ERRORS: &str = "launch_proxy_errors_total";
 pub const ACQUIRE_TIMEOUTS: &str = "launch_proxy_acquire_timeouts_total";

@@ -9,6 +9,8 @@ pub struct PoolStats {
     pub queries: AtomicU64,
     /// Transactions that ran the tenant switch first (`names::TENANT_SWITCHES`).
     pub tenant_switches: AtomicU64,
+    /// Writes to the server that waited for room (`names::SERVER_WRITE_WAITS`).
+    pub server_write_waits: AtomicU64,
     pub bytes_from_clients: AtomicU64,
     pub bytes_from_server: AtomicU64,
     pub clients_waiting: AtomicU64,

@@ -149,3 +149,93 @@ async fn concurrent_tenants_see_only_their_rows() {
     let conns = "SELECT count(*) <= 10 FROM pg_stat_activity WHERE usename = 'app'";
     assert_eq!(env.su1(conns).await, "t", "server connections");
 }
+
+/// A simple Query message.
+fn query(sql: &str) -> Vec<u8> {
+    [
+        &[b'Q'][..],
+        &((sql.len() + 5) as u32).to_be_bytes(),
+        sql.as_bytes(),
+        &[0],
+    ]
+    .concat()
+}
+
+/// One tenant's client pipelining three rounds of `batches` batches of escape attempts and checks, each
+/// message padded to 4 kB and each check answered with 64 kB, so that the server's socket
+/// fills and the proxy's writes wait while it reads the replies (relay::duplex); every row must be the client's tenant's and
+/// every escape refused. Returns the problems found.
+fn pipelined_tenant(port: u16, user: &str, own: &str, other: &str, batches: usize) -> Vec<String> {
+    let mut w = Wire::login(port, user);
+    let pad = "-".repeat(4000);
+    let check = format!(
+        "SELECT count(*) || ' ' || coalesce(launch.current_tenant(), '-'), repeat('x', 64000) \
+         FROM base_entity /* {pad} */"
+    );
+    let set = format!("SET app.tenant_id = '{other}' /* {pad} */");
+    let call = format!("SELECT set_config('app.tenant_id', '{other}', false) /* {pad} */");
+    let batch: Vec<u8> = [&set, &check, &call, &check].map(|sql| query(sql)).concat();
+    let (want_row, mut problems) = (format!("{SEED} {own}"), Vec::new());
+    // In rounds: the client's pipeline drains between them, and the connection goes to
+    // the other tenant if it waits.
+    for round in 0..3 {
+        let (mut writer, batch) = (w.s.try_clone().unwrap(), batch.clone());
+        // The server sleeps first, reading nothing meanwhile: the batches behind fill its
+        // socket and the proxy's write waits.
+        // (Two statements: not carried in one message with the tenant switch, whose answer
+        // the client's next messages would wait for.)
+        let sleep = query("SELECT 1; SELECT pg_sleep(0.1)::text");
+        let sender = std::thread::spawn(move || {
+            writer.write_all(&sleep).is_ok()
+                && (0..batches).all(|_| writer.write_all(&batch).is_ok())
+        });
+        if w.results() != Ok(vec!["1".into(), String::new()]) {
+            problems.push(format!("{user} round {round}: the sleep failed"));
+        }
+        for i in 0..batches * 4 {
+            let got = w.results();
+            let ok = match (i % 2, &got) {
+                (0, Err(e)) => e.starts_with("42501 permission denied"),
+                (1, Ok(rows)) => rows == std::slice::from_ref(&want_row),
+                _ => false,
+            };
+            if !ok {
+                problems.push(format!("{user} round {round} reply {i}: {got:?}"));
+            }
+        }
+        assert!(sender.join().unwrap(), "{user}: the proxy stopped reading");
+    }
+    problems
+}
+
+/// Two tenants on one server connection, each pipelining megabytes of escape attempts and
+/// checks faster than PostgreSQL takes them: the switches between them run while the
+/// proxy's writes to the server wait and its replies are read (relay::duplex). Neither
+/// sees the other's rows or changes its own tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_pipelines_of_two_tenants_on_one_connection() {
+    let env = Env::new(SOLO).await;
+    let port = env.proxy.port;
+    let one = std::thread::spawn(move || pipelined_tenant(port, "t1m", T1, T2, 600));
+    let two = std::thread::spawn(move || pipelined_tenant(port, "t2m", T2, T1, 600));
+    let problems = blocking(|| [one.join().unwrap(), two.join().unwrap()].concat());
+    let shown = problems.iter().take(10).collect::<Vec<_>>();
+    assert!(
+        problems.is_empty(),
+        "{} problems: {shown:#?}",
+        problems.len()
+    );
+    let body = blocking(|| env.proxy.metrics());
+    let count = |name: &str| common::metric(&body, name, &[("pool", "app")]);
+    let switches = count("launch_proxy_tenant_switches_total");
+    let waits = count("launch_proxy_server_write_waits_total");
+    println!("{switches} tenant switches, {waits} writes that waited");
+    assert!(
+        switches >= 4.0,
+        "the two tenants hardly took turns: {switches} switches"
+    );
+    assert!(
+        waits >= 1.0,
+        "no write to the server waited: relay::duplex untested"
+    );
+}

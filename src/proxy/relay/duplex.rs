@@ -102,6 +102,7 @@ async fn send_rest(
     deadline: &mut CommandDeadline,
     mut rest: BytesMut,
 ) -> Result<(), Stop> {
+    crate::pool::PoolStats::add(&session.pool.stats.server_write_waits, 1);
     let target = &*session.cancel.target;
     let mut left = None;
     let result = loop {
