@@ -11,24 +11,19 @@ use common::{error_field, proxy_config, send_signal, PgServer, ProxyProcess, USE
 use std::io::Write;
 use std::time::Duration;
 
-/// The backend running a client's command stops answering (SIGSTOP: it takes neither the
-/// command's result nor the proxy's cancel, as a host behind a partition). The read role's
-/// command_timeout_ms (1 s) still ends the client's wait: the cancel goes unanswered for
-/// `UNANSWERED_CANCEL` (5 s), the proxy closes that server connection and answers 08006,
-/// saying the command's outcome is unknown (57014 would say it was rolled back), and it
-/// serves on meanwhile and after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn command_timeout_ends_the_wait_on_a_frozen_backend() {
+/// PostgreSQL and a proxy whose read role has a command_timeout_ms of 1 s.
+fn with_one_second_reads(users: &str) -> (PgServer, ProxyProcess) {
     let pg = PgServer::start();
     let cfg = proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 0").replace(
         "read:  { command_timeout_ms: 10000,",
         "read:  { command_timeout_ms: 1000,",
     );
     assert!(cfg.contains("command_timeout_ms: 1000,"), "{cfg}");
-    let proxy = ProxyProcess::start(&cfg, USERS_YAML);
-    let ro = connect(&proxy, "app_ro", "approp").await.unwrap();
-    let client = ro.client;
-    let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    (pg, ProxyProcess::start(&cfg, users))
+}
+
+/// Stops (SIGSTOP) the backend running `app_ro`'s `SELECT pg_sleep(60)`; its pid.
+async fn freeze_the_sleeper(pg: &PgServer) -> String {
     let sql = "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity \
                WHERE usename = 'app_ro' AND query LIKE '%SELECT pg_sleep(60)'";
     let mut pid = String::new();
@@ -39,6 +34,22 @@ async fn command_timeout_ends_the_wait_on_a_frozen_backend() {
     .await;
     assert!(running);
     assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
+    pid
+}
+
+/// The backend running a client's command stops answering (SIGSTOP: it takes neither the
+/// command's result nor the proxy's cancel, as a host behind a partition). The read role's
+/// command_timeout_ms (1 s) still ends the client's wait: the cancel goes unanswered for
+/// `UNANSWERED_CANCEL` (5 s), the proxy closes that server connection and answers 08006,
+/// saying the command's outcome is unknown (57014 would say it was rolled back), and it
+/// serves on meanwhile and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_timeout_ends_the_wait_on_a_frozen_backend() {
+    let (pg, proxy) = with_one_second_reads(USERS_YAML);
+    let ro = connect(&proxy, "app_ro", "approp").await.unwrap();
+    let client = ro.client;
+    let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    let pid = freeze_the_sleeper(&pg).await;
     let other = connect(&proxy, "app_ro", "approp").await.unwrap();
     assert_eq!(
         one(&other.client, "SELECT 2").await,
@@ -248,28 +259,13 @@ async fn a_refused_session_parameter_never_hides_a_commit() {
 /// relay's wait for replies was, and the client waited for ever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_timeout_ends_a_write_the_frozen_backend_does_not_take() {
-    let pg = PgServer::start();
-    let cfg = proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 0").replace(
-        "read:  { command_timeout_ms: 10000,",
-        "read:  { command_timeout_ms: 1000,",
-    );
-    assert!(cfg.contains("command_timeout_ms: 1000,"), "{cfg}");
-    let proxy = ProxyProcess::start(&cfg, MD5_USERS);
+    let (pg, proxy) = with_one_second_reads(MD5_USERS);
     let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
     // The tenant switch goes with this one; the sleep then goes alone, and what follows it
     // is not held back for the switch's answer.
     assert_eq!(blocking(|| raw.col0("SELECT 1")), ["1"]);
     blocking(|| raw.send(&q("SELECT pg_sleep(60)")));
-    let sql = "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity \
-               WHERE usename = 'app_ro' AND query LIKE '%SELECT pg_sleep(60)'";
-    let mut pid = String::new();
-    let running = eventually(LIMIT, || {
-        pid = pg.psql("postgres", sql);
-        !pid.is_empty()
-    })
-    .await;
-    assert!(running);
-    assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
+    let pid = freeze_the_sleeper(&pg).await;
     // 64 MiB of queries; the writer blocks once every buffer on the way is full, and ends
     // when the proxy closes the connection.
     let mut writer = raw.s.try_clone().unwrap();
