@@ -457,6 +457,38 @@ async fn a_query_sent_with_terminate_while_queued_runs() {
     assert!(both, "rows: {}", pg.psql("launch", rows));
 }
 
+/// A client that pipelines statements, sends Terminate and closes at once (PQsendQuery
+/// several times, then PQfinish) has every statement run, as on a direct connection, where
+/// PostgreSQL reads the Terminate only after them. The proxy must not close the server
+/// connection under them: the first reply written to a closed socket draws a reset, and
+/// PostgreSQL then ends the session before it runs the INSERT queued behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_pipelined_before_terminate_all_run() {
+    let (pg, proxy) = start("default_pool_size: 1\nmin_pool_size: 0\nreserve_pool_size: 0");
+    pg.psql(
+        "launch",
+        "CREATE TABLE bye (id int); GRANT ALL ON bye TO app",
+    );
+    for id in 1..=3 {
+        let mut w = blocking(|| Wire::login(proxy.port));
+        w.send(
+            &[
+                frame(b'Q', &z(b"SELECT pg_sleep(0.3)")),
+                frame(
+                    b'Q',
+                    &z(format!("INSERT INTO bye VALUES ({id})").as_bytes()),
+                ),
+                frame(b'X', &[]),
+            ]
+            .concat(),
+        );
+        drop(w);
+    }
+    let rows = "SELECT string_agg(id::text, ',' ORDER BY id) FROM bye";
+    let all = eventually(LIMIT, || pg.psql("launch", rows) == "1,2,3").await;
+    assert!(all, "rows: {}", pg.psql("launch", rows));
+}
+
 /// Silent sockets refused at max_client_conn hold no place: once a logged-in client leaves,
 /// a new one gets in at once, not after their login timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

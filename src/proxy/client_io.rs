@@ -20,6 +20,10 @@ pub struct ClientConn {
     alloc: usize,
     /// What `buf` takes of the clients' shared budget (`super::buffer_budget`).
     charge: BufferCharge,
+    /// The client closed its connection after a Terminate still in `buf`: what it sent
+    /// before that runs (see [`ClientConn::goodbye_buffered`]), and what is written to it
+    /// goes nowhere.
+    pub said_goodbye: bool,
 }
 
 /// Read size for client sockets: one read takes a typical batch of messages.
@@ -32,7 +36,25 @@ impl ClientConn {
             buf: BytesMut::new(),
             alloc: 0,
             charge: BufferCharge::new(budget),
+            said_goodbye: false,
         }
+    }
+
+    /// Whether `buf` holds whole messages up to a Terminate. A client that closes its
+    /// connection right after one (libpq's PQfinish after PQsendQuery) ended its session
+    /// cleanly: on a direct connection PostgreSQL runs what came before the Terminate.
+    pub fn goodbye_buffered(&self) -> bool {
+        let mut rest = &self.buf[..];
+        while let Ok(Some(h)) = parse_header(rest) {
+            if h.tag == crate::protocol::framing::frontend::TERMINATE {
+                return true;
+            }
+            if rest.len() < h.frame_len {
+                return false;
+            }
+            rest = &rest[h.frame_len..];
+        }
+        false
     }
 
     /// Reads more bytes; `Ok(0)` means the client closed. An error of kind `OutOfMemory`

@@ -106,6 +106,8 @@ pub(super) fn forward_server_now(
     let (pos, detour) = scan_and_settle(server, t, state, session)?;
     let n = match pos {
         0 => 0,
+        // Replies to a client that said goodbye go nowhere (ClientConn::said_goodbye).
+        _ if client.said_goodbye => pos,
         _ => client
             .stream
             .write_now(&server.buf[..pos])
@@ -211,6 +213,9 @@ async fn write_client(
     bytes: &[u8],
     session: &Session,
 ) -> Result<(), Stop> {
+    if client.said_goodbye {
+        return Ok(());
+    }
     let write = client.stream.write_all_bytes(bytes);
     let written = match session.pool.limits.idle_in_transaction {
         Some(limit) => matches!(tokio::time::timeout(limit, write).await, Ok(Ok(_))),

@@ -11,6 +11,7 @@ mod deadline;
 mod downstream;
 mod duplex;
 mod errors;
+mod farewell;
 mod local;
 mod queued;
 mod tracker;
@@ -196,6 +197,8 @@ pub(super) async fn run(
                         let _ = server.buf.try_reclaim(server.buf.capacity() + 1);
                     }
                     session.pool.release(server);
+                } else if t.terminated && !t.replies.is_empty() {
+                    Box::pin(farewell::run_out(server, session)).await;
                 } else {
                     drop(server);
                 }
@@ -502,7 +505,8 @@ async fn transaction(
         // status, is awaited) the client is read only up to a bound: reading on would
         // buffer whatever it sends meanwhile (red team: 1 GiB of CopyData behind a sleeping
         // query took 2.5 GiB). Its socket then pushes back; the server's answer ends the hold.
-        let read_client = !((t.barrier || t.status_wait) && client.buf.len() >= HELD_READ_LIMIT);
+        let read_client = !((t.barrier || t.status_wait) && client.buf.len() >= HELD_READ_LIMIT)
+            && !client.said_goodbye;
         let quiet_for = async {
             match idle_limit {
                 Some(d) => tokio::time::sleep(d).await,
@@ -524,6 +528,7 @@ async fn transaction(
                 }
             },
             r = client.stream.read_into(&mut client.buf), if read_client => match r {
+                Ok(0) | Err(_) if client.goodbye_buffered() => client.said_goodbye = true,
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
                 Ok(_) => {
                     if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
