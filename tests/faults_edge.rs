@@ -11,14 +11,14 @@ use common::{error_field, proxy_config, send_signal, PgServer, ProxyProcess, USE
 use std::io::Write;
 use std::time::Duration;
 
-/// PostgreSQL and a proxy whose read role has a command_timeout_ms of 1 s.
-fn with_one_second_reads(users: &str) -> (PgServer, ProxyProcess) {
+/// PostgreSQL and a proxy whose read role has a command_timeout_ms of `ms`.
+fn with_read_timeout(ms: u64, users: &str) -> (PgServer, ProxyProcess) {
     let pg = PgServer::start();
     let cfg = proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 0").replace(
         "read:  { command_timeout_ms: 10000,",
-        "read:  { command_timeout_ms: 1000,",
+        &format!("read:  {{ command_timeout_ms: {ms},"),
     );
-    assert!(cfg.contains("command_timeout_ms: 1000,"), "{cfg}");
+    assert!(cfg.contains(&format!("command_timeout_ms: {ms},")), "{cfg}");
     (pg, ProxyProcess::start(&cfg, users))
 }
 
@@ -45,7 +45,7 @@ async fn freeze_the_sleeper(pg: &PgServer) -> String {
 /// serves on meanwhile and after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_timeout_ends_the_wait_on_a_frozen_backend() {
-    let (pg, proxy) = with_one_second_reads(USERS_YAML);
+    let (pg, proxy) = with_read_timeout(1000, USERS_YAML);
     let ro = connect(&proxy, "app_ro", "approp").await.unwrap();
     let client = ro.client;
     let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
@@ -80,28 +80,14 @@ async fn command_timeout_ends_the_wait_on_a_frozen_backend() {
 /// server: the Sync gets the results (before, the client got FATAL 08006).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_not_yet_asked_to_answer_is_not_given_up() {
-    let pg = PgServer::start();
-    let cfg = proxy_config(&pg, "min_pool_size: 0").replace(
-        "read:  { command_timeout_ms: 10000,",
-        "read:  { command_timeout_ms: 500,",
-    );
-    assert!(cfg.contains("command_timeout_ms: 500,"), "{cfg}");
-    let proxy = ProxyProcess::start(&cfg, MD5_USERS);
+    let (_pg, proxy) = with_read_timeout(500, MD5_USERS);
     let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
     blocking(|| raw.send(&pbe("SELECT 42", &[])));
     // The timeout, its cancel, UNANSWERED_CANCEL (5 s) and a margin.
     tokio::time::sleep(Duration::from_millis(500 + 5000 + 2000)).await;
     let answer = blocking(|| {
         raw.send(&sync());
-        let mut msgs = Vec::new();
-        while let Some(m) = raw.recv() {
-            let ready = m.0 == b'Z';
-            msgs.push(m);
-            if ready {
-                break;
-            }
-        }
-        sum(&msgs)
+        sum(&raw.until_ready_or_eof())
     });
     assert_eq!(answer, "12DC[SELECT 1]Zi");
     assert_eq!(blocking(|| raw.col0("SELECT 7")), ["7"]);
@@ -259,7 +245,7 @@ async fn a_refused_session_parameter_never_hides_a_commit() {
 /// relay's wait for replies was, and the client waited for ever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_timeout_ends_a_write_the_frozen_backend_does_not_take() {
-    let (pg, proxy) = with_one_second_reads(MD5_USERS);
+    let (pg, proxy) = with_read_timeout(1000, MD5_USERS);
     let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
     // The tenant switch goes with this one; the sleep then goes alone, and what follows it
     // is not held back for the switch's answer.

@@ -40,19 +40,6 @@ fn start(check_status: bool) -> (PgServer, ProxyProcess) {
     (pg, proxy)
 }
 
-/// Messages until ReadyForQuery or until the proxy closes the connection.
-fn until_z_or_eof(c: &mut Raw) -> Vec<Msg> {
-    let mut out = Vec::new();
-    while let Some(m) = c.recv() {
-        let z = m.0 == b'Z';
-        out.push(m);
-        if z {
-            break;
-        }
-    }
-    out
-}
-
 /// The SQLSTATE of the first ErrorResponse in `msgs`.
 fn first_error(msgs: &[Msg]) -> Option<String> {
     let (_, body) = msgs.iter().find(|(t, _)| *t == b'E')?;
@@ -89,7 +76,7 @@ async fn a_backend_terminated_under_the_tenant_switch_is_a_lost_server() {
         other.send(&statement);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(send_signal(&pid, "CONT"), "kill -s CONT {pid}");
-        let reply = blocking(|| until_z_or_eof(&mut other));
+        let reply = blocking(|| other.until_ready_or_eof());
         let code = first_error(&reply);
         assert!(
             server_went_away(code.as_deref()),
@@ -161,13 +148,13 @@ async fn a_terminated_tenant_status_lookup_is_looked_up_again() {
     c.send(&q("SELECT 'mine'"));
     terminate_lookup(&pg, "").await;
     su.batch_execute("ROLLBACK").await.unwrap();
-    let reply = blocking(|| until_z_or_eof(&mut c));
+    let reply = blocking(|| c.until_ready_or_eof());
     assert_eq!(col0(&reply), ["mine"], "{}", sum(&reply));
     // A cancel held for the lookup withdraws the statement when the lookup is lost.
     su.batch_execute(lock).await.unwrap();
     c.send(&q("SELECT 'mine'"));
     let pid = terminate_lookup_after(&pg, || send_cancel(proxy.port, c.key.0, c.key.1)).await;
-    let reply = blocking(|| until_z_or_eof(&mut c));
+    let reply = blocking(|| c.until_ready_or_eof());
     assert_eq!(sum(&reply), "E[57014]Zi", "lookup {pid}");
     su.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(c.col0("SELECT 'after'"), ["after"]);
@@ -175,7 +162,7 @@ async fn a_terminated_tenant_status_lookup_is_looked_up_again() {
     c.send(&q("SELECT 'mine'"));
     let first = terminate_lookup(&pg, "").await;
     terminate_lookup(&pg, &first).await;
-    let reply = blocking(|| until_z_or_eof(&mut c));
+    let reply = blocking(|| c.until_ready_or_eof());
     su.batch_execute("ROLLBACK").await.unwrap();
     let code = first_error(&reply);
     assert!(

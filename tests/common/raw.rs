@@ -143,6 +143,19 @@ impl Raw {
         }
         out
     }
+    /// Messages up to and including the next ReadyForQuery, or up to the proxy closing
+    /// the connection.
+    pub fn until_ready_or_eof(&mut self) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Some(m) = self.recv() {
+            let ready = m.0 == b'Z';
+            out.push(m);
+            if ready {
+                break;
+            }
+        }
+        out
+    }
     /// Sends `bytes`, returns everything up to the next ReadyForQuery.
     pub fn run(&mut self, bytes: &[u8]) -> Vec<Msg> {
         self.send(bytes);

@@ -5,8 +5,8 @@
 //! tests use only the root's certificates, psql and wire client, no tenants.
 
 use super::{
-    app, check, config, encrypted, error_text, psql, psql_ok, refused, startup_packet, tls_client,
-    tls_yaml, Dir, Wire, MD5_USER, NO_HANG, SSL_REQUEST,
+    app, check, config, encrypted, error_text, psql, psql_ok, refused, startup_packet, tagged,
+    tls_client, tls_yaml, Dir, Wire, MD5_USER, NO_HANG, SSL_REQUEST,
 };
 use crate::common::{PgServer, ProxyProcess, USERS_YAML};
 use std::io::{Read, Write};
@@ -191,16 +191,8 @@ fn a_slow_tls_reader_gets_the_whole_of_a_large_result() {
     for round in 0..3 {
         let mut w = Wire::login(proxy.port, Some(&cfg), "md5user", "md5pw").unwrap();
         let sql = "SELECT repeat('x', 1000) FROM generate_series(1, 20000)";
-        w.send(
-            &[
-                &[b'Q'][..],
-                &((sql.len() + 5) as i32).to_be_bytes(),
-                sql.as_bytes(),
-                b"\0",
-            ]
-            .concat(),
-        )
-        .unwrap();
+        w.send(&tagged(b'Q', &[sql.as_bytes(), b"\0"].concat()))
+            .unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         let mut rows = 0;
         loop {

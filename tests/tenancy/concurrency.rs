@@ -150,17 +150,6 @@ async fn concurrent_tenants_see_only_their_rows() {
     assert_eq!(env.su1(conns).await, "t", "server connections");
 }
 
-/// A simple Query message.
-fn query(sql: &str) -> Vec<u8> {
-    [
-        &[b'Q'][..],
-        &((sql.len() + 5) as u32).to_be_bytes(),
-        sql.as_bytes(),
-        &[0],
-    ]
-    .concat()
-}
-
 /// One tenant's client pipelining three rounds of `batches` batches of escape attempts and checks, each
 /// message padded to 4 kB and each check answered with 64 kB, so that the server's socket
 /// fills and the proxy's writes wait while it reads the replies (relay::duplex); every row must be the client's tenant's and
@@ -174,7 +163,9 @@ fn pipelined_tenant(port: u16, user: &str, own: &str, other: &str, batches: usiz
     );
     let set = format!("SET app.tenant_id = '{other}' /* {pad} */");
     let call = format!("SELECT set_config('app.tenant_id', '{other}', false) /* {pad} */");
-    let batch: Vec<u8> = [&set, &check, &call, &check].map(|sql| query(sql)).concat();
+    let batch: Vec<u8> = [&set, &check, &call, &check]
+        .map(|sql| common::raw::q(sql))
+        .concat();
     let (want_row, mut problems) = (format!("{SEED} {own}"), Vec::new());
     // In rounds: the client's pipeline drains between them, and the connection goes to
     // the other tenant if it waits.
@@ -184,7 +175,7 @@ fn pipelined_tenant(port: u16, user: &str, own: &str, other: &str, batches: usiz
         // socket and the proxy's write waits.
         // (Two statements: not carried in one message with the tenant switch, whose answer
         // the client's next messages would wait for.)
-        let sleep = query("SELECT 1; SELECT pg_sleep(0.1)::text");
+        let sleep = common::raw::q("SELECT 1; SELECT pg_sleep(0.1)::text");
         let sender = std::thread::spawn(move || {
             writer.write_all(&sleep).is_ok()
                 && (0..batches).all(|_| writer.write_all(&batch).is_ok())
