@@ -44,17 +44,10 @@ impl ClientConn {
     /// connection right after one (libpq's PQfinish after PQsendQuery) ended its session
     /// cleanly: on a direct connection PostgreSQL runs what came before the Terminate.
     pub fn goodbye_buffered(&self) -> bool {
-        let mut rest = &self.buf[..];
-        while let Ok(Some(h)) = parse_header(rest) {
-            if h.tag == crate::protocol::framing::frontend::TERMINATE {
-                return true;
-            }
-            if rest.len() < h.frame_len {
-                return false;
-            }
-            rest = &rest[h.frame_len..];
-        }
-        false
+        use crate::protocol::framing::{frontend, Frames};
+        Frames::new(&self.buf)
+            .map_while(Result::ok)
+            .any(|(_, h)| h.tag == frontend::TERMINATE)
     }
 
     /// Reads more bytes; `Ok(0)` means the client closed. An error of kind `OutOfMemory`
