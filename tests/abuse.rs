@@ -4,7 +4,7 @@
 //! message and its Sync or by a client that stops reading, session parameters by the ten
 //! thousand, messages piled up behind a held one, and statement names of megabytes.
 
-mod common;
+use crate::common;
 
 use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
 use common::{metric, proxy_config, PgServer, ProxyProcess};

@@ -5,7 +5,7 @@
 //! counting; a pool whose statements mostly run long opens its gate, and short statements
 //! close it again; a client held at the gate past `acquire_timeout_ms` gets 53300 naming it.
 
-mod common;
+use crate::common;
 
 use common::client::{app, blocking, eventually, one, try_col, Conn, LIMIT};
 use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};

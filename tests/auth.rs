@@ -9,7 +9,7 @@
 //! uses to log in to PostgreSQL, so PostgreSQL itself vouches for it); psql and
 //! tokio-postgres check the proxy's SCRAM server independently.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -351,15 +351,15 @@ async fn secrets_from_files_and_env() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("app.pw"), "apppw\n").unwrap();
     std::fs::write(dir.join("svc.pw"), "svc-server-pw").unwrap();
-    // A unique name, read only by the proxy child started below.
-    std::env::set_var("LP_AUTH_TEST_APP_RO_PW", "approp");
     let d = dir.display();
     let users = format!(
         "users:\n  app: {{ password_file: \"{d}/app.pw\", role: write }}\n  \
          app_ro: {{ password_env: LP_AUTH_TEST_APP_RO_PW, role: read }}\n  \
          svc: {{ password: svc-client-pw, role: read, server_password_file: \"{d}/svc.pw\" }}\n"
     );
-    let proxy = start(&pg, "min_pool_size: 0", &users);
+    let config = config(&pg, "min_pool_size: 0");
+    let proxy =
+        ProxyProcess::start_with_env(&config, &users, &[("LP_AUTH_TEST_APP_RO_PW", "approp")]);
     let _ = std::fs::remove_dir_all(&dir);
     let cases = [
         ("app", "apppw", "apppw\n"),

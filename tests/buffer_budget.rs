@@ -4,7 +4,7 @@
 //! refused with 53200, while the clients within it and everyone else go on, and the budget
 //! comes back as buffers go.
 
-mod common;
+use crate::common;
 
 use common::client::{blocking, eventually, LIMIT};
 use common::raw::*;
@@ -93,16 +93,14 @@ async fn clients_past_the_buffer_budget_are_refused_and_the_rest_go_on() {
 /// 16 MiB per round in the spare buffers, where a client sending one byte picks it up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_buffers_are_freed_not_kept_as_spares() {
-    // mimalloc (in the proxy, which inherits this) returns freed memory at once, so RSS
-    // shows what is still allocated.
-    std::env::set_var("MIMALLOC_PURGE_DELAY", "0");
     let pg = PgServer::start();
     let top = "max_client_message_bytes: 16777216\nclient_buffer_budget_bytes: 16777216\n";
     let config = format!(
         "{}{top}",
         proxy_config(&pg, "default_pool_size: 2\nmin_pool_size: 0")
     );
-    let proxy = ProxyProcess::start(&config, MD5_USERS);
+    // mimalloc returns freed memory at once, so RSS shows what is still allocated.
+    let proxy = ProxyProcess::start_with_env(&config, MD5_USERS, &[("MIMALLOC_PURGE_DELAY", "0")]);
     let rss_kb = || -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
         let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();

@@ -2,7 +2,7 @@
 //! peers); a CancelRequest for a key issued by host 0 that arrives at host 1 is forwarded
 //! to host 0 and cancels exactly that client's query. A forged secret cancels nothing.
 
-mod common;
+use crate::common;
 
 use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use launch_proxy::auth::scram::{ScramClient, ScramCredentials, SCRAM_SHA_256};

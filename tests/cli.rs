@@ -3,7 +3,7 @@
 //! and the `--listen` / `--metrics-listen` flags and their environment variables, the
 //! latter checked on a proxy serving a real PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

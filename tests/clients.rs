@@ -30,7 +30,7 @@
 //! - `rust_drivers` (rust_drivers.rs): tokio-postgres and sqlx, in-process;
 //! - `external_drivers` (external_drivers.rs): psycopg 3, asyncpg, node-postgres, pgjdbc.
 
-mod common;
+use crate::common;
 #[path = "clients/external_drivers.rs"]
 mod external_drivers;
 #[path = "clients/postgres_tools.rs"]

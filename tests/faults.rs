@@ -2,7 +2,7 @@
 //! and what operators see of them (/metrics and the log), checked against a real
 //! PostgreSQL through the proxy binary.
 
-mod common;
+use crate::common;
 
 use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
 use common::{app_clients_reach, metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};

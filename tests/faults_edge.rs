@@ -2,7 +2,7 @@
 //! stops answering (frozen, as behind a network partition or a hung host) while a client's
 //! command runs.
 
-mod common;
+use crate::common;
 
 use common::client::{blocking, connect, eventually, one, LIMIT};
 use common::raw::{pbe, q, sum, sync, Raw, MD5_USERS};

@@ -5,7 +5,7 @@
 //! proxy's XX000 "could not apply the tenant" for a server that simply went away), the
 //! proxy keeps serving, and the next transactions run under the right tenant.
 
-mod common;
+use crate::common;
 
 use common::client::{app, blocking, eventually, one, try_col, LIMIT};
 use common::raw::*;

@@ -2,7 +2,7 @@
 //! clusters, the shipped config files it mirrors, and the schema migration.
 //! The proxy binary is not started here.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

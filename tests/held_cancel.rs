@@ -3,7 +3,7 @@
 //! as a Query of its own), waits for them: it cannot fail them (a failed switch ends the
 //! session with FATAL), and it is then sent to the client's statement.
 
-mod common;
+use crate::common;
 
 use common::client::{blocking, eventually, LIMIT};
 use common::raw::*;

@@ -17,7 +17,7 @@
 
 #[path = "identity_cases/check_config.rs"]
 mod check_config;
-mod common;
+use crate::common;
 #[path = "identity_cases/tenant_logins.rs"]
 mod tenant_logins;
 #[path = "identity_cases/tls.rs"]

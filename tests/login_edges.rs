@@ -3,7 +3,7 @@
 //! in progress, SIGHUP while clients run and right after the proxy said it was ready, and
 //! a reload that would rotate a pass-through pool's keys.
 
-mod common;
+use crate::common;
 
 use common::client::{blocking, eventually, one, LIMIT};
 use common::raw::{frame, hex_md5, z, MD5_USERS};

@@ -3,7 +3,7 @@
 //! error sent to a client, and signals (SIGTERM twice, systemd's STOPPING=1) that behave
 //! as documented; checked against real PostgreSQL servers.
 
-mod common;
+use crate::common;
 
 use common::client::{app, blocking, connect, eventually, one, try_col, LIMIT};
 use common::{app_clients_reach, metric, proxy_config, PgServer, ProxyProcess, USERS_YAML};

@@ -2,7 +2,7 @@
 //! transaction starts while paused, running ones finish, server connections close, and
 //! PostgreSQL can restart under connected clients, whose waiting statements then run.
 
-mod common;
+use crate::common;
 
 use common::client::{app, blocking, eventually, one, try_col, LIMIT};
 use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};

@@ -3,7 +3,7 @@
 //! max_user_connections, min_pool_size, the reserve pool), pgbench and psql through the
 //! proxy, errors and clients leaving inside transactions, and LISTEN/NOTIFY.
 
-mod common;
+use crate::common;
 
 use common::{proxy_config, psql_bin, PgServer, ProxyProcess, USERS_YAML};
 use std::future::IntoFuture;

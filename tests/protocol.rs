@@ -6,7 +6,7 @@
 //! Raw-protocol clients log in with md5 (configured per user below) so that the test
 //! needs no SCRAM implementation of its own; tokio-postgres clients use the same users.
 
-mod common;
+use crate::common;
 
 use common::raw::*;
 use common::{error_field as field, proxy_config, PgServer, ProxyProcess};

@@ -3,7 +3,7 @@
 //! for a running statement, PostgreSQL never sees the statement, and the session goes on.
 //! A cancel never reaches another client's wait, nor a later wait of the same client.
 
-mod common;
+use crate::common;
 
 use common::client::{blocking, eventually, LIMIT};
 use common::raw::*;

@@ -3,7 +3,7 @@
 //! the running pools cannot take (a pool's server login changed) or a file that does not
 //! load leaves the users as they were, the proxy serving throughout.
 
-mod common;
+use crate::common;
 
 use common::{proxy_config, PgServer, ProxyProcess};
 use std::time::{Duration, Instant};

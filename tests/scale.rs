@@ -1,7 +1,7 @@
 //! Many clients through one proxy with the shipped pool settings, against a real
 //! PostgreSQL: the server connection caps hold and max_client_conn is exact.
 
-mod common;
+use crate::common;
 
 use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};

@@ -20,7 +20,7 @@
 
 #[path = "tenancy_db_cases/audit_log.rs"]
 mod audit_log;
-mod common;
+use crate::common;
 #[path = "tenancy_db_cases/isolation.rs"]
 mod isolation;
 #[path = "tenancy_db_cases/signing_key.rs"]

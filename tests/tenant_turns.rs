@@ -3,7 +3,7 @@
 //! the clients wait at the `max_active` gate or for a busy pool's connection; clients of
 //! one tenant keep their arrival order.
 
-mod common;
+use crate::common;
 
 use common::client::{connect, eventually, one, Conn, LIMIT};
 use common::{app_clients_reach, proxy_config, PgServer, ProxyProcess};

@@ -2,7 +2,7 @@
 //! server session settings and the proxy's own command timeout, and the shutdown timeout,
 //! each checked against a real PostgreSQL through the proxy binary.
 
-mod common;
+use crate::common;
 
 use common::client::{app, blocking, connect, eventually, one, try_col, Conn, LIMIT};
 use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};

@@ -1,6 +1,6 @@
 //! Shared integration-test harness for launch-proxy.
 //!
-//! Every integration test declares `mod common;` and uses:
+//! The integration suite (tests/suite.rs) declares it once; its modules use:
 //! - [`PgServer`]: a private, throwaway PostgreSQL cluster on a random 127.0.0.1 port;
 //! - [`ProxyProcess`]: the compiled `launch-proxy` binary running against such a cluster;
 //! - [`proxy_config`] / [`USERS_YAML`]: configuration text for the proxy.

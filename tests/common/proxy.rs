@@ -31,6 +31,16 @@ impl ProxyProcess {
     /// 127.0.0.1 ports and waits (up to 15 s) until the listen port accepts. Panics with
     /// the proxy log if the process exits first.
     pub fn start(config_yaml: &str, users_yaml: &str) -> ProxyProcess {
+        Self::start_with_env(config_yaml, users_yaml, &[])
+    }
+
+    /// [`ProxyProcess::start`] with extra environment variables for the proxy alone: the
+    /// tests share one process, where `std::env::set_var` would race the others.
+    pub fn start_with_env(
+        config_yaml: &str,
+        users_yaml: &str,
+        env: &[(&str, &str)],
+    ) -> ProxyProcess {
         let dir = unique_dir("proxy");
         let config = dir.join("launch-proxy.yaml");
         fs::write(&config, config_yaml).expect("write proxy config");
@@ -41,7 +51,7 @@ impl ProxyProcess {
         for _ in 0..3 {
             let port = free_port();
             let metrics_port = free_port();
-            let mut child = spawn_proxy(&dir, &config, port, metrics_port);
+            let mut child = spawn_proxy(&dir, &config, port, metrics_port, env);
             let deadline = Instant::now() + START_TIMEOUT;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let log = || tail_file(&dir.join("proxy.log"), 200);
@@ -199,7 +209,13 @@ impl ProxyProcess {
 }
 
 /// Starts the binary with its output appended to `dir/proxy.log`.
-fn spawn_proxy(dir: &Path, config: &Path, port: u16, metrics_port: u16) -> Child {
+fn spawn_proxy(
+    dir: &Path,
+    config: &Path,
+    port: u16,
+    metrics_port: u16,
+    env: &[(&str, &str)],
+) -> Child {
     let log = File::options()
         .create(true)
         .append(true)
@@ -216,6 +232,7 @@ fn spawn_proxy(dir: &Path, config: &Path, port: u16, metrics_port: u16) -> Child
             "RUST_LOG",
             std::env::var("LP_PROXY_RUST_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone log handle"))

@@ -5,8 +5,7 @@
 //! with their state before. `PROXY BUG` tests reproduce isolation failures of the proxy as it
 //! is: they fail until it is fixed.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 mod concurrency;
 mod copy_and_failures;
 mod env;

@@ -17,8 +17,7 @@
 //!
 //! Every read has a 30 s timeout: a lost reply fails the scenario, never hangs the test.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 mod divergent;
 mod harness;
 mod pgbouncer;
