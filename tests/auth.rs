@@ -551,6 +551,48 @@ fn refused_raw_clients_get_fatal_errors() {
     assert_eq!(query(&mut raw, "SELECT 7"), ["7"]);
 }
 
+/// A SASLInitialResponse without its initial response (length -1) is asked for it with
+/// an empty AuthenticationSASLContinue, and the client-first-message then comes as a
+/// SASLResponse: PostgreSQL's exchange, run here against it and against the proxy.
+#[test]
+fn scram_without_an_initial_response_is_asked_for_it() {
+    let pg = PgServer::start();
+    let proxy = start(&pg, "", USERS_YAML);
+    for (target, port, database) in [
+        ("postgres", pg.port, "postgres"),
+        ("proxy", proxy.port, "launch"),
+    ] {
+        let mut raw = Raw::connect(port);
+        raw.send(&startup_packet(
+            V3_0,
+            &[("user", "app"), ("database", database)],
+        ));
+        assert_eq!(raw.read_auth().0, 10, "{target}");
+        let left_out = [&b"SCRAM-SHA-256\0"[..], &(-1i32).to_be_bytes()].concat();
+        raw.send(&tagged(b'p', &left_out));
+        assert_eq!(
+            raw.read_auth(),
+            (11, Vec::new()),
+            "{target}: an empty challenge"
+        );
+        let mut scram = ScramClient::new(ScramCredentials::Password("apppw".into()));
+        raw.send(&tagged(b'p', &scram.client_first()));
+        let (code, server_first) = raw.read_auth();
+        assert_eq!(code, 11, "{target}");
+        let fin = scram
+            .handle_server_first(&server_first)
+            .expect("server-first");
+        raw.send(&tagged(b'p', &fin));
+        let (code, server_final) = raw.read_auth();
+        assert_eq!(code, 12, "{target}");
+        scram
+            .handle_server_final(&server_final)
+            .expect("server signature");
+        login(&mut raw, "app", "apppw").expect("the rest of the login");
+        assert_eq!(query(&mut raw, "SELECT current_user"), ["app"], "{target}");
+    }
+}
+
 // ---------- protocol negotiation ----------
 
 /// SSLRequest and GSSENCRequest are answered 'N' and the same connection then logs in

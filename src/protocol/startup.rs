@@ -113,16 +113,19 @@ fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, StartupError> 
     }
 }
 
-/// SASLInitialResponse body: mechanism name and the initial client data (`None` for -1 length).
-pub fn parse_sasl_initial_response(body: &[u8]) -> Option<(&[u8], &[u8])> {
+/// SASLInitialResponse body: the mechanism name and the initial client response, `None`
+/// when the client left it out (length -1: the server then asks for it with an empty
+/// challenge, as PostgreSQL does).
+pub fn parse_sasl_initial_response(body: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     let (mechanism, rest) = read_cstr(body)?;
     if rest.len() < 4 {
         return None;
     }
     let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
     let data = &rest[4..];
-    if len < 0 || len as usize != data.len() {
-        return None;
+    match len {
+        -1 if data.is_empty() => Some((mechanism, None)),
+        0.. if len as usize == data.len() => Some((mechanism, Some(data))),
+        _ => None,
     }
-    Some((mechanism, data))
 }

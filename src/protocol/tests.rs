@@ -94,6 +94,11 @@ fn sasl_initial_response_parses() {
     encode::sasl_initial_response(&mut buf, "SCRAM-SHA-256", b"n,,n=,r=abc");
     let (m, d) = startup::parse_sasl_initial_response(&buf[5..]).unwrap();
     assert_eq!(m, b"SCRAM-SHA-256");
-    assert_eq!(d, b"n,,n=,r=abc");
+    assert_eq!(d, Some(&b"n,,n=,r=abc"[..]));
     assert!(startup::parse_sasl_initial_response(b"SCRAM\0\0\0\0\x09ab").is_none());
+    // Length -1: no initial response; with bytes after it, malformed.
+    let left_out = startup::parse_sasl_initial_response(b"SCRAM\0\xff\xff\xff\xff");
+    assert_eq!(left_out, Some((&b"SCRAM"[..], None)));
+    assert!(startup::parse_sasl_initial_response(b"SCRAM\0\xff\xff\xff\xffab").is_none());
+    assert!(startup::parse_sasl_initial_response(b"SCRAM\0\xff\xff\xff\xfe").is_none());
 }

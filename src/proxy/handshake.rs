@@ -348,16 +348,25 @@ async fn scram_exchange(
             "client selected an invalid SASL authentication mechanism",
         ));
     }
+    // A client that left the initial response out is asked for it with an empty
+    // challenge; its client-first-message comes as a SASLResponse (as PostgreSQL does).
+    let asked;
+    let data = match data {
+        Some(data) => data,
+        None => {
+            encode::authentication_sasl_continue(out, b"");
+            flush(client, out).await?;
+            asked = read_sasl_response(client).await?;
+            &asked[..]
+        }
+    };
     let mut server = ScramServer::new(verifier);
     let first = server
         .handle_client_first(data)
         .map_err(|e| ClientError::protocol(format!("malformed SCRAM message: {e}")))?;
     encode::authentication_sasl_continue(out, &first);
     flush(client, out).await?;
-    let (tag, body) = client.read_message(MAX_AUTH_MESSAGE).await?;
-    if tag != frontend::PASSWORD {
-        return Err(ClientError::protocol("expected SASL response"));
-    }
+    let body = read_sasl_response(client).await?;
     match server.handle_client_final(&body) {
         Ok((final_msg, keys)) => {
             encode::authentication_sasl_final(out, &final_msg);
@@ -370,6 +379,15 @@ async fn scram_exchange(
             "malformed SCRAM message: {e}"
         ))),
     }
+}
+
+/// The body of the client's next SASLResponse.
+async fn read_sasl_response(client: &mut ClientConn) -> Result<BytesMut, ClientError> {
+    let (tag, body) = client.read_message(MAX_AUTH_MESSAGE).await?;
+    if tag != frontend::PASSWORD {
+        return Err(ClientError::protocol("expected SASL response"));
+    }
+    Ok(body)
 }
 
 /// Refuses a tenant that is not active, looking its status up through the pool when the
