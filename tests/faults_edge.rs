@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::client::{blocking, connect, eventually, one, LIMIT};
-use common::raw::{pbe, q, sum, sync, Raw, MD5_USERS};
+use common::raw::{copy_data, copy_done, pbe, q, sum, sync, Raw, MD5_USERS};
 use common::{error_field, proxy_config, send_signal, PgServer, ProxyProcess, USERS_YAML};
 
 use std::io::Write;
@@ -285,4 +285,103 @@ async fn command_timeout_ends_a_write_the_frozen_backend_does_not_take() {
     );
     let again = connect(&proxy, "app_ro", "approp").await.unwrap();
     assert_eq!(one(&again.client, "SELECT 1").await, "1");
+}
+
+/// A COPY FROM STDIN whose server stops taking the data is timed out as a command that
+/// does not answer (the server owes no answer during COPY IN, so only a blocked write
+/// tells): a row trigger sleeps, PostgreSQL stops reading, the client pushes 64 MiB
+/// behind it and the proxy's write waits. After the read role's command_timeout_ms the
+/// cancel ends the COPY with the proxy's 57014, nothing of it is committed, and the
+/// connection serves the next statement. The same with the backend frozen (SIGSTOP,
+/// the cancel unanswered): 08006, while another client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_timeout_ends_a_copy_the_server_stops_taking() {
+    let (pg, proxy) = with_read_timeout(1000, MD5_USERS);
+    pg.psql(
+        "launch",
+        "CREATE TABLE k (x text); GRANT ALL ON k TO app_ro; \
+         CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(60); RETURN NEW; END $$; \
+         CREATE TRIGGER slow BEFORE INSERT ON k FOR EACH ROW EXECUTE FUNCTION slow_row();",
+    );
+    for frozen in [false, true] {
+        let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
+        // The tenant switch goes with this one; the COPY then goes alone.
+        assert_eq!(blocking(|| raw.col0("SELECT 1")), ["1"]);
+        assert_eq!(blocking(|| raw.start_copy(&q("COPY k FROM STDIN"))), "G");
+        raw.send(&copy_data(b"first\n"));
+        let pid = in_trigger(&pg).await;
+        if frozen {
+            assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
+        }
+        let mut writer = raw.s.try_clone().unwrap();
+        let chunk = copy_data(&b"more\n".repeat(50_000));
+        let pushing = std::thread::spawn(move || {
+            let mut sent = 0usize;
+            while sent < 64 << 20 && writer.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+            let _ = writer.write_all(&copy_done());
+            sent
+        });
+        if frozen {
+            let other = connect(&proxy, "app_ro", "approp").await.unwrap();
+            assert_eq!(
+                one(&other.client, "SELECT 2").await,
+                "2",
+                "served meanwhile"
+            );
+        }
+        raw.s
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let answer = blocking(|| raw.until_ready_or_eof());
+        if frozen {
+            assert!(send_signal(&pid, "CONT"), "kill -s CONT {pid}");
+        }
+        let sent = blocking(|| pushing.join().unwrap());
+        let (_, body) = answer
+            .iter()
+            .find(|(tag, _)| *tag == b'E')
+            .unwrap_or_else(|| {
+                panic!(
+                    "frozen={frozen}: no error 30 s after the 1 s command timeout: {}",
+                    sum(&answer)
+                )
+            });
+        let want = if frozen { "08006" } else { "57014" };
+        assert_eq!(
+            error_field(body, b'C').as_deref(),
+            Some(want),
+            "frozen={frozen}"
+        );
+        let message = error_field(body, b'M').unwrap_or_default();
+        assert!(message.contains("command"), "frozen={frozen}: {message}");
+        assert!(
+            sent > 4 << 20,
+            "frozen={frozen}: only {sent} bytes went out: the write never blocked"
+        );
+        if !frozen {
+            assert_eq!(answer.last().map(|m| m.0), Some(b'Z'), "{}", sum(&answer));
+            assert_eq!(blocking(|| raw.col0("SELECT 'next'")), ["next"]);
+        }
+        assert_eq!(pg.psql("launch", "SELECT count(*) FROM k"), "0");
+    }
+    let again = connect(&proxy, "app_ro", "approp").await.unwrap();
+    assert_eq!(one(&again.client, "SELECT 1").await, "1");
+}
+
+/// The pid of the backend whose COPY sleeps in the row trigger.
+async fn in_trigger(pg: &PgServer) -> String {
+    let sql = "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity \
+               WHERE usename = 'app_ro' AND wait_event = 'PgSleep'";
+    let mut pid = String::new();
+    assert!(
+        eventually(LIMIT, || {
+            pid = pg.psql("postgres", sql);
+            !pid.is_empty()
+        })
+        .await
+    );
+    pid
 }

@@ -48,6 +48,18 @@ impl CommandDeadline {
         self.unasked = want && t.awaits_flush;
     }
 
+    /// A write to the server is blocked during COPY IN, where the server owes no answer and
+    /// so no deadline runs ([`CommandDeadline::before_wait`]): a server that takes none of
+    /// the data for `limit` is stuck as surely as one that does not answer (a row's insert
+    /// waiting for a lock, a frozen backend), and gets the same cancel, then give-up. The
+    /// clock runs for this one write; the next wait's `before_wait` disarms it.
+    pub fn on_blocked_copy_write(&mut self, target: &CancelTarget, t: &Tracker, limit: Duration) {
+        if t.copy_in && !self.armed && !t.timeout_cancel && !t.cancels_held {
+            target.arm_command(crate::proxy::command_timeout::deadline_after(limit));
+            self.armed = true;
+        }
+    }
+
     /// The server sent bytes: if the watchdog cancelled the command, its 57014 among them
     /// gets the proxy's wording.
     #[inline]

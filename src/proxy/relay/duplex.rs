@@ -104,6 +104,9 @@ async fn send_rest(
 ) -> Result<(), Stop> {
     crate::pool::PoolStats::add(&session.pool.stats.server_write_waits, 1);
     let target = &*session.cancel.target;
+    if let Some(limit) = session.pool.limits.command_timeout {
+        deadline.on_blocked_copy_write(target, t, limit);
+    }
     let mut left = None;
     let result = loop {
         if server.buf.capacity() - server.buf.len() < 4096 {
