@@ -31,7 +31,7 @@ impl CommandDeadline {
     /// nothing else has (not while the proxy's own statements run first: a cancel then
     /// fails them).
     #[inline]
-    pub fn before_wait(&mut self, target: &CancelTarget, t: &Tracker, limit: Duration) {
+    pub fn before_wait(&mut self, target: &CancelTarget, t: &mut Tracker, limit: Duration) {
         if std::mem::take(&mut self.unasked) && !t.awaits_flush && target.take_timed_out() {
             // The timeout (and a give-up) came while the client owed a Flush or Sync: the
             // command's clock starts again now that the server is asked.
@@ -43,6 +43,12 @@ impl CommandDeadline {
             target.arm_command(crate::proxy::command_timeout::deadline_after(limit));
         } else if !want && self.armed {
             target.disarm_command();
+            // In COPY IN the clock ran for a blocked write (or for the COPY's start); a
+            // cancel the watchdog sent meanwhile ends the COPY with a 57014 that is still
+            // to come, once the server has drained what it was sent.
+            if t.copy_in && target.take_timed_out() {
+                t.timeout_cancel = true;
+            }
         }
         self.armed = want;
         self.unasked = want && t.awaits_flush;
