@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::client::{blocking, connect, eventually, one, LIMIT};
+use common::client::{backend_pid, blocking, connect, eventually, one, LIMIT};
 use common::raw::{copy_data, copy_done, pbe, q, sum, sync, Raw, MD5_USERS};
 use common::{error_field, proxy_config, send_signal, PgServer, ProxyProcess, USERS_YAML};
 
@@ -24,15 +24,11 @@ fn with_read_timeout(ms: u64, users: &str) -> (PgServer, ProxyProcess) {
 
 /// Stops (SIGSTOP) the backend running `app_ro`'s `SELECT pg_sleep(60)`; its pid.
 async fn freeze_the_sleeper(pg: &PgServer) -> String {
-    let sql = "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity \
-               WHERE usename = 'app_ro' AND query LIKE '%SELECT pg_sleep(60)'";
-    let mut pid = String::new();
-    let running = eventually(LIMIT, || {
-        pid = pg.psql("postgres", sql);
-        !pid.is_empty()
-    })
+    let pid = backend_pid(
+        pg,
+        "usename = 'app_ro' AND query LIKE '%SELECT pg_sleep(60)'",
+    )
     .await;
-    assert!(running);
     assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
     pid
 }
@@ -310,7 +306,7 @@ async fn command_timeout_ends_a_copy_the_server_stops_taking() {
         assert_eq!(blocking(|| raw.col0("SELECT 1")), ["1"]);
         assert_eq!(blocking(|| raw.start_copy(&q("COPY k FROM STDIN"))), "G");
         raw.send(&copy_data(b"first\n"));
-        let pid = in_trigger(&pg).await;
+        let pid = backend_pid(&pg, "usename = 'app_ro' AND wait_event = 'PgSleep'").await;
         if frozen {
             assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
         }
@@ -369,19 +365,4 @@ async fn command_timeout_ends_a_copy_the_server_stops_taking() {
     }
     let again = connect(&proxy, "app_ro", "approp").await.unwrap();
     assert_eq!(one(&again.client, "SELECT 1").await, "1");
-}
-
-/// The pid of the backend whose COPY sleeps in the row trigger.
-async fn in_trigger(pg: &PgServer) -> String {
-    let sql = "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity \
-               WHERE usename = 'app_ro' AND wait_event = 'PgSleep'";
-    let mut pid = String::new();
-    assert!(
-        eventually(LIMIT, || {
-            pid = pg.psql("postgres", sql);
-            !pid.is_empty()
-        })
-        .await
-    );
-    pid
 }

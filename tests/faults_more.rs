@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use common::client::{app, blocking, eventually, one, try_col, LIMIT};
+use common::client::{app, backend_pid, blocking, eventually, one, try_col, LIMIT};
 use common::raw::*;
 use common::{
     app_clients_reach, error_field, metric, proxy_config, send_signal, PgServer, ProxyProcess,
@@ -402,16 +402,7 @@ async fn a_crash_restart_leaves_no_stuck_clients_or_descriptors() {
     one(&in_tx.client, "SELECT 1").await;
     let client = running.client;
     let query = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
-    let sql = "SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity \
-               WHERE usename = 'app' AND query LIKE '%SELECT pg_sleep(30)'";
-    let mut pid = String::new();
-    assert!(
-        eventually(LIMIT, || {
-            pid = pg.psql("postgres", sql);
-            !pid.is_empty()
-        })
-        .await
-    );
+    let pid = backend_pid(&pg, "usename = 'app' AND query LIKE '%SELECT pg_sleep(30)'").await;
     let mut queued = Vec::new();
     for i in 0..4 {
         let c = app(&proxy).await;

@@ -1,13 +1,28 @@
 //! tokio-postgres helpers for tests that run SQL through the proxy with the simple
 //! protocol (transaction pooling hands out no named statements) and must never hang.
 
-use super::ProxyProcess;
+use super::{PgServer, ProxyProcess};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Error, NoTls, SimpleQueryMessage};
 
 /// Upper bound for anything that must not hang.
 pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// The pid of a backend that `condition` (SQL on `pg_stat_activity`) picks, once there is
+/// one; panics after LIMIT.
+pub async fn backend_pid(pg: &PgServer, condition: &str) -> String {
+    let sql =
+        format!("SELECT coalesce(min(pid)::text, '') FROM pg_stat_activity WHERE {condition}");
+    let mut pid = String::new();
+    let found = eventually(LIMIT, || {
+        pid = pg.psql("postgres", &sql);
+        !pid.is_empty()
+    })
+    .await;
+    assert!(found, "no backend where {condition}");
+    pid
+}
 
 /// A client whose connection task can be awaited (e.g. for an unsolicited FATAL) or aborted
 /// (closing the socket at once, without a Terminate message).
