@@ -329,20 +329,7 @@ async fn session_parameters_are_followed_up_to_a_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_behind_a_held_one_do_not_pile_up() {
     let (_pg, proxy) = start("");
-    let rss = || {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
-        let line = s
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .unwrap()
-            .to_owned();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            / 1024
-    };
+    let rss = || proxy.rss_kib() / 1024;
     let before = rss();
     let mut w = blocking(|| Wire::login(proxy.port));
     w.s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();

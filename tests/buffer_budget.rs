@@ -101,15 +101,10 @@ async fn large_buffers_are_freed_not_kept_as_spares() {
     );
     // mimalloc returns freed memory at once, so RSS shows what is still allocated.
     let proxy = ProxyProcess::start_with_env(&config, MD5_USERS, &[("MIMALLOC_PURGE_DELAY", "0")]);
-    let rss_kb = || -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
-        let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
     // Frame of 16 MiB - 30000 bytes: the buffer doubles to 16 MiB; 30000 bytes of view remain.
     let sql_len = 16_777_216 - 30_000 - 6;
     let query = large_query(sql_len);
-    let before = rss_kb();
+    let before = proxy.rss_kib();
     let mut kept = Vec::new();
     for _ in 0..6 {
         let mut big = Raw::login(proxy.port, "app", "apppw");
@@ -123,7 +118,7 @@ async fn large_buffers_are_freed_not_kept_as_spares() {
         kept.push((big, holder));
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let after = rss_kb();
+    let after = proxy.rss_kib();
     let charged = budget_in_use(&proxy);
     assert!(
         after.saturating_sub(before) < 2 * 16384,

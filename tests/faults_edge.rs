@@ -89,19 +89,6 @@ async fn a_server_not_yet_asked_to_answer_is_not_given_up() {
     assert_eq!(blocking(|| raw.col0("SELECT 7")), ["7"]);
 }
 
-/// The open file descriptors of process `pid`.
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-/// Resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"));
-    line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// While PostgreSQL is down the manager keeps trying to open the warm minimum and clients
 /// keep logging in and failing (57P03 within acquire_timeout_ms): neither leaks a file
 /// descriptor nor grows the proxy, the client gauges return to zero, and once PostgreSQL
@@ -116,7 +103,7 @@ async fn an_outage_with_retrying_logins_leaks_nothing() {
     let idle3 =
         || common::metric(&proxy.metrics(), "launch_proxy_server_connections", &warm) == 3.0;
     assert!(eventually(LIMIT, idle3).await, "{}", proxy.metrics());
-    let (fds_before, rss_before) = (fds(proxy.pid()), rss_kib(proxy.pid()));
+    let (fds_before, rss_before) = (proxy.open_fds(), proxy.rss_kib());
     blocking(|| pg.stop());
     for round in 0..3 {
         let mut tasks = Vec::new();
@@ -135,12 +122,12 @@ async fn an_outage_with_retrying_logins_leaks_nothing() {
             assert_eq!(code.as_deref(), Some("57P03"), "round {round}: {e:?}");
         }
     }
-    let after_outage = fds(proxy.pid());
+    let after_outage = proxy.open_fds();
     assert!(
         after_outage <= fds_before,
         "fds {after_outage} during the outage vs {fds_before} before (3 warm connections gone)"
     );
-    let rss = rss_kib(proxy.pid());
+    let rss = proxy.rss_kib();
     assert!(
         rss < rss_before + 16 * 1024,
         "RSS {rss} KiB vs {rss_before} KiB before"
@@ -162,13 +149,13 @@ async fn an_outage_with_retrying_logins_leaks_nothing() {
         g("waiting") == 0.0
             && g("active") == 0.0
             && common::metric(&m, "launch_proxy_clients_connected", &[]) == 0.0
-            && fds(proxy.pid()) <= fds_before
+            && proxy.open_fds() <= fds_before
     })
     .await;
     assert!(
         settled,
         "fds {} vs {fds_before}: {}",
-        fds(proxy.pid()),
+        proxy.open_fds(),
         proxy.metrics()
     );
 }

@@ -326,11 +326,6 @@ fn until_eof(c: &mut Raw) -> Vec<Msg> {
     out
 }
 
-/// The open file descriptors of process `pid`.
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 /// PostgreSQL stops (fast, then immediate) in the middle of a COPY FROM STDIN and of a
 /// pipeline of extended-protocol messages: the client gets an error and its connection
 /// closes (never a hang, whatever it keeps sending), nothing of the COPY is committed, and
@@ -395,7 +390,7 @@ async fn a_crash_restart_leaves_no_stuck_clients_or_descriptors() {
     let proxy = ProxyProcess::start(&proxy_config(&pg, pool), USERS_YAML);
     let idle = app(&proxy).await;
     one(&idle.client, "SELECT 1").await;
-    let baseline = fds(proxy.pid());
+    let baseline = proxy.open_fds();
     let running = app(&proxy).await;
     let in_tx = app(&proxy).await;
     one(&in_tx.client, "BEGIN").await;
@@ -447,8 +442,8 @@ async fn a_crash_restart_leaves_no_stuck_clients_or_descriptors() {
     .await;
     assert!(settled, "{}", proxy.metrics());
     // Server connections may stay (idle) and one client less: at most the baseline.
-    let back = eventually(LIMIT, || fds(proxy.pid()) <= baseline + 2).await;
-    assert!(back, "fds {} vs {baseline} before", fds(proxy.pid()));
+    let back = eventually(LIMIT, || proxy.open_fds() <= baseline + 2).await;
+    assert!(back, "fds {} vs {baseline} before", proxy.open_fds());
 }
 
 /// Six clients of two tenants run short write transactions, reconnecting after any error,

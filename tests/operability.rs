@@ -623,9 +623,7 @@ async fn idle_metrics_connections_are_capped() {
     let pg = PgServer::start();
     let proxy = ProxyProcess::start(&proxy_config(&pg, "min_pool_size: 1"), USERS_YAML);
     proxy.metrics();
-    let open_fds =
-        || std::fs::read_dir(format!("/proc/{}/fd", proxy.pid())).map_or(0, |d| d.count());
-    let before = open_fds();
+    let before = proxy.open_fds();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], proxy.metrics_port));
     let idle: Vec<_> = (0..300)
         .filter_map(|_| std::net::TcpStream::connect(addr).ok())
@@ -653,7 +651,7 @@ async fn idle_metrics_connections_are_capped() {
     };
     let accepted = eventually(LIMIT, || backlog() == Some(0)).await;
     assert!(accepted, "backlog: {:?}", backlog());
-    let during = open_fds();
+    let during = proxy.open_fds();
     assert!(
         during <= before + 32 + 8,
         "{during} descriptors open with 300 idle metrics connections (before: {before})"

@@ -123,6 +123,19 @@ impl ProxyProcess {
         self.child.id()
     }
 
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"));
+        line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The process's open file descriptors.
+    pub fn open_fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
     /// Sends a signal by name ("TERM", "HUP", "INT", ...).
     pub fn signal(&self, signal: &str) {
         if self.exited.is_none() {
