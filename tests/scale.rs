@@ -1,5 +1,6 @@
 //! Many clients through one proxy with the shipped pool settings, against a real
-//! PostgreSQL: the server connection caps hold and max_client_conn is exact.
+//! PostgreSQL: the server connection caps hold, max_client_conn is exact, and client churn
+//! leaves memory and descriptors flat.
 
 use crate::common;
 
@@ -202,4 +203,93 @@ async fn two_thousand_clients_share_one_hundred_server_connections() {
     };
     assert_eq!(col(&newcomer.client, "SELECT 1").await.unwrap(), ["1"]);
     drop(conns);
+}
+
+/// Clients in one round of [`churn_leaves_memory_and_descriptors_flat`].
+const CHURN_CLIENTS: usize = 200;
+const CHURN_ROUNDS: usize = 8;
+
+/// One churning client: a login, a named statement (one of [`CHURN_CLIENTS`] texts), a
+/// session parameter, a transaction, every fourth one a cancelled query, and every third
+/// one gone without a Terminate.
+async fn churn_once(proxy: &ProxyProcess, n: usize) -> Result<(), Error> {
+    let (user, password) = user_of(n);
+    let (client, connection) =
+        tokio_postgres::connect(&proxy.conn_string(user, password), NoTls).await?;
+    let task = tokio::spawn(connection);
+    let text = n % CHURN_CLIENTS;
+    let statement = client.prepare(&format!("SELECT $1::int + {text}")).await?;
+    let sum: i32 = client.query_one(&statement, &[&1i32]).await?.get(0);
+    assert_eq!(sum as usize, text + 1);
+    client
+        .batch_execute(&format!("SET application_name = 'churn{n}'"))
+        .await?;
+    client.batch_execute("BEGIN; SELECT 1; COMMIT").await?;
+    if n % 4 == 0 {
+        let token = client.cancel_token();
+        let sleeping = client.simple_query("SELECT pg_sleep(30)");
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            token.cancel_query(NoTls).await
+        };
+        let (slept, cancelled) = tokio::join!(sleeping, cancel);
+        cancelled?;
+        let e = slept.expect_err("the cancel did not reach the sleep");
+        assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e:?}");
+    }
+    if n % 3 == 0 {
+        task.abort();
+    } else {
+        drop(client);
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Long uptimes: rounds of clients that log in, prepare statements, set parameters, run
+/// transactions, get cancelled and leave (a third without a Terminate) leave the proxy's
+/// memory and file descriptors where the first rounds left them: cancel keys, parameter
+/// sets, statement names, buffers and tasks of gone clients are all freed (mimalloc
+/// returns freed memory at once here, so RSS follows what is held). The texts repeat
+/// from round to round, so the shared statement registry (swept only from 20,000
+/// definitions) holds the same ones; the servers' caches of 8 close and prepare them
+/// again all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_leaves_memory_and_descriptors_flat() {
+    let pg = PgServer::start();
+    let pool = "default_pool_size: 10\nmin_pool_size: 2\nprepared_statement_cache_size: 8";
+    let config = proxy_config(&pg, pool);
+    let env = [("MIMALLOC_PURGE_DELAY", "0")];
+    let proxy = Arc::new(ProxyProcess::start_with_env(&config, USERS_YAML, &env));
+    let mut samples = Vec::new();
+    for round in 0..CHURN_ROUNDS {
+        let clients = (0..CHURN_CLIENTS).map(|i| {
+            let proxy = proxy.clone();
+            tokio::spawn(async move { churn_once(&proxy, round * CHURN_CLIENTS + i).await })
+        });
+        for c in clients.collect::<Vec<_>>() {
+            let done = tokio::time::timeout(Duration::from_secs(60), c).await;
+            done.expect("a churning client hangs")
+                .unwrap()
+                .expect("churn");
+        }
+        let gone = common::client::eventually(common::client::LIMIT, || {
+            common::metric(&proxy.metrics(), "launch_proxy_clients_connected", &[]) == 0.0
+        })
+        .await;
+        assert!(gone, "round {round}: clients still connected");
+        samples.push((proxy.rss_kib(), proxy.open_fds()));
+    }
+    eprintln!("churn: (RSS KiB, fds) after each round of {CHURN_CLIENTS}: {samples:?}");
+    let (rss_settled, fds_settled) = samples[1];
+    let (rss_last, fds_last) = samples[CHURN_ROUNDS - 1];
+    let clients_since = (CHURN_ROUNDS - 2) * CHURN_CLIENTS;
+    assert!(
+        rss_last <= rss_settled + 256,
+        "RSS grew {} KiB over {clients_since} clients: {samples:?}",
+        rss_last.saturating_sub(rss_settled)
+    );
+    // Server connections come and go (2 to 10 of them); a client's socket kept would add
+    // hundreds.
+    assert!(fds_last <= fds_settled + 10, "fds: {samples:?}");
 }
