@@ -33,6 +33,21 @@ async fn freeze_the_sleeper(pg: &PgServer) -> String {
     pid
 }
 
+/// Sends `frame` over and over behind what `raw` sent, 64 MiB of it, then `last`, from a
+/// thread of its own: the writes block once every buffer on the way is full, and end when
+/// the proxy closes the connection. Joined, it says how many bytes of `frame` went out.
+fn push_64_mib(raw: &Raw, frame: Vec<u8>, last: Vec<u8>) -> std::thread::JoinHandle<usize> {
+    let mut writer = raw.s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut sent = 0usize;
+        while sent < 64 << 20 && writer.write_all(&frame).is_ok() {
+            sent += frame.len();
+        }
+        let _ = writer.write_all(&last);
+        sent
+    })
+}
+
 /// The backend running a client's command stops answering (SIGSTOP: it takes neither the
 /// command's result nor the proxy's cancel, as a host behind a partition). The read role's
 /// command_timeout_ms (1 s) still ends the client's wait: the cancel goes unanswered for
@@ -237,16 +252,8 @@ async fn command_timeout_ends_a_write_the_frozen_backend_does_not_take() {
     let pid = freeze_the_sleeper(&pg).await;
     // 64 MiB of queries; the writer blocks once every buffer on the way is full, and ends
     // when the proxy closes the connection.
-    let mut writer = raw.s.try_clone().unwrap();
     let pad = "-".repeat(256 * 1024);
-    let big = q(&format!("SELECT 1 /* {pad} */"));
-    let pushing = std::thread::spawn(move || {
-        let mut sent = 0usize;
-        while sent < 64 << 20 && writer.write_all(&big).is_ok() {
-            sent += big.len();
-        }
-        sent
-    });
+    let pushing = push_64_mib(&raw, q(&format!("SELECT 1 /* {pad} */")), Vec::new());
     let other = connect(&proxy, "app_ro", "approp").await.unwrap();
     assert_eq!(
         one(&other.client, "SELECT 2").await,
@@ -297,16 +304,8 @@ async fn command_timeout_ends_a_copy_the_server_stops_taking() {
         if frozen {
             assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
         }
-        let mut writer = raw.s.try_clone().unwrap();
         let chunk = copy_data(&b"more\n".repeat(50_000));
-        let pushing = std::thread::spawn(move || {
-            let mut sent = 0usize;
-            while sent < 64 << 20 && writer.write_all(&chunk).is_ok() {
-                sent += chunk.len();
-            }
-            let _ = writer.write_all(&copy_done());
-            sent
-        });
+        let pushing = push_64_mib(&raw, chunk, copy_done());
         if frozen {
             let other = connect(&proxy, "app_ro", "approp").await.unwrap();
             assert_eq!(
