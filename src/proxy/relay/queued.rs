@@ -8,7 +8,7 @@ use super::super::{ClientConn, ProxyContext, Session};
 use crate::error::{ClientError, ErrorKind};
 use crate::pool::{AcquireError, PoolStats, ServerConn};
 use crate::protocol::codes;
-use crate::protocol::framing::{frontend, parse_header, Frames};
+use crate::protocol::framing::{frontend, parse_header};
 
 /// How a queued checkout ended.
 pub(super) enum Checkout {
@@ -53,13 +53,6 @@ pub(super) async fn checkout(client: &ClientConn, session: &Session) -> Checkout
     }
 }
 
-/// Whether the whole messages at the front of `buf` include a Terminate.
-fn says_goodbye(buf: &[u8]) -> bool {
-    Frames::new(buf)
-        .map_while(Result::ok)
-        .any(|(_, h)| h.tag == frontend::TERMINATE)
-}
-
 /// The queued checkout, watching the client meanwhile: one that hangs up leaves the queue
 /// (`Ok(None)`), so its statement is never sent and no server connection is spent on it.
 /// Once it sends more, the watch ends (its bytes stay in the socket for the transaction).
@@ -76,7 +69,7 @@ async fn acquire_watching(
         .pool
         .acquire_as(wait.id, tenant, || target.withdrawn(wait));
     tokio::pin!(acquire);
-    let mut watching = !says_goodbye(&client.buf);
+    let mut watching = !client.goodbye_buffered();
     loop {
         tokio::select! {
             biased;
