@@ -14,14 +14,14 @@ use std::time::Duration;
 /// How long the statements may take when the role has no `command_timeout_ms`.
 const RUN_OUT_LIMIT: Duration = Duration::from_secs(60);
 
-const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
-
 /// Lets the server run what it was sent, then closes the connection (at the latest after
 /// the role's command timeout).
 pub(super) async fn run_out(mut server: Box<ServerConn>, session: &Session) {
     let limit = session.pool.limits.command_timeout.unwrap_or(RUN_OUT_LIMIT);
+    let mut terminate = bytes::BytesMut::with_capacity(5);
+    crate::protocol::encode::terminate(&mut terminate);
     let until_closed = async {
-        if server.stream.write_all_bytes(&TERMINATE).await.is_err() {
+        if server.stream.write_all_bytes(&terminate).await.is_err() {
             return;
         }
         loop {
