@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::{free_port, proxy_config, wait_for_port, PgServer, ProxyProcess, USERS_YAML};
 use serde_norway::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_launch-proxy");
 const NO_HANG: Duration = Duration::from_secs(20);
 const ENV_VARS: [&str; 4] = [
     "LAUNCH_PROXY_CONFIG",
@@ -78,7 +77,7 @@ struct Run {
 
 /// Runs the binary to completion (killed after 20 s) with a clean LAUNCH_PROXY_* env.
 fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(common::proxy_binary());
     cmd.args(args).stdin(Stdio::null());
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     for v in ENV_VARS {
@@ -436,7 +435,7 @@ impl Running {
         dir.write("users.yaml", USERS_YAML);
         let log = dir.0.join("proxy.log");
         let file = std::fs::File::create(&log).expect("create log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(common::proxy_binary());
         for v in ENV_VARS {
             cmd.env_remove(v);
         }

@@ -190,7 +190,7 @@ fn a_sighup_right_after_ready_does_not_kill_the_proxy() {
         let _ = std::fs::remove_file(&sock);
         let notify = UnixDatagram::bind(&sock).unwrap();
         notify.set_read_timeout(Some(LIMIT)).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_launch-proxy"))
+        let mut child = std::process::Command::new(common::proxy_binary())
             .arg("--config")
             .arg(dir.join("lp.yaml"))
             .env("NOTIFY_SOCKET", &sock)

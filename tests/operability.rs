@@ -12,8 +12,6 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_launch-proxy");
-
 /// A directory under the harness's test root, removed on drop.
 struct Dir(std::path::PathBuf);
 
@@ -40,7 +38,7 @@ impl Drop for Dir {
 
 /// Runs the binary to completion: (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(common::proxy_binary())
         .args(args)
         .env_remove("LAUNCH_PROXY_LISTEN")
         .env_remove("LAUNCH_PROXY_METRICS_LISTEN")
@@ -464,7 +462,7 @@ fn systemd_hears_ready_then_stopping() {
     let sock = dir.0.join("notify.sock");
     let notify = UnixDatagram::bind(&sock).unwrap();
     notify.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(common::proxy_binary())
         .args(["--config", &path])
         .env("NOTIFY_SOCKET", &sock)
         .env("RUST_LOG", "error")

@@ -3,6 +3,8 @@
 #
 #   lp_rust_setup   cargo on PATH, at least the crate's rust-version, with
 #                   rustfmt and clippy (added through rustup when missing)
+#   lp_pgo_merge    raw profiles of an instrumented build into the profile
+#                   rustc's -Cprofile-use reads (scripts/build-pgo)
 #
 # Debian's own rustc is far older than the crate's rust-version, so the
 # toolchain comes from rustup; we never install rustup itself.
@@ -45,4 +47,39 @@ lp_rust_setup() {
             fi
         fi
     done
+}
+
+# Merges the raw profiles $2... of an instrumented build (-Cprofile-generate) into the
+# indexed profile $1 that `-Cprofile-use` reads. The raw format follows rustc's LLVM, and an
+# llvm-profdata older than the one that wrote it refuses it, so the candidates are tried
+# newest first: rustup's llvm-tools component, then Debian's llvm-N packages; when none reads
+# the profiles, the newest llvm-N Debian offers is installed and tried.
+lp_pgo_merge() {
+    local out=$1 candidate sysroot host newest attempt
+    shift
+    sysroot=$(rustc --print sysroot)
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    for attempt in first after-install; do
+        for candidate in "$sysroot/lib/rustlib/$host/bin/llvm-profdata" \
+            $(printf '%s\n' /usr/lib/llvm-*/bin/llvm-profdata | sort -t- -k2,2nr); do
+            [[ -x $candidate ]] || continue
+            if "$candidate" merge -o "$out" "$@" 2>/dev/null; then
+                lp_log "profiles merged by $candidate"
+                return 0
+            fi
+        done
+        [[ $attempt == first ]] || break
+        newest=$(apt-cache search --names-only '^llvm-[0-9]+$' 2>/dev/null |
+            awk '{ print $1 }' | sort -t- -k2,2nr | head -n 1)
+        if [[ -z $newest ]]; then
+            lp_as_root apt-get update -q >/dev/null 2>&1 || true
+            newest=$(apt-cache search --names-only '^llvm-[0-9]+$' 2>/dev/null |
+                awk '{ print $1 }' | sort -t- -k2,2nr | head -n 1)
+        fi
+        [[ -n $newest ]] || break
+        lp_apt_install "$newest" || break
+    done
+    lp_log "error: no llvm-profdata here reads rustc $(rustc --version | awk '{ print $2 }')'s profiles" \
+        "(LLVM $(rustc -vV | sed -n 's/^LLVM version: //p')); try 'rustup component add llvm-tools'"
+    return 1
 }

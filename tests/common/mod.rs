@@ -22,7 +22,8 @@
 //!
 //! Environment knobs: `LP_PG_BIN` (PostgreSQL bin dir), `LP_TEST_ROOT`,
 //! `LP_KEEP_TEST_DIRS=1` (keep server and proxy directories for inspection),
-//! `LP_PROXY_RUST_LOG` (the proxy's `RUST_LOG`, default `info`).
+//! `LP_PROXY_RUST_LOG` (the proxy's `RUST_LOG`, default `info`), `LP_PROXY_BIN` (the binary
+//! under test, default the one cargo built: e.g. scripts/build-pgo's `target/pgo/launch-proxy`).
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
@@ -34,7 +35,7 @@ mod util;
 
 pub use config::{proxy_config, DEFAULT_POOL, USERS_YAML};
 pub use pg::{pg_bin_dir, psql_bin, PgServer};
-pub use proxy::ProxyProcess;
+pub use proxy::{proxy_binary, ProxyProcess};
 pub use util::{free_port, send_signal, test_run_dir, wait_for_port};
 
 /// A field (b'C' = SQLSTATE, b'M' = message, b'S' = severity) of an ErrorResponse or

@@ -221,6 +221,14 @@ impl ProxyProcess {
     }
 }
 
+/// The launch-proxy binary under test: `$LP_PROXY_BIN` when set (a build cargo did not make
+/// for this suite, such as scripts/build-pgo's), else the one cargo built with the tests.
+pub fn proxy_binary() -> PathBuf {
+    std::env::var_os("LP_PROXY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_launch-proxy")))
+}
+
 /// Starts the binary with its output appended to `dir/proxy.log`.
 fn spawn_proxy(
     dir: &Path,
@@ -234,7 +242,7 @@ fn spawn_proxy(
         .append(true)
         .open(dir.join("proxy.log"))
         .expect("open proxy.log");
-    Command::new(env!("CARGO_BIN_EXE_launch-proxy"))
+    Command::new(proxy_binary())
         .arg("--config")
         .arg(config)
         .arg("--listen")

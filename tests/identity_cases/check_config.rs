@@ -13,7 +13,7 @@ use std::process::Command;
 fn check_config(d: &Dir, config: &str, users: &str) -> (bool, String) {
     std::fs::write(d.p("launch-proxy.yaml"), config).unwrap();
     std::fs::write(d.p("users.yaml"), users).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_launch-proxy"))
+    let out = Command::new(crate::common::proxy_binary())
         .arg("--check-config")
         .arg(d.p("launch-proxy.yaml"))
         .output()
