@@ -352,3 +352,79 @@ async fn command_timeout_ends_a_copy_the_server_stops_taking() {
     let again = connect(&proxy, "app_ro", "approp").await.unwrap();
     assert_eq!(one(&again.client, "SELECT 1").await, "1");
 }
+
+/// A backend ended while the proxy is still writing a client's messages to it (a COPY's
+/// data, here behind a row trigger that sleeps, as behind a lock): PostgreSQL sends its
+/// FATAL and closes with the data unread, so the close comes back as a reset and the
+/// proxy's write fails before it reads the FATAL (made certain by stopping the proxy while
+/// the backend ends). The client gets that FATAL, 57P01 with
+/// PostgreSQL's words, not a bare 08006; nothing of the COPY is committed, and the proxy
+/// serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_ended_under_a_blocked_write_tells_the_client_why() {
+    let (pg, proxy) = with_read_timeout(60_000, MD5_USERS);
+    pg.psql(
+        "launch",
+        "CREATE TABLE k (x text); GRANT ALL ON k TO app_ro; \
+         CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(60); RETURN NEW; END $$; \
+         CREATE TRIGGER slow BEFORE INSERT ON k FOR EACH ROW EXECUTE FUNCTION slow_row();",
+    );
+    let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
+    assert_eq!(blocking(|| raw.col0("SELECT 1")), ["1"]);
+    assert_eq!(blocking(|| raw.start_copy(&q("COPY k FROM STDIN"))), "G");
+    raw.send(&copy_data(b"first\n"));
+    let pid = backend_pid(&pg, "usename = 'app_ro' AND wait_event = 'PgSleep'").await;
+    // Every pool's count: which pool app_ro's login uses is the users file's business.
+    let write_waits = || -> f64 {
+        let body = proxy.metrics();
+        body.lines()
+            .filter(|l| l.starts_with("launch_proxy_server_write_waits_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let before = blocking(write_waits);
+    let chunk = copy_data(&b"more\n".repeat(50_000));
+    let pushing = push_64_mib(&raw, chunk, copy_done());
+    assert!(
+        eventually(LIMIT, || write_waits() > before).await,
+        "the proxy's write to the server never waited"
+    );
+    // The proxy is stopped while the backend ends, so that the FATAL and the reset are both
+    // waiting when it runs again (otherwise it would mostly read the FATAL first, as it
+    // reads the server while its write waits, and the failed write would go untested).
+    proxy.signal("STOP");
+    assert_eq!(
+        pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})")),
+        "t"
+    );
+    let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
+    let ended = eventually(LIMIT, || pg.psql("postgres", &gone) == "0").await;
+    proxy.signal("CONT");
+    assert!(ended, "backend {pid} did not end");
+    raw.s
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let answer = blocking(|| raw.until_ready_or_eof());
+    let sent = blocking(|| pushing.join().unwrap());
+    assert!(
+        sent > 4 << 20,
+        "only {sent} bytes went out: the write never blocked"
+    );
+    let (_, body) = answer
+        .iter()
+        .find(|(tag, _)| *tag == b'E')
+        .unwrap_or_else(|| panic!("no error: {}", sum(&answer)));
+    assert_eq!(
+        error_field(body, b'C').as_deref(),
+        Some("57P01"),
+        "{:?}",
+        error_field(body, b'M')
+    );
+    assert_eq!(error_field(body, b'S').as_deref(), Some("FATAL"));
+    let message = error_field(body, b'M').unwrap_or_default();
+    assert!(message.contains("administrator command"), "{message}");
+    assert_eq!(pg.psql("launch", "SELECT count(*) FROM k"), "0");
+    let again = connect(&proxy, "app_ro", "approp").await.unwrap();
+    assert_eq!(one(&again.client, "SELECT 1").await, "1");
+}

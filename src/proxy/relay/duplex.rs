@@ -32,7 +32,7 @@ pub(super) fn write_or_keep(stream: &Stream, a: &[u8], b: &[u8]) -> Result<Optio
         (false, true) => stream.write_now(a),
         (false, false) => stream.write_pair_now(a, b),
     }
-    .map_err(|_| Stop::ServerGone { fatal_sent: false })?;
+    .map_err(|_| Stop::ServerWriteFailed)?;
     if n == a.len() + b.len() {
         return Ok(None);
     }
@@ -51,7 +51,7 @@ pub(super) fn write_owned_or_keep(
 ) -> Result<Option<BytesMut>, Stop> {
     let n = stream
         .write_now(&out)
-        .map_err(|_| Stop::ServerGone { fatal_sent: false })?;
+        .map_err(|_| Stop::ServerWriteFailed)?;
     if n == out.len() {
         spare_buffers::give_back(out);
         return Ok(None);
@@ -139,7 +139,7 @@ async fn send_rest(
         match event {
             Event::Wrote(n) => rest.advance(n),
             Event::Done => break Ok(()),
-            Event::WriteFailed => break Err(Stop::ServerGone { fatal_sent: false }),
+            Event::WriteFailed => break Err(Stop::ServerWriteFailed),
             Event::ReadEnded => {
                 break Err(Stop::ServerGone {
                     fatal_sent: t.server_fatal,

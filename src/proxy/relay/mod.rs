@@ -12,6 +12,7 @@ mod downstream;
 mod duplex;
 mod errors;
 mod farewell;
+mod last_words;
 mod local;
 mod queued;
 mod tracker;
@@ -81,6 +82,9 @@ enum Stop {
     Client(ClientError),
     /// The server went away (its FATAL already forwarded if `fatal_sent`).
     ServerGone { fatal_sent: bool },
+    /// A write to the server failed: it closed or reset the connection, maybe after a
+    /// FATAL still unread (`last_words::hear` reads it before the session ends).
+    ServerWriteFailed,
     /// The server left command_timeout's cancel unanswered (`CancelTarget::server_unresponsive`).
     ServerUnresponsive,
     /// The server refused the tenant prelude.
@@ -152,7 +156,7 @@ pub(super) async fn run(
         let _active = crate::pool::GaugeGuard::new(&session.pool.stats.clients_active);
         let _in_flight = crate::runtime::InFlight::start();
         t.start();
-        let result = transaction(
+        let result = match transaction(
             client,
             &mut server,
             &mut t,
@@ -161,7 +165,14 @@ pub(super) async fn run(
             ctx,
             session_mode,
         )
-        .await;
+        .await
+        {
+            Err(Stop::ServerWriteFailed) => {
+                let hear = last_words::hear(client, &mut server, &mut t, &mut state, session);
+                Err(Box::pin(hear).await)
+            }
+            other => other,
+        };
         if t.resets.settings {
             // The tenant is cleared (fail-closed) and goes on again before the next
             // transaction; the session's parameters are back to their startup values.
@@ -221,7 +232,9 @@ pub(super) async fn run(
                     Stop::ClientGone => error,
                     Stop::Client(e) => Some(e),
                     Stop::ServerGone { fatal_sent: true } => None,
-                    Stop::ServerGone { fatal_sent: false } => Some(server_lost()),
+                    Stop::ServerGone { fatal_sent: false } | Stop::ServerWriteFailed => {
+                        Some(server_lost())
+                    }
                     Stop::ServerUnresponsive => Some(errors::server_unresponsive(session)),
                     Stop::LookupLost { error, .. } => Some(error),
                     Stop::Prelude(e) => {

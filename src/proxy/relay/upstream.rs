@@ -74,7 +74,7 @@ pub(super) fn forward_client_now(
         _ => server
             .stream
             .write_now(&client.buf[..pos])
-            .map_err(|_| Stop::ServerGone { fatal_sent: false })?,
+            .map_err(|_| Stop::ServerWriteFailed)?,
     };
     t.bytes_in += n as u64;
     client.buf.advance(n);
