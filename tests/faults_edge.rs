@@ -22,6 +22,20 @@ fn with_read_timeout(ms: u64, users: &str) -> (PgServer, ProxyProcess) {
     (pg, ProxyProcess::start(&cfg, users))
 }
 
+/// [`with_read_timeout`] (md5 users) and a table `k` that `app_ro` may COPY into, whose
+/// row trigger sleeps 60 s: the backend stops reading the COPY's data at its first row.
+fn with_slow_copy_table(ms: u64) -> (PgServer, ProxyProcess) {
+    let (pg, proxy) = with_read_timeout(ms, MD5_USERS);
+    pg.psql(
+        "launch",
+        "CREATE TABLE k (x text); GRANT ALL ON k TO app_ro; \
+         CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(60); RETURN NEW; END $$; \
+         CREATE TRIGGER slow BEFORE INSERT ON k FOR EACH ROW EXECUTE FUNCTION slow_row();",
+    );
+    (pg, proxy)
+}
+
 /// Stops (SIGSTOP) the backend running `app_ro`'s `SELECT pg_sleep(60)`; its pid.
 async fn freeze_the_sleeper(pg: &PgServer) -> String {
     let pid = backend_pid(
@@ -286,14 +300,7 @@ async fn command_timeout_ends_a_write_the_frozen_backend_does_not_take() {
 /// the cancel unanswered): 08006, while another client is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_timeout_ends_a_copy_the_server_stops_taking() {
-    let (pg, proxy) = with_read_timeout(1000, MD5_USERS);
-    pg.psql(
-        "launch",
-        "CREATE TABLE k (x text); GRANT ALL ON k TO app_ro; \
-         CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN PERFORM pg_sleep(60); RETURN NEW; END $$; \
-         CREATE TRIGGER slow BEFORE INSERT ON k FOR EACH ROW EXECUTE FUNCTION slow_row();",
-    );
+    let (pg, proxy) = with_slow_copy_table(1000);
     for frozen in [false, true] {
         let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
         // The tenant switch goes with this one; the COPY then goes alone.
@@ -357,19 +364,11 @@ async fn command_timeout_ends_a_copy_the_server_stops_taking() {
 /// data, here behind a row trigger that sleeps, as behind a lock): PostgreSQL sends its
 /// FATAL and closes with the data unread, so the close comes back as a reset and the
 /// proxy's write fails before it reads the FATAL (made certain by stopping the proxy while
-/// the backend ends). The client gets that FATAL, 57P01 with
-/// PostgreSQL's words, not a bare 08006; nothing of the COPY is committed, and the proxy
-/// serves on.
+/// the backend ends). The client gets that FATAL, 57P01 with PostgreSQL's words, not a
+/// bare 08006; nothing of the COPY is committed, and the proxy serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_ended_under_a_blocked_write_tells_the_client_why() {
-    let (pg, proxy) = with_read_timeout(60_000, MD5_USERS);
-    pg.psql(
-        "launch",
-        "CREATE TABLE k (x text); GRANT ALL ON k TO app_ro; \
-         CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN PERFORM pg_sleep(60); RETURN NEW; END $$; \
-         CREATE TRIGGER slow BEFORE INSERT ON k FOR EACH ROW EXECUTE FUNCTION slow_row();",
-    );
+    let (pg, proxy) = with_slow_copy_table(60_000);
     let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
     assert_eq!(blocking(|| raw.col0("SELECT 1")), ["1"]);
     assert_eq!(blocking(|| raw.start_copy(&q("COPY k FROM STDIN"))), "G");
