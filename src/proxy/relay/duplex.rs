@@ -13,7 +13,7 @@
 use super::deadline::CommandDeadline;
 use super::downstream::{forward_server, forward_server_now};
 use super::tracker::Tracker;
-use super::{SessionState, Stop, SERVER_READ_CHUNK};
+use super::{room_for_server_read, SessionState, Stop};
 use crate::net::{past, Stream};
 use crate::pool::ServerConn;
 use crate::proxy::{spare_buffers, ClientConn, Session};
@@ -109,9 +109,7 @@ async fn send_rest(
     }
     let mut left = None;
     let result = loop {
-        if server.buf.capacity() - server.buf.len() < 4096 {
-            server.buf.reserve(SERVER_READ_CHUNK);
-        }
+        room_for_server_read(&mut server.buf);
         let watched = deadline.watched(t);
         let event = std::future::poll_fn(|cx| {
             let stream = &mut server.stream;

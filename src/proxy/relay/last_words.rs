@@ -5,7 +5,7 @@
 //! Reading it first tells the client why (57P01, 25P03, ...) instead of a bare 08006.
 
 use super::downstream::{forward_server, forward_server_now};
-use super::{SessionState, Stop, Tracker};
+use super::{room_for_server_read, SessionState, Stop, Tracker};
 use crate::pool::ServerConn;
 use crate::proxy::{ClientConn, Session};
 use std::time::Duration;
@@ -40,9 +40,7 @@ pub(super) async fn hear(
                 }
             }
         }
-        if server.buf.capacity() - server.buf.len() < 4096 {
-            server.buf.reserve(8192);
-        }
+        room_for_server_read(&mut server.buf);
         // Only the reads are bounded: a reply half written to the client is finished.
         match tokio::time::timeout(WAIT, server.stream.read_into(&mut server.buf)).await {
             Ok(Ok(n)) if n > 0 => {}

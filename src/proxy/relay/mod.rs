@@ -37,6 +37,15 @@ use bytes::BytesMut;
 /// Server reads reserve this much room; large result sets stream through it.
 const SERVER_READ_CHUNK: usize = 16 * 1024;
 
+/// Makes room in a server read buffer before a read: a chunk more once less than 4 KiB is
+/// left, so that a read is never a sliver.
+#[inline]
+fn room_for_server_read(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(SERVER_READ_CHUNK);
+    }
+}
+
 /// What a client carries from one transaction to the next.
 pub(super) struct SessionState {
     /// Its named prepared statements.
@@ -499,9 +508,7 @@ async fn transaction(
         if let Some(limit) = command_timeout {
             deadline.before_wait(target, t, limit);
         }
-        if server.buf.capacity() - server.buf.len() < 4096 {
-            server.buf.reserve(SERVER_READ_CHUNK);
-        }
+        room_for_server_read(&mut server.buf);
         if let Err(e) = client.make_room() {
             return Err(Stop::Client(ClientConn::refusal(e)));
         }
