@@ -36,6 +36,19 @@ fn with_slow_copy_table(ms: u64) -> (PgServer, ProxyProcess) {
     (pg, proxy)
 }
 
+/// Logs `app_ro` in through the proxy and starts a COPY into [`with_slow_copy_table`]'s
+/// table; returns once its first row holds the backend in the trigger's sleep: the client
+/// connection and that backend's pid.
+async fn start_held_copy(pg: &PgServer, proxy: &ProxyProcess) -> (Raw, String) {
+    let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
+    // The tenant switch goes with this one; the COPY then goes alone.
+    assert_eq!(blocking(|| raw.col0("SELECT 1")), ["1"]);
+    assert_eq!(blocking(|| raw.start_copy(&q("COPY k FROM STDIN"))), "G");
+    raw.send(&copy_data(b"first\n"));
+    let pid = backend_pid(pg, "usename = 'app_ro' AND wait_event = 'PgSleep'").await;
+    (raw, pid)
+}
+
 /// Stops (SIGSTOP) the backend running `app_ro`'s `SELECT pg_sleep(60)`; its pid.
 async fn freeze_the_sleeper(pg: &PgServer) -> String {
     let pid = backend_pid(
@@ -302,12 +315,7 @@ async fn command_timeout_ends_a_write_the_frozen_backend_does_not_take() {
 async fn command_timeout_ends_a_copy_the_server_stops_taking() {
     let (pg, proxy) = with_slow_copy_table(1000);
     for frozen in [false, true] {
-        let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
-        // The tenant switch goes with this one; the COPY then goes alone.
-        assert_eq!(blocking(|| raw.col0("SELECT 1")), ["1"]);
-        assert_eq!(blocking(|| raw.start_copy(&q("COPY k FROM STDIN"))), "G");
-        raw.send(&copy_data(b"first\n"));
-        let pid = backend_pid(&pg, "usename = 'app_ro' AND wait_event = 'PgSleep'").await;
+        let (mut raw, pid) = start_held_copy(&pg, &proxy).await;
         if frozen {
             assert!(send_signal(&pid, "STOP"), "kill -s STOP {pid}");
         }
@@ -369,18 +377,14 @@ async fn command_timeout_ends_a_copy_the_server_stops_taking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_ended_under_a_blocked_write_tells_the_client_why() {
     let (pg, proxy) = with_slow_copy_table(60_000);
-    let mut raw = blocking(|| Raw::login(proxy.port, "app_ro", "approp"));
-    assert_eq!(blocking(|| raw.col0("SELECT 1")), ["1"]);
-    assert_eq!(blocking(|| raw.start_copy(&q("COPY k FROM STDIN"))), "G");
-    raw.send(&copy_data(b"first\n"));
-    let pid = backend_pid(&pg, "usename = 'app_ro' AND wait_event = 'PgSleep'").await;
-    // Every pool's count: which pool app_ro's login uses is the users file's business.
-    let write_waits = || -> f64 {
+    let (mut raw, pid) = start_held_copy(&pg, &proxy).await;
+    let write_waits = || {
         let body = proxy.metrics();
-        body.lines()
-            .filter(|l| l.starts_with("launch_proxy_server_write_waits_total"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
+        common::metric(
+            &body,
+            "launch_proxy_server_write_waits_total",
+            &[("pool", "app_ro")],
+        )
     };
     let before = blocking(write_waits);
     let chunk = copy_data(&b"more\n".repeat(50_000));
