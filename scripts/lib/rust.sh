@@ -49,6 +49,12 @@ lp_rust_setup() {
     done
 }
 
+# The newest llvm-N package Debian's lists offer (nothing if none).
+_lp_newest_llvm_package() {
+    apt-cache search --names-only '^llvm-[0-9]+$' 2>/dev/null |
+        awk '{ print $1 }' | sort -t- -k2,2nr | head -n 1
+}
+
 # Merges the raw profiles $2... of an instrumented build (-Cprofile-generate) into the
 # indexed profile $1 that `-Cprofile-use` reads. The raw format follows rustc's LLVM, and an
 # llvm-profdata older than the one that wrote it refuses it, so the candidates are tried
@@ -69,12 +75,10 @@ lp_pgo_merge() {
             fi
         done
         [[ $attempt == first ]] || break
-        newest=$(apt-cache search --names-only '^llvm-[0-9]+$' 2>/dev/null |
-            awk '{ print $1 }' | sort -t- -k2,2nr | head -n 1)
+        newest=$(_lp_newest_llvm_package)
         if [[ -z $newest ]]; then
             lp_as_root apt-get update -q >/dev/null 2>&1 || true
-            newest=$(apt-cache search --names-only '^llvm-[0-9]+$' 2>/dev/null |
-                awk '{ print $1 }' | sort -t- -k2,2nr | head -n 1)
+            newest=$(_lp_newest_llvm_package)
         fi
         [[ -n $newest ]] || break
         lp_apt_install "$newest" || break
