@@ -223,11 +223,17 @@ lp_bench_spawn() {
     (
         cd "$dir" || exit 1
         n=$(lp_bench_nofile)
+        # In a session of its own, as systemd starts a service: with the kernel's autogroup
+        # scheduling (on by default) a session is one scheduling group, and a pooler left
+        # in the harness's session would share its CPU share with the load generator and
+        # be preempted by it (PgBouncer's CPU per seed transaction is a third lower on its
+        # own; docs/benchmarks.md, "Session of 2026-12-07 (3)"). setsid execs in place: the
+        # subshell is not a process group leader, so $! stays the pooler's pid.
         if lp_is_root; then
-            exec prlimit --nofile="$n:$n" "$@"
+            exec setsid prlimit --nofile="$n:$n" "$@"
         else
             ulimit -n "$n"
-            exec "$@"
+            exec setsid "$@"
         fi
     ) >>"$log" 2>&1 </dev/null &
     LP_BENCH_SPAWNED=$!
