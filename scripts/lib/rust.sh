@@ -3,6 +3,7 @@
 #
 #   lp_rust_setup   cargo on PATH, at least the crate's rust-version, with
 #                   rustfmt and clippy (added through rustup when missing)
+#   lp_rust_host    the target triple rustc builds for by default
 #   lp_pgo_merge    raw profiles of an instrumented build into the profile
 #                   rustc's -Cprofile-use reads (scripts/build-pgo)
 #
@@ -49,6 +50,11 @@ lp_rust_setup() {
     done
 }
 
+# The target triple rustc builds for by default (e.g. x86_64-unknown-linux-gnu).
+lp_rust_host() {
+    rustc -vV | sed -n 's/^host: //p'
+}
+
 # The newest llvm-N package Debian's lists offer (nothing if none).
 _lp_newest_llvm_package() {
     apt-cache search --names-only '^llvm-[0-9]+$' 2>/dev/null |
@@ -64,7 +70,7 @@ lp_pgo_merge() {
     local out=$1 candidate sysroot host newest attempt
     shift
     sysroot=$(rustc --print sysroot)
-    host=$(rustc -vV | sed -n 's/^host: //p')
+    host=$(lp_rust_host)
     for attempt in first after-install; do
         for candidate in "$sysroot/lib/rustlib/$host/bin/llvm-profdata" \
             $(printf '%s\n' /usr/lib/llvm-*/bin/llvm-profdata | sort -t- -k2,2nr); do
