@@ -226,9 +226,9 @@ lp_bench_spawn() {
         # In a session of its own, as systemd starts a service: with the kernel's autogroup
         # scheduling (on by default) a session is one scheduling group, and a pooler left
         # in the harness's session would share its CPU share with the load generator and
-        # be preempted by it (PgBouncer's CPU per seed transaction is a third lower on its
-        # own; docs/benchmarks.md, "Session of 2026-12-07 (3)"). setsid execs in place: the
-        # subshell is not a process group leader, so $! stays the pooler's pid.
+        # be preempted by it (PgBouncer's CPU per seed transaction is a quarter to a third
+        # lower on its own; docs/benchmarks.md, "Session of 2026-12-07 (3)"). setsid execs
+        # in place: the subshell is not a process group leader, so $! stays the pooler's pid.
         if lp_is_root; then
             exec setsid prlimit --nofile="$n:$n" "$@"
         else
