@@ -1,4 +1,4 @@
-//! SIGHUP: the users file read again, for new logins.
+//! SIGHUP (or the admin console's RELOAD): the users file read again, for new logins.
 //!
 //! Passwords, tenants, roles and auth methods of client users change, and users come and
 //! go, without a restart that would drop every client (`systemctl reload launch-proxy`).
@@ -20,20 +20,26 @@ use std::sync::Arc;
 /// thread that stalled every client for the whole reload (1.3 s for 2000 users).
 pub async fn on_sighup(ctx: Arc<ProxyContext>, mut hangup: tokio::signal::unix::Signal) {
     while hangup.recv().await.is_some() {
-        let source = ctx.settings.source.clone();
-        let overrides = ctx.settings.overrides.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            crate::config::load(&source, &overrides).map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
-        match loaded.and_then(|settings| install_users(&ctx, settings.users)) {
+        match reload_users(&ctx).await {
             Ok(n) => tracing::info!(users = n, "SIGHUP: users file reloaded"),
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: users file not reloaded; the users loaded before stay")
             }
         }
     }
+}
+
+/// Reads the config and users files again and installs the users (SIGHUP, the admin
+/// console's RELOAD); the number of users, or why the users loaded before stay.
+pub async fn reload_users(ctx: &ProxyContext) -> Result<usize, String> {
+    let source = ctx.settings.source.clone();
+    let overrides = ctx.settings.overrides.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        crate::config::load(&source, &overrides).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+    loaded.and_then(|settings| install_users(ctx, settings.users))
 }
 
 fn install_users(ctx: &ProxyContext, users: BTreeMap<String, Arc<User>>) -> Result<usize, String> {

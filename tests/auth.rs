@@ -14,12 +14,12 @@ use crate::common;
 #[path = "auth_cases/wire.rs"]
 mod wire;
 
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{proxy_config, psql_bin, PgServer, ProxyProcess, USERS_YAML};
+use common::client::psql;
+use common::{proxy_config, PgServer, ProxyProcess, USERS_YAML};
 use launch_proxy::auth::scram::{ScramClient, ScramCredentials};
 use tokio_postgres::NoTls;
 use wire::*;
@@ -40,19 +40,6 @@ fn start(pg: &PgServer, pool_overrides: &str, users: &str) -> ProxyProcess {
 }
 
 // ---------- other helpers ----------
-
-fn psql(port: u16, conninfo: &str, password: &str, sql: &str) -> Output {
-    let conninfo = format!("host=127.0.0.1 port={port} dbname=launch {conninfo}");
-    let mut cmd = Command::new(psql_bin());
-    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .arg(&conninfo)
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "20");
-    for v in ["PGSSLMODE", "PGUSER", "PGOPTIONS", "PGSERVICE"] {
-        cmd.env_remove(v);
-    }
-    cmd.output().expect("run psql")
-}
 
 fn psql_ok(port: u16, conninfo: &str, password: &str, sql: &str) -> String {
     let out = psql(port, conninfo, password, sql);

@@ -5,6 +5,7 @@
 
 mod abuse;
 mod active_gate;
+mod admin;
 mod auth;
 mod buffer_budget;
 mod cancel_peers;

@@ -47,6 +47,9 @@ pub struct Config {
     /// Cancel requests across the pool hosts behind one address.
     #[serde(default)]
     pub cancel: CancelConfig,
+    /// The admin console (SHOW POOLS, PAUSE, RELOAD, ...): a database name of its own.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Token logins: clients not in the users file send a JWT as their password.
     #[serde(default)]
     pub jwt: Option<crate::auth::jwt::JwtSettings>,
@@ -285,6 +288,29 @@ pub struct CancelConfig {
     /// `host_id: "address:port"` of the other hosts.
     #[serde(default)]
     pub peers: BTreeMap<u8, String>,
+}
+
+/// The admin console: users of the users file listed here log in to `database` and get
+/// the console instead of a PostgreSQL session. PgBouncer's name by default, so that its
+/// exporters, dashboards and runbooks work unchanged.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub database: String,
+    /// May run every command (PAUSE, RESUME, RELOAD, SHUTDOWN and every SHOW).
+    pub users: Vec<String>,
+    /// May run SHOW commands only.
+    pub stats_users: Vec<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            database: "pgbouncer".into(),
+            users: Vec::new(),
+            stats_users: Vec::new(),
+        }
+    }
 }
 
 /// How tenants are carried to PostgreSQL and checked.

@@ -143,6 +143,11 @@ impl UsersTable {
         self.0.read().get(name).cloned()
     }
 
+    /// Every user, by name (the admin console's SHOW USERS).
+    pub fn all(&self) -> Vec<std::sync::Arc<User>> {
+        self.0.read().values().cloned().collect()
+    }
+
     pub fn replace(&self, users: BTreeMap<String, std::sync::Arc<User>>) {
         *self.0.write() = users;
     }

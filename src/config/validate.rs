@@ -46,6 +46,12 @@ pub(super) fn validate(
     if config.server.host.is_empty() || config.server.database.is_empty() {
         return bad("server.host and server.database must not be empty".into());
     }
+    if config.admin.database.is_empty() || config.admin.database == config.server.database {
+        return bad(format!(
+            "admin.database ({:?}) must be a name of its own, not server.database",
+            config.admin.database
+        ));
+    }
     if config.workers == 0 || config.workers > 64 {
         return bad(format!(
             "workers: {} is out of range 1..=64",
@@ -233,6 +239,13 @@ pub(super) fn validate(
     }
     let mut warnings = Vec::new();
     let mut warn = |s: String| warnings.push(Warning(s));
+    for name in config.admin.users.iter().chain(&config.admin.stats_users) {
+        if !users.contains_key(name) {
+            warn(format!(
+                "admin user \"{name}\" is not in the users file: it cannot log in to the admin console until a reload adds it"
+            ));
+        }
+    }
     let caps = [
         ("max_db_connections", p.max_db_connections),
         ("max_user_connections", p.max_user_connections),

@@ -11,12 +11,14 @@ mod manager;
 pub mod query;
 mod server_conn;
 mod slot;
+mod snapshot;
 pub mod statements;
 mod stats;
 mod waiters;
 
 pub use connect::{send_cancel, ConnectError, ConnectTarget};
 pub use server_conn::{AppliedTenant, BackendKey, ServerConn};
+pub use snapshot::PoolSnapshot;
 pub use stats::{GaugeGuard, PoolStats, WAIT_BOUNDS_S};
 pub use waiters::{tenant_key, TenantKey};
 

@@ -92,6 +92,42 @@ pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     message(buf, b'C', |b| put_cstr(b, tag.as_bytes()));
 }
 
+/// RowDescription of text-format columns, each `(name, type oid, type length)`.
+pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32, i16)]) {
+    message(buf, b'T', |b| {
+        b.put_i16(columns.len() as i16);
+        for &(name, oid, len) in columns {
+            put_cstr(b, name.as_bytes());
+            b.put_i32(0); // no table
+            b.put_i16(0); // no column number
+            b.put_u32(oid);
+            b.put_i16(len);
+            b.put_i32(-1); // no type modifier
+            b.put_i16(0); // text
+        }
+    });
+}
+
+/// DataRow of text values; `None` is NULL.
+pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, values: &[Option<S>]) {
+    message(buf, b'D', |b| {
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(v.as_ref().len() as i32);
+                    b.extend_from_slice(v.as_ref().as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+pub fn empty_query_response(buf: &mut BytesMut) {
+    message(buf, b'I', |_| {});
+}
+
 pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     message(buf, b'Z', |b| b.put_u8(status));
 }

@@ -9,6 +9,7 @@
 //! the cancel withdraws the wait instead ([`crate::pool::Pool::withdraw`]), and the relay
 //! answers 57014 without ever sending the statement.
 
+use super::client_info::{ClientInfo, ClientState};
 use super::command_timeout::{DeadlineSlot, DeadlineTable};
 use crate::pool::{send_cancel, BackendKey};
 use parking_lot::Mutex;
@@ -65,6 +66,8 @@ pub struct CancelTarget {
     /// the watchdog wakes the relay through it when it gives the server up, so the relay's
     /// wait for the server registers nothing per command.
     relay: Mutex<Option<Waker>>,
+    /// Who the client is (SHOW CLIENTS).
+    pub client: ClientInfo,
 }
 
 /// One queued wait of a client ([`CancelTarget::queue`]).
@@ -184,7 +187,11 @@ impl CancelRegistry {
     }
 
     /// Issues a fresh key for a client that just logged in to `pool`.
-    pub fn register(self: &Arc<Self>, pool: Option<Arc<crate::pool::Pool>>) -> CancelHandle {
+    pub fn register(
+        self: &Arc<Self>,
+        pool: Option<Arc<crate::pool::Pool>>,
+        client: ClientInfo,
+    ) -> CancelHandle {
         let secret = random_u32();
         let mut targets = self.targets.lock();
         let pid = loop {
@@ -207,6 +214,7 @@ impl CancelRegistry {
             deadline: targets.deadlines.take(),
             timed_out: AtomicU32::new(0),
             relay: Mutex::new(None),
+            client,
         });
         let slot = target.deadline.index();
         if targets.pid_by_slot.len() <= slot {
@@ -218,6 +226,12 @@ impl CancelRegistry {
             registry: self.clone(),
             target,
         }
+    }
+
+    /// Every logged-in client, in no order (the admin console's SHOW CLIENTS and SHOW
+    /// POOLS): the lock is held only to copy the pointers.
+    pub fn clients(&self) -> Vec<Arc<CancelTarget>> {
+        self.targets.lock().by_pid.values().cloned().collect()
     }
 
     /// Handles a client's CancelRequest. Unknown keys and wrong secrets are ignored silently,
@@ -400,6 +414,20 @@ impl CancelRegistry {
 }
 
 impl CancelTarget {
+    /// What the client is doing now: the word of the server it runs on says it.
+    pub fn state(&self) -> ClientState {
+        match self.server.load(Ordering::Relaxed) {
+            0 => ClientState::Idle,
+            w if unpack(w).is_none() => ClientState::Waiting,
+            _ => ClientState::Active,
+        }
+    }
+
+    /// The pool the client's transactions run on.
+    pub fn pool(&self) -> Option<&Arc<crate::pool::Pool>> {
+        self.pool.as_ref()
+    }
+
     /// Starts the command timeout: the watchdog cancels the command after `deadline` (on
     /// `command_timeout`'s clock) unless disarmed first.
     #[inline]

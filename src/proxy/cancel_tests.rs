@@ -27,7 +27,7 @@ where
 fn a_cancel_in_flight_holds_the_server_until_it_settles() {
     use tokio::io::AsyncReadExt;
     with_fake_server(|listener, reg| async move {
-        let handle = reg.register(None);
+        let handle = reg.register(None, ClientInfo::for_tests());
         let target = handle.target.clone();
         target.attach(BackendKey { pid: 42, secret: 7 });
         let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
@@ -74,7 +74,7 @@ fn a_cancel_in_flight_holds_the_server_until_it_settles() {
 fn a_timed_out_command_is_cancelled_on_the_server_that_ran_it() {
     use tokio::io::AsyncReadExt;
     with_fake_server(|listener, reg| async move {
-        let handle = reg.register(None);
+        let handle = reg.register(None, ClientInfo::for_tests());
         let target = handle.target.clone();
         let ran_it = BackendKey { pid: 42, secret: 7 };
         target.attach(ran_it);
@@ -125,7 +125,7 @@ fn a_timed_out_command_is_cancelled_on_the_server_that_ran_it() {
 #[test]
 fn a_cancel_of_a_queued_client_withdraws_only_that_wait() {
     with_fake_server(|listener, reg| async move {
-        let handle = reg.register(None);
+        let handle = reg.register(None, ClientInfo::for_tests());
         let target = handle.target.clone();
         let key = BackendKey { pid: 42, secret: 7 };
         assert!(
@@ -178,7 +178,7 @@ fn pids_carry_the_host_number() {
     rt.block_on(async {
         let reg = CancelRegistry::new("127.0.0.1".into(), 1, peers);
         for _ in 0..100 {
-            let h = reg.register(None);
+            let h = reg.register(None, ClientInfo::for_tests());
             assert_eq!(CancelRegistry::host_of(h.target.pid), 5);
             assert!(h.target.pid <= 0x7fff_ffff);
         }
@@ -202,7 +202,7 @@ impl std::task::Wake for CountingWaker {
 #[test]
 fn an_unanswered_timeout_gives_the_server_up_once() {
     let reg = CancelRegistry::new("127.0.0.1".into(), 1, CancelPeers::default());
-    let handle = reg.register(None);
+    let handle = reg.register(None, ClientInfo::for_tests());
     let target = handle.target.clone();
     let counter = Arc::new(CountingWaker(Default::default()));
     target.watch_relay(&std::task::Waker::from(counter.clone()));
@@ -245,7 +245,7 @@ fn an_unanswered_timeout_gives_the_server_up_once() {
 #[test]
 fn a_timeout_number_landing_on_the_next_command_gives_nothing_up() {
     let reg = CancelRegistry::new("127.0.0.1".into(), 1, CancelPeers::default());
-    let handle = reg.register(None);
+    let handle = reg.register(None, ClientInfo::for_tests());
     let target = handle.target.clone();
     target.attach(BackendKey { pid: 42, secret: 7 });
     target.arm_command(5);

@@ -148,12 +148,22 @@ impl ClientConn {
 
     /// Reads exactly one tagged message of at most `max` bytes (handshake only).
     pub async fn read_message(&mut self, max: usize) -> Result<(u8, BytesMut), ClientError> {
+        self.read_message_while(max, "during login").await
+    }
+
+    /// Reads exactly one tagged message of at most `max` bytes outside the relay (the login,
+    /// the admin console); `phase` ends the errors' words ("during login").
+    pub async fn read_message_while(
+        &mut self,
+        max: usize,
+        phase: &str,
+    ) -> Result<(u8, BytesMut), ClientError> {
         loop {
             match parse_header(&self.buf) {
                 Err(_) => return Err(ClientError::protocol("invalid message length")),
                 Ok(Some(h)) if h.frame_len > max => {
                     return Err(ClientError::protocol(format!(
-                        "message of {} bytes is larger than the {max} allowed during login",
+                        "message of {} bytes is larger than the {max} allowed {phase}",
                         h.frame_len
                     )))
                 }
@@ -166,9 +176,9 @@ impl ClientConn {
             }
             match self.read_more().await {
                 Ok(0) | Err(_) => {
-                    return Err(ClientError::protocol(
-                        "client closed the connection during login",
-                    ))
+                    return Err(ClientError::protocol(format!(
+                        "client closed the connection {phase}"
+                    )))
                 }
                 Ok(_) => {}
             }

@@ -2,7 +2,7 @@
 //! authentication (SCRAM-SHA-256, or md5 when configured), ending with the server's
 //! parameters, our own backend key and ReadyForQuery.
 
-use super::{ClientConn, ProxyContext, Session};
+use super::{ClientConn, Login, ProxyContext, Session};
 use crate::auth::md5;
 use crate::auth::scram::{ScramKeys, ScramServer, ScramVerifier, SCRAM_SHA_256};
 use crate::config::{ClientAuth, ClientSecret, User};
@@ -12,6 +12,7 @@ use crate::protocol::encode;
 use crate::protocol::framing::frontend;
 use crate::protocol::startup::{self, StartupPacket, StartupParams};
 use bytes::BytesMut;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -24,7 +25,8 @@ pub(super) async fn run(
     client: &mut ClientConn,
     ctx: &Arc<ProxyContext>,
     over_limit: bool,
-) -> Result<Option<Session>, ClientError> {
+    peer: SocketAddr,
+) -> Result<Option<Login>, ClientError> {
     // PostgreSQL takes one SSLRequest and one GSSENCRequest before the startup packet; more
     // would only make the proxy write answers nobody may read.
     let (mut ssl_asked, mut gss_asked) = (false, false);
@@ -130,15 +132,16 @@ pub(super) async fn run(
         ));
     }
 
-    let (user, keys) = match (ctx.users.get(&user_name), &ctx.jwt) {
+    let (user, keys, from_users_file) = match (ctx.users.get(&user_name), &ctx.jwt) {
         (None, Some(jwt)) => (
             token_login(client, ctx, jwt, &user_name, &mut out).await?,
             None,
+            false,
         ),
         (user, _) => {
             let keys = authenticate(client, ctx, &user_name, user.as_deref(), &mut out).await?;
             let user = user.ok_or_else(|| ClientError::password_failed(&user_name))?;
-            (user, keys)
+            (user, keys, true)
         }
     };
     let user = match user.auth {
@@ -148,6 +151,16 @@ pub(super) async fn run(
     // As in PostgreSQL, the database is checked only after the client proved who it is, so
     // that nothing about the server is told to an unauthenticated client.
     let database = params.get("database").unwrap_or(&user_name);
+    let admin = &ctx.settings.config.admin;
+    if database == admin.database {
+        let access = super::admin::access(admin, &user_name, from_users_file)?;
+        super::admin::greet(&mut out);
+        flush(client, &mut out).await?;
+        return Ok(Some(Login::Admin(super::admin::AdminLogin {
+            user,
+            access,
+        })));
+    }
     let configured = &ctx.settings.config.server.database;
     if database != configured {
         return Err(ClientError::fatal(
@@ -208,7 +221,14 @@ pub(super) async fn run(
         params.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         &server_params,
     );
-    let cancel = ctx.cancels.register(Some(pool.clone()));
+    let client_info = super::client_info::ClientInfo {
+        user: user.clone(),
+        peer: Some(peer),
+        tls: client.stream.is_tls(),
+        application_name: params.get("application_name").map(Box::from),
+        connected_at: std::time::SystemTime::now(),
+    };
+    let cancel = ctx.cancels.register(Some(pool.clone()), client_info);
     encode::backend_key_data(&mut out, cancel.target.pid, cancel.target.secret);
     encode::ready_for_query(&mut out, b'I');
     client
@@ -221,7 +241,7 @@ pub(super) async fn run(
         ctx.settings.signing_key.as_deref(),
         server_major,
     );
-    Ok(Some(Session {
+    Ok(Some(Login::Session(Session {
         user,
         pool,
         cancel,
@@ -229,7 +249,7 @@ pub(super) async fn run(
         prelude,
         server_major,
         startup_params,
-    }))
+    })))
 }
 
 /// Reads one untagged startup-phase packet; `None` if the client closed first.

@@ -1,8 +1,10 @@
 //! The per-client task: handshake and authentication ([`handshake`]), then the transaction
 //! relay ([`relay`]); cancel keys live in [`cancel`].
 
+mod admin;
 pub mod buffer_budget;
 pub mod cancel;
+pub mod client_info;
 mod client_io;
 pub mod command_timeout;
 mod handshake;
@@ -95,7 +97,7 @@ pub async fn handle_client(
     let pending = (!over_limit).then(|| ctx.pending_logins.register());
     // Boxed: the login's state is large and only needed once; the task an idle client
     // keeps holds just a pointer to it while it runs.
-    let login = Box::pin(handshake::run(&mut client, &ctx, over_limit));
+    let login = Box::pin(handshake::run(&mut client, &ctx, over_limit, peer));
     let evicted = async {
         match &pending {
             Some(p) => p.evicted.notified().await,
@@ -145,7 +147,15 @@ pub async fn handle_client(
             return;
         }
         Ok(Ok(None)) => return,
-        Ok(Ok(Some(session))) => session,
+        Ok(Ok(Some(Login::Session(session)))) => session,
+        Ok(Ok(Some(Login::Admin(login)))) => {
+            tracing::info!(%peer, user = %login.user.name, access = ?login.access, "admin console login");
+            if let Some(err) = admin::serve(&mut client, &ctx, &login).await {
+                tracing::info!(%peer, user = %login.user.name, error = %err, "admin console session ended with error");
+                client.send_error(&err).await;
+            }
+            return;
+        }
     };
     let config = &ctx.settings.config;
     if config.log_connections {
@@ -197,6 +207,14 @@ pub(crate) fn encode_error(err: &ClientError) -> BytesMut {
     let mut b = BytesMut::with_capacity(128);
     err.encode(&mut b);
     b
+}
+
+/// What a completed login leads to.
+pub(crate) enum Login {
+    /// A PostgreSQL session through the pools.
+    Session(Session),
+    /// The admin console.
+    Admin(admin::AdminLogin),
 }
 
 pub(crate) struct Session {

@@ -83,3 +83,18 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     blocking(f)
 }
+
+/// Runs psql (`-X -A -t`, stopping at the first error) against the proxy on `port`;
+/// `conninfo` follows `dbname=launch` and may override it.
+pub fn psql(port: u16, conninfo: &str, password: &str, sql: &str) -> std::process::Output {
+    let conninfo = format!("host=127.0.0.1 port={port} dbname=launch {conninfo}");
+    let mut cmd = std::process::Command::new(super::psql_bin());
+    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .arg(&conninfo)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "20");
+    for v in ["PGSSLMODE", "PGUSER", "PGOPTIONS", "PGSERVICE"] {
+        cmd.env_remove(v);
+    }
+    cmd.output().expect("run psql")
+}

@@ -95,12 +95,22 @@ impl Raw {
     /// An md5 login that returns the SQLSTATE of a refusal (`EOF` when the proxy closed
     /// the connection) instead of panicking.
     pub fn try_login(port: u16, user: &str, password: &str) -> Result<Raw, String> {
+        Raw::try_login_to(port, user, password, "launch")
+    }
+
+    /// [`Raw::try_login`] to another database (the admin console's).
+    pub fn try_login_to(
+        port: u16,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> Result<Raw, String> {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
         s.set_read_timeout(Some(LONG)).unwrap();
         s.set_write_timeout(Some(LONG)).unwrap();
         let mut raw = Raw { s, key: (0, 0) };
         let mut body = vec![0, 3, 0, 0]; // protocol 3.0
-        for part in ["user", user, "database", "launch", ""] {
+        for part in ["user", user, "database", database, ""] {
             body.extend(z(part));
         }
         raw.send(&[&((body.len() + 4) as i32).to_be_bytes()[..], &body].concat());

@@ -6,6 +6,7 @@
 //! is: they fail until it is fixed.
 
 use crate::common;
+mod admin_console;
 mod concurrency;
 mod copy_and_failures;
 mod env;

@@ -1,0 +1,170 @@
+//! The admin console's command language: PgBouncer's words, one command per statement,
+//! case-insensitive, an optional pool or database name after PAUSE and RESUME.
+
+use crate::error::{ClientError, ErrorKind};
+use crate::protocol::codes;
+
+/// What SHOW can show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Show {
+    Help,
+    Version,
+    Pools,
+    Stats,
+    Clients,
+    Databases,
+    Users,
+    Config,
+    Lists,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Show(Show),
+    /// Every pool, or the one named (by the pool's server login, or the database's name
+    /// for all of them).
+    Pause(Option<String>),
+    Resume(Option<String>),
+    Reload,
+    Shutdown,
+}
+
+impl Command {
+    /// Whether a user allowed only to look (`admin.stats_users`) may run it.
+    pub fn only_reads(&self) -> bool {
+        matches!(self, Command::Show(_))
+    }
+
+    /// The CommandComplete tag.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Command::Show(_) => "SHOW",
+            Command::Pause(_) => "PAUSE",
+            Command::Resume(_) => "RESUME",
+            Command::Reload => "RELOAD",
+            Command::Shutdown => "SHUTDOWN",
+        }
+    }
+}
+
+/// The commands SHOW HELP lists, with what each does.
+pub const HELP: &[(&str, &str)] = &[
+    ("SHOW HELP", "this list"),
+    ("SHOW VERSION", "the proxy's version"),
+    ("SHOW POOLS", "clients and server connections of each pool"),
+    ("SHOW STATS", "totals of each pool since start"),
+    (
+        "SHOW CLIENTS",
+        "every logged-in client: login, tenant, state, address",
+    ),
+    (
+        "SHOW DATABASES",
+        "the database behind each pool, and its limits",
+    ),
+    ("SHOW USERS", "the users file as last loaded"),
+    (
+        "SHOW CONFIG",
+        "the effective configuration (secrets left out)",
+    ),
+    ("SHOW LISTS", "how many of each thing the proxy holds"),
+    (
+        "PAUSE [pool]",
+        "no transaction starts; waits until server connections close",
+    ),
+    ("RESUME [pool]", "ends a pause"),
+    ("RELOAD", "reads the users file again (as SIGHUP)"),
+    ("SHUTDOWN", "stops accepting and drains (as SIGTERM)"),
+];
+
+/// Parses one statement (without its `;`).
+pub fn parse(statement: &str) -> Result<Command, ClientError> {
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    let word = |i: usize| words.get(i).map(|w| w.to_ascii_uppercase());
+    let name = |i: usize| words.get(i).map(|w| unquote(w).to_owned());
+    let (command, used) = match word(0).as_deref() {
+        Some("SHOW") => {
+            let what = match word(1).as_deref() {
+                Some("HELP") => Show::Help,
+                Some("VERSION") => Show::Version,
+                Some("POOLS") => Show::Pools,
+                Some("STATS") => Show::Stats,
+                Some("CLIENTS") => Show::Clients,
+                Some("DATABASES") => Show::Databases,
+                Some("USERS") => Show::Users,
+                Some("CONFIG") => Show::Config,
+                Some("LISTS") => Show::Lists,
+                _ => return Err(unknown(statement)),
+            };
+            (Command::Show(what), 2)
+        }
+        Some("PAUSE") => (Command::Pause(name(1)), 1 + usize::from(words.len() > 1)),
+        Some("RESUME") => (Command::Resume(name(1)), 1 + usize::from(words.len() > 1)),
+        Some("RELOAD") => (Command::Reload, 1),
+        Some("SHUTDOWN") => (Command::Shutdown, 1),
+        _ => return Err(unknown(statement)),
+    };
+    if words.len() > used {
+        return Err(unknown(statement));
+    }
+    Ok(command)
+}
+
+/// A name written as an identifier may be double-quoted.
+fn unquote(word: &str) -> &str {
+    word.strip_prefix('"')
+        .and_then(|w| w.strip_suffix('"'))
+        .unwrap_or(word)
+}
+
+fn unknown(statement: &str) -> ClientError {
+    let shown: String = statement.chars().take(80).collect();
+    ClientError::error(
+        ErrorKind::Protocol,
+        codes::SYNTAX_ERROR,
+        format!("unknown admin console command: {shown}"),
+    )
+    .with_hint("SHOW HELP lists the commands")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pgbouncer_commands_in_any_case() {
+        assert_eq!(parse("show pools").unwrap(), Command::Show(Show::Pools));
+        assert_eq!(
+            parse("  SHOW   Stats ").unwrap(),
+            Command::Show(Show::Stats)
+        );
+        assert_eq!(parse("pause").unwrap(), Command::Pause(None));
+        assert_eq!(
+            parse("PAUSE \"app\"").unwrap(),
+            Command::Pause(Some("app".into()))
+        );
+        assert_eq!(
+            parse("resume launch").unwrap(),
+            Command::Resume(Some("launch".into()))
+        );
+        assert_eq!(parse("reload").unwrap(), Command::Reload);
+        assert!(parse("reload").unwrap().tag() == "RELOAD");
+        assert!(parse("SHOW POOLS").unwrap().only_reads());
+        assert!(!parse("SHUTDOWN").unwrap().only_reads());
+    }
+
+    #[test]
+    fn refuses_anything_else_with_a_syntax_error() {
+        for bad in [
+            "SELECT 1",
+            "SHOW",
+            "SHOW SERVERZ",
+            "SHOW POOLS extra",
+            "PAUSE a b",
+            "RELOAD now",
+            "",
+        ] {
+            let err = parse(bad).expect_err(bad);
+            assert_eq!(err.code, codes::SYNTAX_ERROR, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The admin console and tenants: it shows each client's tenant to operators, a tenant's
+//! login cannot open it, and a tenant session's own SHOW POOLS or PAUSE goes to
+//! PostgreSQL as SQL, never to the console.
+
+use super::*;
+
+const OPS: &str = "  ops: { password: \"opspw\", role: write, server_user: app }\n";
+
+fn with_console(config: String) -> String {
+    config + "admin: { users: [ops] }\n"
+}
+
+async fn console_as(env: &Env, user: &str) -> Result<Client, Error> {
+    let conn = format!(
+        "host=127.0.0.1 port={} user={user} password={} dbname=pgbouncer",
+        env.proxy.port,
+        pw(user)
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_tenants_and_tenants_never_reach_the_console() {
+    let ids = [T1, T2, T3].map(String::from);
+    let env = Env::start("", "", OPS, &ids, with_console).await;
+    let t1 = env.login("t1").await;
+    let t2 = env.login("t2").await;
+    run(&t1, "BEGIN").await.expect("BEGIN");
+    assert_eq!(
+        col(&t1, "SELECT count(*) FROM base_entity").await,
+        [SEED.to_string()]
+    );
+    assert_eq!(col(&t2, "SELECT 1").await, ["1"]);
+
+    for user in ["t1", "t2", "app"] {
+        let err = console_as(&env, user).await.expect_err(user);
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{user}: {err:?}"
+        );
+    }
+
+    let ops = console_as(&env, "ops")
+        .await
+        .expect("ops logs in to the console");
+    let rows = ops
+        .simple_query("SHOW CLIENTS")
+        .await
+        .expect("SHOW CLIENTS");
+    let clients: Vec<(String, String, String)> = rows
+        .iter()
+        .filter_map(|m| match m {
+            Msg::Row(r) => Some((
+                r.get("user").unwrap_or("").to_owned(),
+                r.get("tenant").unwrap_or("NULL").to_owned(),
+                r.get("state").unwrap_or("").to_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        clients.contains(&("t1".into(), T1.into(), "active".into())),
+        "{clients:?}"
+    );
+    assert!(
+        clients.contains(&("t2".into(), T2.into(), "idle".into())),
+        "{clients:?}"
+    );
+    assert_eq!(clients.len(), 2, "{clients:?}");
+
+    // On the tenant's own database the console's words are SQL for PostgreSQL.
+    for sql in ["SHOW POOLS", "PAUSE", "SHOW CLIENTS", "RELOAD", "SHUTDOWN"] {
+        let err = run(&t2, sql).await.expect_err(sql);
+        assert!(
+            err.contains("42704") || err.contains("42601"),
+            "{sql} reached something other than PostgreSQL's parser: {err}"
+        );
+    }
+    let pools = ops.simple_query("SHOW POOLS").await.expect("SHOW POOLS");
+    let paused = pools
+        .iter()
+        .any(|m| matches!(m, Msg::Row(r) if r.get("paused") == Some("yes")));
+    assert!(!paused, "a tenant's PAUSE paused a pool");
+    run(&t1, "COMMIT").await.expect("COMMIT");
+    env.check_own(&t1, T1, "t1").await;
+    env.check_own(&t2, T2, "t2").await;
+}
