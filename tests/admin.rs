@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::client::{app, blocking, eventually, one, psql, try_col, LIMIT};
-use common::raw::{frame, pbe, q, sum, sync, z, Raw};
+use common::raw::{frame, pbe, q, sync, z, Raw};
 use common::{proxy_config, PgServer, ProxyProcess};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -81,6 +81,26 @@ fn pool_row(
         .clone()
 }
 
+/// The `value` column of the row whose `key` column holds `name`.
+fn lookup(
+    rows: &[HashMap<String, Option<String>>],
+    key: &str,
+    name: &str,
+    value: &str,
+) -> Option<String> {
+    rows.iter()
+        .find(|r| field(r, key) == name)
+        .map(|r| field(r, value).to_owned())
+}
+
+/// A client whose open transaction holds a server connection.
+async fn in_transaction(proxy: &ProxyProcess) -> common::client::Conn {
+    let c = app(proxy).await;
+    try_col(&c.client, "BEGIN").await.expect("BEGIN");
+    assert_eq!(one(&c.client, "SELECT 'in'").await, "in");
+    c
+}
+
 fn code(e: &Error) -> Option<&SqlState> {
     e.code()
 }
@@ -89,9 +109,7 @@ fn code(e: &Error) -> Option<&SqlState> {
 async fn operators_read_pools_clients_and_totals() {
     let pg = PgServer::start();
     let proxy = start(&pg, "min_pool_size: 0");
-    let busy = app(&proxy).await;
-    try_col(&busy.client, "BEGIN").await.expect("BEGIN");
-    assert_eq!(one(&busy.client, "SELECT 'held'").await, "held");
+    let busy = in_transaction(&proxy).await;
     let idle = app(&proxy).await;
     assert_eq!(one(&idle.client, "SELECT 1").await, "1");
 
@@ -156,21 +174,11 @@ async fn operators_read_pools_clients_and_totals() {
         .collect();
     assert_eq!(users, ["app", "app_ro", "ops", "opsm", "watcher"]);
     let config = show(&ops, "CONFIG").await;
-    let setting = |k: &str| {
-        config
-            .iter()
-            .find(|r| field(r, "key") == k)
-            .map(|r| field(r, "value").to_owned())
-    };
+    let setting = |k: &str| lookup(&config, "key", k, "value");
     assert_eq!(setting("pool.max_active").as_deref(), Some("8"));
     assert_eq!(setting("admin.database").as_deref(), Some("pgbouncer"));
     let lists = show(&ops, "LISTS").await;
-    let item = |k: &str| {
-        lists
-            .iter()
-            .find(|r| field(r, "list") == k)
-            .map(|r| field(r, "items").to_owned())
-    };
+    let item = |k: &str| lookup(&lists, "list", k, "items");
     assert_eq!(item("logged_in_clients").as_deref(), Some("2"));
     assert_eq!(item("pools").as_deref(), Some("2"));
     assert!(show(&ops, "HELP").await.len() >= 10);
@@ -276,9 +284,7 @@ async fn only_listed_users_get_the_console_and_stats_users_only_look() {
 async fn pause_answers_once_server_connections_closed_and_resume_lets_clients_run() {
     let pg = PgServer::start();
     let proxy = start(&pg, "min_pool_size: 2\nacquire_timeout_ms: 60000");
-    let in_tx = app(&proxy).await;
-    try_col(&in_tx.client, "BEGIN").await.expect("BEGIN");
-    assert_eq!(one(&in_tx.client, "SELECT 'in'").await, "in");
+    let in_tx = in_transaction(&proxy).await;
 
     let ops = console(&proxy).await;
     let mut pause = tokio::spawn(async move {
