@@ -425,3 +425,30 @@ async fn the_console_answers_bad_input_like_postgresql() {
         "still serving"
     );
 }
+
+/// At max_client_conn the console still opens for operators (and only for them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_opens_when_the_proxy_is_full() {
+    let pg = PgServer::start();
+    let proxy = start(&pg, "min_pool_size: 0\nmax_client_conn: 2");
+    let (a, b) = (app(&proxy).await, app(&proxy).await);
+    let err = common::client::connect(&proxy, "app", "apppw")
+        .await
+        .err()
+        .expect("a third client is over max_client_conn");
+    assert_eq!(code(&err), Some(&SqlState::TOO_MANY_CONNECTIONS), "{err:?}");
+
+    let ops = console(&proxy).await;
+    let p = pool_row(&show(&ops, "POOLS").await, "app");
+    assert_eq!(field(&p, "cl_active"), "2", "{p:?}");
+    let err = console_as(&proxy, "app", "apppw")
+        .await
+        .expect_err("app is no operator");
+    assert_eq!(
+        code(&err),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    assert_eq!(one(&a.client, "SELECT 'a'").await, "a");
+    assert_eq!(one(&b.client, "SELECT 'b'").await, "b");
+}

@@ -96,7 +96,11 @@ pub(super) async fn run(
             StartupPacket::Startup(p) => break p,
         }
     };
-    if over_limit {
+    // The admin console stays reachable at max_client_conn, where an operator needs it
+    // most; its logins are still authenticated and checked against the admin lists.
+    let admin = &ctx.settings.config.admin;
+    let to_console = params.get("database").or(params.get("user")) == Some(&admin.database);
+    if over_limit && !to_console {
         ctx.clients.rejected_max_clients.fetch_add(1, Relaxed);
         return Err(super::too_many_clients());
     }
@@ -151,8 +155,7 @@ pub(super) async fn run(
     // As in PostgreSQL, the database is checked only after the client proved who it is, so
     // that nothing about the server is told to an unauthenticated client.
     let database = params.get("database").unwrap_or(&user_name);
-    let admin = &ctx.settings.config.admin;
-    if database == admin.database {
+    if to_console {
         let access = super::admin::access(admin, &user_name, from_users_file)?;
         super::admin::greet(&mut out);
         flush(client, &mut out).await?;
