@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::client::{app, blocking, eventually, one, psql, try_col, LIMIT};
+use common::client::{app, backend_pid, blocking, eventually, one, psql, try_col, LIMIT};
 use common::raw::{frame, pbe, q, sync, z, Raw};
 use common::{proxy_config, PgServer, ProxyProcess};
 use std::collections::HashMap;
@@ -147,6 +147,27 @@ async fn operators_read_pools_clients_and_totals() {
         assert_eq!(field(c, "tenant"), "NULL");
         assert!(field(c, "connect_time").ends_with(" UTC"), "{c:?}");
     }
+
+    // SHOW SERVERS: the backend of the open transaction, linked to its client.
+    let busy_pid = lookup(&clients, "state", "active", "pid").unwrap();
+    let backend = backend_pid(&pg, "usename = 'app' AND state = 'idle in transaction'").await;
+    let servers = show(&ops, "SERVERS").await;
+    let held = servers
+        .iter()
+        .find(|r| field(r, "state") == "active")
+        .unwrap_or_else(|| panic!("no active server: {servers:?}"));
+    assert_eq!(field(held, "remote_pid"), backend, "{servers:?}");
+    assert_eq!(field(held, "link"), busy_pid, "{servers:?}");
+    assert_eq!(field(held, "client_user"), "app");
+    assert_eq!(field(held, "user"), "app");
+    assert!(
+        servers
+            .iter()
+            .all(|r| field(r, "state") == "active" || field(r, "link") == "NULL"),
+        "an idle server linked to a client: {servers:?}"
+    );
+    let open = blocking(|| pg.server_backend_count("app"));
+    assert_eq!(servers.len() as i64, open, "{servers:?}");
 
     let before = pool_row(&show(&ops, "STATS").await, "app");
     try_col(&busy.client, "COMMIT").await.expect("COMMIT");
@@ -313,6 +334,10 @@ async fn pause_answers_once_server_connections_closed_and_resume_lets_clients_ru
         blocking(|| pg.server_backend_count("app")),
         0,
         "PAUSE answered with connections open"
+    );
+    assert!(
+        show(&ops, "SERVERS").await.is_empty(),
+        "PAUSE left servers listed"
     );
     assert_eq!(
         field(&pool_row(&show(&ops, "POOLS").await, "app"), "cl_waiting"),

@@ -236,11 +236,18 @@ async fn open_one(pool: Arc<Pool>) {
             Ok((login, session_locks)) => {
                 PoolStats::add(&pool.stats.connects_ok, 1);
                 let now = clock::advance();
+                let id = pool.next_conn_id.fetch_add(1, Ordering::Relaxed);
+                let info = super::ServerInfo {
+                    id,
+                    backend_pid: login.key.pid,
+                    connected_at: std::time::SystemTime::now(),
+                    tls: login.stream.is_tls(),
+                };
                 let conn = Box::new(ServerConn {
                     stream: login.stream,
                     buf: bytes::BytesMut::new(),
                     key: login.key,
-                    id: pool.next_conn_id.fetch_add(1, Ordering::Relaxed),
+                    id,
                     created_ms: now,
                     last_used_ms: now,
                     uses: 0,
@@ -253,7 +260,7 @@ async fn open_one(pool: Arc<Pool>) {
                     statements: super::statements::ServerStatements::new(
                         pool.limits.statement_cache_size,
                     ),
-                    slot: Slot::adopt(&pool),
+                    slot: Slot::adopt(&pool, info),
                 });
                 tracing::info!(pool = %pool.name, conn = conn.id, server_pid = conn.key.pid, attempts, "server connection opened");
                 {

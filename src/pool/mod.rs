@@ -18,7 +18,7 @@ mod waiters;
 
 pub use connect::{send_cancel, ConnectError, ConnectTarget};
 pub use server_conn::{AppliedTenant, BackendKey, ServerConn};
-pub use snapshot::PoolSnapshot;
+pub use snapshot::{PoolSnapshot, ServerInfo, ServerList};
 pub use stats::{GaugeGuard, PoolStats, WAIT_BOUNDS_S};
 pub use waiters::{tenant_key, TenantKey};
 
@@ -139,6 +139,8 @@ pub struct Pool {
     /// Set by `/health` while the latest login failed: the manager tries one more.
     probe: std::sync::atomic::AtomicBool,
     next_conn_id: AtomicU64,
+    /// Open server connections (SHOW SERVERS).
+    pub servers: ServerList,
     shutdown: Shutdown,
 }
 
@@ -657,6 +659,7 @@ impl PoolSet {
             wake: Notify::new(),
             probe: Default::default(),
             next_conn_id: AtomicU64::new(1),
+            servers: ServerList::default(),
             name,
             shutdown: shutdown.clone(),
         })

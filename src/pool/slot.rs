@@ -16,16 +16,21 @@ pub(super) struct Slot {
     /// Its closing was counted under a reason of its own (idle, retired); any other
     /// closing counts as `other` when the slot is freed.
     pub(super) counted: bool,
+    /// The connection's id in its pool's server list (SHOW SERVERS).
+    id: u64,
 }
 
 impl Slot {
-    /// Takes over a reservation made by [`Pool::reserve_slot`] for a connection now open.
-    pub(super) fn adopt(pool: &Arc<Pool>) -> Slot {
+    /// Takes over a reservation made by [`Pool::reserve_slot`] for a connection now open,
+    /// and lists it among the pool's servers until the slot is freed.
+    pub(super) fn adopt(pool: &Arc<Pool>, info: super::ServerInfo) -> Slot {
+        pool.servers.add(info);
         Slot {
             pool: Arc::downgrade(pool),
             pool_name: pool.name.clone(),
             ticket: None,
             counted: false,
+            id: info.id,
         }
     }
 
@@ -37,6 +42,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.upgrade() {
+            pool.servers.remove(self.id);
             pool.free_slot(self.ticket.take(), self.counted);
         }
     }

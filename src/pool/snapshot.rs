@@ -1,8 +1,39 @@
-//! One consistent reading of a pool's state, for the admin console's SHOW POOLS: taken
-//! under the pool's lock once, so that its counts add up.
+//! What the admin console reads of a pool: one consistent reading of its counts (SHOW
+//! POOLS), taken under the pool's lock once so that they add up, and the list of its open
+//! server connections (SHOW SERVERS), kept by their slots as they open and close.
 
 use super::Pool;
-use std::time::{Duration, Instant};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A server connection as SHOW SERVERS tells it; what changes per transaction (who holds
+/// it) is read from the clients' cancel targets instead, so the relay records nothing.
+#[derive(Clone, Copy)]
+pub struct ServerInfo {
+    pub id: u64,
+    pub backend_pid: u32,
+    pub connected_at: SystemTime,
+    pub tls: bool,
+}
+
+/// The open server connections of a pool, by connection id.
+#[derive(Default)]
+pub struct ServerList(Mutex<BTreeMap<u64, ServerInfo>>);
+
+impl ServerList {
+    pub(super) fn add(&self, info: ServerInfo) {
+        self.0.lock().insert(info.id, info);
+    }
+
+    pub(super) fn remove(&self, id: u64) {
+        self.0.lock().remove(&id);
+    }
+
+    pub fn all(&self) -> Vec<ServerInfo> {
+        self.0.lock().values().copied().collect()
+    }
+}
 
 /// A pool's connections and queue at one instant.
 pub struct PoolSnapshot {
@@ -20,6 +51,8 @@ pub struct PoolSnapshot {
     /// The gate stands open because most recent statements ran long.
     pub gate_open: bool,
     pub paused: bool,
+    /// Ids of the idle connections.
+    pub idle_ids: Vec<u64>,
 }
 
 impl PoolSnapshot {
@@ -44,6 +77,7 @@ impl Pool {
             running: st.gate.counted(),
             gate_open: st.gate.is_open(),
             paused: st.paused,
+            idle_ids: st.idle.iter().map(|c| c.id).collect(),
         }
     }
 }

@@ -423,6 +423,11 @@ impl CancelTarget {
         }
     }
 
+    /// The backend pid of the server connection the client runs on (SHOW SERVERS).
+    pub fn server_pid(&self) -> Option<u32> {
+        unpack(self.server.load(Ordering::Relaxed)).map(|k| k.pid)
+    }
+
     /// The pool the client's transactions run on.
     pub fn pool(&self) -> Option<&Arc<crate::pool::Pool>> {
         self.pool.as_ref()

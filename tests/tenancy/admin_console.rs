@@ -71,6 +71,22 @@ async fn operators_see_tenants_and_tenants_never_reach_the_console() {
     );
     assert_eq!(clients.len(), 2, "{clients:?}");
 
+    let rows = ops
+        .simple_query("SHOW SERVERS")
+        .await
+        .expect("SHOW SERVERS");
+    let linked: Vec<(String, String)> = rows
+        .iter()
+        .filter_map(|m| match m {
+            Msg::Row(r) if r.get("state") == Some("active") => Some((
+                r.get("client_user").unwrap_or("NULL").to_owned(),
+                r.get("tenant").unwrap_or("NULL").to_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(linked, [("t1".to_owned(), T1.to_owned())]);
+
     // On the tenant's own database the console's words are SQL for PostgreSQL.
     for sql in ["SHOW POOLS", "PAUSE", "SHOW CLIENTS", "RELOAD", "SHUTDOWN"] {
         let err = run(&t2, sql).await.expect_err(sql);

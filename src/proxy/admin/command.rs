@@ -12,6 +12,7 @@ pub enum Show {
     Pools,
     Stats,
     Clients,
+    Servers,
     Databases,
     Users,
     Config,
@@ -58,6 +59,10 @@ pub const HELP: &[(&str, &str)] = &[
         "every logged-in client: login, tenant, state, address",
     ),
     (
+        "SHOW SERVERS",
+        "every open server connection: backend pid, state, the client on it",
+    ),
+    (
         "SHOW DATABASES",
         "the database behind each pool, and its limits",
     ),
@@ -89,6 +94,7 @@ pub fn parse(statement: &str) -> Result<Command, ClientError> {
                 Some("POOLS") => Show::Pools,
                 Some("STATS") => Show::Stats,
                 Some("CLIENTS") => Show::Clients,
+                Some("SERVERS") => Show::Servers,
                 Some("DATABASES") => Show::Databases,
                 Some("USERS") => Show::Users,
                 Some("CONFIG") => Show::Config,

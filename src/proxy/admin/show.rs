@@ -86,6 +86,20 @@ const CLIENTS: &[Column] = &[
     int("pid"),
 ];
 
+const SERVERS: &[Column] = &[
+    text("user"),
+    text("database"),
+    text("state"),
+    text("addr"),
+    int("port"),
+    text("tls"),
+    text("connect_time"),
+    int("remote_pid"),
+    int("link"),
+    text("client_user"),
+    text("tenant"),
+];
+
 const DATABASES: &[Column] = &[
     text("name"),
     text("host"),
@@ -131,6 +145,7 @@ pub fn table(ctx: &ProxyContext, what: Show) -> Table {
         Show::Pools => pools(ctx),
         Show::Stats => stats(ctx),
         Show::Clients => clients(ctx),
+        Show::Servers => servers(ctx),
         Show::Databases => databases(ctx),
         Show::Users => users(ctx),
         Show::Config => config(ctx),
@@ -258,6 +273,48 @@ fn clients(ctx: &ProxyContext) -> Table {
         .collect();
     Table {
         columns: CLIENTS,
+        rows,
+    }
+}
+
+/// Each open server connection: idle in its pool, or lent to a transaction, with the
+/// client whose statement runs on it (none while the proxy's own statements run, or between
+/// a client's statements in session mode).
+fn servers(ctx: &ProxyContext) -> Table {
+    let on_server: HashMap<u32, _> = ctx
+        .cancels
+        .clients()
+        .into_iter()
+        .filter_map(|c| Some((c.server_pid()?, c)))
+        .collect();
+    let cfg = &ctx.settings.config;
+    let mut rows = Vec::new();
+    for p in ctx.pools.iter() {
+        let idle = p.snapshot().idle_ids;
+        for s in p.servers.all() {
+            let client = on_server.get(&s.backend_pid);
+            let state = if idle.contains(&s.id) {
+                "idle"
+            } else {
+                "active"
+            };
+            rows.push(vec![
+                n(&p.name),
+                n(&cfg.server.database),
+                n(state),
+                n(&cfg.server.host),
+                n(cfg.server.port),
+                yes_no(s.tls),
+                n(utc(s.connected_at)),
+                n(s.backend_pid),
+                client.map(|c| c.pid.to_string()),
+                client.map(|c| c.client.user.name.clone()),
+                client.and_then(|c| c.client.user.tenant.as_ref().map(|t| t.to_string())),
+            ]);
+        }
+    }
+    Table {
+        columns: SERVERS,
         rows,
     }
 }
