@@ -87,6 +87,24 @@ async fn operators_see_tenants_and_tenants_never_reach_the_console() {
         .collect();
     assert_eq!(linked, [("t1".to_owned(), T1.to_owned())]);
 
+    // SHOW TENANTS: t1 holds a server connection, t2 is idle, busiest first.
+    let rows = ops
+        .simple_query("SHOW TENANTS")
+        .await
+        .expect("SHOW TENANTS");
+    let tenants: Vec<[String; 4]> = rows
+        .iter()
+        .filter_map(|m| match m {
+            Msg::Row(r) => Some(
+                ["tenant", "clients", "active", "idle"]
+                    .map(|c| r.get(c).unwrap_or("NULL").to_owned()),
+            ),
+            _ => None,
+        })
+        .collect();
+    let row = |t: &str, n: &str, a: &str, i: &str| [t, n, a, i].map(str::to_owned);
+    assert_eq!(tenants, [row(T1, "1", "1", "0"), row(T2, "1", "0", "1")]);
+
     // On the tenant's own database the console's words are SQL for PostgreSQL.
     for sql in ["SHOW POOLS", "PAUSE", "SHOW CLIENTS", "RELOAD", "SHUTDOWN"] {
         let err = run(&t2, sql).await.expect_err(sql);

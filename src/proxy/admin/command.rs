@@ -13,6 +13,7 @@ pub enum Show {
     Stats,
     Clients,
     Servers,
+    Tenants,
     Databases,
     Users,
     Config,
@@ -63,6 +64,10 @@ pub const HELP: &[(&str, &str)] = &[
         "every open server connection: backend pid, state, the client on it",
     ),
     (
+        "SHOW TENANTS",
+        "each tenant's clients: on a server, queued, idle (busiest first)",
+    ),
+    (
         "SHOW DATABASES",
         "the database behind each pool, and its limits",
     ),
@@ -95,6 +100,7 @@ pub fn parse(statement: &str) -> Result<Command, ClientError> {
                 Some("STATS") => Show::Stats,
                 Some("CLIENTS") => Show::Clients,
                 Some("SERVERS") => Show::Servers,
+                Some("TENANTS") => Show::Tenants,
                 Some("DATABASES") => Show::Databases,
                 Some("USERS") => Show::Users,
                 Some("CONFIG") => Show::Config,

@@ -100,6 +100,14 @@ const SERVERS: &[Column] = &[
     text("tenant"),
 ];
 
+const TENANTS: &[Column] = &[
+    text("tenant"),
+    int("clients"),
+    int("active"),
+    int("waiting"),
+    int("idle"),
+];
+
 const DATABASES: &[Column] = &[
     text("name"),
     text("host"),
@@ -146,6 +154,7 @@ pub fn table(ctx: &ProxyContext, what: Show) -> Table {
         Show::Stats => stats(ctx),
         Show::Clients => clients(ctx),
         Show::Servers => servers(ctx),
+        Show::Tenants => tenants(ctx),
         Show::Databases => databases(ctx),
         Show::Users => users(ctx),
         Show::Config => config(ctx),
@@ -315,6 +324,39 @@ fn servers(ctx: &ProxyContext) -> Table {
     }
     Table {
         columns: SERVERS,
+        rows,
+    }
+}
+
+/// Each tenant's logged-in clients by state, busiest first: which tenant holds the server
+/// connections, and which one's statements queue (tenant-less logins under NULL).
+fn tenants(ctx: &ProxyContext) -> Table {
+    let mut by_tenant: HashMap<Option<String>, [u64; 3]> = HashMap::new();
+    for c in ctx.cancels.clients() {
+        let tenant = c.client.user.tenant.as_ref().map(|t| t.to_string());
+        let counts = by_tenant.entry(tenant).or_default();
+        counts[match c.state() {
+            ClientState::Active => 0,
+            ClientState::Waiting => 1,
+            ClientState::Idle => 2,
+        }] += 1;
+    }
+    let mut tenants: Vec<_> = by_tenant.into_iter().collect();
+    tenants.sort_by(|(ta, a), (tb, b)| (b[0], b[1]).cmp(&(a[0], a[1])).then_with(|| ta.cmp(tb)));
+    let rows = tenants
+        .into_iter()
+        .map(|(t, [active, waiting, idle])| {
+            vec![
+                t,
+                n(active + waiting + idle),
+                n(active),
+                n(waiting),
+                n(idle),
+            ]
+        })
+        .collect();
+    Table {
+        columns: TENANTS,
         rows,
     }
 }
