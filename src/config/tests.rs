@@ -142,3 +142,29 @@ fn secrets_resolve_and_pick_the_server_login() {
     .unwrap();
     assert!(s.users["m"].scram_verifier.is_none());
 }
+
+#[test]
+fn the_admin_console_is_for_tenant_less_users_on_a_database_of_its_own() {
+    let key = "tenant: { signing_key: \"".to_owned() + &"ab".repeat(32) + "\" }\n";
+    let users = "users:\n  app: { password: \"apppw\", role: write }\n  \
+                 acme: { password: p, role: write, tenant: \"01HZY3M8Q5V6W7X8Y9Z0ABCDEF\", server_user: app }\n";
+    let ok = load_str(&format!("{BASE}{key}admin: {{ users: [app] }}\n"), users).unwrap();
+    assert_eq!(ok.config.admin.database, "pgbouncer");
+    let e = load_str(
+        &format!("{BASE}{key}admin: {{ stats_users: [acme] }}\n"),
+        users,
+    )
+    .unwrap_err();
+    assert!(e.contains("admin user \"acme\" has a tenant"), "{e}");
+    let e = load_str(&format!("{BASE}admin: {{ database: launch }}\n"), USERS).unwrap_err();
+    assert!(e.contains("admin.database"), "{e}");
+    let warned = load_str(&format!("{BASE}admin: {{ users: [ghost] }}\n"), USERS).unwrap();
+    assert!(
+        warned
+            .warnings
+            .iter()
+            .any(|w| w.to_string().contains("\"ghost\"")),
+        "{:?}",
+        warned.warnings
+    );
+}

@@ -240,6 +240,12 @@ pub(super) fn validate(
     let mut warnings = Vec::new();
     let mut warn = |s: String| warnings.push(Warning(s));
     for name in config.admin.users.iter().chain(&config.admin.stats_users) {
+        if users.get(name).is_some_and(|u| u.tenant.is_some()) {
+            return bad(format!(
+                "admin user \"{name}\" has a tenant: the console shows every tenant's clients, \
+                 so it is for tenant-less operator logins only"
+            ));
+        }
         if !users.contains_key(name) {
             warn(format!(
                 "admin user \"{name}\" is not in the users file: it cannot log in to the admin console until a reload adds it"

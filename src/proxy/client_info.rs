@@ -20,24 +20,30 @@ impl ClientInfo {
     /// A client of a made-up login (unit tests of the cancel registry).
     #[cfg(test)]
     pub fn for_tests() -> Self {
-        use crate::config::{ClientSecret, Role, ServerLogin};
         ClientInfo {
-            user: Arc::new(User {
-                name: "test".into(),
-                role: Role::Write,
-                auth: Default::default(),
-                secret: ClientSecret::Plain(String::new()),
-                scram_verifier: None,
-                server_login: ServerLogin::Password(String::new()),
-                tenant: None,
-                server_user: "test".into(),
-            }),
+            user: test_user("test", None),
             peer: None,
             tls: false,
             application_name: None,
             connected_at: SystemTime::now(),
         }
     }
+}
+
+/// A users-file login of `name`, of `tenant` if given (unit tests).
+#[cfg(test)]
+pub fn test_user(name: &str, tenant: Option<&str>) -> Arc<User> {
+    use crate::config::{ClientSecret, Role, ServerLogin};
+    Arc::new(User {
+        name: name.into(),
+        role: Role::Write,
+        auth: Default::default(),
+        secret: ClientSecret::Plain(String::new()),
+        scram_verifier: None,
+        server_login: ServerLogin::Password(String::new()),
+        tenant: tenant.map(|t| crate::tenant::TenantId::parse(t).expect("a ULID")),
+        server_user: name.into(),
+    })
 }
 
 /// What a client is doing, as SHOW CLIENTS tells it.

@@ -156,7 +156,7 @@ pub(super) async fn run(
     // that nothing about the server is told to an unauthenticated client.
     let database = params.get("database").unwrap_or(&user_name);
     if to_console {
-        let access = super::admin::access(admin, &user_name, from_users_file)?;
+        let access = super::admin::access(admin, &user, from_users_file)?;
         super::admin::greet(&mut out);
         flush(client, &mut out).await?;
         return Ok(Some(Login::Admin(super::admin::AdminLogin {

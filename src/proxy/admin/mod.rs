@@ -37,11 +37,17 @@ pub struct AdminLogin {
     pub access: Access,
 }
 
-/// What `user` may do on the console. Only users of the users file are considered (a token
-/// login cannot name itself an operator), and a user in neither list is refused as
-/// PostgreSQL refuses a database without CONNECT privilege.
-pub fn access(cfg: &AdminConfig, user: &str, from_users_file: bool) -> Result<Access, ClientError> {
-    let listed = |names: &[String]| from_users_file && names.iter().any(|n| n == user);
+/// What `user` may do on the console. Only tenant-less users of the users file are
+/// considered (a token login cannot name itself an operator, and a tenant's login must not
+/// see the other tenants, also after a reload gave a listed user a tenant), and a user in
+/// neither list is refused as PostgreSQL refuses a database without CONNECT privilege.
+pub fn access(
+    cfg: &AdminConfig,
+    user: &User,
+    from_users_file: bool,
+) -> Result<Access, ClientError> {
+    let operator = from_users_file && user.tenant.is_none();
+    let listed = |names: &[String]| operator && names.contains(&user.name);
     if listed(&cfg.users) {
         Ok(Access::Admin)
     } else if listed(&cfg.stats_users) {
@@ -53,7 +59,8 @@ pub fn access(cfg: &AdminConfig, user: &str, from_users_file: bool) -> Result<Ac
             format!("permission denied for database \"{}\"", cfg.database),
         )
         .with_detail(format!(
-            "user \"{user}\" is not in admin.users or admin.stats_users"
+            "user \"{}\" is not a tenant-less user in admin.users or admin.stats_users",
+            user.name
         )))
     }
 }
@@ -308,19 +315,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_users_file_entries_in_the_lists_get_the_console() {
+    fn only_tenant_less_users_file_entries_in_the_lists_get_the_console() {
+        use crate::proxy::client_info::test_user;
         let cfg = AdminConfig {
-            users: vec!["ops".into()],
+            users: vec!["ops".into(), "acme".into()],
             stats_users: vec!["watcher".into()],
             ..AdminConfig::default()
         };
-        assert_eq!(access(&cfg, "ops", true), Ok(Access::Admin));
-        assert_eq!(access(&cfg, "watcher", true), Ok(Access::Stats));
-        let refused = access(&cfg, "app", true).unwrap_err();
+        let (ops, watcher) = (test_user("ops", None), test_user("watcher", None));
+        assert_eq!(access(&cfg, &ops, true), Ok(Access::Admin));
+        assert_eq!(access(&cfg, &watcher, true), Ok(Access::Stats));
+        let refused = access(&cfg, &test_user("app", None), true).unwrap_err();
         assert_eq!(refused.code, codes::INSUFFICIENT_PRIVILEGE);
         assert!(refused.message.contains("\"pgbouncer\""), "{refused}");
         // A token whose subject is named like an operator is still a tenant's login.
-        assert!(access(&cfg, "ops", false).is_err());
-        assert!(access(&cfg, "watcher", false).is_err());
+        assert!(access(&cfg, &ops, false).is_err());
+        assert!(access(&cfg, &watcher, false).is_err());
+        // So is a listed users-file entry that has a tenant.
+        let acme = test_user("acme", Some("01HZY3M8Q5V6W7X8Y9Z0ABCDEF"));
+        assert!(access(&cfg, &acme, true).is_err());
     }
 }
