@@ -101,6 +101,15 @@ async fn in_transaction(proxy: &ProxyProcess) -> common::client::Conn {
     c
 }
 
+/// The SQLSTATE a console login of `user` is refused with.
+async fn refusal(proxy: &ProxyProcess, user: &str, pw: &str) -> SqlState {
+    let err = console_as(proxy, user, pw)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{user} got the console"));
+    err.code().cloned().unwrap_or_else(|| panic!("{err:?}"))
+}
+
 fn code(e: &Error) -> Option<&SqlState> {
     e.code()
 }
@@ -239,22 +248,13 @@ async fn only_listed_users_get_the_console_and_stats_users_only_look() {
     let pg = PgServer::start();
     let proxy = start(&pg, "min_pool_size: 0");
 
-    let err = console_as(&proxy, "app", "apppw")
-        .await
-        .expect_err("app is no operator");
     assert_eq!(
-        code(&err),
-        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-        "{err:?}"
+        refusal(&proxy, "app", "apppw").await,
+        SqlState::INSUFFICIENT_PRIVILEGE
     );
-    let err = console_as(&proxy, "ops", "wrong")
-        .await
-        .expect_err("wrong password");
-    assert_eq!(code(&err), Some(&SqlState::INVALID_PASSWORD), "{err:?}");
-    let err = console_as(&proxy, "nobody", "x")
-        .await
-        .expect_err("unknown user");
-    assert_eq!(code(&err), Some(&SqlState::INVALID_PASSWORD), "{err:?}");
+    for (user, pw) in [("ops", "wrong"), ("nobody", "x")] {
+        assert_eq!(refusal(&proxy, user, pw).await, SqlState::INVALID_PASSWORD);
+    }
 
     let watcher = console_as(&proxy, "watcher", "watchpw")
         .await
@@ -466,13 +466,9 @@ async fn the_console_opens_when_the_proxy_is_full() {
     let ops = console(&proxy).await;
     let p = pool_row(&show(&ops, "POOLS").await, "app");
     assert_eq!(field(&p, "cl_active"), "2", "{p:?}");
-    let err = console_as(&proxy, "app", "apppw")
-        .await
-        .expect_err("app is no operator");
     assert_eq!(
-        code(&err),
-        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-        "{err:?}"
+        refusal(&proxy, "app", "apppw").await,
+        SqlState::INSUFFICIENT_PRIVILEGE
     );
     assert_eq!(one(&a.client, "SELECT 'a'").await, "a");
     assert_eq!(one(&b.client, "SELECT 'b'").await, "b");
