@@ -105,6 +105,22 @@ async fn operators_see_tenants_and_tenants_never_reach_the_console() {
     let row = |t: &str, n: &str, a: &str, i: &str| [t, n, a, i].map(str::to_owned);
     assert_eq!(tenants, [row(T1, "1", "1", "0"), row(T2, "1", "0", "1")]);
 
+    // No secret reaches the console: not the signing key, not a password.
+    for what in ["CONFIG", "USERS", "DATABASES"] {
+        let rows = ops.simple_query(&format!("SHOW {what}")).await.expect(what);
+        for m in &rows {
+            if let Msg::Row(r) = m {
+                for i in 0..r.len() {
+                    let v = r.get(i).unwrap_or("");
+                    assert!(
+                        !v.contains(&env.key) && !v.contains("pw"),
+                        "SHOW {what} shows a secret: {v}"
+                    );
+                }
+            }
+        }
+    }
+
     // On the tenant's own database the console's words are SQL for PostgreSQL.
     for sql in ["SHOW POOLS", "PAUSE", "SHOW CLIENTS", "RELOAD", "SHUTDOWN"] {
         let err = run(&t2, sql).await.expect_err(sql);
