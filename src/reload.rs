@@ -83,9 +83,16 @@ fn fits_the_pools(
         }
     }
     for user in users.values() {
-        if pools.get(&user.server_user).is_none() {
+        let Some(pool) = pools.get(&user.server_user) else {
             return Err(format!(
                 "user \"{}\" runs on server user \"{}\", which has no pool: a new pool needs a restart",
+                user.name, user.server_user
+            ));
+        };
+        let tenant = user.tenant.is_some() || user.auth == crate::config::ClientAuth::Cert;
+        if tenant && !pool.serves_tenants {
+            return Err(format!(
+                "user \"{}\" brings tenants to the pool of \"{}\", whose logins were not checked for row-level security: that needs a restart",
                 user.name, user.server_user
             ));
         }

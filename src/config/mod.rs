@@ -479,6 +479,23 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Whether sessions with a tenant may run on the pool of server login `name`: a user
+    /// of the file with a tenant (or one that takes it from a client certificate) runs
+    /// there, or token logins do. Row-level security must then bind its PostgreSQL login
+    /// (`tenant::rls_login`).
+    pub fn pool_serves_tenants(&self, name: &str) -> bool {
+        let file = self
+            .users
+            .values()
+            .any(|u| u.server_user == name && (u.tenant.is_some() || u.auth == ClientAuth::Cert));
+        let tokens = self
+            .config
+            .jwt
+            .as_ref()
+            .is_some_and(|j| j.server_users.read == name || j.server_users.write == name);
+        file || tokens
+    }
+
     /// The effective settings as YAML, secrets left out, for `--check-config`.
     pub fn describe(&self) -> String {
         #[derive(Serialize)]

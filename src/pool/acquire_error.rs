@@ -34,7 +34,7 @@ impl AcquireError {
                 ErrorKind::Timeout,
                 codes::CANNOT_CONNECT_NOW,
                 format!(
-                    "could not get a server connection for pool \"{pool}\" within acquire_timeout_ms ({cfg_ms} ms): the server is unavailable"
+                    "could not get a server connection for pool \"{pool}\" within acquire_timeout_ms ({cfg_ms} ms): no server connection could be opened"
                 ),
             )
             .with_detail(format!("last connection attempt: {e}")),

@@ -68,6 +68,10 @@ pub enum ConnectError {
     Tls(String),
     #[error("no credentials for the server yet: a client of this user must log in first (SCRAM passthrough)")]
     NoCredentials,
+    /// The login is one row-level security does not bind (`tenant::rls_login`), on a pool
+    /// tenants run on.
+    #[error("the PostgreSQL login {0}: row-level security would not isolate the tenants, so launch-proxy does not use it")]
+    BypassesRls(String),
 }
 
 /// What a successful login yields.

@@ -210,6 +210,34 @@ async fn ask_session_locks(
     }
 }
 
+/// Refuses a login that row-level security does not bind, on a pool tenants run on: it
+/// closes, and the pool reports why like a server it cannot reach (57P03 to the waiting
+/// clients, the warning in the log), retrying until the grant is fixed.
+async fn check_rls(
+    pool: &Pool,
+    mut login: super::connect::Login,
+) -> Result<super::connect::Login, super::ConnectError> {
+    let mut buf = bytes::BytesMut::new();
+    let sql = crate::tenant::rls_login::RLS_BYPASS_CHECK;
+    let asked = super::query::query_scalar_on(&mut login.stream, &mut buf, sql);
+    let user = &pool.target.user;
+    match tokio::time::timeout(pool.limits.connect_timeout, asked).await {
+        Ok(Ok(None)) if buf.is_empty() => Ok(login),
+        Ok(Ok(Some(why))) => Err(super::ConnectError::BypassesRls(format!(
+            "\"{user}\" {why}"
+        ))),
+        Ok(Err(super::query::QueryError::Server(e))) => Err(super::ConnectError::BypassesRls(
+            format!("\"{user}\" could not be checked ({e})"),
+        )),
+        Ok(Ok(None)) | Ok(Err(_)) => Err(super::ConnectError::Protocol(
+            "unexpected reply to the row-level security check",
+        )),
+        Err(_) => Err(super::ConnectError::Timeout(
+            pool.limits.connect_timeout.as_millis() as u64,
+        )),
+    }
+}
+
 /// Opens one connection for a slot already reserved, retrying every
 /// `connect_retry_interval` while clients still wait for it.
 async fn open_one(pool: Arc<Pool>) {
@@ -231,6 +259,12 @@ async fn open_one(pool: Arc<Pool>) {
         let result = match result {
             Ok(login) => ask_session_locks(&pool, login).await,
             Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok((login, locks)) if pool.serves_tenants => {
+                check_rls(&pool, login).await.map(|login| (login, locks))
+            }
+            other => other,
         };
         match result {
             Ok((login, session_locks)) => {

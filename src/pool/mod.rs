@@ -124,6 +124,8 @@ impl PoolState {
 pub struct Pool {
     pub name: Arc<str>,
     pub role: Role,
+    /// Tenants' sessions may run on it: every login is checked for row-level security.
+    pub serves_tenants: bool,
     pub limits: PoolLimits,
     pub target: ConnectTarget,
     pub stats: PoolStats,
@@ -574,6 +576,7 @@ impl PoolSet {
                 tcp_user_timeout: Duration::from_millis(cfg.server.tcp_user_timeout_ms),
             },
             role: user.role,
+            serves_tenants: settings.pool_serves_tenants(&user.name),
             stats: PoolStats::default(),
             login: user.server_login.clone(),
             passthrough_keys: Mutex::new(None),

@@ -20,6 +20,7 @@ pub mod guard;
 pub mod id;
 pub mod lexer;
 pub mod prelude;
+pub mod rls_login;
 pub mod shape;
 
 mod escape;

@@ -11,6 +11,7 @@ mod concurrency;
 mod copy_and_failures;
 mod env;
 mod escapes;
+mod rls_login;
 mod session_state;
 mod state_leaks;
 mod wire;
