@@ -76,10 +76,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let metrics_listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on metrics_listen {addr}: {e}"))?;
+        let cancels = ctx.cancels.clone();
         let mctx = Arc::new(MetricsContext {
             handle,
             pools: pools.clone(),
             clients: clients.clone(),
+            tenant_clients: Box::new(move || {
+                crate::proxy::client_info::tenant_load(&cancels.clients())
+                    .into_iter()
+                    .map(|t| {
+                        (
+                            t.tenant.map(|t| t.to_string()),
+                            [t.active, t.waiting, t.idle],
+                        )
+                    })
+                    .collect()
+            }),
         });
         tokio::spawn(crate::metrics::serve(
             metrics_listener,

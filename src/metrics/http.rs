@@ -92,6 +92,7 @@ async fn respond(
             publish(&ctx.pools, &ctx.clients);
             let mut body = ctx.handle.render();
             super::render_wait_histograms(&ctx.pools, &mut body);
+            super::tenants::render_tenant_clients(&(ctx.tenant_clients)(), &mut body);
             ("200 OK", "text/plain; version=0.0.4", body)
         }
         (b"GET", b"/health") if shutdown.is_triggered() => (

@@ -6,6 +6,7 @@
 
 mod http;
 pub mod names;
+pub mod tenants;
 
 pub use http::serve;
 
@@ -147,4 +148,7 @@ pub struct MetricsContext {
     pub handle: PrometheusHandle,
     pub pools: Arc<PoolSet>,
     pub clients: Arc<ClientCounts>,
+    /// Each tenant's clients, busiest first, read at every scrape (given by the layer that
+    /// knows the clients: `server`, from the cancel registry).
+    pub tenant_clients: Box<dyn Fn() -> Vec<tenants::TenantClients> + Send + Sync>,
 }

@@ -43,3 +43,6 @@ pub const SERVER_CONNECTS: &str = "launch_proxy_server_connects_total";
 /// these is the connections open.
 pub const SERVER_CLOSED: &str = "launch_proxy_server_connections_closed_total";
 pub const GUARD_VIOLATIONS: &str = "launch_proxy_guard_violations_total";
+/// Logged-in clients per tenant and state, for the busiest tenants (`metrics::tenants`).
+pub const TENANT_CLIENTS: &str = "launch_proxy_tenant_clients";
+pub const TENANTS_CONNECTED: &str = "launch_proxy_tenants_connected";

@@ -3,6 +3,8 @@
 //! second registry would cost every login another lock and every idle client more memory.
 
 use crate::config::User;
+use crate::tenant::TenantId;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -28,6 +30,48 @@ impl ClientInfo {
             connected_at: SystemTime::now(),
         }
     }
+}
+
+/// One tenant's logged-in clients by state (SHOW TENANTS, the per-tenant metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantLoad {
+    /// `None` for tenant-less logins.
+    pub tenant: Option<TenantId>,
+    pub active: u64,
+    pub waiting: u64,
+    pub idle: u64,
+}
+
+impl TenantLoad {
+    pub fn clients(&self) -> u64 {
+        self.active + self.waiting + self.idle
+    }
+}
+
+/// Each tenant's clients, busiest first: most holding a server connection, then most
+/// queued, then by tenant.
+pub fn tenant_load(clients: &[Arc<super::cancel::CancelTarget>]) -> Vec<TenantLoad> {
+    let mut by_tenant: HashMap<Option<TenantId>, TenantLoad> = HashMap::new();
+    for c in clients {
+        let tenant = c.client.user.tenant;
+        let load = by_tenant.entry(tenant).or_insert_with(|| TenantLoad {
+            tenant,
+            ..TenantLoad::default()
+        });
+        match c.state() {
+            ClientState::Active => load.active += 1,
+            ClientState::Waiting => load.waiting += 1,
+            ClientState::Idle => load.idle += 1,
+        }
+    }
+    let mut loads: Vec<TenantLoad> = by_tenant.into_values().collect();
+    let key = |l: &TenantLoad| l.tenant.map(|t| t.as_bytes().to_owned());
+    loads.sort_by(|a, b| {
+        (b.active, b.waiting)
+            .cmp(&(a.active, a.waiting))
+            .then_with(|| key(a).cmp(&key(b)))
+    });
+    loads
 }
 
 /// A users-file login of `name`, of `tenant` if given (unit tests).

@@ -105,6 +105,20 @@ async fn operators_see_tenants_and_tenants_never_reach_the_console() {
     let row = |t: &str, n: &str, a: &str, i: &str| [t, n, a, i].map(str::to_owned);
     assert_eq!(tenants, [row(T1, "1", "1", "0"), row(T2, "1", "0", "1")]);
 
+    // The same in Prometheus's terms (a bounded set of series, see metrics::tenants).
+    let metrics = env.proxy.metrics();
+    for line in [
+        format!("launch_proxy_tenant_clients{{tenant=\"{T1}\",state=\"active\"}} 1"),
+        format!("launch_proxy_tenant_clients{{tenant=\"{T2}\",state=\"idle\"}} 1"),
+        "launch_proxy_tenant_clients{tenant=\"other\",state=\"active\"} 0".to_owned(),
+        "launch_proxy_tenants_connected 2".to_owned(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
+
     // No secret reaches the console: not the signing key, not a password.
     for what in ["CONFIG", "USERS", "DATABASES"] {
         let rows = ops.simple_query(&format!("SHOW {what}")).await.expect(what);

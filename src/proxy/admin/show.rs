@@ -3,7 +3,7 @@
 
 use super::command::{Show, HELP};
 use crate::config::{ClientAuth, PoolMode};
-use crate::proxy::client_info::ClientState;
+use crate::proxy::client_info::{tenant_load, ClientState};
 use crate::proxy::ProxyContext;
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -331,27 +331,15 @@ fn servers(ctx: &ProxyContext) -> Table {
 /// Each tenant's logged-in clients by state, busiest first: which tenant holds the server
 /// connections, and which one's statements queue (tenant-less logins under NULL).
 fn tenants(ctx: &ProxyContext) -> Table {
-    let mut by_tenant: HashMap<Option<String>, [u64; 3]> = HashMap::new();
-    for c in ctx.cancels.clients() {
-        let tenant = c.client.user.tenant.as_ref().map(|t| t.to_string());
-        let counts = by_tenant.entry(tenant).or_default();
-        counts[match c.state() {
-            ClientState::Active => 0,
-            ClientState::Waiting => 1,
-            ClientState::Idle => 2,
-        }] += 1;
-    }
-    let mut tenants: Vec<_> = by_tenant.into_iter().collect();
-    tenants.sort_by(|(ta, a), (tb, b)| (b[0], b[1]).cmp(&(a[0], a[1])).then_with(|| ta.cmp(tb)));
-    let rows = tenants
+    let rows = tenant_load(&ctx.cancels.clients())
         .into_iter()
-        .map(|(t, [active, waiting, idle])| {
+        .map(|t| {
             vec![
-                t,
-                n(active + waiting + idle),
-                n(active),
-                n(waiting),
-                n(idle),
+                t.tenant.map(|t| t.to_string()),
+                n(t.clients()),
+                n(t.active),
+                n(t.waiting),
+                n(t.idle),
             ]
         })
         .collect();
