@@ -291,8 +291,8 @@ pub struct CancelConfig {
 }
 
 /// The admin console: users of the users file listed here log in to `database` and get
-/// the console instead of a PostgreSQL session. PgBouncer's name by default, so that its
-/// exporters, dashboards and runbooks work unchanged.
+/// the console instead of a PostgreSQL session. PgBouncer's name by default, so that
+/// runbooks and tools that open it find it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
