@@ -93,16 +93,19 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
     for pool in pools.iter() {
         let name = pool.name.to_string();
         let s = &pool.stats;
-        let (total, idle, opening, _waiting) = pool.counts();
-        let active = total.saturating_sub(idle + opening);
-        for (state, v) in [("active", active), ("idle", idle), ("opening", opening)] {
+        let now = pool.snapshot();
+        let servers = [
+            ("active", now.in_use()),
+            ("idle", now.idle),
+            ("opening", now.opening),
+        ];
+        for (state, v) in servers {
             gauge!(names::SERVER_CONNECTIONS, "pool" => name.clone(), "state" => state)
                 .set(v as f64);
         }
-        let (running, open) = pool.gate_state();
-        gauge!(names::RUNNING_STATEMENTS, "pool" => name.clone()).set(running as f64);
-        gauge!(names::GATE_OPEN, "pool" => name.clone()).set(u8::from(open) as f64);
-        gauge!(names::POOL_PAUSED, "pool" => name.clone()).set(u8::from(pool.is_paused()) as f64);
+        gauge!(names::RUNNING_STATEMENTS, "pool" => name.clone()).set(now.running as f64);
+        gauge!(names::GATE_OPEN, "pool" => name.clone()).set(u8::from(now.gate_open) as f64);
+        gauge!(names::POOL_PAUSED, "pool" => name.clone()).set(u8::from(now.paused) as f64);
         for (state, v) in [
             ("active", s.clients_active.load(Relaxed)),
             ("waiting", s.clients_waiting.load(Relaxed)),

@@ -342,10 +342,6 @@ impl Pool {
         self.wake();
     }
 
-    pub fn is_paused(&self) -> bool {
-        self.state.lock().paused
-    }
-
     /// The transaction on `conn` waits for its client (idle in transaction, or between a
     /// session's transactions): its statement no longer counts against `max_active`, and a
     /// queued client may start in its place.
@@ -455,12 +451,6 @@ impl Pool {
         self.login == *login
     }
 
-    /// Counts for metrics: (total, idle, opening, waiting clients).
-    pub fn counts(&self) -> (usize, usize, usize, usize) {
-        let st = self.state.lock();
-        (st.total, st.idle.len(), st.opening, st.waiters.len())
-    }
-
     /// Why the pool's most recent server login failed, while no later one succeeded; `None`
     /// also for a pool that waits for its first client's SCRAM keys (not a server fault).
     pub fn server_error(&self) -> Option<String> {
@@ -475,13 +465,6 @@ impl Pool {
     pub fn probe_server(&self) {
         self.probe.store(true, std::sync::atomic::Ordering::Relaxed);
         self.wake();
-    }
-
-    /// Statements counted against `max_active` now, and whether the gate stands open
-    /// because most recent statements ran long.
-    pub fn gate_state(&self) -> (usize, bool) {
-        let st = self.state.lock();
-        (st.gate.counted(), st.gate.is_open())
     }
 }
 

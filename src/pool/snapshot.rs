@@ -1,5 +1,5 @@
-//! What the admin console reads of a pool: one consistent reading of its counts (SHOW
-//! POOLS), taken under the pool's lock once so that they add up, and the list of its open
+//! What `/metrics` and the admin console read of a pool: one consistent reading of its
+//! counts, taken under the pool's lock once so that they add up, and the list of its open
 //! server connections (SHOW SERVERS), kept by their slots as they open and close.
 
 use super::Pool;
@@ -42,8 +42,6 @@ pub struct PoolSnapshot {
     pub idle: usize,
     /// Logins to PostgreSQL in progress.
     pub opening: usize,
-    /// Checkouts queued for a connection.
-    pub waiting: usize,
     /// How long the longest-queued checkout has waited.
     pub oldest_wait: Duration,
     /// Statements counted against `max_active` now.
@@ -51,8 +49,6 @@ pub struct PoolSnapshot {
     /// The gate stands open because most recent statements ran long.
     pub gate_open: bool,
     pub paused: bool,
-    /// Ids of the idle connections.
-    pub idle_ids: Vec<u64>,
 }
 
 impl PoolSnapshot {
@@ -63,13 +59,17 @@ impl PoolSnapshot {
 }
 
 impl Pool {
+    /// Ids of the idle connections (SHOW SERVERS).
+    pub fn idle_ids(&self) -> Vec<u64> {
+        self.state.lock().idle.iter().map(|c| c.id).collect()
+    }
+
     pub fn snapshot(&self) -> PoolSnapshot {
         let st = self.state.lock();
         PoolSnapshot {
             total: st.total,
             idle: st.idle.len(),
             opening: st.opening,
-            waiting: st.waiters.len(),
             oldest_wait: st
                 .waiters
                 .oldest_since()
@@ -77,7 +77,6 @@ impl Pool {
             running: st.gate.counted(),
             gate_open: st.gate.is_open(),
             paused: st.paused,
-            idle_ids: st.idle.iter().map(|c| c.id).collect(),
         }
     }
 }

@@ -299,7 +299,7 @@ fn servers(ctx: &ProxyContext) -> Table {
     let cfg = &ctx.settings.config;
     let mut rows = Vec::new();
     for p in ctx.pools.iter() {
-        let idle = p.snapshot().idle_ids;
+        let idle = p.idle_ids();
         for s in p.servers.all() {
             let client = on_server.get(&s.backend_pid);
             let state = if idle.contains(&s.id) {
