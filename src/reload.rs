@@ -89,8 +89,7 @@ fn fits_the_pools(
                 user.name, user.server_user
             ));
         };
-        let tenant = user.tenant.is_some() || user.auth == crate::config::ClientAuth::Cert;
-        if tenant && !pool.serves_tenants {
+        if user.has_tenant() && !pool.serves_tenants {
             return Err(format!(
                 "user \"{}\" brings tenants to the pool of \"{}\", whose logins were not checked for row-level security: that needs a restart",
                 user.name, user.server_user

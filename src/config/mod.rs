@@ -487,7 +487,7 @@ impl Settings {
         let file = self
             .users
             .values()
-            .any(|u| u.server_user == name && (u.tenant.is_some() || u.auth == ClientAuth::Cert));
+            .any(|u| u.server_user == name && u.has_tenant());
         let tokens = self
             .config
             .jwt

@@ -130,6 +130,14 @@ pub struct User {
     pub server_user: String,
 }
 
+impl User {
+    /// Whether this login's sessions run as a tenant: one named in the file, or one its
+    /// client certificate names (`auth: cert`).
+    pub fn has_tenant(&self) -> bool {
+        self.tenant.is_some() || self.auth == ClientAuth::Cert
+    }
+}
+
 /// The users logins are checked against: the users file as last loaded (SIGHUP reloads it,
 /// see `crate::reload`). A session keeps the `User` it logged in as.
 pub struct UsersTable(parking_lot::RwLock<BTreeMap<String, std::sync::Arc<User>>>);
