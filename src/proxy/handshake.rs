@@ -99,7 +99,9 @@ pub(super) async fn run(
     // The admin console stays reachable at max_client_conn, where an operator needs it
     // most; its logins are still authenticated and checked against the admin lists.
     let admin = &ctx.settings.config.admin;
-    let to_console = params.get("database").or(params.get("user")) == Some(&admin.database);
+    // PostgreSQL's default: the database named like the user.
+    let database = params.get("database").or(params.get("user")).unwrap_or("");
+    let to_console = database == admin.database;
     if over_limit && !to_console {
         ctx.clients.rejected_max_clients.fetch_add(1, Relaxed);
         return Err(super::too_many_clients());
@@ -154,7 +156,6 @@ pub(super) async fn run(
     };
     // As in PostgreSQL, the database is checked only after the client proved who it is, so
     // that nothing about the server is told to an unauthenticated client.
-    let database = params.get("database").unwrap_or(&user_name);
     if to_console {
         let access = super::admin::access(admin, &user, from_users_file)?;
         super::admin::greet(&mut out);
