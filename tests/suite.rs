@@ -29,5 +29,6 @@ mod reload;
 mod scale;
 mod tenancy;
 mod tenancy_db;
+mod tenant_cap;
 mod tenant_turns;
 mod timeouts;

@@ -238,6 +238,10 @@ pub struct PoolConfig {
     /// serves more with a few running than with a hundred (see pool::gate); a client idle
     /// in its transaction does not count, and a started transaction never waits again.
     pub max_active: usize,
+    /// Server connections one tenant's sessions hold at once at most, per pool (0: no
+    /// limit): one tenant's long transactions cannot take every connection from the others
+    /// (see pool::tenant_cap). Sessions without a tenant are not counted.
+    pub max_tenant_connections: usize,
     /// How long a running statement counts against `max_active`: longer ones (reports,
     /// lock waits, I/O) make room for others instead of stalling the pool.
     pub active_stall_ms: u64,
@@ -268,6 +272,7 @@ impl Default for PoolConfig {
             connect_retry_interval_ms: 200,
             max_connecting: 2,
             max_active: 8,
+            max_tenant_connections: 0,
             active_stall_ms: 20,
             idle_timeout_ms: 60_000,
             server_max_uses: 7200,

@@ -323,6 +323,14 @@ pub(super) fn validate(
             p.max_active, p.default_pool_size
         ));
     }
+    let pool_max = p.default_pool_size + p.reserve_pool_size;
+    if p.max_tenant_connections > 0 && p.max_tenant_connections >= pool_max {
+        warn(format!(
+            "pool.max_tenant_connections ({}) is not below default_pool_size + reserve_pool_size ({}): \
+             one tenant can still take every server connection; 0 says the same plainly",
+            p.max_tenant_connections, pool_max
+        ));
+    }
     if !config.tenant.statement_guard {
         warn(
             "tenant.statement_guard is off: clients may SET, RESET or set_config the tenant settings; \

@@ -120,6 +120,7 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
             (names::SERVER_WRITE_WAITS, &s.server_write_waits),
             (names::ACQUIRE_TIMEOUTS, &s.acquire_timeouts),
             (names::WAITS_CANCELLED, &s.waits_withdrawn),
+            (names::TENANT_CAP_WAITS, &s.tenant_cap_waits),
         ];
         for (metric, v) in counters {
             counter!(metric, "pool" => name.clone()).absolute(v.load(Relaxed));

@@ -36,6 +36,8 @@ pub const ERRORS: &str = "launch_proxy_errors_total";
 pub const ACQUIRE_TIMEOUTS: &str = "launch_proxy_acquire_timeouts_total";
 /// Queued checkouts ended by the client's CancelRequest before their statement was sent.
 pub const WAITS_CANCELLED: &str = "launch_proxy_waits_cancelled_total";
+/// Checkouts that queued because their tenant's clients held `pool.max_tenant_connections`.
+pub const TENANT_CAP_WAITS: &str = "launch_proxy_tenant_cap_waits_total";
 pub const SERVER_CONNECTS: &str = "launch_proxy_server_connects_total";
 /// Server connections closed, by `reason`: `idle` (idle or server lifetime, broken while
 /// idle, pool paused), `retired` (server_max_uses or lifetime at release), `other` (lost or

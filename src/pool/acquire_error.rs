@@ -14,6 +14,8 @@ pub enum AcquireError {
         busy: usize,
         /// `pool.max_active`, when that limit (not the connections) held the client back.
         gated: Option<usize>,
+        /// `pool.max_tenant_connections`, when the client's tenant held that many.
+        tenant_capped: Option<usize>,
     },
     #[error("the pool stayed paused for {waited_ms} ms")]
     Paused { waited_ms: u64 },
@@ -38,6 +40,18 @@ impl AcquireError {
                 ),
             )
             .with_detail(format!("last connection attempt: {e}")),
+            AcquireError::Timeout {
+                tenant_capped: Some(max),
+                ..
+            } => ClientError::fatal(
+                ErrorKind::Timeout,
+                codes::TOO_MANY_CONNECTIONS,
+                format!(
+                    "could not start a transaction on pool \"{pool}\" within acquire_timeout_ms ({cfg_ms} ms): this tenant's other sessions hold its share of server connections"
+                ),
+            )
+            .with_detail(format!("the tenant's sessions hold {max} server connections, the pool's max_tenant_connections"))
+            .with_hint("end the tenant's open transactions sooner, or raise pool.max_tenant_connections"),
             AcquireError::Timeout {
                 gated: Some(max), ..
             } => ClientError::fatal(

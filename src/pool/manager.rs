@@ -86,12 +86,20 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
         } else {
             pool.limits.normal_cap
         };
-        // Clients held back by the gate need no new connection (idle ones are there).
-        let for_waiters = st
-            .waiters
-            .len()
-            .min(st.gate.room())
-            .saturating_sub(st.opening);
+        // Clients held back by the gate need no new connection (idle ones are there), nor
+        // do those whose tenant holds its `max_tenant_connections`.
+        let startable = match pool.limits.max_tenant_connections {
+            0 => st.waiters.len(),
+            max => {
+                let tenants = &st.tenants;
+                let room = |t| match t {
+                    0 => usize::MAX,
+                    t => max.saturating_sub(tenants.held(t) as usize),
+                };
+                st.waiters.startable(room)
+            }
+        };
+        let for_waiters = startable.min(st.gate.room()).saturating_sub(st.opening);
         let for_minimum = pool.limits.min.saturating_sub(st.total);
         let mut want = for_waiters.max(for_minimum);
         if pool.probe.swap(false, std::sync::atomic::Ordering::Relaxed)

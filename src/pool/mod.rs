@@ -15,6 +15,7 @@ mod slot;
 mod snapshot;
 pub mod statements;
 mod stats;
+mod tenant_cap;
 mod waiters;
 
 pub use acquire_error::AcquireError;
@@ -59,6 +60,9 @@ pub struct PoolLimits {
     pub statement_cache_size: usize,
     /// Statements running at once at most (`pool.max_active`; 0: no limit).
     pub max_active: usize,
+    /// Connections one tenant's clients hold at once at most
+    /// (`pool.max_tenant_connections`; 0: no limit).
+    pub max_tenant_connections: usize,
 }
 
 /// The server's ParameterStatus values, reported to every client at login.
@@ -75,14 +79,17 @@ struct PoolState {
     last_error: Option<String>,
     /// Statements running on this pool's connections (`pool.max_active`).
     gate: gate::Gate,
+    /// Connections each tenant holds (`pool.max_tenant_connections`).
+    tenants: tenant_cap::TenantCap,
     /// No transaction starts, and connections close as they come back (SIGUSR1, as
     /// PgBouncer's PAUSE), until resumed: PostgreSQL can restart under the waiting clients.
     paused: bool,
 }
 
 impl PoolState {
-    fn new(gate: gate::Gate) -> PoolState {
+    fn new(gate: gate::Gate, tenants: tenant_cap::TenantCap) -> PoolState {
         PoolState {
+            tenants,
             idle: VecDeque::new(),
             waiters: waiters::Waiters::default(),
             total: 0,
@@ -98,6 +105,21 @@ impl PoolState {
         if let Some(ticket) = conn.slot.ticket.take() {
             self.gate.leave(ticket);
         }
+    }
+
+    /// `conn` no longer counts against its holder's tenant, nor its statement against the
+    /// gate: it came back, or its client gave it up.
+    fn leave_holder(&mut self, conn: &mut ServerConn) {
+        self.leave_gate(conn);
+        self.tenants
+            .give_back(std::mem::take(&mut conn.slot.tenant));
+    }
+
+    /// Counts `conn` against the gate and against `tenant`'s cap: a client of it takes it.
+    #[inline]
+    fn enter_holder(&mut self, conn: &mut ServerConn, tenant: TenantKey) {
+        conn.slot.ticket = self.gate.enter();
+        conn.slot.tenant = self.tenants.take(tenant);
     }
 
     /// Hands idle connections to queued clients while the gate has room (after a statement
@@ -116,7 +138,10 @@ impl PoolState {
                 self.idle.push_front(conn);
                 continue;
             }
-            Pool::hand_over(self, conn);
+            if !Pool::hand_over(self, conn) {
+                // Every client queued belongs to a tenant at its cap.
+                return;
+            }
         }
     }
 }
@@ -154,12 +179,17 @@ impl Pool {
     /// An idle connection, if the pool has a usable one now: the relay's checkout, which
     /// then sets up no future (the async [`Pool::acquire`] is for when this finds none).
     /// A stale connection it meets is left for `acquire`, which closes it.
+    /// `tenant` is the client's ([`tenant_key`]).
     #[inline]
-    pub fn try_acquire(&self) -> Option<Box<ServerConn>> {
+    pub fn try_acquire(&self, tenant: TenantKey) -> Option<Box<ServerConn>> {
         let mut st = self.state.lock();
-        if !st.paused && st.gate.has_room() && st.idle.back().is_some_and(|c| c.is_usable()) {
+        if !st.paused
+            && st.gate.has_room()
+            && st.tenants.admits(tenant)
+            && st.idle.back().is_some_and(|c| c.is_usable())
+        {
             let mut c = st.idle.pop_back()?;
-            c.slot.ticket = st.gate.enter();
+            st.enter_holder(&mut c, tenant);
             drop(st);
             self.stats.wait.record_immediate();
             return Some(c);
@@ -185,14 +215,16 @@ impl Pool {
         let mut stale: Vec<Box<ServerConn>> = Vec::new();
         let rx = {
             let mut st = self.state.lock();
-            // At the gate's limit, or paused, a client queues even if connections are idle.
-            let room = st.gate.has_room() && !st.paused;
+            // At the gate's limit, or paused, a client queues even if connections are idle;
+            // so does one whose tenant holds its `max_tenant_connections`.
+            let capped = !st.tenants.admits(tenant);
+            let room = st.gate.has_room() && !st.paused && !capped;
             while let Some(mut c) = room.then(|| st.idle.pop_back()).flatten() {
                 if !c.is_usable() {
                     stale.push(c);
                     continue;
                 }
-                c.slot.ticket = st.gate.enter();
+                st.enter_holder(&mut c, tenant);
                 drop(st);
                 drop(stale);
                 self.stats.wait.record_immediate();
@@ -220,8 +252,12 @@ impl Pool {
                     tx,
                     since: start,
                     id,
+                    tenant,
                 },
             );
+            if capped {
+                PoolStats::add(&self.stats.tenant_cap_waits, 1);
+            }
             // The manager is woken only if it can open a connection now, or to watch the
             // gate for stalled statements once a client queues there; at the pool's cap
             // (the busy steady state, where every checkout may queue) its tick handles the
@@ -229,7 +265,7 @@ impl Pool {
             let wake = if room {
                 st.total < self.limits.normal_cap || !stale.is_empty()
             } else {
-                st.waiters.len() == 1
+                st.waiters.len() == 1 && !capped
             };
             (rx, start, wake)
         };
@@ -261,11 +297,14 @@ impl Pool {
                 }
                 // A full gate is what held the client: more connections would not start it.
                 let gated = (!st.gate.has_room()).then(|| st.gate.max());
+                // So is its tenant's cap, if its clients hold that many.
+                let tenant_capped = st.tenants.max().filter(|_| !st.tenants.admits(tenant));
                 Err(AcquireError::Timeout {
                     waited_ms: start.elapsed().as_millis() as u64,
                     last_error: st.last_error.clone(),
                     busy: st.total - st.idle.len(),
                     gated,
+                    tenant_capped,
                 })
             }
         }
@@ -282,7 +321,7 @@ impl Pool {
                 .lifetime
                 .is_some_and(|l| crate::clock::lasted(conn.created_ms, now, l));
         let mut st = self.state.lock();
-        st.leave_gate(&mut conn);
+        st.leave_holder(&mut conn);
         if retire {
             // Its place at the gate goes to a queued client, on an idle connection if any.
             st.admit();
@@ -307,6 +346,8 @@ impl Pool {
             return;
         }
         let paused = st.paused;
+        // Its tenant may start another: a client of it that queued at the cap goes first
+        // if it is that tenant's turn.
         Self::hand_over(&mut st, conn);
         drop(st);
         if paused {
@@ -368,25 +409,27 @@ impl Pool {
         self.limits.max_active > 0
     }
 
-    /// Gives `conn` to the longest-waiting live client while the gate has room, or parks it
-    /// as idle.
-    fn hand_over(st: &mut PoolState, mut conn: Box<ServerConn>) {
+    /// Gives `conn` to the next client in turn while the gate has room (`true`), or parks
+    /// it as idle (`false`). Tenants at their `max_tenant_connections` are passed over.
+    fn hand_over(st: &mut PoolState, mut conn: Box<ServerConn>) -> bool {
         while !st.paused && st.gate.has_room() {
-            let Some(w) = st.waiters.pop_next() else {
+            let tenants = &st.tenants;
+            let Some(w) = st.waiters.pop_next(|t| tenants.admits(t)) else {
                 break;
             };
-            conn.slot.ticket = st.gate.enter();
+            st.enter_holder(&mut conn, w.tenant);
             match w.tx.send(Some(conn)) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 // A waiter gone meanwhile: the connection comes back as it was sent.
                 Err(back) => {
-                    let Some(mut back) = back else { return };
-                    st.leave_gate(&mut back);
+                    let Some(mut back) = back else { return true };
+                    st.leave_holder(&mut back);
                     conn = back;
                 }
             }
         }
         st.idle.push_back(conn);
+        false
     }
 
     /// The server's ParameterStatus values, opening a connection first if none was ever open.
@@ -402,7 +445,7 @@ impl Pool {
     /// Returns a connection that served no transaction (does not count as a use).
     pub fn release_unused(&self, mut conn: Box<ServerConn>) {
         let mut st = self.state.lock();
-        st.leave_gate(&mut conn);
+        st.leave_holder(&mut conn);
         Self::hand_over(&mut st, conn);
     }
 
@@ -419,7 +462,7 @@ impl Pool {
         }
     }
 
-    fn free_slot(&self, ticket: Option<gate::Ticket>, counted: bool) {
+    fn free_slot(&self, ticket: Option<gate::Ticket>, tenant: TenantKey, counted: bool) {
         if !counted {
             PoolStats::add(&self.stats.closed_other, 1);
         }
@@ -429,8 +472,12 @@ impl Pool {
             if st.paused && st.total == 0 {
                 tracing::info!(pool = %self.name, "paused: no server connections left");
             }
+            let mut room = st.tenants.give_back(tenant);
             if let Some(ticket) = ticket {
                 st.gate.leave(ticket);
+                room = true;
+            }
+            if room {
                 st.admit();
             }
         }
@@ -547,6 +594,7 @@ impl PoolSet {
                 idle_in_transaction: ms_opt(role.idle_in_transaction_timeout_ms),
                 statement_cache_size: p.prepared_statement_cache_size,
                 max_active: p.max_active,
+                max_tenant_connections: p.max_tenant_connections,
             },
             target: ConnectTarget {
                 host: cfg.server.host.clone(),
@@ -563,10 +611,10 @@ impl PoolSet {
             stats: PoolStats::default(),
             login: user.server_login.clone(),
             passthrough_keys: Mutex::new(None),
-            state: Mutex::new(PoolState::new(gate::Gate::new(
-                p.max_active,
-                Duration::from_millis(p.active_stall_ms),
-            ))),
+            state: Mutex::new(PoolState::new(
+                gate::Gate::new(p.max_active, Duration::from_millis(p.active_stall_ms)),
+                tenant_cap::TenantCap::new(p.max_tenant_connections),
+            )),
             starved_since: Mutex::new(None),
             params: Mutex::new(None),
             db: db.clone(),

@@ -13,6 +13,9 @@ pub(super) struct Slot {
     pool_name: Arc<str>,
     /// Its place in the pool's active-statement gate while a statement runs on it.
     pub(super) ticket: Option<super::gate::Ticket>,
+    /// The tenant whose `max_tenant_connections` it counts against while checked out
+    /// (0: none).
+    pub(super) tenant: super::TenantKey,
     /// Its closing was counted under a reason of its own (idle, retired); any other
     /// closing counts as `other` when the slot is freed.
     pub(super) counted: bool,
@@ -29,6 +32,7 @@ impl Slot {
             pool: Arc::downgrade(pool),
             pool_name: pool.name.clone(),
             ticket: None,
+            tenant: 0,
             counted: false,
             id: info.id,
         }
@@ -43,7 +47,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.upgrade() {
             pool.servers.remove(self.id);
-            pool.free_slot(self.ticket.take(), self.counted);
+            pool.free_slot(self.ticket.take(), self.tenant, self.counted);
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct PoolStats {
     pub acquire_timeouts: AtomicU64,
     /// Waits ended because the client cancelled its statement (`names::WAITS_CANCELLED`).
     pub waits_withdrawn: AtomicU64,
+    /// Checkouts that queued because their tenant held `max_tenant_connections`
+    /// (`names::TENANT_CAP_WAITS`).
+    pub tenant_cap_waits: AtomicU64,
     pub closed_idle: AtomicU64,
     pub closed_retired: AtomicU64,
     /// Closed for any other reason: lost or left in an unknown state by a transaction,

@@ -24,6 +24,8 @@ pub(super) struct Waiter {
     pub since: Instant,
     /// Who waits, for [`super::Pool::withdraw`]; 0 for a wait that cannot be withdrawn.
     pub id: u64,
+    /// Its tenant's queue (set by [`Waiters::push`]), for `max_tenant_connections`.
+    pub tenant: TenantKey,
 }
 
 /// A tenant's key in the queue ([`tenant_key`]); 0 is the group of clients without one.
@@ -88,7 +90,8 @@ impl Waiters {
 
     /// Queues `w` behind its tenant's earlier waiters; a tenant that had none joins the
     /// end of the ring. The one hash lookup of a checkout's wait.
-    pub fn push(&mut self, tenant: TenantKey, w: Waiter) {
+    pub fn push(&mut self, tenant: TenantKey, mut w: Waiter) {
+        w.tenant = tenant;
         let slot = match self.slot_of.get(&tenant) {
             Some(&slot) => slot,
             None => {
@@ -106,21 +109,42 @@ impl Waiters {
         self.len += 1;
     }
 
-    /// The next waiter to serve: the oldest of the tenant whose turn it is; that tenant
-    /// goes to the end of the ring if it has more.
-    pub fn pop_next(&mut self) -> Option<Waiter> {
-        while let Some(slot) = self.turn.pop_front() {
+    /// The next waiter to serve: the oldest of the tenant whose turn it is, among tenants
+    /// `may_start` lets take a connection (`max_tenant_connections`); that tenant goes to
+    /// the end of the ring if it has more. A tenant passed over keeps its place.
+    pub fn pop_next(&mut self, may_start: impl Fn(TenantKey) -> bool) -> Option<Waiter> {
+        let mut passed = 0;
+        while passed < self.turn.len() {
+            let slot = self.turn[passed];
             let q = &mut self.slots[slot];
-            let Some(w) = q.pop_front() else {
+            let Some(front) = q.front() else {
+                self.turn.remove(passed);
                 continue;
             };
-            if !q.is_empty() {
+            if !may_start(front.tenant) {
+                passed += 1;
+                continue;
+            }
+            let w = q.pop_front()?;
+            let more = !q.is_empty();
+            self.turn.remove(passed);
+            if more {
                 self.turn.push_back(slot);
             }
             self.len -= 1;
             return Some(w);
         }
         None
+    }
+
+    /// How many waiters could start now, each tenant's at most `room` of its tenant: the
+    /// connections worth opening for them (the manager's count, not the checkout's).
+    pub fn startable(&self, room: impl Fn(TenantKey) -> usize) -> usize {
+        self.turn
+            .iter()
+            .map(|&s| &self.slots[s])
+            .filter_map(|q| Some(q.len().min(room(q.front()?.tenant))))
+            .sum()
     }
 
     /// When the longest-waiting client queued.
@@ -226,11 +250,19 @@ mod tests {
 
     fn waiter(id: u64, since: Instant) -> (Waiter, oneshot::Receiver<Option<Box<ServerConn>>>) {
         let (tx, rx) = oneshot::channel();
-        (Waiter { tx, since, id }, rx)
+        (
+            Waiter {
+                tx,
+                since,
+                id,
+                tenant: 0,
+            },
+            rx,
+        )
     }
 
     fn ids(w: &mut Waiters) -> Vec<u64> {
-        std::iter::from_fn(|| w.pop_next().map(|w| w.id)).collect()
+        std::iter::from_fn(|| w.pop_next(|_| true).map(|w| w.id)).collect()
     }
 
     #[test]
@@ -252,11 +284,33 @@ mod tests {
         assert_eq!(w.len(), 8);
         assert_eq!(ids(&mut w), [71, 81, 1, 72, 82, 73, 74, 75]);
         assert!(w.is_empty());
-        assert_eq!(w.pop_next().map(|x| x.id), None);
+        assert_eq!(w.pop_next(|_| true).map(|x| x.id), None);
         // The emptied queues stay (no allocation when their tenants come back)...
         assert_eq!(w.slots.len(), 3);
         w.shrink();
         assert_eq!(w.slots.len(), 3, "few: kept");
+    }
+
+    #[test]
+    fn tenants_at_their_cap_are_passed_over_and_keep_their_place() {
+        let now = Instant::now();
+        let mut w = Waiters::default();
+        let mut keep = Vec::new();
+        for (tenant, id) in [(7, 71), (8, 81), (7, 72), (9, 91), (8, 82)] {
+            let (x, rx) = waiter(id, now);
+            keep.push(rx);
+            w.push(tenant, x);
+        }
+        // Tenant 7 is at its cap: 8 and 9 are served, 7 keeps its queue.
+        let not_7 = |t| t != 7;
+        assert_eq!(w.pop_next(not_7).map(|x| (x.tenant, x.id)), Some((8, 81)));
+        assert_eq!(w.pop_next(not_7).map(|x| x.id), Some(91));
+        assert_eq!(w.startable(|t| if t == 7 { 0 } else { 5 }), 1, "82");
+        assert_eq!(w.startable(|_| 1), 2, "one each of 7 and 8");
+        assert_eq!(w.pop_next(not_7).map(|x| x.id), Some(82));
+        assert_eq!(w.pop_next(not_7).map(|x| x.id), None, "only 7's left");
+        assert_eq!(w.len(), 2);
+        assert_eq!(ids(&mut w), [71, 72], "in order once 7 may start again");
     }
 
     #[test]
@@ -300,7 +354,7 @@ mod tests {
             let (x, rx) = waiter(tenant, now);
             keep.push(rx);
             w.push(tenant, x);
-            assert_eq!(w.pop_next().map(|x| x.id), Some(tenant));
+            assert_eq!(w.pop_next(|_| true).map(|x| x.id), Some(tenant));
         }
         for (tenant, id) in [(5, 51), (many, 61), (5, 52)] {
             let (x, rx) = waiter(id, now);

@@ -137,7 +137,8 @@ pub(super) async fn run(
                 Err(e) => break e,
             }
             // An idle connection is taken without setting up acquire's future.
-            if let Some(server) = session.pool.try_acquire() {
+            let tenant = crate::pool::tenant_key(session.tenant.as_ref());
+            if let Some(server) = session.pool.try_acquire(tenant) {
                 session.cancel.target.attach(server.key);
                 held = Some(server);
             } else {

@@ -1,0 +1,165 @@
+//! `pool.max_tenant_connections` against a real PostgreSQL: a tenant whose sessions hold
+//! their share of a pool's server connections queues its next transaction behind its own,
+//! while other tenants' sessions run on the connections left; the queued one starts when
+//! one of its tenant's connections comes back (its transaction ends, or its backend dies),
+//! and ends with a 53300 that names the cap if none does within `acquire_timeout_ms`.
+
+use crate::common;
+
+use common::client::{connect, one, Conn, LIMIT};
+use common::{app_clients_reach, metric, proxy_config, PgServer, ProxyProcess};
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+
+const KEY: &str = "5f3c9a0e7b1d24c6a8e0f2b4d6c8e1a3957b3d1f0c2e4a6b8d0f1e3c5a7b9d2e";
+const BUSY: &str = "01JBXTENANTA000000000000AA";
+const QUIET: &str = "01JBXTENANTB000000000000BB";
+
+/// `busy1`…`busy3` of tenant BUSY, `quiet` of tenant QUIET and the tenant-less `app`, all
+/// on the `app` pool.
+fn users() -> String {
+    let mut u = String::from("users:\n  app: { password: \"apppw\", role: write }\n");
+    for i in 1..=3 {
+        u += &format!(
+            "  busy{i}: {{ password: \"pw\", role: write, tenant: \"{BUSY}\", server_user: app }}\n"
+        );
+    }
+    u += &format!(
+        "  quiet: {{ password: \"pw\", role: write, tenant: \"{QUIET}\", server_user: app }}\n"
+    );
+    u
+}
+
+/// Four connections, no gate, at most two per tenant.
+fn start(acquire_timeout_ms: u64) -> (PgServer, ProxyProcess) {
+    let pg = PgServer::start();
+    let pool = format!(
+        "default_pool_size: 4\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
+         max_tenant_connections: 2\nacquire_timeout_ms: {acquire_timeout_ms}"
+    );
+    let config = proxy_config(&pg, &pool)
+        + &format!("tenant: {{ signing_key: \"{KEY}\", check_status: false }}\n");
+    let proxy = ProxyProcess::start(&config, &users());
+    (pg, proxy)
+}
+
+/// Opens a transaction that holds a server connection.
+async fn hold(c: &Conn) {
+    let open = async {
+        c.client.batch_execute("BEGIN").await.unwrap();
+        one(&c.client, "SELECT current_setting('app.tenant_id')").await
+    };
+    let tenant = tokio::time::timeout(LIMIT, open).await;
+    assert_eq!(tenant.expect("no connection within the limit"), BUSY);
+}
+
+fn cap_waits(proxy: &ProxyProcess) -> f64 {
+    metric(
+        &proxy.metrics(),
+        "launch_proxy_tenant_cap_waits_total",
+        &[("pool", "app")],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_cap_waits_for_its_own_connections_while_others_run() {
+    let (pg, proxy) = start(30_000);
+    let busy1 = connect(&proxy, "busy1", "pw").await.unwrap();
+    let busy2 = connect(&proxy, "busy2", "pw").await.unwrap();
+    let busy3 = connect(&proxy, "busy3", "pw").await.unwrap();
+    let quiet = connect(&proxy, "quiet", "pw").await.unwrap();
+    let app = connect(&proxy, "app", "apppw").await.unwrap();
+    hold(&busy1).await;
+    hold(&busy2).await;
+
+    let third = tokio::spawn(async move {
+        let tenant = one(&busy3.client, "SELECT current_setting('app.tenant_id')").await;
+        (busy3, tenant)
+    });
+    assert!(
+        app_clients_reach(&proxy, "waiting", 1.0).await,
+        "busy3 never queued"
+    );
+    assert_eq!(cap_waits(&proxy), 1.0);
+    // The pool has room for two more, and nothing opens one for a client its cap holds
+    // back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pg.server_backend_count("app"), 2);
+
+    // Another tenant, and a session without one, run meanwhile.
+    let q = one(&quiet.client, "SELECT current_setting('app.tenant_id')").await;
+    assert_eq!(q, QUIET);
+    let a = one(&app.client, "SELECT 'no tenant'").await;
+    assert_eq!(a, "no tenant");
+    assert!(!third.is_finished(), "busy3 ran past its tenant's cap");
+    assert_eq!(
+        metric(
+            &proxy.metrics(),
+            "launch_proxy_client_connections",
+            &[("pool", "app"), ("state", "waiting")]
+        ),
+        1.0
+    );
+
+    // busy1's transaction ends: its connection goes to busy3.
+    busy1.client.batch_execute("COMMIT").await.unwrap();
+    let (busy3, tenant) = tokio::time::timeout(LIMIT, third).await.unwrap().unwrap();
+    assert_eq!(tenant, BUSY);
+
+    // busy2's backend dies under its open transaction: the connection it held counts
+    // against its tenant no more once the proxy drops it.
+    let terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE usename = 'app' AND state = 'idle in transaction'";
+    assert_eq!(pg.psql("launch", terminate), "1");
+    assert!(busy2.client.simple_query("SELECT 1").await.is_err());
+
+    // So the tenant may hold two again, and a third waits again.
+    let busy2 = connect(&proxy, "busy2", "pw").await.unwrap();
+    hold(&busy1).await;
+    hold(&busy3).await;
+    let again =
+        tokio::spawn(
+            async move { one(&busy2.client, "SELECT current_setting('app.tenant_id')").await },
+        );
+    assert!(app_clients_reach(&proxy, "waiting", 1.0).await);
+    assert_eq!(cap_waits(&proxy), 2.0);
+    busy3.client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(LIMIT, again).await.unwrap().unwrap(),
+        BUSY
+    );
+    busy1.client.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_at_the_cap_ends_with_an_error_that_names_it() {
+    let (_pg, proxy) = start(1_000);
+    let busy1 = connect(&proxy, "busy1", "pw").await.unwrap();
+    let busy2 = connect(&proxy, "busy2", "pw").await.unwrap();
+    let busy3 = connect(&proxy, "busy3", "pw").await.unwrap();
+    let quiet = connect(&proxy, "quiet", "pw").await.unwrap();
+    hold(&busy1).await;
+    hold(&busy2).await;
+
+    let err = busy3.client.simple_query("SELECT 1").await.unwrap_err();
+    let db = err.as_db_error().expect("a PostgreSQL error");
+    assert_eq!(db.code(), &SqlState::TOO_MANY_CONNECTIONS);
+    assert!(
+        db.message().contains("acquire_timeout_ms"),
+        "{}",
+        db.message()
+    );
+    let detail = db.detail().unwrap_or_default();
+    assert!(detail.contains("max_tenant_connections"), "{detail}");
+    assert!(detail.contains('2'), "{detail}");
+
+    // The tenant's open transactions, and the other tenant, are untouched.
+    assert_eq!(
+        one(&quiet.client, "SELECT current_setting('app.tenant_id')").await,
+        QUIET
+    );
+    for c in [&busy1, &busy2] {
+        assert_eq!(one(&c.client, "SELECT 'still open'").await, "still open");
+        c.client.batch_execute("COMMIT").await.unwrap();
+    }
+}
