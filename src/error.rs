@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Shutdown,
     /// The client cancelled its statement (a CancelRequest).
     Cancel,
+    /// An operator ended the session (the admin console's KILL_CLIENT, KILL_TENANT).
+    Admin,
     /// A bug or an unexpected condition in the proxy.
     Internal,
 }
@@ -38,6 +40,7 @@ impl ErrorKind {
             ErrorKind::Server => "server",
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::Cancel => "cancel",
+            ErrorKind::Admin => "admin",
             ErrorKind::Internal => "internal",
         }
     }

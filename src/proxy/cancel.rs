@@ -14,7 +14,7 @@ use super::command_timeout::{DeadlineSlot, DeadlineTable};
 use crate::pool::{send_cancel, BackendKey};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
@@ -47,6 +47,8 @@ pub struct CancelTarget {
     /// [`HOLD_OFF`], [`HOLD_ON`] while the proxy's own statements run ahead of the
     /// client's, [`HOLD_WAITING`] once a cancel came meanwhile.
     held: AtomicU8,
+    /// The admin console ended the session ([`CancelTarget::kill`]).
+    killed: AtomicBool,
     /// The pool the client queues in, where a cancel withdraws its wait.
     pool: Option<Arc<crate::pool::Pool>>,
     /// Cancels sent to `server` that PostgreSQL has not acknowledged yet. With `server`, a
@@ -209,6 +211,7 @@ impl CancelRegistry {
             pool,
             waits: AtomicU32::new(0),
             held: AtomicU8::new(HOLD_OFF),
+            killed: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
             settled: Notify::new(),
             deadline: targets.deadlines.take(),
@@ -226,6 +229,11 @@ impl CancelRegistry {
             registry: self.clone(),
             target,
         }
+    }
+
+    /// The logged-in client with this key's pid (the admin console's KILL_CLIENT).
+    pub fn client(&self, pid: u32) -> Option<Arc<CancelTarget>> {
+        self.targets.lock().by_pid.get(&pid).cloned()
     }
 
     /// Every logged-in client, in no order (the admin console's SHOW CLIENTS and SHOW
@@ -460,6 +468,22 @@ impl CancelTarget {
         if !relay.as_ref().is_some_and(|w| w.will_wake(waker)) {
             *relay = Some(waker.clone());
         }
+    }
+
+    /// Ends the client's session (the admin console's KILL_CLIENT and KILL_TENANT): the
+    /// relay sees it at its next wait, for the client, its server or a connection, and
+    /// closes the session with 57P01, cancelling a statement still running on the server.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        if let Some(waker) = self.relay.lock().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Whether [`Self::kill`] ended the session.
+    #[inline]
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
     }
 
     /// Whether the server left command_timeout's cancel unanswered: the relay closes it.

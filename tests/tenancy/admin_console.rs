@@ -4,13 +4,13 @@
 
 use super::*;
 
-const OPS: &str = "  ops: { password: \"opspw\", role: write, server_user: app }\n";
+pub(super) const OPS: &str = "  ops: { password: \"opspw\", role: write, server_user: app }\n";
 
-fn with_console(config: String) -> String {
+pub(super) fn with_console(config: String) -> String {
     config + "admin: { users: [ops] }\n"
 }
 
-async fn console_as(env: &Env, user: &str) -> Result<Client, Error> {
+pub(super) async fn console_as(env: &Env, user: &str) -> Result<Client, Error> {
     let conn = format!(
         "host=127.0.0.1 port={} user={user} password={} dbname=pgbouncer",
         env.proxy.port,

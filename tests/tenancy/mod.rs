@@ -7,6 +7,7 @@
 
 use crate::common;
 mod admin_console;
+mod admin_kill;
 mod concurrency;
 mod copy_and_failures;
 mod env;

@@ -3,6 +3,7 @@
 
 use crate::error::{ClientError, ErrorKind};
 use crate::protocol::codes;
+use crate::tenant::TenantId;
 
 /// What SHOW can show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +30,10 @@ pub enum Command {
     Resume(Option<String>),
     Reload,
     Shutdown,
+    /// Ends one client's session, by the pid of its cancel key (SHOW CLIENTS).
+    KillClient(u32),
+    /// Ends every session of one tenant.
+    KillTenant(TenantId),
 }
 
 impl Command {
@@ -45,6 +50,8 @@ impl Command {
             Command::Resume(_) => "RESUME",
             Command::Reload => "RELOAD",
             Command::Shutdown => "SHUTDOWN",
+            Command::KillClient(_) => "KILL_CLIENT",
+            Command::KillTenant(_) => "KILL_TENANT",
         }
     }
 }
@@ -84,6 +91,14 @@ pub const HELP: &[(&str, &str)] = &[
     ("RESUME [pool]", "ends a pause"),
     ("RELOAD", "reads the users file again (as SIGHUP)"),
     ("SHUTDOWN", "stops accepting and drains (as SIGTERM)"),
+    (
+        "KILL_CLIENT pid",
+        "ends the session with that pid (SHOW CLIENTS); its transaction rolls back",
+    ),
+    (
+        "KILL_TENANT tenant",
+        "ends every session of the tenant (a ULID); their transactions roll back",
+    ),
 ];
 
 /// Parses one statement (without its `;`).
@@ -113,6 +128,16 @@ pub fn parse(statement: &str) -> Result<Command, ClientError> {
         Some("RESUME") => (Command::Resume(name(1)), 1 + usize::from(words.len() > 1)),
         Some("RELOAD") => (Command::Reload, 1),
         Some("SHUTDOWN") => (Command::Shutdown, 1),
+        Some("KILL_CLIENT") => {
+            let pid = name(1).and_then(|p| p.parse().ok());
+            let pid = pid.ok_or_else(|| needs(statement, "a client's pid (SHOW CLIENTS)"))?;
+            (Command::KillClient(pid), 2)
+        }
+        Some("KILL_TENANT") => {
+            let tenant = name(1).and_then(|t| TenantId::parse(&t.replace('\'', "")).ok());
+            let tenant = tenant.ok_or_else(|| needs(statement, "a tenant id (a ULID)"))?;
+            (Command::KillTenant(tenant), 2)
+        }
         _ => return Err(unknown(statement)),
     };
     if words.len() > used {
@@ -126,6 +151,15 @@ fn unquote(word: &str) -> &str {
     word.strip_prefix('"')
         .and_then(|w| w.strip_suffix('"'))
         .unwrap_or(word)
+}
+
+fn needs(statement: &str, what: &str) -> ClientError {
+    let command = statement.split_whitespace().next().unwrap_or_default();
+    ClientError::error(
+        ErrorKind::Protocol,
+        codes::SYNTAX_ERROR,
+        format!("{} needs {what}", command.to_ascii_uppercase()),
+    )
 }
 
 fn unknown(statement: &str) -> ClientError {
@@ -162,6 +196,17 @@ mod tests {
         assert!(parse("reload").unwrap().tag() == "RELOAD");
         assert!(parse("SHOW POOLS").unwrap().only_reads());
         assert!(!parse("SHUTDOWN").unwrap().only_reads());
+        assert_eq!(parse("kill_client 42").unwrap(), Command::KillClient(42));
+        let t: TenantId = "01JBXTENANT1000000000000T1".parse().unwrap();
+        for written in [
+            "KILL_TENANT 01JBXTENANT1000000000000T1",
+            "kill_tenant '01JBXTENANT1000000000000T1'",
+            "KILL_TENANT \"01JBXTENANT1000000000000T1\"",
+        ] {
+            assert_eq!(parse(written).unwrap(), Command::KillTenant(t), "{written}");
+        }
+        assert!(!parse("KILL_CLIENT 42").unwrap().only_reads());
+        assert_eq!(parse("KILL_CLIENT 42").unwrap().tag(), "KILL_CLIENT");
     }
 
     #[test]
@@ -173,6 +218,11 @@ mod tests {
             "SHOW POOLS extra",
             "PAUSE a b",
             "RELOAD now",
+            "KILL_CLIENT",
+            "KILL_CLIENT abc",
+            "KILL_CLIENT 1 2",
+            "KILL_TENANT",
+            "KILL_TENANT not-a-ulid",
             "",
         ] {
             let err = parse(bad).expect_err(bad);

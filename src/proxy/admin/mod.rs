@@ -247,6 +247,33 @@ async fn run(
             ctx.shutdown.trigger();
             Ok(())
         }
+        Command::KillClient(pid) => {
+            let target = ctx.cancels.client(*pid).ok_or_else(|| {
+                ClientError::error(
+                    ErrorKind::Protocol,
+                    codes::UNDEFINED_OBJECT,
+                    format!("no client with pid {pid}"),
+                )
+                .with_hint("SHOW CLIENTS lists the clients and their pids")
+            })?;
+            let user = &target.client.user;
+            tracing::info!(user = %who, pid, client = %user.name, tenant = ?user.tenant, "admin console: KILL_CLIENT");
+            target.kill();
+            Ok(())
+        }
+        Command::KillTenant(tenant) => {
+            let ended = ctx
+                .cancels
+                .clients()
+                .into_iter()
+                .filter(|c| c.client.user.tenant.as_ref() == Some(tenant))
+                .inspect(|c| c.kill())
+                .count();
+            tracing::info!(user = %who, %tenant, sessions = ended, "admin console: KILL_TENANT");
+            let text = format!("{ended} session(s) of tenant {tenant} ended");
+            encode::error_response(out, encode::Severity::Notice, "00000", &text, None, None);
+            Ok(())
+        }
     }
 }
 

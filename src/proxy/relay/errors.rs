@@ -20,6 +20,17 @@ pub(super) fn idle_without_sync(limit: std::time::Duration) -> ClientError {
     ))
 }
 
+/// The admin console ended the session (PostgreSQL's code and wording for
+/// `pg_terminate_backend`).
+pub(super) fn killed() -> ClientError {
+    ClientError::fatal(
+        ErrorKind::Admin,
+        codes::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command",
+    )
+    .with_detail("an operator ended this session from launch-proxy's admin console; an open transaction was rolled back")
+}
+
 pub(super) fn server_lost() -> ClientError {
     ClientError::fatal(
         ErrorKind::Server,

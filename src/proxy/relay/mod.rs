@@ -131,7 +131,8 @@ pub(super) async fn run(
     let mut lookup_retried = false;
     let error = loop {
         if held.is_none() {
-            match wait_for_work(client, &mut state, ctx, &mut shutdown).await {
+            let target = &*session.cancel.target;
+            match wait_for_work(client, &mut state, ctx, target, &mut shutdown).await {
                 Ok(true) => {}
                 Ok(false) => break None,
                 Err(e) => break e,
@@ -145,6 +146,7 @@ pub(super) async fn run(
                 match queued::checkout(client, session).await {
                     queued::Checkout::Server(server) => held = Some(server),
                     queued::Checkout::Gone => break None,
+                    queued::Checkout::Killed => break Some(errors::killed()),
                     queued::Checkout::Cancelled => {
                         match queued::answer_cancelled(client, ctx, &mut shutdown).await {
                             Ok(()) => continue,
@@ -299,6 +301,7 @@ async fn wait_for_work(
     client: &mut ClientConn,
     state: &mut SessionState,
     ctx: &ProxyContext,
+    target: &super::cancel::CancelTarget,
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
 ) -> Result<bool, Option<ClientError>> {
     loop {
@@ -349,6 +352,7 @@ async fn wait_for_work(
                 biased;
                 r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
                 _ = &mut *shutdown => return Err(Some(ClientError::shutting_down())),
+                () = killed(target) => return Err(Some(errors::killed())),
             }
         }
         match client.read_more().await {
@@ -568,6 +572,7 @@ async fn transaction(
             () = unresponsive(target), if deadline.watched(t) => {
                 return Err(Stop::ServerUnresponsive)
             }
+            () = killed(target) => return Err(Stop::Client(errors::killed())),
         }
     }
 }
@@ -659,6 +664,18 @@ fn unresponsive(
 ) -> impl std::future::Future<Output = ()> + '_ {
     std::future::poll_fn(move |_| {
         if target.server_unresponsive() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
+/// Ready once the admin console ended the session (`CancelTarget::kill`, which wakes the
+/// session's task); like [`unresponsive`], it registers no waker.
+fn killed(target: &super::cancel::CancelTarget) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if target.is_killed() {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending

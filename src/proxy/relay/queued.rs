@@ -15,6 +15,8 @@ pub(super) enum Checkout {
     Server(Box<ServerConn>),
     /// The client hung up while queued: its messages are never sent.
     Gone,
+    /// The admin console ended the session while it queued: its messages are never sent.
+    Killed,
     /// A CancelRequest withdrew the statement (answer with [`answer_cancelled`]).
     Cancelled,
     Failed(AcquireError),
@@ -40,7 +42,11 @@ pub(super) async fn checkout(client: &ClientConn, session: &Session) -> Checkout
         }
         Ok(None) => {
             target.leave_queue(&wait);
-            Checkout::Gone
+            if target.is_killed() {
+                Checkout::Killed
+            } else {
+                Checkout::Gone
+            }
         }
         // Withdrawn, or timed out as the cancel came.
         Err(e) => {
@@ -80,6 +86,7 @@ async fn acquire_watching(
                 }
                 watching = false;
             }
+            () = super::killed(target) => return Ok(None),
         }
     }
 }

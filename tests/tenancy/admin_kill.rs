@@ -1,0 +1,193 @@
+//! The admin console's KILL_TENANT and KILL_CLIENT against PostgreSQL: they end the sessions
+//! named, wherever each is (idle, running a statement, queued for a connection), with 57P01;
+//! a running statement is cancelled on the server; every other tenant's sessions, open
+//! transactions included, go on. A tenant cannot reach either command.
+
+use super::admin_console::{console_as, with_console, OPS};
+use super::*;
+use crate::common::app_clients_reach;
+use crate::common::client::{eventually, LIMIT};
+
+/// Three server connections, no gate: three open transactions fill the pool.
+const POOL: &str = "default_pool_size: 3\nmin_pool_size: 0\nreserve_pool_size: 0\n\
+                    max_active: 0\nacquire_timeout_ms: 30000";
+
+async fn start() -> Env {
+    let ids = [T1, T2, T3].map(String::from);
+    Env::start(POOL, "", OPS, &ids, with_console).await
+}
+
+/// Runs `sql` in a task of its own; the SQLSTATE it fails with (`None`: it succeeded).
+fn spawn_query(c: Client, sql: &'static str) -> tokio::task::JoinHandle<Option<String>> {
+    tokio::spawn(async move {
+        let r = c.simple_query(sql).await;
+        r.err()
+            .map(|e| e.code().map_or("none".into(), |c| c.code().to_owned()))
+    })
+}
+
+/// The NOTICEs and errors of one console command, as `SQLSTATE message` lines.
+async fn console(ops: &Client, command: &str) -> Result<(), String> {
+    ops.simple_query(command)
+        .await
+        .map(|_| ())
+        .map_err(|e| show(&e))
+}
+
+/// Whether, within the limit, `n` statements with `pg_sleep(60)` run on the server (the
+/// tenant switch is carried in front of the client's text).
+async fn sleeping_statements_reach(env: &Env, n: &str) -> bool {
+    let sql = "SELECT count(*) FROM pg_stat_activity \
+               WHERE state = 'active' AND query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()";
+    let until = Instant::now() + LIMIT;
+    while Instant::now() < until {
+        if env.su1(sql).await == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A console session whose NOTICEs are collected.
+async fn console_with_notices(env: &Env) -> (Client, Arc<Mutex<Vec<String>>>) {
+    let conn = format!(
+        "host=127.0.0.1 port={} user=ops password={} dbname=pgbouncer",
+        env.proxy.port,
+        pw("ops")
+    );
+    let (client, mut connection) = tokio_postgres::connect(&conn, NoTls)
+        .await
+        .expect("console");
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let seen = notices.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let AsyncMessage::Notice(n) = m {
+                seen.lock().unwrap().push(n.message().to_owned());
+            }
+        }
+    });
+    (client, notices)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_tenant_ends_that_tenants_sessions_wherever_they_are_and_no_other() {
+    let env = start().await;
+    let idle = env.login("t1").await;
+    let sleeping = spawn_query(env.login("t1").await, "SELECT pg_sleep(60)");
+    assert!(
+        sleeping_statements_reach(&env, "1").await,
+        "the long statement never started"
+    );
+    let t2 = env.login("t2").await;
+    let t3 = env.login("t3").await;
+    for c in [&t2, &t3] {
+        col(c, "BEGIN").await;
+        col(c, "SELECT count(*) FROM base_entity").await;
+    }
+    let queued = spawn_query(env.login("t1").await, "SELECT 1");
+    assert!(
+        app_clients_reach(&env.proxy, "waiting", 1.0).await,
+        "t1's third session never queued"
+    );
+
+    let (ops, notices) = console_with_notices(&env).await;
+    console(&ops, &format!("KILL_TENANT {T1}"))
+        .await
+        .expect("KILL_TENANT");
+    assert_eq!(
+        notices.lock().unwrap().as_slice(),
+        [format!("3 session(s) of tenant {T1} ended")]
+    );
+
+    // The running statement ends now (it would sleep a minute), cancelled on the server;
+    // the queued one ends without running; the idle session is closed.
+    let code = |h: tokio::task::JoinHandle<Option<String>>| async move {
+        tokio::time::timeout(LIMIT, h)
+            .await
+            .expect("never ended")
+            .unwrap()
+    };
+    assert_eq!(code(sleeping).await.as_deref(), Some("57P01"));
+    assert_eq!(code(queued).await.as_deref(), Some("57P01"));
+    let closed = eventually(LIMIT, || idle.is_closed()).await;
+    assert!(closed, "the idle session stayed open");
+    assert!(
+        sleeping_statements_reach(&env, "0").await,
+        "the statement kept running on the server"
+    );
+
+    // The other tenants' transactions are intact and commit.
+    for c in [&t2, &t3] {
+        assert_eq!(col(c, "SELECT 'still open'").await, ["still open"]);
+        col(c, "COMMIT").await;
+    }
+    env.check_own(&t2, T2, "t2").await;
+    // No session of T1 is left, and T1 logs in again with its own rows only.
+    let rows = ops
+        .simple_query("SHOW CLIENTS")
+        .await
+        .expect("SHOW CLIENTS");
+    let t1_left = rows
+        .iter()
+        .filter(|m| matches!(m, Msg::Row(r) if r.get("tenant") == Some(T1)))
+        .count();
+    assert_eq!(t1_left, 0);
+    let again = env.login("t1").await;
+    env.check_own(&again, T1, "t1 again").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_client_ends_one_session_and_tenants_cannot_kill() {
+    let env = start().await;
+    let t1 = env.login("t1").await;
+    let t2 = env.login("t2").await;
+    let other_t2 = env.login("t2").await;
+    col(&t2, "BEGIN").await;
+    col(&t2, "SELECT count(*) FROM base_entity").await;
+
+    // A tenant's KILL_TENANT or KILL_CLIENT is SQL for PostgreSQL, which knows neither.
+    for attempt in [format!("KILL_TENANT {T2}"), "KILL_CLIENT 1".into()] {
+        let e = fails(&t1, &attempt).await;
+        assert!(e.starts_with("42601"), "{attempt}: {e}");
+    }
+    assert_eq!(col(&t2, "SELECT 'alive'").await, ["alive"]);
+
+    let ops = console_as(&env, "ops").await.expect("console");
+    let rows = ops
+        .simple_query("SHOW CLIENTS")
+        .await
+        .expect("SHOW CLIENTS");
+    let pid_of_t2_in_transaction = rows
+        .iter()
+        .find_map(|m| match m {
+            Msg::Row(r) if r.get("user") == Some("t2") && r.get("state") == Some("active") => {
+                r.get("pid").map(str::to_owned)
+            }
+            _ => None,
+        })
+        .expect("t2's session in SHOW CLIENTS");
+    console(&ops, &format!("KILL_CLIENT {pid_of_t2_in_transaction}"))
+        .await
+        .expect("KILL_CLIENT");
+    let e = fails(&t2, "SELECT 1").await;
+    assert!(
+        e.starts_with("57P01") || e.contains("closed"),
+        "the killed session: {e}"
+    );
+    // The same tenant's other session and another tenant's go on.
+    assert_eq!(col(&other_t2, "SELECT 'alive'").await, ["alive"]);
+    assert_eq!(col(&t1, "SELECT 'alive'").await, ["alive"]);
+
+    for (command, code) in [
+        ("KILL_CLIENT 4000000000", "42704"),
+        ("KILL_CLIENT", "42601"),
+        ("KILL_TENANT 42", "42601"),
+    ] {
+        let e = console(&ops, command).await.expect_err(command);
+        assert!(e.starts_with(code), "{command}: {e}");
+    }
+    // The console goes on after its errors.
+    assert!(console(&ops, "SHOW VERSION").await.is_ok());
+}
