@@ -260,7 +260,15 @@ async fn only_listed_users_get_the_console_and_stats_users_only_look() {
         .await
         .expect("stats user logs in");
     assert_eq!(show(&watcher, "POOLS").await.len(), 2);
-    for cmd in ["PAUSE", "RESUME", "RELOAD", "SHUTDOWN"] {
+    for cmd in [
+        "PAUSE",
+        "RESUME",
+        "RELOAD",
+        "SHUTDOWN",
+        "RECONNECT",
+        "KILL_CLIENT 1",
+        "KILL_TENANT 01JBXTENANT1000000000000T1",
+    ] {
         let err = watcher.simple_query(cmd).await.expect_err(cmd);
         assert_eq!(
             code(&err),
@@ -472,4 +480,57 @@ async fn the_console_opens_when_the_proxy_is_full() {
     );
     assert_eq!(one(&a.client, "SELECT 'a'").await, "a");
     assert_eq!(one(&b.client, "SELECT 'b'").await, "b");
+}
+
+/// RECONNECT closes the idle server connections at once and one in use when its
+/// transaction ends; later transactions run on new backends, which start with the role's
+/// settings as they are now. A name that is neither a pool nor the database is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_replaces_every_server_connection_after_its_transaction() {
+    let pg = PgServer::start();
+    let proxy = start(&pg, "default_pool_size: 4\nmin_pool_size: 2\nmax_active: 0");
+    let (holder, other) = (app(&proxy).await, app(&proxy).await);
+    holder.client.batch_execute("BEGIN").await.unwrap();
+    let pid = "SELECT pg_backend_pid()::text";
+    let held = one(&holder.client, pid).await;
+    let idle = one(&other.client, pid).await;
+    assert_ne!(held, idle);
+    pg.psql("launch", "ALTER ROLE app SET work_mem = '7MB'");
+
+    let ops = console(&proxy).await;
+    assert!(ops.simple_query("RECONNECT nosuchpool").await.is_err());
+    timeout(LIMIT, ops.simple_query("RECONNECT app"))
+        .await
+        .expect("RECONNECT answers at once")
+        .expect("RECONNECT");
+    let pg = &pg;
+    let gone = |pid: &str| {
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
+        move || pg.psql("launch", &sql) == "0"
+    };
+    assert!(
+        eventually(LIMIT, gone(&idle)).await,
+        "the idle connection stayed open"
+    );
+
+    // The open transaction goes on where it was; the other client gets a new backend.
+    assert_eq!(one(&holder.client, pid).await, held);
+    let now = one(
+        &other.client,
+        "SELECT pg_backend_pid() || ' ' || current_setting('work_mem')",
+    )
+    .await;
+    assert!(
+        now.ends_with(" 7MB") && !now.starts_with(&format!("{idle} ")),
+        "{now}"
+    );
+    holder.client.batch_execute("COMMIT").await.unwrap();
+    assert!(
+        eventually(LIMIT, gone(&held)).await,
+        "the held connection outlived its transaction"
+    );
+    let next = one(&holder.client, pid).await;
+    assert_ne!(next, held);
+    // The warm minimum opens again.
+    assert!(eventually(LIMIT, || pg.server_backend_count("app") >= 2).await);
 }

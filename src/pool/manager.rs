@@ -252,6 +252,9 @@ async fn open_one(pool: Arc<Pool>) {
     let mut attempts = 0u32;
     loop {
         attempts += 1;
+        // Read before the login: one that began before a RECONNECT is closed at its first
+        // release, as the connections open then were.
+        let generation = pool.generation.load(Ordering::Relaxed);
         let credentials = match &pool.login {
             ServerLogin::Password(p) => Some(Credentials::Password(p.clone())),
             ServerLogin::ScramPassthrough => pool
@@ -293,6 +296,7 @@ async fn open_one(pool: Arc<Pool>) {
                     created_ms: now,
                     last_used_ms: now,
                     uses: 0,
+                    generation,
                     tenant: super::AppliedTenant::Unknown,
                     session_locks,
                     may_hold_objects: false,

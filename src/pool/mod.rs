@@ -166,6 +166,8 @@ pub struct Pool {
     /// Set by `/health` while the latest login failed: the manager tries one more.
     probe: std::sync::atomic::AtomicBool,
     next_conn_id: AtomicU64,
+    /// Raised by [`Pool::reconnect`]; connections of an older one close as they come back.
+    generation: AtomicU64,
     /// Open server connections (SHOW SERVERS).
     pub servers: ServerList,
     shutdown: Shutdown,
@@ -319,7 +321,8 @@ impl Pool {
             || self
                 .limits
                 .lifetime
-                .is_some_and(|l| crate::clock::lasted(conn.created_ms, now, l));
+                .is_some_and(|l| crate::clock::lasted(conn.created_ms, now, l))
+            || conn.generation != self.generation.load(std::sync::atomic::Ordering::Relaxed);
         let mut st = self.state.lock();
         st.leave_holder(&mut conn);
         if retire {
@@ -368,6 +371,29 @@ impl Pool {
             .remove_where(|w| w.id == id)
             .into_iter()
             .any(|w| w.tx.send(None).is_ok())
+    }
+
+    /// Closes every server connection of the pool once no transaction uses it (PgBouncer's
+    /// RECONNECT): the idle ones now, the others as they come back; new ones open as
+    /// clients need them. After a change to how a session starts (`ALTER ROLE ... SET`, a
+    /// server's new address or settings), no client is served by a session opened before
+    /// it. Returns how many idle connections closed and how many were in use.
+    pub fn reconnect(&self) -> (usize, usize) {
+        let (idle, in_use): (Vec<Box<ServerConn>>, usize) = {
+            let mut st = self.state.lock();
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let in_use = st.total - st.idle.len() - st.opening;
+            (st.idle.drain(..).collect(), in_use)
+        };
+        PoolStats::add(&self.stats.closed_retired, idle.len() as u64);
+        let closed = idle.len();
+        for mut c in idle {
+            c.slot.counted = true;
+        }
+        // The manager opens the warm minimum again.
+        self.wake();
+        (closed, in_use)
     }
 
     /// Stops new transactions; connections close as their transactions end (the manager
@@ -621,6 +647,7 @@ impl PoolSet {
             wake: Notify::new(),
             probe: Default::default(),
             next_conn_id: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
             servers: ServerList::default(),
             name,
             shutdown: shutdown.clone(),

@@ -39,6 +39,9 @@ pub struct ServerConn {
     pub last_used_ms: u64,
     /// Transactions (or sessions) served so far, for `server_max_uses`.
     pub uses: u64,
+    /// The pool's generation when its login began ([`super::Pool::reconnect`]): an older
+    /// one is closed when it comes back.
+    pub(super) generation: u64,
     pub tenant: AppliedTenant,
     /// Whether its login can take session-level advisory locks, which a tenant switch must
     /// then release (`tenant::prelude::SESSION_LOCKS_CHECK`, asked once at login).

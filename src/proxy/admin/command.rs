@@ -30,6 +30,8 @@ pub enum Command {
     Resume(Option<String>),
     Reload,
     Shutdown,
+    /// Every pool, or the one named: server connections close once no transaction uses them.
+    Reconnect(Option<String>),
     /// Ends one client's session, by the pid of its cancel key (SHOW CLIENTS).
     KillClient(u32),
     /// Ends every session of one tenant.
@@ -50,6 +52,7 @@ impl Command {
             Command::Resume(_) => "RESUME",
             Command::Reload => "RELOAD",
             Command::Shutdown => "SHUTDOWN",
+            Command::Reconnect(_) => "RECONNECT",
             Command::KillClient(_) => "KILL_CLIENT",
             Command::KillTenant(_) => "KILL_TENANT",
         }
@@ -90,6 +93,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("RESUME [pool]", "ends a pause"),
     ("RELOAD", "reads the users file again (as SIGHUP)"),
+    (
+        "RECONNECT [pool]",
+        "closes every server connection once no transaction uses it; new ones open",
+    ),
     ("SHUTDOWN", "stops accepting and drains (as SIGTERM)"),
     (
         "KILL_CLIENT pid",
@@ -127,6 +134,10 @@ pub fn parse(statement: &str) -> Result<Command, ClientError> {
         Some("PAUSE") => (Command::Pause(name(1)), 1 + usize::from(words.len() > 1)),
         Some("RESUME") => (Command::Resume(name(1)), 1 + usize::from(words.len() > 1)),
         Some("RELOAD") => (Command::Reload, 1),
+        Some("RECONNECT") => (
+            Command::Reconnect(name(1)),
+            1 + usize::from(words.len() > 1),
+        ),
         Some("SHUTDOWN") => (Command::Shutdown, 1),
         Some("KILL_CLIENT") => {
             let pid = name(1).and_then(|p| p.parse().ok());
@@ -193,6 +204,11 @@ mod tests {
             Command::Resume(Some("launch".into()))
         );
         assert_eq!(parse("reload").unwrap(), Command::Reload);
+        assert_eq!(parse("RECONNECT").unwrap(), Command::Reconnect(None));
+        assert_eq!(
+            parse("reconnect app").unwrap(),
+            Command::Reconnect(Some("app".into()))
+        );
         assert!(parse("reload").unwrap().tag() == "RELOAD");
         assert!(parse("SHOW POOLS").unwrap().only_reads());
         assert!(!parse("SHUTDOWN").unwrap().only_reads());
@@ -218,6 +234,7 @@ mod tests {
             "SHOW POOLS extra",
             "PAUSE a b",
             "RELOAD now",
+            "RECONNECT a b",
             "KILL_CLIENT",
             "KILL_CLIENT abc",
             "KILL_CLIENT 1 2",

@@ -247,6 +247,19 @@ async fn run(
             ctx.shutdown.trigger();
             Ok(())
         }
+        Command::Reconnect(name) => {
+            let pools = pools_named(ctx, name.as_deref())?;
+            let (closed, in_use) = pools
+                .iter()
+                .map(|p| p.reconnect())
+                .fold((0, 0), |(c, u), (c2, u2)| (c + c2, u + u2));
+            tracing::info!(user = %who, pools = pools.len(), closed, in_use, "admin console: RECONNECT");
+            let text = format!(
+                "{closed} idle server connection(s) closed; {in_use} in use close when their transaction ends"
+            );
+            encode::error_response(out, encode::Severity::Notice, "00000", &text, None, None);
+            Ok(())
+        }
         Command::KillClient(pid) => {
             let target = ctx.cancels.client(*pid).ok_or_else(|| {
                 ClientError::error(
@@ -277,7 +290,7 @@ async fn run(
     }
 }
 
-/// The pools a PAUSE or RESUME names: all of them without a name or with the database's,
+/// The pools a PAUSE, RESUME or RECONNECT names: all of them without a name or with the database's,
 /// else the one whose server login it is.
 fn pools_named(
     ctx: &ProxyContext,
