@@ -1,8 +1,13 @@
-//! `pool.max_tenant_connections` against a real PostgreSQL: a tenant whose sessions hold
-//! their share of a pool's server connections queues its next transaction behind its own,
-//! while other tenants' sessions run on the connections left; the queued one starts when
-//! one of its tenant's connections comes back (its transaction ends, or its backend dies),
-//! and ends with a 53300 that names the cap if none does within `acquire_timeout_ms`.
+//! The per-tenant caps against a real PostgreSQL.
+//!
+//! `pool.max_tenant_connections`: a tenant whose sessions hold their share of a pool's
+//! server connections queues its next transaction behind its own, while other tenants'
+//! sessions run on the connections left; the queued one starts when one of its tenant's
+//! connections comes back (its transaction ends, or its backend dies), and ends with a
+//! 53300 that names the cap if none does within `acquire_timeout_ms`.
+//!
+//! `pool.max_tenant_clients`: a tenant's login beyond its number of sessions gets 53300,
+//! and other tenants and tenant-less logins still log in.
 
 use crate::common;
 
@@ -32,12 +37,15 @@ fn users() -> String {
 
 /// Four connections, no gate, at most two per tenant.
 fn start(acquire_timeout_ms: u64) -> (PgServer, ProxyProcess) {
-    let pg = PgServer::start();
-    let pool = format!(
+    start_with(&format!(
         "default_pool_size: 4\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
          max_tenant_connections: 2\nacquire_timeout_ms: {acquire_timeout_ms}"
-    );
-    let config = proxy_config(&pg, &pool)
+    ))
+}
+
+fn start_with(pool: &str) -> (PgServer, ProxyProcess) {
+    let pg = PgServer::start();
+    let config = proxy_config(&pg, pool)
         + &format!("tenant: {{ signing_key: \"{KEY}\", check_status: false }}\n");
     let proxy = ProxyProcess::start(&config, &users());
     (pg, proxy)
@@ -162,4 +170,55 @@ async fn a_wait_at_the_cap_ends_with_an_error_that_names_it() {
         assert_eq!(one(&c.client, "SELECT 'still open'").await, "still open");
         c.client.batch_execute("COMMIT").await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_session_cap_cannot_log_in_and_others_still_can() {
+    let (_pg, proxy) = start_with("min_pool_size: 0\nmax_tenant_clients: 2");
+    let busy1 = connect(&proxy, "busy1", "pw").await.unwrap();
+    let busy2 = connect(&proxy, "busy2", "pw").await.unwrap();
+    for user in ["busy3", "busy1"] {
+        let err = connect(&proxy, user, "pw")
+            .await
+            .err()
+            .expect("over the cap");
+        let db = err.as_db_error().expect("a PostgreSQL error");
+        assert_eq!(db.code(), &SqlState::TOO_MANY_CONNECTIONS, "{user}");
+        assert_eq!(
+            db.message(),
+            format!("too many connections for tenant \"{BUSY}\"")
+        );
+        assert!(db
+            .detail()
+            .unwrap_or_default()
+            .contains("max_tenant_clients"));
+    }
+    // Other tenants, and logins without a tenant, are not counted against it.
+    let quiet = connect(&proxy, "quiet", "pw").await.unwrap();
+    let app = connect(&proxy, "app", "apppw").await.unwrap();
+    assert_eq!(
+        one(&quiet.client, "SELECT current_setting('app.tenant_id')").await,
+        QUIET
+    );
+    assert_eq!(one(&app.client, "SELECT 'no tenant'").await, "no tenant");
+    assert_eq!(
+        one(&busy2.client, "SELECT current_setting('app.tenant_id')").await,
+        BUSY
+    );
+
+    // A session that ends gives its place back.
+    drop(busy1);
+    let mut again = None;
+    for _ in 0..300 {
+        if let Ok(c) = connect(&proxy, "busy3", "pw").await {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let busy3 = again.expect("busy3 never logged in after busy1 left");
+    assert_eq!(
+        one(&busy3.client, "SELECT current_setting('app.tenant_id')").await,
+        BUSY
+    );
 }

@@ -242,6 +242,10 @@ pub struct PoolConfig {
     /// limit): one tenant's long transactions cannot take every connection from the others
     /// (see pool::tenant_cap). Sessions without a tenant are not counted.
     pub max_tenant_connections: usize,
+    /// Client sessions one tenant may have at once, across pools (0: no limit): one
+    /// tenant's connection leak cannot use up `max_client_conn` for every other tenant.
+    /// Logins beyond it get 53300.
+    pub max_tenant_clients: usize,
     /// How long a running statement counts against `max_active`: longer ones (reports,
     /// lock waits, I/O) make room for others instead of stalling the pool.
     pub active_stall_ms: u64,
@@ -273,6 +277,7 @@ impl Default for PoolConfig {
             max_connecting: 2,
             max_active: 8,
             max_tenant_connections: 0,
+            max_tenant_clients: 0,
             active_stall_ms: 20,
             idle_timeout_ms: 60_000,
             server_max_uses: 7200,

@@ -331,6 +331,13 @@ pub(super) fn validate(
             p.max_tenant_connections, pool_max
         ));
     }
+    if p.max_tenant_clients > 0 && p.max_tenant_clients >= p.max_client_conn {
+        warn(format!(
+            "pool.max_tenant_clients ({}) is not below max_client_conn ({}): one tenant can still \
+             take every client slot; 0 says the same plainly",
+            p.max_tenant_clients, p.max_client_conn
+        ));
+    }
     if !config.tenant.statement_guard {
         warn(
             "tenant.statement_guard is off: clients may SET, RESET or set_config the tenant settings; \

@@ -107,6 +107,8 @@ struct Targets {
     deadlines: DeadlineTable,
     /// Timeouts found so far, numbering each ([`CancelTarget::timed_out`]).
     timeouts: u32,
+    /// Sessions of each tenant (`pool.max_tenant_clients`).
+    per_tenant: super::client_info::TenantSessions,
 }
 
 const HOST_SHIFT: u32 = 27;
@@ -137,6 +139,7 @@ impl CancelHandle {
 impl Drop for CancelHandle {
     fn drop(&mut self) {
         let mut targets = self.registry.targets.lock();
+        targets.per_tenant.leave(&self.target.client.user);
         targets.by_pid.remove(&self.target.pid);
         targets.pid_by_slot[self.target.deadline.index()] = 0;
         targets.deadlines.give_back(&self.target.deadline);
@@ -194,8 +197,22 @@ impl CancelRegistry {
         pool: Option<Arc<crate::pool::Pool>>,
         client: ClientInfo,
     ) -> CancelHandle {
+        self.register_within(pool, client, 0)
+            .unwrap_or_else(|_| unreachable!("no cap"))
+    }
+
+    /// [`Self::register`], refused with the tenant's session count when the client's
+    /// tenant already has `tenant_cap` sessions (`pool.max_tenant_clients`; 0: no cap).
+    /// Counted under the registry's lock, so that logins at once cannot overshoot it.
+    pub fn register_within(
+        self: &Arc<Self>,
+        pool: Option<Arc<crate::pool::Pool>>,
+        client: ClientInfo,
+        tenant_cap: usize,
+    ) -> Result<CancelHandle, u32> {
         let secret = random_u32();
         let mut targets = self.targets.lock();
+        targets.per_tenant.enter(&client.user, tenant_cap)?;
         let pid = loop {
             // Positive pids (clients print them), host number in bits 27..31.
             let serial = self.next_pid.fetch_add(1, Ordering::Relaxed) & !HOST_MASK & 0x7fff_ffff;
@@ -225,10 +242,10 @@ impl CancelRegistry {
         }
         targets.pid_by_slot[slot] = pid;
         targets.by_pid.insert(pid, target.clone());
-        CancelHandle {
+        Ok(CancelHandle {
             registry: self.clone(),
             target,
-        }
+        })
     }
 
     /// The logged-in client with this key's pid (the admin console's KILL_CLIENT).

@@ -32,6 +32,38 @@ impl ClientInfo {
     }
 }
 
+/// Logged-in sessions per tenant, for `pool.max_tenant_clients` (kept under the cancel
+/// registry's lock, where logins register); a tenant with none has no entry.
+#[derive(Default)]
+pub struct TenantSessions(HashMap<TenantId, u32>);
+
+impl TenantSessions {
+    /// Counts a session of `user`'s tenant, unless the tenant has `cap` already (0: no
+    /// cap); then `Err` with its count. Tenant-less logins are not counted.
+    pub fn enter(&mut self, user: &User, cap: usize) -> Result<(), u32> {
+        let Some(tenant) = user.tenant else {
+            return Ok(());
+        };
+        let n = self.0.entry(tenant).or_insert(0);
+        if cap > 0 && *n as usize >= cap {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    /// A session [`Self::enter`] counted ended.
+    pub fn leave(&mut self, user: &User) {
+        let Some(tenant) = &user.tenant else { return };
+        if let Some(n) = self.0.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(tenant);
+            }
+        }
+    }
+}
+
 /// One tenant's logged-in clients by state (SHOW TENANTS, the per-tenant metrics).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TenantLoad {
@@ -108,5 +140,36 @@ impl ClientState {
             ClientState::Waiting => "waiting",
             ClientState::Active => "active",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_has_at_most_its_cap_of_sessions_and_gets_places_back() {
+        let a = test_user("a", Some("01JBXTENANTA000000000000AA"));
+        let b = test_user("b", Some("01JBXTENANTB000000000000BB"));
+        let none = test_user("app", None);
+        let mut s = TenantSessions::default();
+        assert_eq!(s.enter(&a, 2), Ok(()));
+        assert_eq!(s.enter(&a, 2), Ok(()));
+        assert_eq!(s.enter(&a, 2), Err(2), "at the cap");
+        assert_eq!(s.enter(&b, 2), Ok(()), "another tenant");
+        for _ in 0..5 {
+            assert_eq!(
+                s.enter(&none, 2),
+                Ok(()),
+                "tenant-less logins are not counted"
+            );
+        }
+        s.leave(&a);
+        assert_eq!(s.enter(&a, 2), Ok(()), "a session ended");
+        assert_eq!(s.enter(&a, 0), Ok(()), "no cap");
+        for user in [&a, &a, &a, &b, &none] {
+            s.leave(user);
+        }
+        assert!(s.0.is_empty(), "nothing kept for tenants without sessions");
     }
 }

@@ -184,6 +184,20 @@ pub(super) async fn run(
     if let (Some(k), true) = (&keys, user.server_user == user.name) {
         pool.offer_client_keys(k);
     }
+    // Counted before the login's remaining work (its server parameters, the tenant's
+    // status): a tenant over its cap costs the database nothing.
+    let client_info = super::client_info::ClientInfo {
+        user: user.clone(),
+        peer: Some(peer),
+        tls: client.stream.is_tls(),
+        application_name: params.get("application_name").map(Box::from),
+        connected_at: std::time::SystemTime::now(),
+    };
+    let tenant_cap = ctx.settings.config.pool.max_tenant_clients;
+    let cancel = ctx
+        .cancels
+        .register_within(Some(pool.clone()), client_info, tenant_cap)
+        .map_err(|n| too_many_for_tenant(&user, n))?;
     let server_params = pool
         .server_params()
         .await
@@ -225,14 +239,6 @@ pub(super) async fn run(
         params.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         &server_params,
     );
-    let client_info = super::client_info::ClientInfo {
-        user: user.clone(),
-        peer: Some(peer),
-        tls: client.stream.is_tls(),
-        application_name: params.get("application_name").map(Box::from),
-        connected_at: std::time::SystemTime::now(),
-    };
-    let cancel = ctx.cancels.register(Some(pool.clone()), client_info);
     encode::backend_key_data(&mut out, cancel.target.pid, cancel.target.secret);
     encode::ready_for_query(&mut out, b'I');
     client
@@ -254,6 +260,21 @@ pub(super) async fn run(
         server_major,
         startup_params,
     })))
+}
+
+/// A login refused at `pool.max_tenant_clients` (PostgreSQL's code and wording for a role's
+/// connection limit).
+fn too_many_for_tenant(user: &User, sessions: u32) -> ClientError {
+    let tenant = user.tenant.map(|t| t.to_string()).unwrap_or_default();
+    ClientError::fatal(
+        ErrorKind::Limit,
+        codes::TOO_MANY_CONNECTIONS,
+        format!("too many connections for tenant \"{tenant}\""),
+    )
+    .with_detail(format!(
+        "the tenant has {sessions} sessions, the proxy's pool.max_tenant_clients"
+    ))
+    .with_hint("close the tenant's idle sessions, or raise pool.max_tenant_clients")
 }
 
 /// Reads one untagged startup-phase packet; `None` if the client closed first.
