@@ -569,10 +569,7 @@ async fn transaction(
             () = quiet_for, if quiet_unsynced => {
                 return Err(Stop::Client(idle_without_sync(idle_limit.unwrap_or_default())));
             }
-            () = unresponsive(target), if deadline.watched(t) => {
-                return Err(Stop::ServerUnresponsive)
-            }
-            () = killed(target) => return Err(Stop::Client(errors::killed())),
+            stop = interrupted(target, deadline.watched(t)) => return Err(stop),
         }
     }
 }
@@ -657,14 +654,19 @@ async fn send_with_settings(
     forward_client(client, server, t, state, ctx, prefix, first)
 }
 
-/// Ready once the watchdog gave the server up (`CancelTarget::server_unresponsive`). It
-/// registers no waker: the watchdog wakes the session's task, given once in [`run`].
-fn unresponsive(
+/// Ready once the admin console ended the session (`CancelTarget::kill`), or, while the
+/// command's deadline is `watched`, once the watchdog gave the server up
+/// (`CancelTarget::server_unresponsive`). It registers no waker: both wake the session's
+/// task, given once in [`run`].
+fn interrupted(
     target: &super::cancel::CancelTarget,
-) -> impl std::future::Future<Output = ()> + '_ {
+    watched: bool,
+) -> impl std::future::Future<Output = Stop> + '_ {
     std::future::poll_fn(move |_| {
-        if target.server_unresponsive() {
-            std::task::Poll::Ready(())
+        if target.is_killed() {
+            std::task::Poll::Ready(Stop::Client(errors::killed()))
+        } else if watched && target.server_unresponsive() {
+            std::task::Poll::Ready(Stop::ServerUnresponsive)
         } else {
             std::task::Poll::Pending
         }
@@ -672,7 +674,7 @@ fn unresponsive(
 }
 
 /// Ready once the admin console ended the session (`CancelTarget::kill`, which wakes the
-/// session's task); like [`unresponsive`], it registers no waker.
+/// session's task); like [`interrupted`], it registers no waker.
 fn killed(target: &super::cancel::CancelTarget) -> impl std::future::Future<Output = ()> + '_ {
     std::future::poll_fn(move |_| {
         if target.is_killed() {
