@@ -72,6 +72,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ctx.cancels.clone(),
         sweep,
     ));
+    if settings.config.client_idle_timeout_ms > 0 {
+        tokio::spawn(crate::proxy::session_end::reap_idle(
+            ctx.cancels.clone(),
+            Duration::from_millis(settings.config.client_idle_timeout_ms),
+            ctx.shutdown.clone(),
+        ));
+    }
     if let (Some(addr), Some(handle)) = (settings.metrics_listen, handle) {
         let metrics_listener = TcpListener::bind(addr)
             .await

@@ -10,6 +10,7 @@ mod auth;
 mod buffer_budget;
 mod cancel_peers;
 mod cli;
+mod client_idle;
 mod clients;
 mod common;
 mod faults;

@@ -82,6 +82,11 @@ pub struct Config {
     /// A client must finish the startup and authentication exchange within this time.
     #[serde(default = "defaults::client_login_timeout_ms")]
     pub client_login_timeout_ms: u64,
+    /// A session that sends nothing for this long, outside a transaction, is ended with
+    /// 57P05, as PostgreSQL's `idle_session_timeout` (0: never). Leaked connections then
+    /// give back their place under `max_client_conn` and `pool.max_tenant_clients`.
+    #[serde(default)]
+    pub client_idle_timeout_ms: u64,
     /// Largest single client message the proxy accepts (bytes); larger ones are refused with
     /// 54000 and the connection is closed. COPY data and large binds below it are streamed.
     #[serde(default = "defaults::max_client_message_bytes")]

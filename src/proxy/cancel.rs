@@ -14,7 +14,7 @@ use super::command_timeout::{DeadlineSlot, DeadlineTable};
 use crate::pool::{send_cancel, BackendKey};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
@@ -47,8 +47,8 @@ pub struct CancelTarget {
     /// [`HOLD_OFF`], [`HOLD_ON`] while the proxy's own statements run ahead of the
     /// client's, [`HOLD_WAITING`] once a cancel came meanwhile.
     held: AtomicU8,
-    /// The admin console ended the session ([`CancelTarget::kill`]).
-    killed: AtomicBool,
+    /// An end requested from outside (the console's kills, the idle reaper).
+    pub end: super::session_end::SessionEnd,
     /// The pool the client queues in, where a cancel withdraws its wait.
     pool: Option<Arc<crate::pool::Pool>>,
     /// Cancels sent to `server` that PostgreSQL has not acknowledged yet. With `server`, a
@@ -228,7 +228,7 @@ impl CancelRegistry {
             pool,
             waits: AtomicU32::new(0),
             held: AtomicU8::new(HOLD_OFF),
-            killed: AtomicBool::new(false),
+            end: super::session_end::SessionEnd::new(crate::clock::now_ms()),
             in_flight: AtomicU32::new(0),
             settled: Notify::new(),
             deadline: targets.deadlines.take(),
@@ -491,7 +491,18 @@ impl CancelTarget {
     /// relay sees it at its next wait, for the client, its server or a connection, and
     /// closes the session with 57P01, cancelling a statement still running on the server.
     pub fn kill(&self) {
-        self.killed.store(true, Ordering::Release);
+        self.end.request_kill();
+        self.wake_relay();
+    }
+
+    /// Asks the relay to end the session if it is still idle (`client_idle_timeout_ms`).
+    pub fn end_idle(&self) {
+        if self.end.request_idle_end() {
+            self.wake_relay();
+        }
+    }
+
+    fn wake_relay(&self) {
         if let Some(waker) = self.relay.lock().as_ref() {
             waker.wake_by_ref();
         }
@@ -500,7 +511,7 @@ impl CancelTarget {
     /// Whether [`Self::kill`] ended the session.
     #[inline]
     pub fn is_killed(&self) -> bool {
-        self.killed.load(Ordering::Relaxed)
+        self.end.requested() == Some(super::session_end::EndRequest::Killed)
     }
 
     /// Whether the server left command_timeout's cancel unanswered: the relay closes it.
@@ -523,9 +534,7 @@ impl CancelTarget {
                 .compare_exchange(n, GAVE_UP, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok();
         if gave_up {
-            if let Some(waker) = self.relay.lock().as_ref() {
-                waker.wake_by_ref();
-            }
+            self.wake_relay();
         }
         gave_up
     }

@@ -10,6 +10,7 @@ pub mod command_timeout;
 mod handshake;
 pub mod pending_logins;
 mod relay;
+pub mod session_end;
 pub mod session_params;
 mod spare_buffers;
 mod startup_refusal;

@@ -31,6 +31,19 @@ pub(super) fn killed() -> ClientError {
     .with_detail("an operator ended this session from launch-proxy's admin console; an open transaction was rolled back")
 }
 
+/// The session waited for its client `client_idle_timeout_ms` (PostgreSQL's code and
+/// wording for its own `idle_session_timeout`).
+pub(super) fn idle_session_timeout(limit_ms: u64) -> ClientError {
+    ClientError::fatal(
+        ErrorKind::Timeout,
+        codes::IDLE_SESSION_TIMEOUT,
+        "terminating connection due to idle-session timeout",
+    )
+    .with_detail(format!(
+        "the session sent nothing for client_idle_timeout_ms ({limit_ms} ms)"
+    ))
+}
+
 pub(super) fn server_lost() -> ClientError {
     ClientError::fatal(
         ErrorKind::Server,

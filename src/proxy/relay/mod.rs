@@ -18,6 +18,7 @@ mod queued;
 mod tracker;
 mod upstream;
 
+use super::session_end::EndRequest;
 use super::session_params::ParamSet;
 use super::statements::ClientStatements;
 use super::{ClientConn, ProxyContext, Session};
@@ -347,12 +348,26 @@ async fn wait_for_work(
             if ctx.shutdown.is_triggered() {
                 return Err(Some(ClientError::shutting_down()));
             }
+            target.end.mark_idle(crate::clock::now_ms());
             // Biased: a fixed order costs no random draw per wait.
             tokio::select! {
                 biased;
                 r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
                 _ = &mut *shutdown => return Err(Some(ClientError::shutting_down())),
-                () = killed(target) => return Err(Some(errors::killed())),
+                end = end_requested(target) => {
+                    let limit = ctx.settings.config.client_idle_timeout_ms;
+                    match end {
+                        EndRequest::Killed => return Err(Some(errors::killed())),
+                        EndRequest::Idle if target.end.idle_for(crate::clock::now_ms(), limit) => {
+                            return Err(Some(errors::idle_session_timeout(limit)))
+                        }
+                        // The client sent something since the reaper looked.
+                        EndRequest::Idle => {
+                            target.end.withdraw_idle_end();
+                            continue;
+                        }
+                    }
+                }
             }
         }
         match client.read_more().await {
@@ -670,6 +685,17 @@ fn interrupted(
         } else {
             std::task::Poll::Pending
         }
+    })
+}
+
+/// Ready once an end of the session is requested (`proxy::session_end`; the request wakes
+/// the session's task); like [`interrupted`], it registers no waker.
+fn end_requested(
+    target: &super::cancel::CancelTarget,
+) -> impl std::future::Future<Output = EndRequest> + '_ {
+    std::future::poll_fn(move |_| match target.end.requested() {
+        Some(end) => std::task::Poll::Ready(end),
+        None => std::task::Poll::Pending,
     })
 }
 
