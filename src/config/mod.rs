@@ -316,6 +316,10 @@ pub struct AdminConfig {
     pub users: Vec<String>,
     /// May run SHOW commands only.
     pub stats_users: Vec<String>,
+    /// Users with a tenant who may see and end their own tenant's sessions only: SHOW
+    /// CLIENTS and SHOW TENANTS of that tenant, KILL_CLIENT of its sessions, KILL_TENANT of
+    /// itself.
+    pub tenant_users: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -324,6 +328,7 @@ impl Default for AdminConfig {
             database: "pgbouncer".into(),
             users: Vec::new(),
             stats_users: Vec::new(),
+            tenant_users: Vec::new(),
         }
     }
 }

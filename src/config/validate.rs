@@ -252,6 +252,20 @@ pub(super) fn validate(
             ));
         }
     }
+    for name in &config.admin.tenant_users {
+        match users.get(name) {
+            Some(u) if !u.has_tenant() => {
+                return bad(format!(
+                    "admin tenant user \"{name}\" has no tenant: admin.tenant_users get a console \
+                     limited to their own tenant's sessions (operators go in admin.users)"
+                ))
+            }
+            Some(_) => {}
+            None => warn(format!(
+                "admin tenant user \"{name}\" is not in the users file: it cannot log in to the admin console until a reload adds it"
+            )),
+        }
+    }
     let caps = [
         ("max_db_connections", p.max_db_connections),
         ("max_user_connections", p.max_user_connections),

@@ -30,17 +30,6 @@ impl AcquireError {
     pub fn to_client_error(&self, pool: &str, cfg_ms: u64) -> ClientError {
         match self {
             AcquireError::Timeout {
-                last_error: Some(e),
-                ..
-            } => ClientError::fatal(
-                ErrorKind::Timeout,
-                codes::CANNOT_CONNECT_NOW,
-                format!(
-                    "could not get a server connection for pool \"{pool}\" within acquire_timeout_ms ({cfg_ms} ms): no server connection could be opened"
-                ),
-            )
-            .with_detail(format!("last connection attempt: {e}")),
-            AcquireError::Timeout {
                 tenant_capped: Some(max),
                 ..
             } => ClientError::fatal(
@@ -52,6 +41,17 @@ impl AcquireError {
             )
             .with_detail(format!("the tenant's sessions hold {max} server connections, the pool's max_tenant_connections"))
             .with_hint("end the tenant's open transactions sooner, or raise pool.max_tenant_connections"),
+            AcquireError::Timeout {
+                last_error: Some(e),
+                ..
+            } => ClientError::fatal(
+                ErrorKind::Timeout,
+                codes::CANNOT_CONNECT_NOW,
+                format!(
+                    "could not get a server connection for pool \"{pool}\" within acquire_timeout_ms ({cfg_ms} ms): no server connection could be opened"
+                ),
+            )
+            .with_detail(format!("last connection attempt: {e}")),
             AcquireError::Timeout {
                 gated: Some(max), ..
             } => ClientError::fatal(

@@ -160,7 +160,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
                 // The server closed it (restart, pg_terminate_backend) or wrote to it while
                 // idle: it would fail its next client, and it still counts against the caps.
                 let broken = !c.is_usable();
-                if too_old || idle_too_long || broken || paused {
+                if too_old || idle_too_long || broken || paused || pool.is_stale(c) {
                     if let Some(c) = st.idle.remove(i) {
                         expired.push(c);
                     }
@@ -309,17 +309,21 @@ async fn open_one(pool: Arc<Pool>) {
                     slot: Slot::adopt(&pool, info),
                 });
                 tracing::info!(pool = %pool.name, conn = conn.id, server_pid = conn.key.pid, attempts, "server connection opened");
-                {
-                    let mut params = pool.params.lock();
-                    if params.is_none() {
-                        *params = Some(Arc::new(login.params));
-                    }
-                }
                 let mut st = pool.state.lock();
                 st.opening -= 1;
                 if st.last_error.take().is_some() {
                     tracing::info!(pool = %pool.name, "server reachable again");
                 }
+                if pool.is_stale(&conn) {
+                    // Its login began before a RECONNECT: closed (its slot frees itself,
+                    // which wakes this task to open another if clients still need one).
+                    drop(st);
+                    drop(conn);
+                    return;
+                }
+                // The newest session's parameters are what new clients are told: after a
+                // RECONNECT (a role's new TimeZone), those of the sessions opened since.
+                *pool.params.lock() = Some(Arc::new(login.params));
                 Pool::hand_over(&mut st, conn);
                 drop(st);
                 // The next login, if clients still wait or the warm minimum is not met.

@@ -321,10 +321,12 @@ impl Pool {
             || self
                 .limits
                 .lifetime
-                .is_some_and(|l| crate::clock::lasted(conn.created_ms, now, l))
-            || conn.generation != self.generation.load(std::sync::atomic::Ordering::Relaxed);
+                .is_some_and(|l| crate::clock::lasted(conn.created_ms, now, l));
         let mut st = self.state.lock();
         st.leave_holder(&mut conn);
+        // Read under the lock, which RECONNECT raises it under: no connection of an older
+        // generation goes back idle after its drain.
+        let retire = retire || self.is_stale(&conn);
         if retire {
             // Its place at the gate goes to a queued client, on an idle connection if any.
             st.admit();
@@ -472,7 +474,19 @@ impl Pool {
     pub fn release_unused(&self, mut conn: Box<ServerConn>) {
         let mut st = self.state.lock();
         st.leave_holder(&mut conn);
+        if self.is_stale(&conn) {
+            st.admit();
+            drop(st);
+            conn.slot.counted = true;
+            PoolStats::add(&self.stats.closed_retired, 1);
+            return;
+        }
         Self::hand_over(&mut st, conn);
+    }
+
+    /// Whether `conn`'s session opened, or began its login, before the latest RECONNECT.
+    fn is_stale(&self, conn: &ServerConn) -> bool {
+        conn.generation != self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Remembers the SCRAM keys of a client that just proved itself, for pools that log in

@@ -19,6 +19,8 @@ pub const DEFAULT_POOL: &[(&str, &str)] = &[
     ("max_connecting", "2"),
     ("max_active", "8"),
     ("active_stall_ms", "20"),
+    ("max_tenant_connections", "0"),
+    ("max_tenant_clients", "0"),
     ("idle_timeout_ms", "60000"),
     ("server_max_uses", "7200"),
     ("server_lifetime_ms", "7200000"),

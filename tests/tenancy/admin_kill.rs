@@ -7,6 +7,7 @@ use super::admin_console::{console_as, with_console, OPS};
 use super::*;
 use crate::common::app_clients_reach;
 use crate::common::client::{eventually, LIMIT};
+use crate::common::raw::{q, Raw};
 
 /// Three server connections, no gate: three open transactions fill the pool.
 const POOL: &str = "default_pool_size: 3\nmin_pool_size: 0\nreserve_pool_size: 0\n\
@@ -34,14 +35,16 @@ async fn console(ops: &Client, command: &str) -> Result<(), String> {
         .map_err(|e| show(&e))
 }
 
-/// Whether, within the limit, `n` statements with `pg_sleep(60)` run on the server (the
+/// Whether, within the limit, `n` statements containing `text` run on the server (the
 /// tenant switch is carried in front of the client's text).
-async fn sleeping_statements_reach(env: &Env, n: &str) -> bool {
-    let sql = "SELECT count(*) FROM pg_stat_activity \
-               WHERE state = 'active' AND query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()";
+async fn running_reach(env: &Env, text: &str, n: &str) -> bool {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE state = 'active' AND query LIKE '%{text}%' AND pid <> pg_backend_pid()"
+    );
     let until = Instant::now() + LIMIT;
     while Instant::now() < until {
-        if env.su1(sql).await == n {
+        if env.su1(&sql).await == n {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -77,7 +80,7 @@ async fn kill_tenant_ends_that_tenants_sessions_wherever_they_are_and_no_other()
     let idle = env.login("t1").await;
     let sleeping = spawn_query(env.login("t1").await, "SELECT pg_sleep(60)");
     assert!(
-        sleeping_statements_reach(&env, "1").await,
+        running_reach(&env, "pg_sleep(60)", "1").await,
         "the long statement never started"
     );
     let t2 = env.login("t2").await;
@@ -114,7 +117,7 @@ async fn kill_tenant_ends_that_tenants_sessions_wherever_they_are_and_no_other()
     let closed = eventually(LIMIT, || idle.is_closed()).await;
     assert!(closed, "the idle session stayed open");
     assert!(
-        sleeping_statements_reach(&env, "0").await,
+        running_reach(&env, "pg_sleep(60)", "0").await,
         "the statement kept running on the server"
     );
 
@@ -190,4 +193,48 @@ async fn kill_client_ends_one_session_and_tenants_cannot_kill() {
     }
     // The console goes on after its errors.
     assert!(console(&ops, "SHOW VERSION").await.is_ok());
+}
+
+/// A session streaming a large result (the server's reads are always ready, ahead of the
+/// kill's branch) still ends at once, and its statement is cancelled on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_reaches_a_session_streaming_a_large_result() {
+    const COPY: &str = "COPY (SELECT generate_series(1, 2000000000)) TO STDOUT";
+    let env = start().await;
+    let port = env.proxy.port;
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+    let streaming = tokio::task::spawn_blocking(move || {
+        let mut r = Raw::login(port, "t2m", &pw("t2m"));
+        pid_tx.send(r.key.0).unwrap();
+        r.send(&q(COPY));
+        let mut rows = 0u64;
+        loop {
+            match r.recv() {
+                Some((b'd', _)) => rows += 1,
+                Some((b'E', body)) => return (rows, crate::common::error_field(&body, b'C')),
+                Some(_) => {}
+                None => return (rows, None),
+            }
+        }
+    });
+    let pid = pid_rx.recv().unwrap();
+    assert!(
+        running_reach(&env, "generate_series(1, 2000000000)", "1").await,
+        "the COPY never started"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ops = console_as(&env, "ops").await.expect("console");
+    console(&ops, &format!("KILL_CLIENT {pid}"))
+        .await
+        .expect("KILL_CLIENT");
+    let (rows, code) = tokio::time::timeout(LIMIT, streaming)
+        .await
+        .expect("the stream went on after the kill")
+        .unwrap();
+    assert!(rows > 0, "nothing streamed before the kill");
+    assert_eq!(code.as_deref(), Some("57P01"));
+    assert!(
+        running_reach(&env, "generate_series(1, 2000000000)", "0").await,
+        "the COPY kept running on the server"
+    );
 }

@@ -44,6 +44,20 @@ impl Command {
         matches!(self, Command::Show(_))
     }
 
+    /// Whether a tenant's console (`admin.tenant_users` of `tenant`) may run it: what shows
+    /// or ends that tenant's own sessions, nothing about the pools or other tenants.
+    pub fn open_to_tenant(&self, tenant: &TenantId) -> bool {
+        match self {
+            Command::Show(what) => matches!(
+                what,
+                Show::Help | Show::Version | Show::Clients | Show::Tenants
+            ),
+            Command::KillClient(_) => true,
+            Command::KillTenant(t) => t == tenant,
+            _ => false,
+        }
+    }
+
     /// The CommandComplete tag.
     pub fn tag(&self) -> &'static str {
         match self {

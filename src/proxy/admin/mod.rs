@@ -1,8 +1,10 @@
 //! The admin console. Users named in `admin.users` or `admin.stats_users` log in to
 //! `admin.database` (PgBouncer's `pgbouncer` by default) and run PgBouncer's commands as
 //! simple queries: SHOW POOLS, STATS, CLIENTS, DATABASES, USERS, CONFIG, LISTS, VERSION
-//! and HELP, and (`admin.users` only) PAUSE, RESUME, RELOAD and SHUTDOWN. The answers come
-//! from the proxy's own state: the console holds no server connection and has no tenant.
+//! and HELP, and (`admin.users` only) PAUSE, RESUME, RELOAD, RECONNECT, SHUTDOWN and the
+//! kills. The answers come from the proxy's own state: the console holds no server
+//! connection. `admin.tenant_users` get a console scoped to their own tenant: its clients,
+//! and the kills of its own sessions, nothing of other tenants nor of the pools.
 
 mod command;
 mod show;
@@ -11,6 +13,7 @@ use super::{ClientConn, ProxyContext};
 use crate::config::{AdminConfig, User};
 use crate::error::{ClientError, ErrorKind};
 use crate::protocol::{codes, encode};
+use crate::tenant::TenantId;
 use bytes::BytesMut;
 use command::Command;
 use std::sync::Arc;
@@ -29,6 +32,9 @@ pub enum Access {
     Admin,
     /// SHOW only.
     Stats,
+    /// Its own tenant's sessions only: SHOW HELP, VERSION, CLIENTS and TENANTS of that
+    /// tenant, KILL_CLIENT of its sessions, KILL_TENANT of itself.
+    Tenant(TenantId),
 }
 
 /// A client logged in to the admin console.
@@ -37,10 +43,21 @@ pub struct AdminLogin {
     pub access: Access,
 }
 
-/// What `user` may do on the console. Only tenant-less users of the users file are
-/// considered (a token login cannot name itself an operator, and a tenant's login must not
-/// see the other tenants, also after a reload gave a listed user a tenant), and a user in
-/// neither list is refused as PostgreSQL refuses a database without CONNECT privilege.
+impl AdminLogin {
+    /// The tenant a tenant's console is limited to.
+    fn scope(&self) -> Option<&TenantId> {
+        match &self.access {
+            Access::Tenant(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// What `user` may do on the console. Only users of the users file are considered (a
+/// token login cannot name itself an operator); of them, operators must be tenant-less (a
+/// tenant's login must not see the other tenants, also after a reload gave a listed user a
+/// tenant) and `admin.tenant_users` must have a tenant, which scopes their console. A user
+/// in no list is refused as PostgreSQL refuses a database without CONNECT privilege.
 pub fn access(
     cfg: &AdminConfig,
     user: &User,
@@ -48,10 +65,13 @@ pub fn access(
 ) -> Result<Access, ClientError> {
     let operator = from_users_file && user.tenant.is_none();
     let listed = |names: &[String]| operator && names.contains(&user.name);
+    let tenant = user.tenant.filter(|_| from_users_file);
     if listed(&cfg.users) {
         Ok(Access::Admin)
     } else if listed(&cfg.stats_users) {
         Ok(Access::Stats)
+    } else if let Some(t) = tenant.filter(|_| cfg.tenant_users.contains(&user.name)) {
+        Ok(Access::Tenant(t))
     } else {
         Err(ClientError::fatal(
             ErrorKind::Auth,
@@ -59,7 +79,7 @@ pub fn access(
             format!("permission denied for database \"{}\"", cfg.database),
         )
         .with_detail(format!(
-            "user \"{}\" is not a tenant-less user in admin.users or admin.stats_users",
+            "user \"{}\" is neither a tenant-less user in admin.users or admin.stats_users nor a tenant's user in admin.tenant_users",
             user.name
         )))
     }
@@ -180,12 +200,21 @@ async fn run_query(ctx: &Arc<ProxyContext>, login: &AdminLogin, body: &[u8], out
         encode::empty_query_response(out);
     }
     for statement in statements {
-        let done = match command::parse(statement) {
-            Ok(c) if login.access == Access::Stats && !c.only_reads() => Err(ClientError::error(
+        let denied = |c: &Command, why: &str| {
+            Err(ClientError::error(
                 ErrorKind::Auth,
                 codes::INSUFFICIENT_PRIVILEGE,
-                format!("permission denied: {} needs admin.users", c.tag()),
-            )),
+                format!("permission denied: {} {why}", c.tag()),
+            ))
+        };
+        let done = match command::parse(statement) {
+            Ok(c) if login.access == Access::Stats && !c.only_reads() => {
+                denied(&c, "needs admin.users")
+            }
+            Ok(c) if matches!(login.access, Access::Tenant(t) if !c.open_to_tenant(&t)) => denied(
+                &c,
+                "is for operators: a tenant's console sees and ends its own tenant's sessions only",
+            ),
             Ok(c) => run(ctx, login, &c, out).await.map(|()| c.tag()),
             Err(e) => Err(e),
         };
@@ -208,7 +237,7 @@ async fn run(
     let who = &login.user.name;
     match command {
         Command::Show(what) => {
-            write_table(&show::table(ctx, *what), out);
+            write_table(&show::table(ctx, *what, login.scope()), out);
             Ok(())
         }
         Command::Pause(name) => {
@@ -261,7 +290,14 @@ async fn run(
             Ok(())
         }
         Command::KillClient(pid) => {
-            let target = ctx.cancels.client(*pid).ok_or_else(|| {
+            // A tenant's console finds its own tenant's sessions only: another tenant's pid
+            // is answered as one that does not exist.
+            let visible = |c: &Arc<super::cancel::CancelTarget>| {
+                login
+                    .scope()
+                    .is_none_or(|t| c.client.user.tenant.as_ref() == Some(t))
+            };
+            let target = ctx.cancels.client(*pid).filter(visible).ok_or_else(|| {
                 ClientError::error(
                     ErrorKind::Protocol,
                     codes::UNDEFINED_OBJECT,
@@ -374,5 +410,45 @@ mod tests {
         // So is a listed users-file entry that has a tenant.
         let acme = test_user("acme", Some("01HZY3M8Q5V6W7X8Y9Z0ABCDEF"));
         assert!(access(&cfg, &acme, true).is_err());
+    }
+
+    #[test]
+    fn tenant_users_get_a_console_scoped_to_their_tenant() {
+        use crate::proxy::client_info::test_user;
+        let cfg = AdminConfig {
+            tenant_users: vec!["acme".into(), "ops".into()],
+            ..AdminConfig::default()
+        };
+        let acme = test_user("acme", Some("01HZY3M8Q5V6W7X8Y9Z0ABCDEF"));
+        let tenant = acme.tenant.unwrap();
+        assert_eq!(access(&cfg, &acme, true), Ok(Access::Tenant(tenant)));
+        assert!(access(&cfg, &acme, false).is_err(), "a token login never");
+        assert!(
+            access(&cfg, &test_user("ops", None), true).is_err(),
+            "a tenant-less user listed there has nothing to be scoped to"
+        );
+        let other = "01HZY3M8Q5V6W7X8Y9Z0ABCDEG".parse().unwrap();
+        for (statement, open) in [
+            ("SHOW CLIENTS", true),
+            ("SHOW TENANTS", true),
+            ("SHOW HELP", true),
+            ("KILL_CLIENT 7", true),
+            ("KILL_TENANT 01HZY3M8Q5V6W7X8Y9Z0ABCDEF", true),
+            ("KILL_TENANT 01HZY3M8Q5V6W7X8Y9Z0ABCDEG", false),
+            ("SHOW POOLS", false),
+            ("SHOW SERVERS", false),
+            ("SHOW CONFIG", false),
+            ("SHOW USERS", false),
+            ("PAUSE", false),
+            ("RECONNECT", false),
+            ("RELOAD", false),
+            ("SHUTDOWN", false),
+        ] {
+            let c = command::parse(statement).unwrap();
+            assert_eq!(c.open_to_tenant(&tenant), open, "{statement}");
+        }
+        assert!(!command::parse("KILL_TENANT 01HZY3M8Q5V6W7X8Y9Z0ABCDEF")
+            .unwrap()
+            .open_to_tenant(&other));
     }
 }

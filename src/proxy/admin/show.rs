@@ -3,9 +3,12 @@
 
 use super::command::{Show, HELP};
 use crate::config::{ClientAuth, PoolMode};
+use crate::proxy::cancel::CancelTarget;
 use crate::proxy::client_info::{tenant_load, ClientState};
 use crate::proxy::ProxyContext;
+use crate::tenant::TenantId;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How a column's values are typed in the RowDescription (all are sent as text).
@@ -137,7 +140,9 @@ const VERSION: &[Column] = &[text("version")];
 const HELP_COLUMNS: &[Column] = &[text("command"), text("does")];
 
 /// The table for `what`.
-pub fn table(ctx: &ProxyContext, what: Show) -> Table {
+/// The table SHOW `what` answers; `scope`: a tenant's console, which sees that tenant's
+/// clients only (and is let run SHOW HELP, VERSION, CLIENTS and TENANTS only).
+pub fn table(ctx: &ProxyContext, what: Show, scope: Option<&TenantId>) -> Table {
     match what {
         Show::Help => Table {
             columns: HELP_COLUMNS,
@@ -152,9 +157,9 @@ pub fn table(ctx: &ProxyContext, what: Show) -> Table {
         },
         Show::Pools => pools(ctx),
         Show::Stats => stats(ctx),
-        Show::Clients => clients(ctx),
+        Show::Clients => clients(ctx, scope),
         Show::Servers => servers(ctx),
-        Show::Tenants => tenants(ctx),
+        Show::Tenants => tenants(ctx, scope),
         Show::Databases => databases(ctx),
         Show::Users => users(ctx),
         Show::Config => config(ctx),
@@ -257,8 +262,17 @@ fn stats(ctx: &ProxyContext) -> Table {
     }
 }
 
-fn clients(ctx: &ProxyContext) -> Table {
+/// The logged-in clients, of the tenant `scope` only if given.
+fn clients_in(ctx: &ProxyContext, scope: Option<&TenantId>) -> Vec<Arc<CancelTarget>> {
     let mut clients = ctx.cancels.clients();
+    if let Some(t) = scope {
+        clients.retain(|c| c.client.user.tenant.as_ref() == Some(t));
+    }
+    clients
+}
+
+fn clients(ctx: &ProxyContext, scope: Option<&TenantId>) -> Table {
+    let mut clients = clients_in(ctx, scope);
     clients.sort_by_key(|c| c.pid);
     let database = &ctx.settings.config.server.database;
     let rows = clients
@@ -330,8 +344,8 @@ fn servers(ctx: &ProxyContext) -> Table {
 
 /// Each tenant's logged-in clients by state, busiest first: which tenant holds the server
 /// connections, and which one's statements queue (tenant-less logins under NULL).
-fn tenants(ctx: &ProxyContext) -> Table {
-    let rows = tenant_load(&ctx.cancels.clients())
+fn tenants(ctx: &ProxyContext, scope: Option<&TenantId>) -> Table {
+    let rows = tenant_load(&clients_in(ctx, scope))
         .into_iter()
         .map(|t| {
             vec![

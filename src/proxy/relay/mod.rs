@@ -138,6 +138,10 @@ pub(super) async fn run(
                 Ok(false) => break None,
                 Err(e) => break e,
             }
+            // A kill that came with the client's message: the message is never sent.
+            if target.is_killed() {
+                break Some(errors::killed());
+            }
             // An idle connection is taken without setting up acquire's future.
             let tenant = crate::pool::tenant_key(session.tenant.as_ref());
             if let Some(server) = session.pool.try_acquire(tenant) {
@@ -496,6 +500,11 @@ async fn transaction(
     let gated = session.pool.is_gated();
     let mut paused = false;
     loop {
+        // Also here, not only in the select's last branch: while the server or the client
+        // streams (a large result, COPY), the reads ahead of it are always ready.
+        if target.is_killed() {
+            return Err(Stop::Client(errors::killed()));
+        }
         if t.resume_client {
             // The transaction status held messages waited for is known (Tracker::status_wait).
             t.resume_client = false;

@@ -32,6 +32,12 @@ pub(super) async fn checkout(client: &ClientConn, session: &Session) -> Checkout
         Checkout::Cancelled
     };
     match acquire_watching(client, session, &wait).await {
+        // Killed as it was handed over: nothing is sent on it.
+        Ok(Some(server)) if target.is_killed() => {
+            target.leave_queue(&wait);
+            session.pool.release_unused(server);
+            Checkout::Killed
+        }
         Ok(Some(server)) if target.attach_after_queue(&wait, server.key) => {
             Checkout::Server(server)
         }
