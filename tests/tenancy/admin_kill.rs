@@ -238,3 +238,118 @@ async fn a_kill_reaches_a_session_streaming_a_large_result() {
         "the COPY kept running on the server"
     );
 }
+
+/// The pids SHOW CLIENTS lists for `user`.
+async fn pids_of(console: &Client, user: &str) -> Vec<String> {
+    let rows = console
+        .simple_query("SHOW CLIENTS")
+        .await
+        .expect("SHOW CLIENTS");
+    rows.iter()
+        .filter_map(|m| match m {
+            Msg::Row(r) if r.get("user") == Some(user) => r.get("pid").map(str::to_owned),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `admin.tenant_users`: a tenant's own console sees and ends its tenant's sessions only;
+/// another tenant's sessions are invisible to it, and the pools' commands are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_console_sees_and_ends_its_own_sessions_only() {
+    let ids = [T1, T2, T3].map(String::from);
+    let scoped = |c: String| c + "admin: { users: [ops], tenant_users: [t1] }\n";
+    let env = Env::start(POOL, "", OPS, &ids, scoped).await;
+    let t1_idle = env.login("t1").await;
+    let t1_open = env.login("t1").await;
+    col(&t1_open, "BEGIN").await;
+    col(&t1_open, "SELECT count(*) FROM base_entity").await;
+    let t2 = env.login("t2").await;
+    col(&t2, "BEGIN").await;
+    col(&t2, "SELECT count(*) FROM base_entity").await;
+
+    let ops = console_as(&env, "ops").await.expect("ops");
+    let t2_pid = pids_of(&ops, "t2").await.pop().expect("t2 in SHOW CLIENTS");
+    let mine = console_as(&env, "t1").await.expect("t1's console");
+    let refused = console_as(&env, "t2").await.expect_err("t2 is not listed");
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+
+    // It sees its own tenant's sessions, no other.
+    let rows = mine
+        .simple_query("SHOW CLIENTS")
+        .await
+        .expect("SHOW CLIENTS");
+    let tenants: Vec<&str> = rows
+        .iter()
+        .filter_map(|m| match m {
+            Msg::Row(r) => r.get("tenant"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tenants, [T1, T1]);
+    let rows = mine
+        .simple_query("SHOW TENANTS")
+        .await
+        .expect("SHOW TENANTS");
+    let listed: Vec<&str> = rows
+        .iter()
+        .filter_map(|m| match m {
+            Msg::Row(r) => r.get("tenant"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(listed, [T1]);
+
+    // Nothing about the pools or other tenants, and no operator command.
+    for command in [
+        "SHOW POOLS",
+        "SHOW STATS",
+        "SHOW SERVERS",
+        "SHOW DATABASES",
+        "SHOW USERS",
+        "SHOW CONFIG",
+        "SHOW LISTS",
+        "PAUSE",
+        "RESUME",
+        "RELOAD",
+        "RECONNECT",
+        "SHUTDOWN",
+        &format!("KILL_TENANT {T2}"),
+    ] {
+        let e = console(&mine, command).await.expect_err(command);
+        assert!(e.starts_with("42501"), "{command}: {e}");
+    }
+    // Another tenant's session is one it cannot find.
+    let e = console(&mine, &format!("KILL_CLIENT {t2_pid}"))
+        .await
+        .unwrap_err();
+    assert!(e.starts_with("42704"), "{e}");
+    assert_eq!(col(&t2, "SELECT 'alive'").await, ["alive"]);
+
+    // Its own: one session, then the whole tenant.
+    let rows = mine.simple_query("SHOW CLIENTS").await.unwrap();
+    let open_pid = rows
+        .iter()
+        .find_map(|m| match m {
+            Msg::Row(r) if r.get("state") == Some("active") => r.get("pid").map(str::to_owned),
+            _ => None,
+        })
+        .expect("t1's session in its transaction");
+    console(&mine, &format!("KILL_CLIENT {open_pid}"))
+        .await
+        .expect("its own session");
+    let e = fails(&t1_open, "SELECT 1").await;
+    assert!(e.starts_with("57P01") || e.contains("closed"), "{e}");
+    assert_eq!(col(&t1_idle, "SELECT 'alive'").await, ["alive"]);
+    console(&mine, &format!("KILL_TENANT {T1}"))
+        .await
+        .expect("its own tenant");
+    assert!(eventually(LIMIT, || t1_idle.is_closed()).await);
+    // The other tenant's transaction is untouched; the tenant's console goes on.
+    assert_eq!(col(&t2, "SELECT 'still open'").await, ["still open"]);
+    col(&t2, "COMMIT").await;
+    assert!(console(&mine, "SHOW VERSION").await.is_ok());
+}
