@@ -1,4 +1,5 @@
-//! SIGHUP (or the admin console's RELOAD): the users file read again, for new logins.
+//! SIGHUP (or the admin console's RELOAD): the users file read again, for new logins, with
+//! the config's admin lists (who may open the console).
 //!
 //! Passwords, tenants, roles and auth methods of client users change, and users come and
 //! go, without a restart that would drop every client (`systemctl reload launch-proxy`).
@@ -39,7 +40,15 @@ pub async fn reload_users(ctx: &ProxyContext) -> Result<usize, String> {
     })
     .await
     .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
-    loaded.and_then(|settings| install_users(ctx, settings.users))
+    let settings = loaded?;
+    let n = install_users(ctx, settings.users)?;
+    let mut admin = settings.config.admin;
+    // The console's database name routes logins; it is the one the proxy started with.
+    admin
+        .database
+        .clone_from(&ctx.settings.config.admin.database);
+    *ctx.admin_lists.write() = Arc::new(admin);
+    Ok(n)
 }
 
 fn install_users(ctx: &ProxyContext, users: BTreeMap<String, Arc<User>>) -> Result<usize, String> {

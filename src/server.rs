@@ -56,6 +56,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             clients.clone(),
         ),
         users: crate::config::UsersTable::new(settings.users.clone()),
+        admin_lists: parking_lot::RwLock::new(Arc::new(settings.config.admin.clone())),
         client_tls,
         jwt,
         statements: Default::default(),

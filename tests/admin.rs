@@ -396,6 +396,22 @@ async fn reload_and_shutdown_from_the_console() {
         .expect("a reloaded user logs in");
     assert_eq!(one(&late, "SELECT current_user::text").await, "app");
 
+    // The admin lists come with a reload: `late` gets the console, `opsm` loses it.
+    let config = proxy.dir.join("launch-proxy.yaml");
+    let text = std::fs::read_to_string(&config).expect("read the config");
+    assert!(text.contains(ADMIN), "{text}");
+    let text = text.replace("users: [ops, opsm]", "users: [ops, late]");
+    std::fs::write(&config, text).expect("write the config");
+    ops.simple_query("RELOAD").await.expect("RELOAD");
+    let late_console = console_as(&proxy, "late", "latepw")
+        .await
+        .expect("late opens the console after the reload");
+    assert_eq!(show(&late_console, "VERSION").await.len(), 1);
+    let refused = console_as(&proxy, "opsm", "opsmpw")
+        .await
+        .expect_err("opsm left admin.users");
+    assert_eq!(code(&refused), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+
     // A users file that cannot load is reported, and the users loaded before stay.
     std::fs::write(proxy.dir.join("users.yaml"), "users: [").expect("write users file");
     let err = ops.simple_query("RELOAD").await.expect_err("a broken file");

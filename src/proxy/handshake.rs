@@ -98,7 +98,7 @@ pub(super) async fn run(
     };
     // The admin console stays reachable at max_client_conn, where an operator needs it
     // most; its logins are still authenticated and checked against the admin lists.
-    let admin = &ctx.settings.config.admin;
+    let admin = ctx.admin_lists.read().clone();
     // PostgreSQL's default: the database named like the user.
     let database = params.get("database").or(params.get("user")).unwrap_or("");
     let to_console = database == admin.database;
@@ -157,7 +157,7 @@ pub(super) async fn run(
     // As in PostgreSQL, the database is checked only after the client proved who it is, so
     // that nothing about the server is told to an unauthenticated client.
     if to_console {
-        let access = super::admin::access(admin, &user, from_users_file)?;
+        let access = super::admin::access(&admin, &user, from_users_file)?;
         super::admin::greet(&mut out);
         flush(client, &mut out).await?;
         return Ok(Some(Login::Admin(super::admin::AdminLogin {

@@ -52,6 +52,9 @@ pub struct ProxyContext {
     pub mock_secret: [u8; 32],
     /// Who may log in: the users file as last loaded.
     pub users: crate::config::UsersTable,
+    /// Who may open the admin console: `admin` as last loaded (a reload installs it with
+    /// the users; `admin.database` stays the one the proxy started with).
+    pub admin_lists: parking_lot::RwLock<Arc<crate::config::AdminConfig>>,
     /// Connections in their login, which a new one at `max_client_conn` may displace.
     pub pending_logins: pending_logins::PendingLogins,
     /// What clients' read buffers may take beyond their allowance.
