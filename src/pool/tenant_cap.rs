@@ -14,6 +14,10 @@
 //! and neither are the proxy's own queries at login. Tenants are told apart by their
 //! queue key ([`super::tenant_key`], 40 random bits of the ULID): two tenants sharing one
 //! would share a cap, which fails safe (fewer connections, never another tenant's data).
+//!
+//! A hand-over passes over the waiting tenants at their cap ([`super::waiters`]); at most
+//! the pool's size divided by the cap can be at it at once, which bounds that walk (four
+//! tenants at a cap of 25 on a pool of 100).
 
 use super::waiters::{KeyHasher, TenantKey};
 use std::collections::HashMap;
