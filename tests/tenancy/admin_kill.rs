@@ -253,6 +253,17 @@ async fn pids_of(console: &Client, user: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `tenant` column of a SHOW's rows.
+async fn tenant_column(console: &Client, show: &str) -> Vec<String> {
+    let rows = console.simple_query(show).await.expect(show);
+    rows.iter()
+        .filter_map(|m| match m {
+            Msg::Row(r) => r.get("tenant").map(str::to_owned),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `admin.tenant_users`: a tenant's own console sees and ends its tenant's sessions only;
 /// another tenant's sessions are invisible to it, and the pools' commands are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,30 +289,8 @@ async fn a_tenants_console_sees_and_ends_its_own_sessions_only() {
     );
 
     // It sees its own tenant's sessions, no other.
-    let rows = mine
-        .simple_query("SHOW CLIENTS")
-        .await
-        .expect("SHOW CLIENTS");
-    let tenants: Vec<&str> = rows
-        .iter()
-        .filter_map(|m| match m {
-            Msg::Row(r) => r.get("tenant"),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(tenants, [T1, T1]);
-    let rows = mine
-        .simple_query("SHOW TENANTS")
-        .await
-        .expect("SHOW TENANTS");
-    let listed: Vec<&str> = rows
-        .iter()
-        .filter_map(|m| match m {
-            Msg::Row(r) => r.get("tenant"),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(listed, [T1]);
+    assert_eq!(tenant_column(&mine, "SHOW CLIENTS").await, [T1, T1]);
+    assert_eq!(tenant_column(&mine, "SHOW TENANTS").await, [T1]);
 
     // Nothing about the pools or other tenants, and no operator command.
     for command in [
