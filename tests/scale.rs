@@ -17,6 +17,12 @@ const CLIENTS: usize = 2000;
 const SERVER_CAP: i64 = 100;
 /// Connection attempts in flight at once while the clients log in.
 const CONNECT_CONCURRENCY: usize = 100;
+/// Backends PostgreSQL may still list after the proxy closed them: at max_db_connections
+/// the two pools yield connections to each other (one closes, the other's opens), and a
+/// closed backend stays in pg_stat_activity until it has noticed, which under the suite's
+/// load took long enough for a sample to see 105. The proxy's own count is held to the
+/// cap exactly.
+const EXITING_SLACK: i64 = 10;
 
 struct Conn {
     client: Client,
@@ -78,8 +84,10 @@ async fn two_thousand_clients_share_one_hundred_server_connections() {
     let sampler_client = pg.superuser("postgres").await;
     let stop = Arc::new(AtomicBool::new(false));
     let (max_seen, samples) = (Arc::new(AtomicI64::new(0)), Arc::new(AtomicUsize::new(0)));
+    let max_proxy = Arc::new(AtomicI64::new(0));
     let sampler = {
         let (stop, max_seen, samples) = (stop.clone(), max_seen.clone(), samples.clone());
+        let (proxy, max_proxy) = (proxy.clone(), max_proxy.clone());
         tokio::spawn(async move {
             let sql = "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('app', 'app_ro')";
             while !stop.load(Ordering::Relaxed) {
@@ -87,6 +95,12 @@ async fn two_thousand_clients_share_one_hundred_server_connections() {
                     .parse()
                     .unwrap();
                 max_seen.fetch_max(n, Ordering::Relaxed);
+                let p = proxy.clone();
+                let body = tokio::task::spawn_blocking(move || p.metrics())
+                    .await
+                    .unwrap();
+                let open = common::metric(&body, "launch_proxy_database_server_connections", &[]);
+                max_proxy.fetch_max(open as i64, Ordering::Relaxed);
                 samples.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -167,12 +181,17 @@ async fn two_thousand_clients_share_one_hundred_server_connections() {
         max_seen.load(Ordering::Relaxed),
         samples.load(Ordering::Relaxed),
     );
+    let max_proxy = max_proxy.load(Ordering::Relaxed);
     eprintln!(
-        "sampler: {samples} samples, at most {max_seen} backends; {:?} so far",
+        "sampler: {samples} samples, at most {max_seen} backends, {max_proxy} open by the proxy; {:?} so far",
         started.elapsed()
     );
     assert!(
-        max_seen <= SERVER_CAP,
+        max_proxy <= SERVER_CAP,
+        "the proxy held {max_proxy} server connections"
+    );
+    assert!(
+        max_seen <= SERVER_CAP + EXITING_SLACK,
         "saw {max_seen} backends of the proxy's users"
     );
     assert!(

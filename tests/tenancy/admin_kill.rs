@@ -342,3 +342,35 @@ async fn a_tenants_console_sees_and_ends_its_own_sessions_only() {
     col(&t2, "COMMIT").await;
     assert!(console(&mine, "SHOW VERSION").await.is_ok());
 }
+
+/// A client that stops halfway through a message is killed like an idle one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_reaches_a_client_stopped_halfway_through_a_message() {
+    let env = start().await;
+    let port = env.proxy.port;
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+    let stopped = tokio::task::spawn_blocking(move || {
+        let mut r = Raw::login(port, "t2m", &pw("t2m"));
+        pid_tx.send(r.key.0).unwrap();
+        // A Query that says it has 100 bytes, and 10 of them.
+        r.send(&[&b"Q"[..], &104u32.to_be_bytes(), b"SELECT 1; "].concat());
+        r.recv()
+    });
+    let pid = pid_rx.recv().unwrap();
+    let ops = console_as(&env, "ops").await.expect("console");
+    // The half message arrives first (were the kill first, the session would be idle).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    console(&ops, &format!("KILL_CLIENT {pid}"))
+        .await
+        .expect("KILL_CLIENT");
+    let answer = tokio::time::timeout(LIMIT, stopped)
+        .await
+        .expect("the kill never reached the client")
+        .unwrap();
+    let (tag, body) = answer.expect("an answer before the close");
+    assert_eq!(tag, b'E');
+    assert_eq!(
+        crate::common::error_field(&body, b'C').as_deref(),
+        Some("57P01")
+    );
+}

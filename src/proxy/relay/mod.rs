@@ -344,32 +344,32 @@ async fn wait_for_work(
                 }
                 _ => {}
             }
-        } else {
-            if client.holds_buffer() {
-                // An idle client keeps no buffer: thousands of idle clients cost sockets only.
-                client.give_back_buffer();
-            }
-            if ctx.shutdown.is_triggered() {
-                return Err(Some(ClientError::shutting_down()));
-            }
-            target.end.mark_idle(crate::clock::now_ms());
-            // Biased: a fixed order costs no random draw per wait.
-            tokio::select! {
-                biased;
-                r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
-                _ = &mut *shutdown => return Err(Some(ClientError::shutting_down())),
-                end = end_requested(target) => {
-                    let limit = ctx.settings.config.client_idle_timeout_ms;
-                    match end {
-                        EndRequest::Killed => return Err(Some(errors::killed())),
-                        EndRequest::Idle if target.end.idle_for(crate::clock::now_ms(), limit) => {
-                            return Err(Some(errors::idle_session_timeout(limit)))
-                        }
-                        // The client sent something since the reaper looked.
-                        EndRequest::Idle => {
-                            target.end.withdraw_idle_end();
-                            continue;
-                        }
+        } else if client.holds_buffer() {
+            // An idle client keeps no buffer: thousands of idle clients cost sockets only.
+            client.give_back_buffer();
+        }
+        if ctx.shutdown.is_triggered() {
+            return Err(Some(ClientError::shutting_down()));
+        }
+        // Idle since the client last sent something, also halfway through a message: one
+        // that stops there is as idle as one between messages, and as killable.
+        target.end.mark_idle(crate::clock::now_ms());
+        // Biased: a fixed order costs no random draw per wait.
+        tokio::select! {
+            biased;
+            r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
+            _ = &mut *shutdown => return Err(Some(ClientError::shutting_down())),
+            end = end_requested(target) => {
+                let limit = ctx.settings.config.client_idle_timeout_ms;
+                match end {
+                    EndRequest::Killed => return Err(Some(errors::killed())),
+                    EndRequest::Idle if target.end.idle_for(crate::clock::now_ms(), limit) => {
+                        return Err(Some(errors::idle_session_timeout(limit)))
+                    }
+                    // The client sent something since the reaper looked.
+                    EndRequest::Idle => {
+                        target.end.withdraw_idle_end();
+                        continue;
                     }
                 }
             }
