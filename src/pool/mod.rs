@@ -8,6 +8,7 @@
 mod acquire_error;
 mod connect;
 mod gate;
+mod generation;
 mod manager;
 pub mod query;
 mod server_conn;
@@ -375,29 +376,6 @@ impl Pool {
             .any(|w| w.tx.send(None).is_ok())
     }
 
-    /// Closes every server connection of the pool once no transaction uses it (PgBouncer's
-    /// RECONNECT): the idle ones now, the others as they come back; new ones open as
-    /// clients need them. After a change to how a session starts (`ALTER ROLE ... SET`, a
-    /// server's new address or settings), no client is served by a session opened before
-    /// it. Returns how many idle connections closed and how many were in use.
-    pub fn reconnect(&self) -> (usize, usize) {
-        let (idle, in_use): (Vec<Box<ServerConn>>, usize) = {
-            let mut st = self.state.lock();
-            self.generation
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let in_use = st.total - st.idle.len() - st.opening;
-            (st.idle.drain(..).collect(), in_use)
-        };
-        PoolStats::add(&self.stats.closed_retired, idle.len() as u64);
-        let closed = idle.len();
-        for mut c in idle {
-            c.slot.counted = true;
-        }
-        // The manager opens the warm minimum again.
-        self.wake();
-        (closed, in_use)
-    }
-
     /// Stops new transactions; connections close as their transactions end (the manager
     /// closes idle ones). Clients wait, within `acquire_timeout_ms`, for [`Pool::resume_pool`].
     pub fn pause_pool(&self) {
@@ -482,11 +460,6 @@ impl Pool {
             return;
         }
         Self::hand_over(&mut st, conn);
-    }
-
-    /// Whether `conn`'s session opened, or began its login, before the latest RECONNECT.
-    fn is_stale(&self, conn: &ServerConn) -> bool {
-        conn.generation != self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Remembers the SCRAM keys of a client that just proved itself, for pools that log in

@@ -12,13 +12,13 @@ mod downstream;
 mod duplex;
 mod errors;
 mod farewell;
+mod interrupt;
 mod last_words;
 mod local;
 mod queued;
 mod tracker;
 mod upstream;
 
-use super::session_end::EndRequest;
 use super::session_params::ParamSet;
 use super::statements::ClientStatements;
 use super::{ClientConn, ProxyContext, Session};
@@ -29,6 +29,7 @@ use crate::protocol::codes;
 use deadline::CommandDeadline;
 use downstream::{forward_server, forward_server_now};
 use errors::{idle_without_sync, oversized, server_lost};
+use interrupt::{end_requested, interrupted, killed};
 use tracker::{Action, Expect, Tracker};
 use upstream::{forward_client, forward_client_now};
 
@@ -361,16 +362,9 @@ async fn wait_for_work(
             _ = &mut *shutdown => return Err(Some(ClientError::shutting_down())),
             end = end_requested(target) => {
                 let limit = ctx.settings.config.client_idle_timeout_ms;
-                match end {
-                    EndRequest::Killed => return Err(Some(errors::killed())),
-                    EndRequest::Idle if target.end.idle_for(crate::clock::now_ms(), limit) => {
-                        return Err(Some(errors::idle_session_timeout(limit)))
-                    }
-                    // The client sent something since the reaper looked.
-                    EndRequest::Idle => {
-                        target.end.withdraw_idle_end();
-                        continue;
-                    }
+                match interrupt::idle_wait_ends(target, end, limit) {
+                    Some(e) => return Err(Some(e)),
+                    None => continue,
                 }
             }
         }
@@ -676,48 +670,6 @@ async fn send_with_settings(
         }
     };
     forward_client(client, server, t, state, ctx, prefix, first)
-}
-
-/// Ready once the admin console ended the session (`CancelTarget::kill`), or, while the
-/// command's deadline is `watched`, once the watchdog gave the server up
-/// (`CancelTarget::server_unresponsive`). It registers no waker: both wake the session's
-/// task, given once in [`run`].
-fn interrupted(
-    target: &super::cancel::CancelTarget,
-    watched: bool,
-) -> impl std::future::Future<Output = Stop> + '_ {
-    std::future::poll_fn(move |_| {
-        if target.is_killed() {
-            std::task::Poll::Ready(Stop::Client(errors::killed()))
-        } else if watched && target.server_unresponsive() {
-            std::task::Poll::Ready(Stop::ServerUnresponsive)
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-}
-
-/// Ready once an end of the session is requested (`proxy::session_end`; the request wakes
-/// the session's task); like [`interrupted`], it registers no waker.
-fn end_requested(
-    target: &super::cancel::CancelTarget,
-) -> impl std::future::Future<Output = EndRequest> + '_ {
-    std::future::poll_fn(move |_| match target.end.requested() {
-        Some(end) => std::task::Poll::Ready(end),
-        None => std::task::Poll::Pending,
-    })
-}
-
-/// Ready once the admin console ended the session (`CancelTarget::kill`, which wakes the
-/// session's task); like [`interrupted`], it registers no waker.
-fn killed(target: &super::cancel::CancelTarget) -> impl std::future::Future<Output = ()> + '_ {
-    std::future::poll_fn(move |_| {
-        if target.is_killed() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
 }
 
 /// Clears the client's command deadline when a transaction's relay ends, and a cancel

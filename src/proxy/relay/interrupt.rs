@@ -1,0 +1,70 @@
+//! What ends a relay's wait from outside its task: the admin console's kills, the idle
+//! reaper (`proxy::session_end`) and the command-timeout watchdog giving a server up. Each
+//! is a future that registers no waker: the one who asks wakes the session's task, whose
+//! waker the relay gives once per session (`CancelTarget::watch_relay`).
+
+use super::super::cancel::CancelTarget;
+use super::super::session_end::EndRequest;
+use super::{errors, Stop};
+
+/// Ready once the admin console ended the session (`CancelTarget::kill`), or, while the
+/// command's deadline is `watched`, once the watchdog gave the server up
+/// (`CancelTarget::server_unresponsive`). It registers no waker: both wake the session's
+/// task, given once in `relay::run`.
+pub(super) fn interrupted(
+    target: &CancelTarget,
+    watched: bool,
+) -> impl std::future::Future<Output = Stop> + '_ {
+    std::future::poll_fn(move |_| {
+        if target.is_killed() {
+            std::task::Poll::Ready(Stop::Client(errors::killed()))
+        } else if watched && target.server_unresponsive() {
+            std::task::Poll::Ready(Stop::ServerUnresponsive)
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
+/// Ready once an end of the session is requested (`proxy::session_end`; the request wakes
+/// the session's task); like [`interrupted`], it registers no waker.
+pub(super) fn end_requested(
+    target: &CancelTarget,
+) -> impl std::future::Future<Output = EndRequest> + '_ {
+    std::future::poll_fn(move |_| match target.end.requested() {
+        Some(end) => std::task::Poll::Ready(end),
+        None => std::task::Poll::Pending,
+    })
+}
+
+/// Ready once the admin console ended the session (`CancelTarget::kill`, which wakes the
+/// session's task); like [`interrupted`], it registers no waker.
+pub(super) fn killed(target: &CancelTarget) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if target.is_killed() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
+/// What a session waiting for its client does with an end request: the error that ends
+/// it, or `None` for an idle end found stale (withdrawn: the client sent something since
+/// the reaper looked).
+pub(super) fn idle_wait_ends(
+    target: &CancelTarget,
+    end: EndRequest,
+    limit_ms: u64,
+) -> Option<crate::error::ClientError> {
+    match end {
+        EndRequest::Killed => Some(errors::killed()),
+        EndRequest::Idle if target.end.idle_for(crate::clock::now_ms(), limit_ms) => {
+            Some(errors::idle_session_timeout(limit_ms))
+        }
+        EndRequest::Idle => {
+            target.end.withdraw_idle_end();
+            None
+        }
+    }
+}
