@@ -256,6 +256,7 @@ pub(super) async fn run(
         pool,
         cancel,
         tenant,
+        queue_key: crate::pool::tenant_key(tenant.as_ref()),
         prelude,
         server_major,
         startup_params,

@@ -227,6 +227,9 @@ pub(crate) struct Session {
     pub cancel: cancel::CancelHandle,
     /// The tenant this session is bound to from its authenticated identity.
     pub tenant: Option<crate::tenant::TenantId>,
+    /// `tenant`'s key in its pool's queue and caps ([`crate::pool::tenant_key`]), derived
+    /// once at login rather than at every checkout.
+    pub queue_key: crate::pool::TenantKey,
     /// The messages that apply `tenant` to a server connection (see `tenant::prelude`),
     /// shared with the tenant's other sessions.
     pub prelude: Arc<crate::tenant::prelude::Prelude>,

@@ -144,8 +144,7 @@ pub(super) async fn run(
                 break Some(errors::killed());
             }
             // An idle connection is taken without setting up acquire's future.
-            let tenant = crate::pool::tenant_key(session.tenant.as_ref());
-            if let Some(server) = session.pool.try_acquire(tenant) {
+            if let Some(server) = session.pool.try_acquire(session.queue_key) {
                 session.cancel.target.attach(server.key);
                 held = Some(server);
             } else {

@@ -76,10 +76,9 @@ async fn acquire_watching(
     wait: &QueuedWait,
 ) -> Result<Option<Box<ServerConn>>, AcquireError> {
     let target = &*session.cancel.target;
-    let tenant = crate::pool::tenant_key(session.tenant.as_ref());
     let acquire = session
         .pool
-        .acquire_as(wait.id, tenant, || target.withdrawn(wait));
+        .acquire_as(wait.id, session.queue_key, || target.withdrawn(wait));
     tokio::pin!(acquire);
     let mut watching = !client.goodbye_buffered();
     loop {
