@@ -24,6 +24,12 @@ pub struct Args {
     /// Override `metrics_listen` (address:port, or empty to disable).
     #[arg(long, env = "LAUNCH_PROXY_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Override `instance_listen` (address:port of this process alone, or empty for none).
+    #[arg(long, env = "LAUNCH_PROXY_INSTANCE_LISTEN")]
+    pub instance_listen: Option<String>,
+    /// Override `cancel.host_id` (0..=15): processes of one config file differ in it.
+    #[arg(long, env = "LAUNCH_PROXY_HOST_ID")]
+    pub host_id: Option<u8>,
 }
 
 /// Sets the calling thread's scheduling policy; the threads it starts later inherit it.
@@ -35,6 +41,8 @@ pub fn main(set_cpu_scheduling: SetCpuScheduling) -> ExitCode {
     let overrides = LoadOverrides {
         listen: args.listen.clone(),
         metrics_listen: args.metrics_listen.clone(),
+        instance_listen: args.instance_listen.clone(),
+        host_id: args.host_id,
     };
     if let Some(path) = &args.check_config {
         return check(path, &overrides);

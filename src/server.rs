@@ -35,7 +35,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let clients = Arc::new(ClientCounts::default());
-    let listener = bind(settings.listen)?;
+    let reuseport = settings.config.so_reuseport;
+    let listener = bind(settings.listen, reuseport)?;
+    let instance_listener = match settings.instance_listen {
+        Some(addr) => Some(bind(addr, false)?),
+        None => None,
+    };
+    if reuseport {
+        warn_unless_queues_migrate();
+    }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let ctx = Arc::new(ProxyContext {
@@ -81,9 +89,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ));
     }
     if let (Some(addr), Some(handle)) = (settings.metrics_listen, handle) {
-        let metrics_listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on metrics_listen {addr}: {e}"))?;
+        let metrics_listener =
+            bind(addr, reuseport).map_err(|e| anyhow::anyhow!("metrics_listen: {e}"))?;
         let cancels = ctx.cancels.clone();
         let mctx = Arc::new(MetricsContext {
             handle,
@@ -126,7 +133,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(signals(shutdown.clone(), term));
     tokio::spawn(pause_signals(pools.clone(), pause));
     tokio::spawn(crate::reload::on_sighup(ctx.clone(), hangup));
-    accept_loop(listener, &ctx, &pools).await;
+    // The process's own address stays open through the drain: cancel requests for its
+    // draining transactions come there from the other processes on the port.
+    if let Some(l) = instance_listener {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { accept_loop(l, &ctx, Until::Exit).await });
+    }
+    accept_loop(listener, &ctx, Until::Shutdown).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let grace = Duration::from_millis(settings.config.shutdown_timeout_ms);
     tracing::info!(
@@ -152,13 +165,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+/// `reuseport`: other processes may listen on the same address (`so_reuseport`).
+fn bind(addr: std::net::SocketAddr, reuseport: bool) -> anyhow::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_reuseport(reuseport)?;
     socket
         .bind(addr)
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -166,7 +181,37 @@ fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(socket.listen(4096)?)
 }
 
-async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, _pools: &Arc<PoolSet>) {
+/// When a process of a reuseport group closes its listener, the connections the kernel
+/// had queued on it and it had not accepted yet are reset, unless the kernel hands them
+/// to another process of the group (`net.ipv4.tcp_migrate_req`, Linux 5.14). A rolling
+/// restart needs it.
+fn warn_unless_queues_migrate() {
+    const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+    match std::fs::read_to_string(SYSCTL) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => tracing::warn!(
+            "so_reuseport: net.ipv4.tcp_migrate_req is 0, so connections queued on this process \
+             when it stops are reset instead of handed to the other process on the port; \
+             set it to 1 (deploy/99-launch-proxy.conf)"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "so_reuseport: cannot read {SYSCTL} (Linux 5.14 or later): connections queued on \
+             this process when it stops are reset"
+        ),
+    }
+}
+
+/// How long an accept loop runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Until {
+    /// Until the drain begins: the shared port closes, so that new clients go elsewhere.
+    Shutdown,
+    /// Until the process exits.
+    Exit,
+}
+
+async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, until: Until) {
     let max = ctx.settings.config.pool.max_client_conn as u64;
     loop {
         tokio::select! {
@@ -199,7 +244,7 @@ async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, _pools: &Ar
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = ctx.shutdown.triggered() => return,
+            _ = ctx.shutdown.triggered(), if until == Until::Shutdown => return,
         }
     }
 }

@@ -27,6 +27,7 @@ mod prepared_scenarios;
 mod protocol;
 mod queued_cancel;
 mod reload;
+mod reuseport;
 mod scale;
 mod tenancy;
 mod tenancy_db;

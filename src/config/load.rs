@@ -24,6 +24,10 @@ pub enum LoadError {
 pub struct Overrides {
     pub listen: Option<String>,
     pub metrics_listen: Option<String>,
+    pub instance_listen: Option<String>,
+    /// `cancel.host_id`: processes started from one config file (a rolling restart) differ
+    /// in it.
+    pub host_id: Option<u8>,
 }
 
 pub use Overrides as LoadOverrides;
@@ -36,6 +40,12 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Settings, LoadError> {
     }
     if let Some(m) = &overrides.metrics_listen {
         config.metrics_listen = m.clone();
+    }
+    if let Some(i) = &overrides.instance_listen {
+        config.instance_listen = i.clone();
+    }
+    if let Some(h) = overrides.host_id {
+        config.cancel.host_id = h;
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let users_path = base.join(&config.users_file);

@@ -30,6 +30,17 @@ pub struct Config {
     /// Prometheus `/metrics` endpoint; empty string disables it.
     #[serde(default = "defaults::metrics_listen")]
     pub metrics_listen: String,
+    /// Binds `listen` (and `metrics_listen`) with SO_REUSEPORT, PgBouncer's `so_reuseport`:
+    /// a second process on the same port, for a rolling restart without a refused
+    /// connection (deploy/README.md). The kernel spreads new connections over the processes.
+    #[serde(default)]
+    pub so_reuseport: bool,
+    /// An address of this process alone (empty: none). With `so_reuseport` a cancel request
+    /// sent to `listen` may reach another process than the one that issued its key; that
+    /// one forwards it here (`cancel.peers` lists each process's `instance_listen` under its
+    /// `cancel.host_id`). Clients may log in here too.
+    #[serde(default)]
+    pub instance_listen: String,
     pub server: ServerConfig,
     /// Relative paths are resolved against the config file's directory.
     pub users_file: PathBuf,
@@ -484,6 +495,7 @@ pub struct Settings {
     pub config: Config,
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
+    pub instance_listen: Option<SocketAddr>,
     /// Users by name, sorted so that output and pool creation are deterministic.
     pub users: BTreeMap<String, Arc<User>>,
     /// The config file's directory: relative paths in the config are resolved against it.

@@ -168,3 +168,31 @@ fn the_admin_console_is_for_tenant_less_users_on_a_database_of_its_own() {
         warned.warnings
     );
 }
+
+#[test]
+fn a_shared_port_wants_each_process_reachable_on_its_own() {
+    let shared = format!("{BASE}so_reuseport: true\n");
+    let s = load_str(&shared, USERS).unwrap();
+    assert!(s.config.so_reuseport);
+    assert_eq!(s.instance_listen, None);
+    let warned = |s: &super::Settings| s.warnings.iter().any(|w| w.0.contains("instance_listen"));
+    assert!(warned(&s), "{:?}", s.warnings);
+    let full = format!(
+        "{shared}instance_listen: \"127.0.0.1:6441\"\n\
+         cancel: {{ host_id: 1, peers: {{ 1: \"127.0.0.1:6441\", 2: \"127.0.0.1:6442\" }} }}\n"
+    );
+    let s = load_str(&full, USERS).unwrap();
+    assert_eq!(s.instance_listen, Some("127.0.0.1:6441".parse().unwrap()));
+    assert!(!warned(&s), "{:?}", s.warnings);
+    let e = load_str(
+        &format!("{BASE}instance_listen: \"{}\"\n", s.config.listen),
+        USERS,
+    )
+    .unwrap_err();
+    assert!(e.contains("instance_listen must differ"), "{e}");
+    let e = load_str(&format!("{BASE}instance_listen: nowhere\n"), USERS).unwrap_err();
+    assert!(e.contains("instance_listen"), "{e}");
+    // Without so_reuseport nothing is said: one process per port, keys never go astray.
+    let s = load_str(BASE, USERS).unwrap();
+    assert!(!warned(&s) && !s.config.so_reuseport);
+}

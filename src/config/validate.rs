@@ -42,6 +42,16 @@ pub(super) fn validate(
     if metrics_listen == Some(listen) {
         return bad("metrics_listen must differ from listen".into());
     }
+    let instance_listen = if config.instance_listen.is_empty() {
+        None
+    } else {
+        Some(parse_addr("instance_listen", &config.instance_listen)?)
+    };
+    if instance_listen.is_some()
+        && (instance_listen == Some(listen) || instance_listen == metrics_listen)
+    {
+        return bad("instance_listen must differ from listen and metrics_listen".into());
+    }
     let p = &config.pool;
     if config.server.host.is_empty() || config.server.database.is_empty() {
         return bad("server.host and server.database must not be empty".into());
@@ -266,6 +276,15 @@ pub(super) fn validate(
             )),
         }
     }
+    if config.so_reuseport && (instance_listen.is_none() || config.cancel.peers.is_empty()) {
+        warn(
+            "so_reuseport without instance_listen and cancel.peers: a cancel request that reaches \
+             another process on the port than the one its client is on is not forwarded. Give each \
+             process its own cancel.host_id (--host-id) and instance_listen (--instance-listen), \
+             and list every process's instance_listen in cancel.peers"
+                .into(),
+        );
+    }
     let caps = [
         ("max_db_connections", p.max_db_connections),
         ("max_user_connections", p.max_user_connections),
@@ -372,6 +391,7 @@ pub(super) fn validate(
         config,
         listen,
         metrics_listen,
+        instance_listen,
         users,
         base_dir: std::path::PathBuf::new(),
         source: std::path::PathBuf::new(),

@@ -41,6 +41,17 @@ impl ProxyProcess {
         users_yaml: &str,
         env: &[(&str, &str)],
     ) -> ProxyProcess {
+        Self::start_at(config_yaml, users_yaml, None, env)
+    }
+
+    /// [`ProxyProcess::start_with_env`] listening on `port` when given (a second process
+    /// on another's port, with `so_reuseport`), else on a fresh one.
+    pub fn start_at(
+        config_yaml: &str,
+        users_yaml: &str,
+        port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> ProxyProcess {
         let dir = unique_dir("proxy");
         let config = dir.join("launch-proxy.yaml");
         fs::write(&config, config_yaml).expect("write proxy config");
@@ -49,43 +60,18 @@ impl ProxyProcess {
         let mut last_log = String::new();
         // Retry only when a port picked by free_port() was taken by someone else.
         for _ in 0..3 {
-            let port = free_port();
-            let metrics_port = free_port();
-            let mut child = spawn_proxy(&dir, &config, port, metrics_port, env);
-            let deadline = Instant::now() + START_TIMEOUT;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let log = || tail_file(&dir.join("proxy.log"), 200);
-            loop {
-                if let Some(status) = child.try_wait().ok().flatten() {
-                    last_log = log();
-                    if last_log.contains("Address already in use") {
-                        break; // next attempt with new ports
-                    }
-                    let _ = fs::remove_dir_all(&dir);
-                    panic!("launch-proxy exited during startup ({status}); log:\n{last_log}");
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                    .is_ok_and(|s| !is_self_connection(&s))
-                {
+            match launch(&dir, &config, port, env) {
+                Ok((child, port, metrics_port)) => {
                     return ProxyProcess {
                         port,
                         metrics_port,
                         dir,
                         child,
                         exited: None,
-                    };
+                    }
                 }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let text = log();
-                    let _ = fs::remove_dir_all(&dir);
-                    panic!(
-                        "launch-proxy did not accept on 127.0.0.1:{port} within \
-                         {START_TIMEOUT:?}; log:\n{text}"
-                    );
-                }
-                thread::sleep(Duration::from_millis(25));
+                Err(log) if port.is_none() => last_log = log,
+                Err(log) => panic!("launch-proxy could not share port {port:?}; log:\n{log}"),
             }
         }
         let _ = fs::remove_dir_all(&dir);
@@ -227,6 +213,52 @@ pub fn proxy_binary() -> PathBuf {
     std::env::var_os("LP_PROXY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_launch-proxy")))
+}
+
+/// Starts the binary on `shared_port` (or a fresh one) and a fresh metrics port and waits
+/// (up to 15 s) until it serves: the child and its ports, or the log when a port was taken.
+/// Panics with the log if the process exits for another reason. On a shared port another
+/// process may answer, so the proxy's own "ready" log line is waited for too (its logging
+/// must include `info`).
+fn launch(
+    dir: &Path,
+    config: &Path,
+    shared_port: Option<u16>,
+    env: &[(&str, &str)],
+) -> Result<(Child, u16, u16), String> {
+    let port = shared_port.unwrap_or_else(free_port);
+    let metrics_port = free_port();
+    let mut child = spawn_proxy(dir, config, port, metrics_port, env);
+    let deadline = Instant::now() + START_TIMEOUT;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let log = || tail_file(&dir.join("proxy.log"), 200);
+    loop {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            let text = log();
+            if text.contains("Address already in use") {
+                return Err(text); // next attempt with new ports
+            }
+            let _ = fs::remove_dir_all(dir);
+            panic!("launch-proxy exited during startup ({status}); log:\n{text}");
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .is_ok_and(|s| !is_self_connection(&s))
+            && (shared_port.is_none() || log().contains("launch-proxy ready"))
+        {
+            return Ok((child, port, metrics_port));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = log();
+            let _ = fs::remove_dir_all(dir);
+            panic!(
+                "launch-proxy did not accept on 127.0.0.1:{port} within \
+                 {START_TIMEOUT:?}; log:\n{text}"
+            );
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
 }
 
 /// Starts the binary with its output appended to `dir/proxy.log`.

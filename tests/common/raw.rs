@@ -93,7 +93,7 @@ impl Raw {
     }
 
     /// An md5 login that returns the SQLSTATE of a refusal (`EOF` when the proxy closed
-    /// the connection) instead of panicking.
+    /// the connection, `connect: ...` when it could not be reached) instead of panicking.
     pub fn try_login(port: u16, user: &str, password: &str) -> Result<Raw, String> {
         Raw::try_login_to(port, user, password, "launch")
     }
@@ -105,7 +105,7 @@ impl Raw {
         password: &str,
         database: &str,
     ) -> Result<Raw, String> {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
         s.set_read_timeout(Some(LONG)).unwrap();
         s.set_write_timeout(Some(LONG)).unwrap();
         let mut raw = Raw { s, key: (0, 0) };
