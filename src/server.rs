@@ -215,6 +215,10 @@ async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, until: Unti
     let max = ctx.settings.config.pool.max_client_conn as u64;
     loop {
         tokio::select! {
+            // The drain first: a connection accepted after it began would be served as if
+            // it had come before (crate::shutdown's login grace).
+            biased;
+            _ = ctx.shutdown.triggered(), if until == Until::Shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     ctx.clients.accepted.fetch_add(1, Relaxed);
@@ -244,7 +248,6 @@ async fn accept_loop(listener: TcpListener, ctx: &Arc<ProxyContext>, until: Unti
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = ctx.shutdown.triggered(), if until == Until::Shutdown => return,
         }
     }
 }

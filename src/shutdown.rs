@@ -1,14 +1,24 @@
 //! Graceful shutdown: one token that says "stop", one tracker that says "everyone stopped".
 //!
-//! Idle clients are closed at once; clients inside a transaction finish it (bounded by the
-//! drain timeout) before they are closed.
+//! The drain runs what the proxy accepted and ends each session when it is idle: idle
+//! clients are closed at once (unless their next message has already arrived), clients
+//! inside a transaction or queued for a server connection finish it, and a connection
+//! still in its login, accepted before the drain began, completes it and runs its first
+//! transaction within [`LOGIN_GRACE`]: a client that connects per transaction, reaching a
+//! process as it begins to drain (a rolling restart), sees no failure. All of it is
+//! bounded by the drain timeout.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long after the drain begins a login may still complete, and a session that logged
+/// in run its first transaction. Logins take milliseconds; a silent connection holds the
+/// drain this long at most.
+pub const LOGIN_GRACE: Duration = Duration::from_secs(2);
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,6 +31,8 @@ pub struct Shutdown {
     stopping: Arc<AtomicBool>,
     /// Ends [`Shutdown::drain`] before its grace: the operator asked twice.
     abandon: CancellationToken,
+    /// When [`Shutdown::trigger`] was first called.
+    began: Arc<OnceLock<Instant>>,
 }
 
 impl Shutdown {
@@ -30,6 +42,7 @@ impl Shutdown {
 
     /// Signals every task to stop and closes the tracker to new tasks.
     pub fn trigger(&self) {
+        let _ = self.began.set(Instant::now());
         self.tracker.close();
         self.stopping.store(true, Ordering::Release);
         self.token.cancel();
@@ -38,6 +51,17 @@ impl Shutdown {
     #[inline]
     pub fn is_triggered(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The end of the drain's [`LOGIN_GRACE`]; `None` before the drain.
+    pub fn login_grace_end(&self) -> Option<Instant> {
+        self.began.get().map(|began| *began + LOGIN_GRACE)
+    }
+
+    /// Whether the drain began more than [`LOGIN_GRACE`] ago.
+    pub fn login_grace_over(&self) -> bool {
+        self.login_grace_end()
+            .is_some_and(|end| Instant::now() >= end)
     }
 
     /// Resolves once shutdown was triggered. Cancel-safe.

@@ -83,8 +83,9 @@ async fn logins_given_up_during_the_tenant_lookup_leave_no_backends() {
     );
 }
 
-/// SIGTERM with a connection still in its login (connected, silent): the login gets 57P01
-/// and the proxy exits, without waiting for the login timeout (ten minutes here).
+/// SIGTERM with a connection still in its login (connected, silent): once the drain's
+/// login grace (2 s) is over the login gets 57P01 and the proxy exits, without waiting for
+/// the login timeout (ten minutes here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_logins_in_progress() {
     let pg = PgServer::start();

@@ -13,6 +13,7 @@ mod cli;
 mod client_idle;
 mod clients;
 mod common;
+mod drain;
 mod faults;
 mod faults_edge;
 mod faults_more;

@@ -51,6 +51,20 @@ impl Stream {
         }
     }
 
+    /// Whether bytes from the peer wait in the socket, told by a peek: unlike readiness,
+    /// also those the reactor has not reported yet. For TLS, whether a record's bytes do.
+    pub fn has_input(&self) -> bool {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::ClientTls(s) => s.get_ref().0,
+            Stream::ServerTls(s) => s.get_ref().0,
+            Stream::Closed => return false,
+        };
+        let mut byte = [std::mem::MaybeUninit::uninit(); 1];
+        // The socket is non-blocking: an empty one answers WouldBlock.
+        matches!(socket2::SockRef::from(tcp).peek(&mut byte), Ok(n) if n > 0)
+    }
+
     /// Reads into the spare capacity of `buf` (which must have some); `Ok(0)` is end of
     /// stream. The relay's read: on plain TCP it skips tokio's `AsyncRead` layers (a
     /// `ReadBuf` over the spare capacity, the cooperative budget, a readiness poll before
@@ -270,5 +284,44 @@ impl AsyncWrite for Stream {
             Stream::ServerTls(s) => s.is_write_vectored(),
             Stream::Closed => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stream;
+    use tokio::io::AsyncWriteExt;
+
+    /// The peek sees bytes as soon as the kernel has them, before any readiness poll of
+    /// the socket: the drain's test of whether an idle client's next message has come.
+    #[tokio::test]
+    async fn has_input_sees_bytes_the_reactor_has_not_reported() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let stream = Stream::Tcp(accepted);
+        assert!(!stream.has_input(), "nothing sent yet");
+        peer.write_all(b"Q").await.unwrap();
+        // Loopback delivers within the write; the peek needs no wait, but allow a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !stream.has_input() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the byte never showed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Peeked, not read: it is still there.
+        assert!(stream.has_input());
+        drop(peer);
+        let mut buf = bytes::BytesMut::with_capacity(16);
+        let mut stream = stream;
+        assert_eq!(stream.read_into(&mut buf).await.unwrap(), 1);
+        // At the end of the stream there is nothing to read: a closed client is idle.
+        assert_eq!(stream.read_into(&mut buf).await.unwrap(), 0);
+        assert!(!stream.has_input());
+        assert!(!Stream::Closed.has_input());
     }
 }

@@ -19,8 +19,6 @@ pub enum AcquireError {
     },
     #[error("the pool stayed paused for {waited_ms} ms")]
     Paused { waited_ms: u64 },
-    #[error("the proxy is shutting down")]
-    ShuttingDown,
     /// The client cancelled its statement while it waited ([`Pool::withdraw`]).
     #[error("the wait was withdrawn")]
     Withdrawn,
@@ -80,7 +78,6 @@ impl AcquireError {
                 ),
             )
             .with_detail("launch-proxy got SIGUSR1 (pause) and no SIGUSR2 (resume) since"),
-            AcquireError::ShuttingDown => ClientError::shutting_down(),
             AcquireError::Withdrawn => ClientError::error(
                 ErrorKind::Cancel,
                 codes::QUERY_CANCELED,

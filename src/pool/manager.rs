@@ -19,18 +19,17 @@ use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_millis(500);
 
+/// Runs until the process exits: through the drain too, where the clients queued for a
+/// connection still get one (their statements were accepted), and nothing else opens.
 pub(super) async fn run(pool: Arc<Pool>) {
+    let mut draining = false;
     loop {
         let next = maintain(&pool, Instant::now());
         let sleep_for = next.min(TICK);
         tokio::select! {
             _ = pool.wake.notified() => {}
             _ = tokio::time::sleep(sleep_for) => {}
-            _ = pool.shutdown.triggered() => {
-                // Clients still queued get their error now rather than never.
-                maintain(&pool, Instant::now());
-                return;
-            }
+            _ = pool.shutdown.triggered(), if !draining => draining = true,
         }
     }
 }
@@ -52,11 +51,10 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
         let mut st = pool.state.lock();
         paused = st.paused;
         // Waiters whose client left go, and so do those past their acquire timeout:
-        // dropping one ends its checkout with AcquireError::Timeout; at shutdown every
-        // waiter goes (AcquireError::ShuttingDown: its transaction has not begun).
-        let stopping = pool.shutdown.is_triggered();
+        // dropping one ends its checkout with AcquireError::Timeout.
+        let draining = pool.shutdown.is_triggered();
         let timeout = pool.limits.acquire_timeout;
-        let oldest_left = st.waiters.sweep(stopping, now.checked_sub(timeout));
+        let oldest_left = st.waiters.sweep(now.checked_sub(timeout));
         st.waiters.shrink();
         if let Some(since) = oldest_left {
             next = next.min((since + timeout).saturating_duration_since(now));
@@ -100,11 +98,16 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             }
         };
         let for_waiters = startable.min(st.gate.room()).saturating_sub(st.opening);
-        let for_minimum = pool.limits.min.saturating_sub(st.total);
+        // A draining process keeps no warm minimum: the one that takes over opens its own.
+        let for_minimum = match draining {
+            false => pool.limits.min.saturating_sub(st.total),
+            true => 0,
+        };
         let mut want = for_waiters.max(for_minimum);
         if pool.probe.swap(false, std::sync::atomic::Ordering::Relaxed)
             && st.last_error.is_some()
             && st.opening == 0
+            && !draining
         {
             // `/health` asks whether the server is back (`Pool::probe_server`).
             want = want.max(1);
@@ -115,7 +118,7 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
             }
             want = 0;
         }
-        if pool.shutdown.is_triggered() || paused {
+        if paused {
             want = 0;
         }
         // A pool whose client waited longer for a slot of `max_db_connections` opens first:
@@ -339,7 +342,7 @@ async fn open_one(pool: Arc<Pool>) {
                         tracing::warn!(pool = %pool.name, error = %message, "server connection failed");
                     }
                     st.last_error = Some(message);
-                    let stop = st.waiters.all_gone() || pool.shutdown.is_triggered();
+                    let stop = st.waiters.all_gone();
                     if stop {
                         st.opening -= 1;
                         st.total -= 1;

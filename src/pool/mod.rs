@@ -233,14 +233,6 @@ impl Pool {
                 self.stats.wait.record_immediate();
                 return Ok(c);
             }
-            // After shutdown the manager has made its last pass: nothing would open a
-            // connection for this waiter or end its wait at the acquire timeout. Its
-            // transaction has not begun, so it ends here, as those queued before did.
-            if self.shutdown.is_triggered() {
-                drop(st);
-                drop(stale);
-                return Err(AcquireError::ShuttingDown);
-            }
             if withdrawn() {
                 drop(st);
                 drop(stale);
@@ -290,7 +282,6 @@ impl Pool {
                 Ok(c)
             }
             Some(None) => Err(AcquireError::Withdrawn),
-            None if self.shutdown.is_triggered() => Err(AcquireError::ShuttingDown),
             None => {
                 PoolStats::add(&self.stats.acquire_timeouts, 1);
                 let st = self.state.lock();

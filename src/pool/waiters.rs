@@ -175,13 +175,12 @@ impl Waiters {
     }
 
     /// The manager's pass: removes the waiters whose checkout was dropped, those that
-    /// queued at or before `cutoff`, or all of them with `everyone`, in one walk of every
+    /// queued at or before `cutoff`, in one walk of every
     /// queue; returns the earliest queueing time of those left.
-    pub fn sweep(&mut self, everyone: bool, cutoff: Option<Instant>) -> Option<Instant> {
+    pub fn sweep(&mut self, cutoff: Option<Instant>) -> Option<Instant> {
         let mut gone = 0;
         let mut oldest: Option<Instant> = None;
-        let keep =
-            |w: &Waiter| !everyone && cutoff.is_none_or(|c| w.since > c) && !w.tx.is_closed();
+        let keep = |w: &Waiter| cutoff.is_none_or(|c| w.since > c) && !w.tx.is_closed();
         for &slot in &self.turn {
             let q = &mut self.slots[slot];
             let before = q.len();
@@ -333,7 +332,7 @@ mod tests {
         assert_eq!(w.oldest_since(), Some(at(0)));
         // Everything queued before 10 ms has timed out (11 and 21), and 22's client left.
         drop(keep.remove(4));
-        let oldest = w.sweep(false, Some(at(9)));
+        let oldest = w.sweep(Some(at(9)));
         assert_eq!(oldest, Some(at(10)));
         assert_eq!(w.len(), 2);
         assert_eq!(w.oldest_since(), Some(at(10)));

@@ -106,7 +106,8 @@ pub(super) async fn run(
         ctx.clients.rejected_max_clients.fetch_add(1, Relaxed);
         return Err(super::too_many_clients());
     }
-    if ctx.shutdown.is_triggered() {
+    // Within the drain's login grace a login completes (crate::shutdown).
+    if ctx.shutdown.login_grace_over() {
         return Err(ClientError::fatal(
             ErrorKind::Shutdown,
             codes::CANNOT_CONNECT_NOW,

@@ -77,10 +77,6 @@ impl Drop for ConnectedGuard<'_> {
     }
 }
 
-/// How long a connection still in its login may go on once the drain has begun: a cancel
-/// request is forwarded within it, a login is refused at its startup packet.
-const CANCEL_GRACE_AT_SHUTDOWN: Duration = Duration::from_millis(500);
-
 /// Serves one client connection from its first byte to its last.
 ///
 /// `over_limit` is set when the client arrived beyond `max_client_conn`: it still gets a
@@ -116,12 +112,14 @@ pub async fn handle_client(
         biased;
         outcome = tokio::time::timeout(login_timeout, login) => Some(outcome),
         () = evicted => None,
-        // A client still in its login has no transaction to finish: the drain does not
-        // wait for it (nor for a silent socket's login timeout), beyond a moment for a
-        // cancel request being forwarded (a draining transaction's client may send one).
+        // A login goes on into the drain for its grace (crate::shutdown::LOGIN_GRACE): a
+        // cancel request is forwarded, a login completes and runs its first transaction.
+        // The drain does not wait longer for it (nor for a silent socket's login timeout).
         () = async {
             ctx.shutdown.triggered().await;
-            tokio::time::sleep(CANCEL_GRACE_AT_SHUTDOWN).await;
+            if let Some(end) = ctx.shutdown.login_grace_end() {
+                tokio::time::sleep_until(end.into()).await;
+            }
         } => {
             if let Some(p) = pending {
                 p.finish();

@@ -105,7 +105,19 @@ impl Raw {
         password: &str,
         database: &str,
     ) -> Result<Raw, String> {
+        let mut raw = Raw::start_login(port, user, database)?;
+        raw.finish_login(user, password)?;
+        Ok(raw)
+    }
+
+    /// Connects and sends the startup packet; the login goes on in [`Raw::finish_login`].
+    pub fn start_login(port: u16, user: &str, database: &str) -> Result<Raw, String> {
         let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+        Ok(Raw::startup(s, user, database))
+    }
+
+    /// Sends the startup packet on a connection made earlier.
+    pub fn startup(s: TcpStream, user: &str, database: &str) -> Raw {
         s.set_read_timeout(Some(LONG)).unwrap();
         s.set_write_timeout(Some(LONG)).unwrap();
         let mut raw = Raw { s, key: (0, 0) };
@@ -114,21 +126,27 @@ impl Raw {
             body.extend(z(part));
         }
         raw.send(&[&((body.len() + 4) as i32).to_be_bytes()[..], &body].concat());
+        raw
+    }
+
+    /// The rest of an md5 login, up to ReadyForQuery: the SQLSTATE of a refusal, `EOF`
+    /// when the proxy closed the connection.
+    pub fn finish_login(&mut self, user: &str, password: &str) -> Result<(), String> {
         loop {
-            let Some((tag, b)) = raw.recv() else {
+            let Some((tag, b)) = self.recv() else {
                 return Err("EOF".into());
             };
             match (tag, b.get(..4)) {
                 (b'R', Some([0, 0, 0, 5])) => {
                     let inner = hex_md5(&[password.as_bytes(), user.as_bytes()].concat());
                     let outer = hex_md5(&[inner.as_bytes(), &b[4..8]].concat());
-                    raw.send(&frame(b'p', &z(&format!("md5{outer}"))));
+                    self.send(&frame(b'p', &z(&format!("md5{outer}"))));
                 }
                 (b'K', _) => {
                     let word = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
-                    raw.key = (word(0), word(4));
+                    self.key = (word(0), word(4));
                 }
-                (b'Z', _) => return Ok(raw),
+                (b'Z', _) => return Ok(()),
                 (b'E', _) => return Err(field(&b, b'C').unwrap_or_default()),
                 _ => {}
             }

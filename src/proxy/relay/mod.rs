@@ -134,7 +134,8 @@ pub(super) async fn run(
     let error = loop {
         if held.is_none() {
             let target = &*session.cancel.target;
-            match wait_for_work(client, &mut state, ctx, target, &mut shutdown).await {
+            let fresh = stats.transactions == 0;
+            match wait_for_work(client, &mut state, ctx, target, &mut shutdown, fresh).await {
                 Ok(true) => {}
                 Ok(false) => break None,
                 Err(e) => break e,
@@ -301,13 +302,15 @@ async fn abandon(
 }
 
 /// Waits, holding no server, until the client has a complete message to run. Returns
-/// `Ok(false)` when the client ended the session.
+/// `Ok(false)` when the client ended the session. `fresh`: the session has run no
+/// transaction yet.
 async fn wait_for_work(
     client: &mut ClientConn,
     state: &mut SessionState,
     ctx: &ProxyContext,
     target: &super::cancel::CancelTarget,
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    fresh: bool,
 ) -> Result<bool, Option<ClientError>> {
     loop {
         if !client.buf.is_empty() {
@@ -348,26 +351,35 @@ async fn wait_for_work(
             // An idle client keeps no buffer: thousands of idle clients cost sockets only.
             client.give_back_buffer();
         }
-        if ctx.shutdown.is_triggered() {
-            return Err(Some(ClientError::shutting_down()));
-        }
-        // Idle since the client last sent something, also halfway through a message: one
-        // that stops there is as idle as one between messages, and as killable.
-        target.end.mark_idle(crate::clock::now_ms());
-        // Biased: a fixed order costs no random draw per wait.
-        tokio::select! {
-            biased;
-            r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
-            _ = &mut *shutdown => return Err(Some(ClientError::shutting_down())),
-            end = end_requested(target) => {
-                let limit = ctx.settings.config.client_idle_timeout_ms;
-                match interrupt::idle_wait_ends(target, end, limit) {
-                    Some(e) => return Err(Some(e)),
-                    None => continue,
+        let read = if ctx.shutdown.is_triggered() {
+            // The drain ends an idle session, but runs what it accepted (crate::shutdown).
+            let Some(until) = drain_read_deadline(client, ctx, fresh) else {
+                return Err(Some(ClientError::shutting_down()));
+            };
+            match tokio::time::timeout_at(until.into(), client.read_more()).await {
+                Ok(read) => read,
+                Err(_) => return Err(Some(ClientError::shutting_down())),
+            }
+        } else {
+            // Idle since the client last sent something, also halfway through a message:
+            // one that stops there is as idle as one between messages, and as killable.
+            target.end.mark_idle(crate::clock::now_ms());
+            // Biased: a fixed order costs no random draw per wait.
+            tokio::select! {
+                biased;
+                r = client.stream.wait_readable() => if r.is_err() { return Ok(false) },
+                _ = &mut *shutdown => continue,
+                end = end_requested(target) => {
+                    let limit = ctx.settings.config.client_idle_timeout_ms;
+                    match interrupt::idle_wait_ends(target, end, limit) {
+                        Some(e) => return Err(Some(e)),
+                        None => continue,
+                    }
                 }
             }
-        }
-        match client.read_more().await {
+            client.read_more().await
+        };
+        match read {
             Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
                 return Err(Some(ClientConn::refusal(e)))
             }
@@ -375,6 +387,24 @@ async fn wait_for_work(
             Ok(_) => {}
         }
     }
+}
+
+/// How long an idle session may still read once the drain has begun, if at all: until the
+/// login grace ends while it has run no transaction (it logged in as the drain began), and
+/// a moment if its next message has already arrived. Otherwise the drain ends it now.
+fn drain_read_deadline(
+    client: &ClientConn,
+    ctx: &ProxyContext,
+    fresh: bool,
+) -> Option<std::time::Instant> {
+    /// Enough for bytes already in the socket, and for the rest of a TLS record.
+    const ARRIVED: std::time::Duration = std::time::Duration::from_secs(1);
+    let now = std::time::Instant::now();
+    let grace = ctx
+        .shutdown
+        .login_grace_end()
+        .filter(|end| fresh && now < *end);
+    grace.or_else(|| client.stream.has_input().then(|| now + ARRIVED))
 }
 
 /// Messages that may be forwarded before they are complete (they can be large and the
