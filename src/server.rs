@@ -112,6 +112,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             metrics_listener,
             mctx,
             shutdown.clone(),
+            reuseport,
         ));
         tracing::info!(%addr, "serving /metrics");
     }

@@ -176,6 +176,17 @@ fn a_second_process_shares_the_port_and_takes_over_as_the_first_drains() {
         a.is_running(),
         "the first process drains its two transactions"
     );
+    // Its metrics address, bound with SO_REUSEPORT too, is left to the other process: a
+    // load balancer's /health asks one that serves.
+    let metrics_left = (0..500).any(|_| {
+        thread::sleep(Duration::from_millis(10));
+        std::net::TcpStream::connect(("127.0.0.1", a.metrics_port)).is_err()
+    });
+    assert!(
+        metrics_left,
+        "the draining process still answers on metrics_listen"
+    );
+    assert_eq!(b.http_get("/health").0, 200);
 
     // New clients all reach the second process.
     for _ in 0..20 {

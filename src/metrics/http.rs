@@ -29,7 +29,15 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 /// connection that sends nothing holds one of the [`MAX_OPEN`] places only this long.
 const REQUEST_WITHIN: Duration = Duration::from_secs(2);
 
-pub async fn serve(listener: TcpListener, ctx: Arc<MetricsContext>, shutdown: Shutdown) {
+/// `shared`: the address is bound with `so_reuseport`, and the drain leaves it to the other
+/// processes on it (a load balancer's `/health` then asks one that serves); otherwise it
+/// answers until the process exits.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<MetricsContext>,
+    shutdown: Shutdown,
+    shared: bool,
+) {
     let handle = ctx.handle.clone();
     tokio::spawn(async move {
         loop {
@@ -39,7 +47,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<MetricsContext>, shutdown: Sh
     });
     let open = Arc::new(tokio::sync::Semaphore::new(MAX_OPEN));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.triggered(), if shared => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
             // Out of file descriptors, typically: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;

@@ -1,11 +1,14 @@
 //! What ends a relay's wait from outside its task: the admin console's kills, the idle
 //! reaper (`proxy::session_end`) and the command-timeout watchdog giving a server up. Each
 //! is a future that registers no waker: the one who asks wakes the session's task, whose
-//! waker the relay gives once per session (`CancelTarget::watch_relay`).
+//! waker the relay gives once per session (`CancelTarget::watch_relay`). And the drain,
+//! which ends an idle wait unless the session still has something to run.
 
 use super::super::cancel::CancelTarget;
 use super::super::session_end::EndRequest;
+use super::super::{ClientConn, ProxyContext};
 use super::{errors, Stop};
+use std::time::{Duration, Instant};
 
 /// Ready once the admin console ended the session (`CancelTarget::kill`), or, while the
 /// command's deadline is `watched`, once the watchdog gave the server up
@@ -67,4 +70,26 @@ pub(super) fn idle_wait_ends(
             None
         }
     }
+}
+
+/// An idle session's read once the drain has begun (crate::shutdown), or `None` when the
+/// drain ends it now. It may read until the login grace ends while it has run no
+/// transaction (`fresh`: it logged in as the drain began), and a moment more if its next
+/// message has already arrived.
+pub(super) async fn drain_read(
+    client: &mut ClientConn,
+    ctx: &ProxyContext,
+    fresh: bool,
+) -> Option<std::io::Result<usize>> {
+    /// Enough for bytes already in the socket, and for the rest of a TLS record.
+    const ARRIVED: Duration = Duration::from_secs(1);
+    let now = Instant::now();
+    let grace = ctx
+        .shutdown
+        .login_grace_end()
+        .filter(|end| fresh && now < *end);
+    let until = grace.or_else(|| client.stream.has_input().then(|| now + ARRIVED))?;
+    tokio::time::timeout_at(until.into(), client.read_more())
+        .await
+        .ok()
 }

@@ -33,7 +33,7 @@ use interrupt::{end_requested, interrupted, killed};
 use tracker::{Action, Expect, Tracker};
 use upstream::{forward_client, forward_client_now};
 
-use crate::protocol::framing::{frontend, parse_header, Header};
+use crate::protocol::framing::{frontend, parse_header};
 use bytes::BytesMut;
 
 /// Server reads reserve this much room; large result sets stream through it.
@@ -341,7 +341,8 @@ async fn wait_for_work(
                     }
                 }
                 Ok(Some(h))
-                    if client.buf.len() >= h.frame_len || starts_streaming(&client.buf, h) =>
+                    if client.buf.len() >= h.frame_len
+                        || upstream::starts_streaming(&client.buf, h) =>
                 {
                     return Ok(true)
                 }
@@ -352,13 +353,10 @@ async fn wait_for_work(
             client.give_back_buffer();
         }
         let read = if ctx.shutdown.is_triggered() {
-            // The drain ends an idle session, but runs what it accepted (crate::shutdown).
-            let Some(until) = drain_read_deadline(client, ctx, fresh) else {
-                return Err(Some(ClientError::shutting_down()));
-            };
-            match tokio::time::timeout_at(until.into(), client.read_more()).await {
-                Ok(read) => read,
-                Err(_) => return Err(Some(ClientError::shutting_down())),
+            // Boxed: its timer would otherwise grow every client's task.
+            match Box::pin(interrupt::drain_read(client, ctx, fresh)).await {
+                Some(read) => read,
+                None => return Err(Some(ClientError::shutting_down())),
             }
         } else {
             // Idle since the client last sent something, also halfway through a message:
@@ -387,41 +385,6 @@ async fn wait_for_work(
             Ok(_) => {}
         }
     }
-}
-
-/// How long an idle session may still read once the drain has begun, if at all: until the
-/// login grace ends while it has run no transaction (it logged in as the drain began), and
-/// a moment if its next message has already arrived. Otherwise the drain ends it now.
-fn drain_read_deadline(
-    client: &ClientConn,
-    ctx: &ProxyContext,
-    fresh: bool,
-) -> Option<std::time::Instant> {
-    /// Enough for bytes already in the socket, and for the rest of a TLS record.
-    const ARRIVED: std::time::Duration = std::time::Duration::from_secs(1);
-    let now = std::time::Instant::now();
-    let grace = ctx
-        .shutdown
-        .login_grace_end()
-        .filter(|end| fresh && now < *end);
-    grace.or_else(|| client.stream.has_input().then(|| now + ARRIVED))
-}
-
-/// Messages that may be forwarded before they are complete (they can be large and the
-/// proxy never needs their contents).
-#[inline]
-fn streamable(tag: u8) -> bool {
-    matches!(tag, frontend::COPY_DATA | frontend::BIND)
-}
-
-/// Whether an incomplete message at the front of `buf` can already go to a server. A Bind
-/// of a named statement is rewritten and so must be whole first: starting a transaction
-/// for it would end at once with nothing sent, and spin.
-fn starts_streaming(buf: &[u8], h: Header) -> bool {
-    let body = &buf[5.min(buf.len())..];
-    h.tag == frontend::COPY_DATA
-        || (h.tag == frontend::BIND
-            && upstream::statement_name(h.tag, body) == Some(Some(&b""[..])))
 }
 
 /// Relays one transaction (or, in session mode, the whole session) on `server`.

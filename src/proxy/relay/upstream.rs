@@ -6,14 +6,14 @@
 use super::duplex::{write_or_keep, write_owned_or_keep};
 use super::tracker::{Action, Expect, Tracker};
 use super::SessionState;
-use super::{oversized, streamable, Stop};
+use super::{oversized, Stop};
 use crate::error::{ClientError, ErrorKind};
 use crate::pool::statements::server_name;
 use crate::pool::ServerConn;
 use crate::protocol::codes;
 use crate::protocol::encode;
 use crate::protocol::fields::read_cstr;
-use crate::protocol::framing::{frontend, parse_header};
+use crate::protocol::framing::{frontend, parse_header, Header};
 use crate::proxy::session_params::ParamSet;
 use crate::proxy::statements::{
     close_message, rewrite_name, session_statement_inside, ClientStatements,
@@ -650,4 +650,20 @@ fn named(
         }
         _ => {}
     }
+}
+
+/// Messages that may be forwarded before they are complete (they can be large and the
+/// proxy never needs their contents).
+#[inline]
+fn streamable(tag: u8) -> bool {
+    matches!(tag, frontend::COPY_DATA | frontend::BIND)
+}
+
+/// Whether an incomplete message at the front of `buf` can already go to a server. A Bind
+/// of a named statement is rewritten and so must be whole first: starting a transaction
+/// for it would end at once with nothing sent, and spin.
+pub(super) fn starts_streaming(buf: &[u8], h: Header) -> bool {
+    let body = &buf[5.min(buf.len())..];
+    h.tag == frontend::COPY_DATA
+        || (h.tag == frontend::BIND && statement_name(h.tag, body) == Some(Some(&b""[..])))
 }
