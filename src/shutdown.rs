@@ -1,7 +1,8 @@
 //! Graceful shutdown: one token that says "stop", one tracker that says "everyone stopped".
 //!
 //! The drain runs what the proxy accepted and ends each session when it is idle: idle
-//! clients are closed at once (unless their next message has already arrived), clients
+//! clients are closed at once (unless their next message has already arrived, or they send
+//! a Terminate within a moment: `relay::interrupt::drain_read`), clients
 //! inside a transaction or queued for a server connection finish it, and a connection
 //! still in its login, accepted before the drain began, completes it and runs its first
 //! transaction within [`LOGIN_GRACE`]: a client that connects per transaction, reaching a

@@ -8,6 +8,7 @@ use super::super::cancel::CancelTarget;
 use super::super::session_end::EndRequest;
 use super::super::{ClientConn, ProxyContext};
 use super::{errors, Stop};
+use crate::protocol::framing::{frontend, parse_header};
 use std::time::{Duration, Instant};
 
 /// Ready once the admin console ended the session (`CancelTarget::kill`), or, while the
@@ -75,7 +76,7 @@ pub(super) fn idle_wait_ends(
 /// An idle session's read once the drain has begun (crate::shutdown), or `None` when the
 /// drain ends it now. It may read until the login grace ends while it has run no
 /// transaction (`fresh`: it logged in as the drain began), and a moment more if its next
-/// message has already arrived.
+/// message has already arrived. Otherwise it waits [`LINGER`] for a client that is closing.
 pub(super) async fn drain_read(
     client: &mut ClientConn,
     ctx: &ProxyContext,
@@ -88,8 +89,24 @@ pub(super) async fn drain_read(
         .shutdown
         .login_grace_end()
         .filter(|end| fresh && now < *end);
-    let until = grace.or_else(|| client.stream.has_input().then(|| now + ARRIVED))?;
-    tokio::time::timeout_at(until.into(), client.read_more())
+    let until = grace.or_else(|| client.stream.has_input().then(|| now + ARRIVED));
+    if let Some(until) = until {
+        return tokio::time::timeout_at(until.into(), client.read_more())
+            .await
+            .ok();
+    }
+    let read = tokio::time::timeout(LINGER, client.read_more())
         .await
-        .ok()
+        .ok()?;
+    let closing = match read {
+        Ok(0) | Err(_) => true,
+        Ok(_) => matches!(parse_header(&client.buf), Ok(Some(h)) if h.tag == frontend::TERMINATE),
+    };
+    closing.then_some(read)
 }
+
+/// How long a session that is idle in the drain waits for a Terminate before it is ended
+/// with 57P01: a client that connects per transaction sends one right after its
+/// transaction, and then leaves without an error to report. Anything else that comes
+/// meanwhile is new work, for the process that takes over.
+const LINGER: Duration = Duration::from_millis(100);
