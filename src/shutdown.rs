@@ -1,13 +1,13 @@
 //! Graceful shutdown: one token that says "stop", one tracker that says "everyone stopped".
 //!
-//! The drain runs what the proxy accepted and ends each session when it is idle: idle
-//! clients are closed at once (unless their next message has already arrived, or they send
-//! a Terminate within a moment: `relay::interrupt::drain_read`), clients
-//! inside a transaction or queued for a server connection finish it, and a connection
-//! still in its login, accepted before the drain began, completes it and runs its first
-//! transaction within [`LOGIN_GRACE`]: a client that connects per transaction, reaching a
-//! process as it begins to drain (a rolling restart), sees no failure. All of it is
-//! bounded by the drain timeout.
+//! The drain runs what the proxy accepted and ends each session when it is idle. Idle
+//! clients are closed at once, unless their next message has already arrived or they send
+//! a Terminate within a moment (`relay::interrupt::drain_read`). Clients inside a
+//! transaction or queued for a server connection finish it. A connection still in its
+//! login, accepted before the drain began, completes it and runs its first transaction
+//! within [`LOGIN_GRACE`]: a client that connects per transaction, reaching a process as it
+//! begins to drain (a rolling restart), sees no failure. All of it is bounded by the drain
+//! timeout.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long after the drain begins a login may still complete, and a session that logged
 /// in run its first transaction. Logins take milliseconds; a silent connection holds the
 /// drain this long at most.
 pub const LOGIN_GRACE: Duration = Duration::from_secs(2);
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 #[derive(Clone, Default)]
 pub struct Shutdown {
