@@ -195,10 +195,13 @@ fn warn_unless_queues_migrate() {
              when it stops are reset instead of handed to the other process on the port; \
              set it to 1 (deploy/99-launch-proxy.conf)"
         ),
-        Err(e) => tracing::warn!(
+        // Under the shipped unit's ProcSubset=pid /proc/sys is hidden: say what to check,
+        // without a warning at every start.
+        Err(e) => tracing::info!(
             error = %e,
-            "so_reuseport: cannot read {SYSCTL} (Linux 5.14 or later): connections queued on \
-             this process when it stops are reset"
+            "so_reuseport: {SYSCTL} cannot be read here; unless net.ipv4.tcp_migrate_req is 1 \
+             (Linux 5.14 or later, deploy/99-launch-proxy.conf), connections queued on this \
+             process when it stops are reset"
         ),
     }
 }
