@@ -12,16 +12,15 @@ use common::raw::{col0, frame, q, Raw, MD5_USERS};
 use common::{proxy_config, PgServer, ProxyProcess};
 use std::net::TcpStream;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Sends SIGTERM and waits for the proxy to say its drain began.
-fn begin_drain(proxy: &ProxyProcess) {
-    proxy.sigterm();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !proxy.log().contains("shutting down") {
-        assert!(Instant::now() < deadline, "no drain; log:\n{}", proxy.log());
-        thread::sleep(Duration::from_millis(10));
-    }
+/// Completes a login begun before the drain, then, after a moment idle (a session that has
+/// run no transaction yet is not ended), runs `sql` and returns its one value.
+fn login_and_run(raw: &mut Raw, sql: &str) -> Vec<String> {
+    raw.finish_login("app", "apppw")
+        .expect("a login under way completes in the drain");
+    thread::sleep(Duration::from_millis(300));
+    raw.col0(sql)
 }
 
 #[test]
@@ -34,28 +33,17 @@ fn a_login_under_way_as_the_drain_begins_completes_and_runs_its_transaction() {
     // Another's connection is accepted, and its startup packet comes after the drain began.
     let connected = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
     thread::sleep(Duration::from_millis(200));
-    begin_drain(&proxy);
+    proxy.begin_drain();
     let mut late = Raw::startup(connected, "app", "launch");
-    for (raw, sql, answer) in [
-        (&mut asked, "SELECT 41 + 1", "42"),
-        (&mut late, "SELECT 7", "7"),
-    ] {
-        raw.finish_login("app", "apppw")
-            .expect("a login under way completes in the drain");
-        // Idle a moment: a session that has run no transaction yet is not ended.
-        thread::sleep(Duration::from_millis(300));
-        assert_eq!(raw.col0(sql), [answer]);
-        if answer == "42" {
-            // This client says goodbye soon after its transaction, as one connecting per
-            // transaction does once it has read its result: it leaves without an error.
-            thread::sleep(Duration::from_millis(20));
-            raw.send(&frame(b'X', &[]));
-            assert_eq!(raw.recv(), None, "an error for a client that was leaving");
-        } else {
-            // This one stays idle, and the drain ends it.
-            assert_eq!(raw.expect_fatal(), "57P01");
-        }
-    }
+    assert_eq!(login_and_run(&mut asked, "SELECT 41 + 1"), ["42"]);
+    // This client says goodbye soon after its transaction, as one connecting per
+    // transaction does once it has read its result: it leaves without an error.
+    thread::sleep(Duration::from_millis(20));
+    asked.send(&frame(b'X', &[]));
+    assert_eq!(asked.recv(), None, "an error for a client that was leaving");
+    // This one stays idle after its transaction, and the drain ends it.
+    assert_eq!(login_and_run(&mut late, "SELECT 7"), ["7"]);
+    assert_eq!(late.expect_fatal(), "57P01");
     let status = proxy.wait_exit(Duration::from_secs(20));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }

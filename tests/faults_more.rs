@@ -10,8 +10,7 @@ use crate::common;
 use common::client::{app, backend_pid, blocking, eventually, one, try_col, LIMIT};
 use common::raw::*;
 use common::{
-    app_clients_reach, error_field, metric, proxy_config, send_signal, PgServer, ProxyProcess,
-    USERS_YAML,
+    app_clients_reach, metric, proxy_config, send_signal, PgServer, ProxyProcess, USERS_YAML,
 };
 
 use std::time::Duration;
@@ -38,12 +37,6 @@ fn start(check_status: bool) -> (PgServer, ProxyProcess) {
     );
     let proxy = ProxyProcess::start(&config, &users);
     (pg, proxy)
-}
-
-/// The SQLSTATE of the first ErrorResponse in `msgs`.
-fn first_error(msgs: &[Msg]) -> Option<String> {
-    let (_, body) = msgs.iter().find(|(t, _)| *t == b'E')?;
-    error_field(body, b'C')
 }
 
 /// A server connection that goes away (terminated, PostgreSQL stopping) is what PostgreSQL

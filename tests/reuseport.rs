@@ -10,8 +10,8 @@
 
 use crate::common;
 
-use common::raw::{frame, q, send_cancel, Raw, MD5_USERS};
-use common::{error_field, free_port, proxy_config, PgServer, ProxyProcess};
+use common::raw::{first_error, frame, q, send_cancel, Raw, MD5_USERS};
+use common::{free_port, proxy_config, PgServer, ProxyProcess};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,8 +51,8 @@ fn one_session(port: u16) -> Result<u32, String> {
     let mut r = Raw::try_login(port, "app", "apppw")?;
     r.send(&q("SELECT 1"));
     let msgs = r.until_ready_or_eof();
-    if let Some((_, body)) = msgs.iter().find(|(t, _)| *t == b'E') {
-        return Err(error_field(body, b'C').unwrap_or_default());
+    if msgs.iter().any(|(t, _)| *t == b'E') {
+        return Err(first_error(&msgs).unwrap_or_default());
     }
     if msgs.last().map(|m| m.0) != Some(b'Z') {
         return Err("EOF".into());
@@ -71,11 +71,6 @@ fn session_on(port: u16, id: u32) -> Raw {
         }
     }
     panic!("200 logins and none reached host {id}");
-}
-
-fn sqlstate(msgs: &[common::raw::Msg]) -> Option<String> {
-    let (_, body) = msgs.iter().find(|(t, _)| *t == b'E')?;
-    error_field(body, b'C')
 }
 
 #[test]
@@ -151,26 +146,21 @@ fn a_second_process_shares_the_port_and_takes_over_as_the_first_drains() {
 
     // On the first process: a transaction that will commit, and one running a statement.
     let mut keeper = session_on(port, 1);
-    assert_eq!(sqlstate(&keeper.run(&q("BEGIN"))), None);
+    assert_eq!(first_error(&keeper.run(&q("BEGIN"))), None);
     assert_eq!(
-        sqlstate(&keeper.run(&q("INSERT INTO kept VALUES (1)"))),
+        first_error(&keeper.run(&q("INSERT INTO kept VALUES (1)"))),
         None
     );
     let mut sleeper = session_on(port, 1);
     let key = sleeper.key;
-    assert_eq!(sqlstate(&sleeper.run(&q("BEGIN"))), None);
+    assert_eq!(first_error(&sleeper.run(&q("BEGIN"))), None);
     let sleeping = thread::spawn(move || {
         let reply = sleeper.run(&q("SELECT pg_sleep(60)"));
-        (sleeper, sqlstate(&reply))
+        (sleeper, first_error(&reply))
     });
     thread::sleep(Duration::from_millis(300));
 
-    a.sigterm();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !a.log().contains("shutting down") {
-        assert!(Instant::now() < deadline, "no drain; log:\n{}", a.log());
-        thread::sleep(Duration::from_millis(10));
-    }
+    a.begin_drain();
     let drain_began = Instant::now();
     assert!(
         a.is_running(),
@@ -197,13 +187,13 @@ fn a_second_process_shares_the_port_and_takes_over_as_the_first_drains() {
     send_cancel(port, key.0, key.1);
     let (mut sleeper, code) = sleeping.join().unwrap();
     assert_eq!(code.as_deref(), Some("57014"), "the statement is cancelled");
-    assert_eq!(sqlstate(&sleeper.run(&q("ROLLBACK"))), None);
+    assert_eq!(first_error(&sleeper.run(&q("ROLLBACK"))), None);
     // The draining transaction goes on and commits.
     assert_eq!(
-        sqlstate(&keeper.run(&q("INSERT INTO kept VALUES (2)"))),
+        first_error(&keeper.run(&q("INSERT INTO kept VALUES (2)"))),
         None
     );
-    assert_eq!(sqlstate(&keeper.run(&q("COMMIT"))), None);
+    assert_eq!(first_error(&keeper.run(&q("COMMIT"))), None);
     // Now idle, both are ended, and the first process exits.
     assert_eq!(keeper.expect_fatal(), "57P01");
     assert_eq!(sleeper.expect_fatal(), "57P01");

@@ -27,6 +27,14 @@ fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, LoadError> {
         .map_err(|e| LoadError::Invalid(format!("{key}: \"{value}\" is not an address:port ({e})")))
 }
 
+/// An address that may be left empty (`None`: not listened on).
+fn parse_optional_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, LoadError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    parse_addr(key, value).map(Some)
+}
+
 pub(super) fn validate(
     config: Config,
     users: BTreeMap<String, Arc<User>>,
@@ -34,23 +42,15 @@ pub(super) fn validate(
 ) -> Result<Settings, LoadError> {
     let bad = |m: String| Err(LoadError::Invalid(m));
     let listen = parse_addr("listen", &config.listen)?;
-    let metrics_listen = if config.metrics_listen.is_empty() {
-        None
-    } else {
-        Some(parse_addr("metrics_listen", &config.metrics_listen)?)
-    };
+    let metrics_listen = parse_optional_addr("metrics_listen", &config.metrics_listen)?;
     if metrics_listen == Some(listen) {
         return bad("metrics_listen must differ from listen".into());
     }
-    let instance_listen = if config.instance_listen.is_empty() {
-        None
-    } else {
-        Some(parse_addr("instance_listen", &config.instance_listen)?)
-    };
-    if instance_listen.is_some()
-        && (instance_listen == Some(listen) || instance_listen == metrics_listen)
-    {
-        return bad("instance_listen must differ from listen and metrics_listen".into());
+    let instance_listen = parse_optional_addr("instance_listen", &config.instance_listen)?;
+    if let Some(own) = instance_listen {
+        if own == listen || Some(own) == metrics_listen {
+            return bad("instance_listen must differ from listen and metrics_listen".into());
+        }
     }
     let p = &config.pool;
     if config.server.host.is_empty() || config.server.database.is_empty() {

@@ -22,14 +22,14 @@ const TICK: Duration = Duration::from_millis(500);
 /// Runs until the process exits: through the drain too, where the clients queued for a
 /// connection still get one (their statements were accepted), and nothing else opens.
 pub(super) async fn run(pool: Arc<Pool>) {
-    let mut draining = false;
     loop {
         let next = maintain(&pool, Instant::now());
         let sleep_for = next.min(TICK);
         tokio::select! {
             _ = pool.wake.notified() => {}
             _ = tokio::time::sleep(sleep_for) => {}
-            _ = pool.shutdown.triggered(), if !draining => draining = true,
+            // The drain's start is one more pass; after it, the branch is off.
+            _ = pool.shutdown.triggered(), if !pool.shutdown.is_triggered() => {}
         }
     }
 }
@@ -99,9 +99,10 @@ fn maintain(pool: &Arc<Pool>, now: Instant) -> Duration {
         };
         let for_waiters = startable.min(st.gate.room()).saturating_sub(st.opening);
         // A draining process keeps no warm minimum: the one that takes over opens its own.
-        let for_minimum = match draining {
-            false => pool.limits.min.saturating_sub(st.total),
-            true => 0,
+        let for_minimum = if draining {
+            0
+        } else {
+            pool.limits.min.saturating_sub(st.total)
         };
         let mut want = for_waiters.max(for_minimum);
         if pool.probe.swap(false, std::sync::atomic::Ordering::Relaxed)

@@ -134,6 +134,16 @@ impl ProxyProcess {
         self.signal("TERM");
     }
 
+    /// Sends SIGTERM and waits (up to 10 s) for the proxy to log that its drain began.
+    pub fn begin_drain(&self) {
+        self.sigterm();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains("shutting down") {
+            assert!(Instant::now() < deadline, "no drain; log:\n{}", self.log());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn try_wait(&mut self) -> Option<ExitStatus> {
         if self.exited.is_none() {
             self.exited = self.child.try_wait().ok().flatten();

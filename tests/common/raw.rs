@@ -65,6 +65,11 @@ pub fn sum(msgs: &[Msg]) -> String {
     };
     msgs.iter().map(one).collect()
 }
+/// The SQLSTATE of the first ErrorResponse in `msgs`.
+pub fn first_error(msgs: &[Msg]) -> Option<String> {
+    let (_, body) = msgs.iter().find(|(t, _)| *t == b'E')?;
+    field(body, b'C')
+}
 /// First column of every DataRow, as text.
 pub fn col0(msgs: &[Msg]) -> Vec<String> {
     let rows = msgs.iter().filter(|(t, _)| *t == b'D');
