@@ -374,3 +374,93 @@ async fn a_kill_reaches_a_client_stopped_halfway_through_a_message() {
         Some("57P01")
     );
 }
+
+/// A session whose client stopped reading, with the relay waiting to write a large result
+/// to it, ends at the kill rather than at the role's idle-in-transaction limit (60 s here,
+/// beyond the test's limit), and its statement stops on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_reaches_a_session_whose_client_stopped_reading() {
+    const COPY: &str = "COPY (SELECT generate_series(1, 2000000000)) TO STDOUT";
+    let env = start().await;
+    let mut r = Raw::login(env.proxy.port, "t2m", &pw("t2m"));
+    let pid = r.key.0.to_string();
+    r.send(&q(COPY));
+    assert!(
+        running_reach(&env, "generate_series(1, 2000000000)", "1").await,
+        "the COPY never started"
+    );
+    let ops = console_as(&env, "ops").await.expect("console");
+    // The client reads nothing: the sockets between it and the server fill, and the relay
+    // waits to write. The wait is on the proxy's side once the server waits too.
+    let server_waits = "SELECT count(*) FROM pg_stat_activity \
+         WHERE query LIKE '%generate_series(1, 2000000000)%' AND wait_event = 'ClientWrite'";
+    let until = Instant::now() + LIMIT;
+    while env.su1(server_waits).await != "1" {
+        assert!(Instant::now() < until, "the server never waited to write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    console(&ops, &format!("KILL_CLIENT {pid}"))
+        .await
+        .expect("KILL_CLIENT");
+    assert!(
+        running_reach(&env, "generate_series(1, 2000000000)", "0").await,
+        "the COPY kept running on the server after the kill"
+    );
+    let until = Instant::now() + LIMIT;
+    while pids_of(&ops, "t2m").await.contains(&pid) {
+        assert!(Instant::now() < until, "the killed session is still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(r);
+}
+
+/// A kill that lands while a large row is halfway to its client waits for the row's end:
+/// the 57P01 written after half a message would be read as the row's rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_halfway_through_a_row_ends_the_session_after_the_row() {
+    const LEN: usize = 20_000_000;
+    let env = start().await;
+    let port = env.proxy.port;
+    let (paused_tx, paused_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut r = Raw::login(port, "t2m", &pw("t2m"));
+        r.send(&q(&format!("SELECT repeat('x', {LEN})")));
+        assert_eq!(r.recv().map(|m| m.0), Some(b'T'));
+        let mut head = [0u8; 5];
+        r.s.read_exact(&mut head).unwrap();
+        assert_eq!(head[0], b'D');
+        let mut row = vec![0; u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize - 4];
+        r.s.read_exact(&mut row[..1 << 20]).unwrap();
+        // Stops reading: the relay waits to write, with most of the row still to come.
+        paused_tx.send(r.key.0).unwrap();
+        go_rx.recv().unwrap();
+        let whole = r.s.read_exact(&mut row[1 << 20..]).is_ok();
+        let value_ok = row.len() == 2 + 4 + LEN && row[6..].iter().all(|&b| b == b'x');
+        // What follows the row (its CommandComplete, maybe) up to the kill's error.
+        let mut next = r.recv();
+        while next.as_ref().is_some_and(|m| m.0 != b'E') {
+            next = r.recv();
+        }
+        (whole && value_ok, next)
+    });
+    let pid = paused_rx.recv().unwrap();
+    let ops = console_as(&env, "ops").await.expect("console");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    console(&ops, &format!("KILL_CLIENT {pid}"))
+        .await
+        .expect("KILL_CLIENT");
+    go_tx.send(()).unwrap();
+    let (row_whole, next) = tokio::time::timeout(LIMIT, reader)
+        .await
+        .expect("the reader never finished")
+        .unwrap();
+    assert!(row_whole, "the row was cut or garbled by the kill");
+    let (tag, body) = next.expect("the kill's error after the row");
+    assert_eq!(tag, b'E');
+    assert_eq!(
+        crate::common::error_field(&body, b'C').as_deref(),
+        Some("57P01")
+    );
+}

@@ -75,6 +75,8 @@ enum Event {
     ReadEnded,
     /// The watchdog gave the server up (command_timeout's cancel went unanswered).
     GaveUp,
+    /// The admin console ended the session.
+    Killed,
 }
 
 /// Sends `rest` to the server while passing its replies on to the client; done once the
@@ -127,6 +129,9 @@ async fn send_rest(
             if watched && target.server_unresponsive() {
                 return Poll::Ready(Event::GaveUp);
             }
+            if target.is_killed() && t.server_remaining == 0 {
+                return Poll::Ready(Event::Killed);
+            }
             match stream.poll_read_some(cx, &mut server.buf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Event::ReadEnded),
                 Poll::Ready(Ok(_)) => Poll::Ready(Event::Read),
@@ -144,6 +149,7 @@ async fn send_rest(
                 })
             }
             Event::GaveUp => break Err(Stop::ServerUnresponsive),
+            Event::Killed => break Err(Stop::Client(super::errors::killed())),
             Event::Read => {
                 deadline.on_server_bytes(target, t);
                 if forward_server_now(client, server, t, state, session, &mut left)? {

@@ -11,16 +11,18 @@ use super::{errors, Stop};
 use crate::protocol::framing::{frontend, parse_header};
 use std::time::{Duration, Instant};
 
-/// Ready once the admin console ended the session (`CancelTarget::kill`), or, while the
-/// command's deadline is `watched`, once the watchdog gave the server up
+/// Ready once the admin console ended the session (`CancelTarget::kill`; not while the
+/// client is `mid_message`, which the server's next bytes finish), or, while the command's
+/// deadline is `watched`, once the watchdog gave the server up
 /// (`CancelTarget::server_unresponsive`). It registers no waker: both wake the session's
 /// task, given once in `relay::run`.
 pub(super) fn interrupted(
     target: &CancelTarget,
     watched: bool,
+    mid_message: bool,
 ) -> impl std::future::Future<Output = Stop> + '_ {
     std::future::poll_fn(move |_| {
-        if target.is_killed() {
+        if target.is_killed() && !mid_message {
             std::task::Poll::Ready(Stop::Client(errors::killed()))
         } else if watched && target.server_unresponsive() {
             std::task::Poll::Ready(Stop::ServerUnresponsive)

@@ -487,8 +487,10 @@ async fn transaction(
     let mut paused = false;
     loop {
         // Also here, not only in the select's last branch: while the server or the client
-        // streams (a large result, COPY), the reads ahead of it are always ready.
-        if target.is_killed() {
+        // streams (a large result, COPY), the reads ahead of it are always ready. Never
+        // halfway through a message to the client: the error would be read as its rest.
+        let mid_message = t.server_remaining > 0;
+        if target.is_killed() && !mid_message {
             return Err(Stop::Client(errors::killed()));
         }
         if t.resume_client {
@@ -579,7 +581,7 @@ async fn transaction(
             () = quiet_for, if quiet_unsynced => {
                 return Err(Stop::Client(idle_without_sync(idle_limit.unwrap_or_default())));
             }
-            stop = interrupted(target, deadline.watched(t)) => return Err(stop),
+            stop = interrupted(target, deadline.watched(t), mid_message) => return Err(stop),
         }
     }
 }
