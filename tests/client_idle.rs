@@ -109,3 +109,44 @@ async fn an_ended_idle_session_gives_its_tenants_place_back() {
         TENANT
     );
 }
+
+/// Session mode: a session idle between transactions holds its server connection, and is
+/// ended all the same; the connection goes back to the pool (the next session gets the same
+/// backend) rather than being closed. A session in an open transaction is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_an_idle_session_is_ended_and_its_connection_goes_back() {
+    let pg = PgServer::start();
+    let config = proxy_config(
+        &pg,
+        "mode: session\nmin_pool_size: 0\ndefault_pool_size: 2\nreserve_pool_size: 0",
+    ) + &format!("client_idle_timeout_ms: {IDLE_MS}\n");
+    let proxy = ProxyProcess::start(&config, USERS_YAML);
+
+    let (idle, idle_end) = watched_session(&proxy).await;
+    let backend = one(&idle, "SELECT pg_backend_pid()::text").await;
+    let in_transaction = app(&proxy).await;
+    in_transaction.client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(one(&in_transaction.client, "SELECT 'open'").await, "open");
+
+    let ended = tokio::time::timeout(LIMIT, idle_end)
+        .await
+        .expect("the idle session was never ended")
+        .unwrap();
+    assert_eq!(
+        ended.as_deref(),
+        Some("57P05 terminating connection due to idle-session timeout")
+    );
+    assert_eq!(
+        one(&in_transaction.client, "SELECT 'still open'").await,
+        "still open"
+    );
+    let next = app(&proxy).await;
+    assert_eq!(
+        one(&next.client, "SELECT pg_backend_pid()::text").await,
+        backend,
+        "the ended session's connection was not given back"
+    );
+    in_transaction.client.batch_execute("COMMIT").await.unwrap();
+    let closed = eventually(LIMIT, || in_transaction.client.is_closed()).await;
+    assert!(closed, "the session idle after its transaction stayed open");
+}

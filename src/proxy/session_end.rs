@@ -3,7 +3,9 @@
 //!
 //! Both only leave a request in the client's cancel target and wake its relay, which acts
 //! at its next wait: a kill wherever the session waits (for its client, for a connection,
-//! for its server), an idle end only while it waits for its client holding nothing. The
+//! for its server), an idle end only while it waits for its client between transactions
+//! (holding nothing; in session mode, holding its server connection, which goes back to the
+//! pool reset). The
 //! reaper reads each client's state and idle time without the relay's help, so the two can
 //! cross: a request found stale (the client sent something since) is withdrawn, never
 //! acted on. The relay pays one store of the coarse clock per transaction, as it goes idle.
@@ -11,7 +13,7 @@
 use super::cancel::CancelRegistry;
 use super::client_info::ClientState;
 use crate::shutdown::Shutdown;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +35,9 @@ pub struct SessionEnd {
     requested: AtomicU8,
     /// On the coarse clock ([`crate::clock`]).
     idle_since_ms: AtomicU64,
+    /// Idle between transactions while it holds its server connection (session mode),
+    /// which its cancel key's state does not show.
+    idle_holding: AtomicBool,
 }
 
 impl SessionEnd {
@@ -40,6 +45,7 @@ impl SessionEnd {
         SessionEnd {
             requested: AtomicU8::new(NONE),
             idle_since_ms: AtomicU64::new(now_ms),
+            idle_holding: AtomicBool::new(false),
         }
     }
 
@@ -77,6 +83,20 @@ impl SessionEnd {
         self.idle_since_ms.store(now_ms, Ordering::Relaxed);
     }
 
+    /// Session mode: the session waits for its client between transactions from now on
+    /// (`true`), holding its server connection, or has sent something (`false`).
+    pub fn mark_idle_holding(&self, idle: bool, now_ms: u64) {
+        if idle {
+            self.idle_since_ms.store(now_ms, Ordering::Relaxed);
+        }
+        self.idle_holding.store(idle, Ordering::Relaxed);
+    }
+
+    /// Whether the session is idle between transactions holding its server connection.
+    pub fn idle_holding(&self) -> bool {
+        self.idle_holding.load(Ordering::Relaxed)
+    }
+
     /// Whether it has waited for its client `limit_ms` or longer since [`Self::mark_idle`].
     pub fn idle_for(&self, now_ms: u64, limit_ms: u64) -> bool {
         now_ms.saturating_sub(self.idle_since_ms.load(Ordering::Relaxed)) >= limit_ms
@@ -97,7 +117,8 @@ pub async fn reap_idle(registry: Arc<CancelRegistry>, limit: Duration, shutdown:
         }
         let now = crate::clock::advance();
         for client in registry.clients() {
-            if client.state() == ClientState::Idle && client.end.idle_for(now, limit_ms) {
+            let idle = client.state() == ClientState::Idle || client.end.idle_holding();
+            if idle && client.end.idle_for(now, limit_ms) {
                 client.end_idle();
             }
         }
@@ -127,5 +148,17 @@ mod tests {
         end.withdraw_idle_end();
         assert!(!end.request_idle_end());
         assert_eq!(end.requested(), Some(EndRequest::Killed), "never withdrawn");
+    }
+
+    #[test]
+    fn a_session_idle_holding_its_server_is_seen_idle_from_when_it_went_idle() {
+        let end = SessionEnd::new(1_000);
+        assert!(!end.idle_holding());
+        end.mark_idle_holding(true, 9_000);
+        assert!(end.idle_holding());
+        assert!(!end.idle_for(9_500, 1_000));
+        assert!(end.idle_for(10_000, 1_000));
+        end.mark_idle_holding(false, 12_000);
+        assert!(!end.idle_holding(), "busy again");
     }
 }

@@ -14,21 +14,28 @@ use std::time::{Duration, Instant};
 /// Ready once the admin console ended the session (`CancelTarget::kill`; not while the
 /// client is `mid_message`, which the server's next bytes finish), or, while the command's
 /// deadline is `watched`, once the watchdog gave the server up
-/// (`CancelTarget::server_unresponsive`). It registers no waker: both wake the session's
-/// task, given once in `relay::run`.
+/// (`CancelTarget::server_unresponsive`), or, given `idle_limit_ms` (a session-mode
+/// session idle between transactions), once the idle reaper ended it. It registers no
+/// waker: each wakes the session's task, given once in `relay::run`.
 pub(super) fn interrupted(
     target: &CancelTarget,
     watched: bool,
     mid_message: bool,
+    idle_limit_ms: Option<u64>,
 ) -> impl std::future::Future<Output = Stop> + '_ {
     std::future::poll_fn(move |_| {
         if target.is_killed() && !mid_message {
-            std::task::Poll::Ready(Stop::Client(errors::killed()))
-        } else if watched && target.server_unresponsive() {
-            std::task::Poll::Ready(Stop::ServerUnresponsive)
-        } else {
-            std::task::Poll::Pending
+            return std::task::Poll::Ready(Stop::Client(errors::killed()));
         }
+        if watched && target.server_unresponsive() {
+            return std::task::Poll::Ready(Stop::ServerUnresponsive);
+        }
+        if let (Some(limit), Some(EndRequest::Idle)) = (idle_limit_ms, target.end.requested()) {
+            if let Some(e) = idle_wait_ends(target, EndRequest::Idle, limit) {
+                return std::task::Poll::Ready(Stop::Client(e));
+            }
+        }
+        std::task::Poll::Pending
     })
 }
 

@@ -16,6 +16,7 @@ mod interrupt;
 mod last_words;
 mod local;
 mod queued;
+mod server_end;
 mod tracker;
 mod upstream;
 
@@ -30,6 +31,7 @@ use deadline::CommandDeadline;
 use downstream::{forward_server, forward_server_now};
 use errors::{idle_without_sync, oversized, server_lost};
 use interrupt::{end_requested, interrupted, killed};
+use server_end::{abandon, give_back_idle, reset_session};
 use tracker::{Action, Expect, Tracker};
 use upstream::{forward_client, forward_client_now};
 
@@ -56,21 +58,6 @@ pub(super) struct SessionState {
     pub params: ParamSet,
     /// Until when (coarse clock) its tenant is known to be active: no lookup before then.
     pub tenant_active_until: u64,
-}
-
-/// Session mode: a connection a client held for its whole session goes back clean, as
-/// PgBouncer's server_reset_query does: no LISTEN, cursors, statements or settings of the
-/// previous client survive. The next client's tenant and parameters are applied afresh.
-async fn reset_session(server: &mut ServerConn) -> bool {
-    let ok = crate::pool::query::query_scalar(server, "DISCARD ALL")
-        .await
-        .is_ok();
-    server.tenant = AppliedTenant::Unknown;
-    server.statements.clear();
-    server.may_hold_objects = !ok;
-    server.may_hold_settings = !ok;
-    server.params = ParamSet::default();
-    ok
 }
 
 /// How the relay ended.
@@ -242,6 +229,12 @@ pub(super) async fn run(
                     break e;
                 }
             }
+            Err(Stop::Client(e)) if session_mode && t.is_clean() => {
+                // Ended between transactions (a kill, the idle reaper): the connection is
+                // in a known state, and goes back to the pool reset.
+                Box::pin(give_back_idle(server, session)).await;
+                break Some(e);
+            }
             Err(stop) => {
                 // Rare paths are boxed: a client's task is as large as its largest await
                 // point, and thousands of idle clients each keep one.
@@ -282,24 +275,6 @@ pub(super) async fn run(
 
 /// Bytes of a client's messages read while they are held (see the transaction loop).
 const HELD_READ_LIMIT: usize = 256 * 1024;
-
-/// Gets rid of a server connection whose client is gone or whose state is unknown: a
-/// running query is cancelled first so that its locks go with it, then the connection is
-/// closed (PostgreSQL rolls back an open transaction on disconnect).
-async fn abandon(
-    server: Box<ServerConn>,
-    t: &Tracker,
-    session: &Session,
-    ctx: &ProxyContext,
-) -> Option<ClientError> {
-    if !t.replies.is_empty() {
-        ctx.cancels.cancel_running(&session.cancel.target).await;
-    }
-    session.cancel.target.detach().await;
-    tracing::debug!(pool = %session.pool.name, conn = server.id, "closing server connection left in an unknown state");
-    drop(server);
-    None
-}
 
 /// Waits, holding no server, until the client has a complete message to run. Returns
 /// `Ok(false)` when the client ended the session. `fresh`: the session has run no
@@ -485,6 +460,10 @@ async fn transaction(
     deadline.after_forward(target, t);
     let gated = session.pool.is_gated();
     let mut paused = false;
+    // Session mode: idle between transactions, which the idle reaper ends as it ends an
+    // idle session of transaction mode (`client_idle_timeout_ms`; 0 = never).
+    let reap_after_ms = ctx.settings.config.client_idle_timeout_ms;
+    let mut idle_holding = false;
     loop {
         // Also here, not only in the select's last branch: while the server or the client
         // streams (a large result, COPY), the reads ahead of it are always ready. Never
@@ -525,6 +504,13 @@ async fn transaction(
         if let Some(limit) = command_timeout {
             deadline.before_wait(target, t, limit);
         }
+        if session_mode && t.is_clean() != idle_holding {
+            idle_holding = !idle_holding;
+            target
+                .end
+                .mark_idle_holding(idle_holding, crate::clock::now_ms());
+        }
+        let idle_end = (idle_holding && reap_after_ms > 0).then_some(reap_after_ms);
         room_for_server_read(&mut server.buf);
         if let Err(e) = client.make_room() {
             return Err(Stop::Client(ClientConn::refusal(e)));
@@ -581,7 +567,7 @@ async fn transaction(
             () = quiet_for, if quiet_unsynced => {
                 return Err(Stop::Client(idle_without_sync(idle_limit.unwrap_or_default())));
             }
-            stop = interrupted(target, deadline.watched(t), mid_message) => return Err(stop),
+            stop = interrupted(target, deadline.watched(t), mid_message, idle_end) => return Err(stop),
         }
     }
 }
