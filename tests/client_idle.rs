@@ -31,6 +31,18 @@ async fn watched_session(
     (client, end)
 }
 
+/// Waits for the session watched by `end` to be ended by the idle timeout.
+async fn ended_idle(end: tokio::task::JoinHandle<Option<String>>) {
+    let ended = tokio::time::timeout(LIMIT, end)
+        .await
+        .expect("the idle session was never ended")
+        .unwrap();
+    assert_eq!(
+        ended.as_deref(),
+        Some("57P05 terminating connection due to idle-session timeout")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_is_ended_and_a_working_one_is_not() {
     let pg = PgServer::start();
@@ -50,14 +62,7 @@ async fn an_idle_session_is_ended_and_a_working_one_is_not() {
         assert_eq!(one(&working.client, "SELECT 'busy'").await, "busy");
         tokio::time::sleep(Duration::from_millis(IDLE_MS / 5)).await;
     }
-    let ended = tokio::time::timeout(LIMIT, idle_end)
-        .await
-        .expect("the idle session was never ended")
-        .unwrap();
-    assert_eq!(
-        ended.as_deref(),
-        Some("57P05 terminating connection due to idle-session timeout")
-    );
+    ended_idle(idle_end).await;
     assert!(idle.is_closed());
     assert_eq!(one(&working.client, "SELECT 'still'").await, "still");
     assert_eq!(
@@ -128,14 +133,7 @@ async fn session_mode_an_idle_session_is_ended_and_its_connection_goes_back() {
     in_transaction.client.batch_execute("BEGIN").await.unwrap();
     assert_eq!(one(&in_transaction.client, "SELECT 'open'").await, "open");
 
-    let ended = tokio::time::timeout(LIMIT, idle_end)
-        .await
-        .expect("the idle session was never ended")
-        .unwrap();
-    assert_eq!(
-        ended.as_deref(),
-        Some("57P05 terminating connection due to idle-session timeout")
-    );
+    ended_idle(idle_end).await;
     assert_eq!(
         one(&in_transaction.client, "SELECT 'still open'").await,
         "still open"
