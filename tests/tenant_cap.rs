@@ -8,6 +8,9 @@
 //!
 //! `pool.max_tenant_clients`: a tenant's login beyond its number of sessions gets 53300,
 //! and other tenants and tenant-less logins still log in.
+//!
+//! Both give every place back however a session ends: a kill, a withdrawn wait, the idle
+//! reaper, a client that vanishes mid-statement.
 
 use crate::common;
 
@@ -221,4 +224,138 @@ async fn a_tenant_at_its_session_cap_cannot_log_in_and_others_still_can() {
         one(&busy3.client, "SELECT current_setting('app.tenant_id')").await,
         BUSY
     );
+}
+
+/// The console's rows of `show` whose column `key` is `value`: the column `want` of each.
+async fn console_rows(
+    console: &tokio_postgres::Client,
+    show: &str,
+    key: &str,
+    value: &str,
+    want: &str,
+) -> Vec<String> {
+    let rows = console.simple_query(show).await.expect(show);
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(key) == Some(value) => {
+                r.get(want).map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every way a session ends gives its tenant's places back, under both caps: a kill in an
+/// open transaction, a queued statement withdrawn by its cancel key, the idle reaper, a
+/// client that vanishes while its statement runs. Afterwards the tenant has its two
+/// sessions and its one connection again, and the console lists none of its sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_a_session_ends_gives_its_tenants_places_back() {
+    let pg = PgServer::start();
+    let pool = "default_pool_size: 4\nmin_pool_size: 0\nreserve_pool_size: 0\nmax_active: 0\n\
+                max_tenant_connections: 1\nmax_tenant_clients: 2\nacquire_timeout_ms: 30000";
+    let config = proxy_config(&pg, pool)
+        + &format!("tenant: {{ signing_key: \"{KEY}\", check_status: false }}\n")
+        + "client_idle_timeout_ms: 1000\nadmin: { users: [ops] }\n";
+    let users = users() + "  ops: { password: \"opspw\", role: write, server_user: app }\n";
+    let proxy = ProxyProcess::start(&config, &users);
+    let (console, _console_task) = {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=ops password=opspw dbname=pgbouncer",
+            proxy.port
+        );
+        let (c, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .expect("console");
+        (c, tokio::spawn(connection))
+    };
+
+    // A session in an open transaction holds the tenant's one connection; a second one's
+    // statement queues behind it, and its cancel key withdraws it.
+    let holder = connect(&proxy, "busy1", "pw").await.unwrap();
+    hold(&holder).await;
+    let queued = connect(&proxy, "busy2", "pw").await.unwrap();
+    let before = cap_waits(&proxy);
+    let cancel_once_queued = async {
+        queued_at_the_cap(&proxy, before).await;
+        let token = queued.client.cancel_token();
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    };
+    let (withdrawn, ()) = tokio::join!(
+        queued.client.simple_query("SELECT 'queued'"),
+        cancel_once_queued
+    );
+    let withdrawn = withdrawn.expect_err("the queued statement failed");
+    assert_eq!(withdrawn.code(), Some(&SqlState::QUERY_CANCELED));
+
+    // The console ends the holder; the idle reaper ends the other.
+    let pid = console_rows(&console, "SHOW CLIENTS", "user", "busy1", "pid").await;
+    assert_eq!(pid.len(), 1);
+    console
+        .simple_query(&format!("KILL_CLIENT {}", pid[0]))
+        .await
+        .expect("KILL_CLIENT");
+    let reaped = common::client::eventually(LIMIT, || {
+        holder.client.is_closed() && queued.client.is_closed()
+    })
+    .await;
+    assert!(reaped, "the killed or the idle session stayed open");
+
+    // A client that vanishes while its statement runs on the tenant's connection.
+    let Conn { client, task } = connect(&proxy, "busy3", "pw").await.unwrap();
+    let sleeping = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+    let running = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' \
+                   AND state = 'active' AND pid <> pg_backend_pid()";
+    let su = pg.superuser("launch").await;
+    let until = std::time::Instant::now() + LIMIT;
+    while one(&su, running).await != "1" {
+        assert!(std::time::Instant::now() < until, "the sleep never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    sleeping.abort();
+
+    // Every place is back: no session of the tenant is listed, two log in, and one holds
+    // the tenant's connection while the other's statement waits for it, then runs.
+    let until = std::time::Instant::now() + LIMIT;
+    while !console_rows(&console, "SHOW TENANTS", "tenant", BUSY, "clients")
+        .await
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "the tenant's sessions are still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = connect(&proxy, "busy1", "pw")
+        .await
+        .expect("a session's place came back");
+    let second = connect(&proxy, "busy2", "pw")
+        .await
+        .expect("both places came back");
+    hold(&first).await;
+    let before = cap_waits(&proxy);
+    let commit_once_queued = async {
+        queued_at_the_cap(&proxy, before).await;
+        first.client.batch_execute("COMMIT").await.unwrap();
+    };
+    let next = async {
+        let tenant = one(&second.client, "SELECT current_setting('app.tenant_id')");
+        tokio::time::timeout(LIMIT, tenant).await
+    };
+    let (tenant, ()) = tokio::join!(next, commit_once_queued);
+    assert_eq!(tenant.expect("the connection never came back"), BUSY);
+}
+
+/// Waits until a statement has queued at the tenant cap since `cap_waits` read `before`.
+async fn queued_at_the_cap(proxy: &ProxyProcess, before: f64) {
+    let until = std::time::Instant::now() + LIMIT;
+    while cap_waits(proxy) <= before {
+        assert!(
+            std::time::Instant::now() < until,
+            "no statement queued at the cap"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
