@@ -52,6 +52,14 @@ async fn running_reach(env: &Env, text: &str, n: &str) -> bool {
     false
 }
 
+/// Ends the session `pid` from the `ops` console.
+async fn kill_client(env: &Env, pid: impl std::fmt::Display) {
+    let ops = console_as(env, "ops").await.expect("console");
+    console(&ops, &format!("KILL_CLIENT {pid}"))
+        .await
+        .expect("KILL_CLIENT");
+}
+
 /// A console session whose NOTICEs are collected.
 async fn console_with_notices(env: &Env) -> (Client, Arc<Mutex<Vec<String>>>) {
     let conn = format!(
@@ -223,10 +231,7 @@ async fn a_kill_reaches_a_session_streaming_a_large_result() {
         "the COPY never started"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ops = console_as(&env, "ops").await.expect("console");
-    console(&ops, &format!("KILL_CLIENT {pid}"))
-        .await
-        .expect("KILL_CLIENT");
+    kill_client(&env, pid).await;
     let (rows, code) = tokio::time::timeout(LIMIT, streaming)
         .await
         .expect("the stream went on after the kill")
@@ -357,12 +362,9 @@ async fn a_kill_reaches_a_client_stopped_halfway_through_a_message() {
         r.recv()
     });
     let pid = pid_rx.recv().unwrap();
-    let ops = console_as(&env, "ops").await.expect("console");
     // The half message arrives first (were the kill first, the session would be idle).
     tokio::time::sleep(Duration::from_millis(200)).await;
-    console(&ops, &format!("KILL_CLIENT {pid}"))
-        .await
-        .expect("KILL_CLIENT");
+    kill_client(&env, pid).await;
     let answer = tokio::time::timeout(LIMIT, stopped)
         .await
         .expect("the kill never reached the client")
@@ -446,11 +448,8 @@ async fn a_kill_halfway_through_a_row_ends_the_session_after_the_row() {
         (whole && value_ok, next)
     });
     let pid = paused_rx.recv().unwrap();
-    let ops = console_as(&env, "ops").await.expect("console");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    console(&ops, &format!("KILL_CLIENT {pid}"))
-        .await
-        .expect("KILL_CLIENT");
+    kill_client(&env, pid).await;
     go_tx.send(()).unwrap();
     let (row_whole, next) = tokio::time::timeout(LIMIT, reader)
         .await
