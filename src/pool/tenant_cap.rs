@@ -12,8 +12,9 @@
 //! statement runs on it or its client sits idle in its transaction (the gate,
 //! `max_active`, counts only the running ones). Clients without a tenant are not capped,
 //! and neither are the proxy's own queries at login. Tenants are told apart by their
-//! queue key ([`super::tenant_key`], 40 random bits of the ULID): two tenants sharing one
-//! would share a cap, which fails safe (fewer connections, never another tenant's data).
+//! queue key ([`super::tenant_key`], the ULID's 128 bits folded into 64): two tenants sharing
+//! one (a chance of 2^-64 a pair) would share a cap, which fails safe (fewer connections,
+//! never another tenant's data).
 //!
 //! A hand-over passes over the waiting tenants at their cap ([`super::waiters`]); at most
 //! the pool's size divided by the cap can be at it at once, which bounds that walk (four

@@ -31,17 +31,24 @@ pub(super) struct Waiter {
 /// A tenant's key in the queue ([`tenant_key`]); 0 is the group of clients without one.
 pub type TenantKey = u64;
 
-/// The key of `tenant`'s queue: the last eight characters of its ULID (40 random bits)
-/// as one word, mixed by [`KeyHasher`]. Never 0 (they are ASCII), so it cannot fall into
-/// the group of clients without a tenant.
-#[inline]
+/// The key of `tenant`'s queue and caps: all 128 bits of its ULID folded into one word,
+/// the low 64 (random in a ULID) with the high 64 (time and the rest) mixed by a bijection,
+/// so that ids that differ in one half only never share a key, and ids that differ in both
+/// share one with a chance of 2^-64. Never 0, the group of clients without a tenant.
+/// Computed once per login.
 pub fn tenant_key(tenant: Option<&crate::tenant::TenantId>) -> TenantKey {
     tenant.map_or(0, |t| {
-        let b = t.as_bytes();
-        let mut tail = [0u8; 8];
-        tail.copy_from_slice(&b[b.len() - 8..]);
-        u64::from_le_bytes(tail)
+        let bits = t.to_u128();
+        let key = (bits as u64) ^ mix64((bits >> 64) as u64);
+        key.max(1)
     })
+}
+
+/// splitmix64's finaliser: a bijection of u64 that spreads every input bit.
+fn mix64(n: u64) -> u64 {
+    let z = (n ^ (n >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The keys are eight ASCII characters, so few of their bits vary: a full 64-bit mix
@@ -60,9 +67,7 @@ impl Hasher for KeyHasher {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        let z = (n ^ (n >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        self.0 = z ^ (z >> 31);
+        self.0 = mix64(n);
     }
 }
 
@@ -381,5 +386,18 @@ mod tests {
         assert_ne!(tenant_key(Some(&a)), tenant_key(Some(&b)));
         assert_ne!(tenant_key(Some(&a)), 0);
         assert_eq!(tenant_key(None), 0);
+        // The same last eight characters (what the key was once made of), another tenant.
+        let c: crate::tenant::TenantId = "01HZY3J1R7N4ZZZZEFGHJKMNPQ".parse().unwrap();
+        assert_ne!(tenant_key(Some(&a)), tenant_key(Some(&c)));
+        // Ids that differ only in their time part.
+        let d: crate::tenant::TenantId = "01JBENCHT00000000000000088".parse().unwrap();
+        let e: crate::tenant::TenantId = "01JBENCHV00000000000000088".parse().unwrap();
+        assert_ne!(tenant_key(Some(&d)), tenant_key(Some(&e)));
+        let zero: crate::tenant::TenantId = "00000000000000000000000000".parse().unwrap();
+        assert_ne!(
+            tenant_key(Some(&zero)),
+            0,
+            "the all-zero id is a tenant too"
+        );
     }
 }

@@ -62,11 +62,33 @@ impl TenantId {
         &self.0
     }
 
+    /// The 128 bits the id spells (Crockford base32, most significant character first).
+    pub fn to_u128(&self) -> u128 {
+        self.0
+            .iter()
+            .fold(0u128, |acc, &c| (acc << 5) | u128::from(crockford_value(c)))
+    }
+
     /// The id as upper-case ASCII, ready to be quoted into SQL or logged.
     pub fn as_str(&self) -> &str {
         // Only ASCII bytes are ever stored, so this conversion cannot fail; the fallback keeps
         // the function total without `unsafe`.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// A validated character's value: its place in `0-9A-Z` without I, L, O and U.
+fn crockford_value(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        // Each of I, L, O and U below `c` shifts its value down by one.
+        _ => {
+            c - b'A' + 10
+                - (c > b'I') as u8
+                - (c > b'L') as u8
+                - (c > b'O') as u8
+                - (c > b'U') as u8
+        }
     }
 }
 
@@ -101,6 +123,23 @@ mod tests {
     use super::*;
 
     const ID: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+
+    #[test]
+    fn to_u128_reads_the_ids_bits() {
+        let zero: TenantId = "00000000000000000000000000".parse().unwrap();
+        assert_eq!(zero.to_u128(), 0);
+        let max: TenantId = "7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse().unwrap();
+        assert_eq!(max.to_u128(), u128::MAX);
+        let alphabet: TenantId = "0123456789ABCDEFGHJKMNPQRS".parse().unwrap();
+        // Each character is its index in the alphabet: 0, 1, ..., 25.
+        let expected = (0..26u128).fold(0u128, |acc, d| (acc << 5) | d);
+        assert_eq!(alphabet.to_u128(), expected);
+        let tail: TenantId = "00000000000000000000TVWXYZ".parse().unwrap();
+        assert_eq!(
+            tail.to_u128() & 0x3FFF_FFFF,
+            (26 << 25) | (27 << 20) | (28 << 15) | (29 << 10) | (30 << 5) | 31
+        );
+    }
 
     #[test]
     fn accepts_and_normalises() {
