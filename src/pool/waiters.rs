@@ -51,9 +51,10 @@ fn mix64(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The keys are eight ASCII characters, so few of their bits vary: a full 64-bit mix
-/// (splitmix64's finaliser) spreads them into the low bits (the table's index) and the
-/// high ones (its tags), at a fraction of SipHash's cost per queued checkout.
+/// The keys of ids that share their high half differ only where their low halves do
+/// (often a few low characters): a full 64-bit mix (splitmix64's finaliser) spreads them
+/// into the low bits (the table's index) and the high ones (its tags), at a fraction of
+/// SipHash's cost per queued checkout.
 #[derive(Default)]
 pub(super) struct KeyHasher(u64);
 

@@ -5,10 +5,9 @@
 //! at its next wait: a kill wherever the session waits (for its client, for a connection,
 //! for its server), an idle end only while it waits for its client between transactions
 //! (holding nothing; in session mode, holding its server connection, which goes back to the
-//! pool reset). The
-//! reaper reads each client's state and idle time without the relay's help, so the two can
-//! cross: a request found stale (the client sent something since) is withdrawn, never
-//! acted on. The relay pays one store of the coarse clock per transaction, as it goes idle.
+//! pool reset). The reaper reads each client's state and idle time without the relay's
+//! help, so the two can cross: a request found stale (the client sent something since) is
+//! withdrawn, never acted on. The relay pays one store of the coarse clock per transaction, as it goes idle.
 
 use super::cancel::CancelRegistry;
 use super::client_info::ClientState;
@@ -87,7 +86,7 @@ impl SessionEnd {
     /// (`true`), holding its server connection, or has sent something (`false`).
     pub fn mark_idle_holding(&self, idle: bool, now_ms: u64) {
         if idle {
-            self.idle_since_ms.store(now_ms, Ordering::Relaxed);
+            self.mark_idle(now_ms);
         }
         self.idle_holding.store(idle, Ordering::Relaxed);
     }

@@ -129,7 +129,7 @@ async fn send_rest(
             if watched && target.server_unresponsive() {
                 return Poll::Ready(Event::GaveUp);
             }
-            if target.is_killed() && t.server_remaining == 0 {
+            if target.is_killed() && !t.mid_message_to_client() {
                 return Poll::Ready(Event::Killed);
             }
             match stream.poll_read_some(cx, &mut server.buf) {

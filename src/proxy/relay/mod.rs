@@ -7,6 +7,7 @@
 //! the last ReadyForQuery says idle, and no message is half-sent in either direction.
 
 mod carry;
+mod client_write;
 mod deadline;
 mod downstream;
 mod duplex;
@@ -467,8 +468,8 @@ async fn transaction(
     loop {
         // Also here, not only in the select's last branch: while the server or the client
         // streams (a large result, COPY), the reads ahead of it are always ready. Never
-        // halfway through a message to the client: the error would be read as its rest.
-        let mid_message = t.server_remaining > 0;
+        // halfway through a message to the client.
+        let mid_message = t.mid_message_to_client();
         if target.is_killed() && !mid_message {
             return Err(Stop::Client(errors::killed()));
         }

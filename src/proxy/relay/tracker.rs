@@ -282,6 +282,13 @@ impl Tracker {
         self.replies.push_back(Reply { expect, action });
     }
 
+    /// The client has part of a server message: nothing of the proxy's own (an error that
+    /// ends the session) may go to it before the rest, which it would read as that rest.
+    #[inline]
+    pub fn mid_message_to_client(&self) -> bool {
+        self.server_remaining > 0
+    }
+
     /// The server may be handed to another client.
     pub fn is_clean(&self) -> bool {
         self.replies.is_empty()
