@@ -66,7 +66,11 @@ impl Raw {
 
     pub(super) fn read_msg(&mut self) -> (u8, Vec<u8>) {
         let mut head = [0u8; 5];
-        self.0.read_exact(&mut head).expect("read message header");
+        if let Err(e) = self.0.read_exact(&mut head) {
+            // The ends name the connection in the proxy's and the kernel's views.
+            let ends = (self.0.local_addr(), self.0.peer_addr());
+            panic!("read message header ({ends:?}): {e:?}");
+        }
         let len = i32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
         let mut body = vec![0u8; len - 4];
         self.0.read_exact(&mut body).expect("read message body");

@@ -356,14 +356,21 @@ fn parse_http_response(raw: &[u8]) -> (u16, String) {
 
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
-        if self.try_wait().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        // Whether the process was still running when the test ended tells a failure that
+        // killed it (a signal leaves no log line) from one the proxy answered.
+        let state = match self.try_wait() {
+            Some(status) => format!("had exited: {status}"),
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                "was running".to_owned()
+            }
+        };
         if thread::panicking() {
             eprintln!(
-                "--- launch-proxy log tail (port {}, {}) ---\n{}",
+                "--- launch-proxy log tail (port {}, pid {}, {}; the process {state}) ---\n{}",
                 self.port,
+                self.child.id(),
                 self.dir.display(),
                 tail_file(&self.dir.join("proxy.log"), 80)
             );
