@@ -23,6 +23,7 @@ mod identity;
 mod login_edges;
 mod operability;
 mod pause;
+mod pipelining;
 mod pooling;
 mod prepared_scenarios;
 mod protocol;

@@ -262,6 +262,10 @@ pub struct PoolConfig {
     /// tenant's connection leak cannot use up `max_client_conn` for every other tenant.
     /// Logins beyond it get 53300.
     pub max_tenant_clients: usize,
+    /// A queued client's first message, a simple Query of one plain statement, goes down a
+    /// busy connection right behind the statement running there, so that PostgreSQL starts
+    /// it without a round trip through the proxy (see `proxy::relay::pipeline`).
+    pub pipeline_queued: bool,
     /// How long a running statement counts against `max_active`: longer ones (reports,
     /// lock waits, I/O) make room for others instead of stalling the pool.
     pub active_stall_ms: u64,
@@ -294,6 +298,7 @@ impl Default for PoolConfig {
             max_active: 8,
             max_tenant_connections: 0,
             max_tenant_clients: 0,
+            pipeline_queued: false,
             active_stall_ms: 20,
             idle_timeout_ms: 60_000,
             server_max_uses: 7200,

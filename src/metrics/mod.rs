@@ -121,6 +121,8 @@ pub fn publish(pools: &PoolSet, clients: &ClientCounts) {
             (names::ACQUIRE_TIMEOUTS, &s.acquire_timeouts),
             (names::WAITS_CANCELLED, &s.waits_withdrawn),
             (names::TENANT_CAP_WAITS, &s.tenant_cap_waits),
+            (names::PIPELINED, &s.passed_on),
+            (names::PIPELINED_RESENT, &s.resent),
         ];
         for (metric, v) in counters {
             counter!(metric, "pool" => name.clone()).absolute(v.load(Relaxed));

@@ -38,6 +38,11 @@ pub const ACQUIRE_TIMEOUTS: &str = "launch_proxy_acquire_timeouts_total";
 pub const WAITS_CANCELLED: &str = "launch_proxy_waits_cancelled_total";
 /// Checkouts that queued because their tenant's clients held `pool.max_tenant_connections`.
 pub const TENANT_CAP_WAITS: &str = "launch_proxy_tenant_cap_waits_total";
+/// Transactions whose first message went down a busy connection behind the statement
+/// running there (`pool.pipeline_queued`), and of those, how many were sent again because
+/// a cancel meant for that statement reached theirs.
+pub const PIPELINED: &str = "launch_proxy_pipelined_total";
+pub const PIPELINED_RESENT: &str = "launch_proxy_pipelined_resent_total";
 pub const SERVER_CONNECTS: &str = "launch_proxy_server_connects_total";
 /// Server connections closed, by `reason`: `idle` (idle or server lifetime, broken while
 /// idle, pool paused), `retired` (server_max_uses or lifetime at release), `other` (lost or

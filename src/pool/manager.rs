@@ -284,6 +284,7 @@ async fn open_one(pool: Arc<Pool>) {
         match result {
             Ok((login, session_locks)) => {
                 PoolStats::add(&pool.stats.connects_ok, 1);
+                pool.session_locks.store(session_locks, Ordering::Relaxed);
                 let now = clock::advance();
                 let id = pool.next_conn_id.fetch_add(1, Ordering::Relaxed);
                 let info = super::ServerInfo {
@@ -311,6 +312,7 @@ async fn open_one(pool: Arc<Pool>) {
                         pool.limits.statement_cache_size,
                     ),
                     slot: Slot::adopt(&pool, info),
+                    inherited: None,
                 });
                 tracing::info!(pool = %pool.name, conn = conn.id, server_pid = conn.key.pid, attempts, "server connection opened");
                 let mut st = pool.state.lock();

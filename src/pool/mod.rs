@@ -9,6 +9,7 @@ mod acquire_error;
 mod connect;
 mod gate;
 mod generation;
+mod handover;
 mod manager;
 pub mod query;
 mod server_conn;
@@ -21,7 +22,8 @@ mod waiters;
 
 pub use acquire_error::AcquireError;
 pub use connect::{send_cancel, ConnectError, ConnectTarget};
-pub use server_conn::{AppliedTenant, BackendKey, ServerConn};
+pub use handover::{EarlyMessage, Successor};
+pub use server_conn::{AppliedTenant, BackendKey, Inherited, ServerConn};
 pub use snapshot::{PoolSnapshot, ServerInfo, ServerList};
 pub use stats::{GaugeGuard, PoolStats, WAIT_BOUNDS_S};
 pub use waiters::{tenant_key, TenantKey};
@@ -166,6 +168,10 @@ pub struct Pool {
     wake: Notify,
     /// Set by `/health` while the latest login failed: the manager tries one more.
     probe: std::sync::atomic::AtomicBool,
+    /// Whether the latest login could take session-level advisory locks
+    /// ([`ServerConn::session_locks`]; one role, so all of the pool's can or none can): a
+    /// message prepared to go ahead of its turn releases them (`relay::pipeline`).
+    pub(crate) session_locks: std::sync::atomic::AtomicBool,
     next_conn_id: AtomicU64,
     /// Raised by [`Pool::reconnect`]; connections of an older one close as they come back.
     generation: AtomicU64,
@@ -202,18 +208,21 @@ impl Pool {
 
     /// Gets a server connection, waiting up to the acquire timeout.
     pub async fn acquire(self: &Arc<Self>) -> Result<Box<ServerConn>, AcquireError> {
-        self.acquire_as(0, 0, || false).await
+        self.acquire_as(0, 0, || false, None).await
     }
 
     /// [`Pool::acquire`] for the waiter `id` (non-zero), whose wait [`Pool::withdraw`] can
     /// end early, queued with the other waiters of `tenant` ([`tenant_key`]; tenants are
     /// served in turn). `withdrawn` tells, under the pool's lock, whether a withdrawal came
-    /// before the wait was queued (and so found nothing to end).
+    /// before the wait was queued (and so found nothing to end). `early`: the client's first
+    /// message, ready to be sent behind a running statement ([`Pool::take_successor`]); a
+    /// connection got that way comes with [`ServerConn::inherited`] set.
     pub async fn acquire_as(
         self: &Arc<Self>,
         id: u64,
         tenant: TenantKey,
         withdrawn: impl Fn() -> bool,
+        early: Option<EarlyMessage>,
     ) -> Result<Box<ServerConn>, AcquireError> {
         let mut stale: Vec<Box<ServerConn>> = Vec::new();
         let rx = {
@@ -248,6 +257,7 @@ impl Pool {
                     since: start,
                     id,
                     tenant,
+                    early,
                 },
             );
             if capped {
@@ -624,6 +634,7 @@ impl PoolSet {
             db: db.clone(),
             wake: Notify::new(),
             probe: Default::default(),
+            session_locks: Default::default(),
             next_conn_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             servers: ServerList::default(),

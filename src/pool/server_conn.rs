@@ -65,12 +65,32 @@ pub struct ServerConn {
     pub statements: super::statements::ServerStatements,
     /// Holds this connection's place in the pool and database counts; freed on drop.
     pub(super) slot: Slot,
+    /// Set while it goes from a transaction to the client whose first message was sent
+    /// behind that transaction's (`proxy::relay::pipeline`): what the new holder must read
+    /// past, or send again, before its own reply.
+    pub inherited: Option<Box<Inherited>>,
+}
+
+/// What a client that got a connection with its first message already on it
+/// ([`super::Pool::pass_on`]) must know before it reads its reply.
+pub struct Inherited {
+    /// Its first message as sent (the tenant switch in front of its SQL), to send again if
+    /// a cancel meant for the transaction before it cancelled it instead.
+    pub query: bytes::BytesMut,
+    /// Whether that switch released session-level advisory locks (its replies to skip).
+    pub unlocks: bool,
+    /// A cancel was sent for the previous transaction's statement while this message was
+    /// queued behind it: it may have cancelled this one instead (see `pipeline::takeover`).
+    pub foreign_cancel: bool,
+    /// The client itself cancelled its statement while it waited: that cancel is sent
+    /// once the connection is its own, and its 57014 is the client's.
+    pub cancelled_by_client: bool,
 }
 
 impl ServerConn {
     /// Whether the connection can be handed out: nothing unexpected arrived while idle.
     pub fn is_usable(&self) -> bool {
-        self.buf.is_empty() && !self.stream.has_unexpected_input()
+        self.buf.is_empty() && self.inherited.is_none() && !self.stream.has_unexpected_input()
     }
 
     pub fn pool_name(&self) -> &str {

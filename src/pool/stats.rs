@@ -23,6 +23,11 @@ pub struct PoolStats {
     /// Checkouts that queued because their tenant held `max_tenant_connections`
     /// (`names::TENANT_CAP_WAITS`).
     pub tenant_cap_waits: AtomicU64,
+    /// Transactions whose first message went to the server behind the statement running
+    /// there (`names::PIPELINED`).
+    pub passed_on: AtomicU64,
+    /// Of those, sent again after a cancel meant for that statement (`names::PIPELINED_RESENT`).
+    pub resent: AtomicU64,
     pub closed_idle: AtomicU64,
     pub closed_retired: AtomicU64,
     /// Closed for any other reason: lost or left in an unknown state by a transaction,

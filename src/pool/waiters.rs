@@ -26,6 +26,9 @@ pub(super) struct Waiter {
     pub id: u64,
     /// Its tenant's queue (set by [`Waiters::push`]), for `max_tenant_connections`.
     pub tenant: TenantKey,
+    /// Its first message, ready to go down a busy connection behind the statement running
+    /// there ([`super::Pool::take_successor`]); `None` when it cannot.
+    pub early: Option<super::EarlyMessage>,
 }
 
 /// A tenant's key in the queue ([`tenant_key`]); 0 is the group of clients without one.
@@ -141,6 +144,22 @@ impl Waiters {
             return Some(w);
         }
         None
+    }
+
+    /// [`Self::pop_next`] if the waiter in turn brought its first message ready
+    /// ([`Waiter::early`]); one that did not keeps its turn.
+    pub fn pop_next_early(
+        &mut self,
+        fits: impl Fn(&super::EarlyMessage, TenantKey) -> bool,
+        may_start: impl Fn(TenantKey) -> bool,
+    ) -> Option<Waiter> {
+        let slot = *self.turn.front()?;
+        let front = self.slots[slot].front()?;
+        let fitting = front.early.as_ref().is_some_and(|e| fits(e, front.tenant));
+        if !fitting || !may_start(front.tenant) {
+            return None;
+        }
+        self.pop_next(may_start)
     }
 
     /// How many waiters could start now, each tenant's at most `room` of its tenant: the
@@ -261,6 +280,7 @@ mod tests {
                 since,
                 id,
                 tenant: 0,
+                early: None,
             },
             rx,
         )

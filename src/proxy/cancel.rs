@@ -57,6 +57,9 @@ pub struct CancelTarget {
     /// two sees the other (the relay waits, or the canceller finds no server) at one locked
     /// instruction per transaction instead of two lock/unlock pairs.
     in_flight: AtomicU32,
+    /// Cancels aimed at a server so far (`relay::pipeline`: one aimed while a successor's
+    /// message waited behind the statement may have reached the successor's instead).
+    aimed: AtomicU32,
     settled: Notify,
     /// Deadline of the running command, in the registry's table (`command_timeout`).
     deadline: DeadlineSlot,
@@ -146,30 +149,9 @@ impl Drop for CancelHandle {
     }
 }
 
-/// A server key as one word. PostgreSQL's pids are positive, so a key is never 0, the
-/// value that stands for no server, and its top bit is clear, unlike the queue's markers.
-fn pack(key: BackendKey) -> u64 {
-    (u64::from(key.pid) << 32) | u64::from(key.secret)
-}
-
 const HOLD_OFF: u8 = 0;
 const HOLD_ON: u8 = 1;
 const HOLD_WAITING: u8 = 2;
-
-/// Marks a word as a queued wait rather than a key: the wait's number in bits 1..33, and
-/// bit 0 once a cancel withdrew it.
-const QUEUE_MARK: u64 = 1 << 63;
-
-fn queued(wait: u32) -> u64 {
-    QUEUE_MARK | (u64::from(wait) << 1)
-}
-
-fn unpack(word: u64) -> Option<BackendKey> {
-    (word != 0 && word >> 63 == 0).then_some(BackendKey {
-        pid: (word >> 32) as u32,
-        secret: word as u32,
-    })
-}
 
 fn random_u32() -> u32 {
     u32::from_ne_bytes(crate::entropy::bytes())
@@ -230,6 +212,7 @@ impl CancelRegistry {
             held: AtomicU8::new(HOLD_OFF),
             end: super::session_end::SessionEnd::new(crate::clock::now_ms()),
             in_flight: AtomicU32::new(0),
+            aimed: AtomicU32::new(0),
             settled: Notify::new(),
             deadline: targets.deadlines.take(),
             timed_out: AtomicU32::new(0),
@@ -634,10 +617,19 @@ impl CancelTarget {
     fn pin(&self) -> Option<BackendKey> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let key = unpack(self.server.load(Ordering::SeqCst));
-        if key.is_none() {
-            self.cancel_settled();
+        match key {
+            // Counted before the cancel can settle: a relay that saw it settle sees this.
+            Some(_) => {
+                self.aimed.fetch_add(1, Ordering::SeqCst);
+            }
+            None => self.cancel_settled(),
         }
         key
+    }
+
+    /// Cancels aimed at the client's servers so far.
+    pub fn cancels_aimed(&self) -> u32 {
+        self.aimed.load(Ordering::SeqCst)
     }
 
     /// A cancel sent to this target's server (or given up) is done with it.
@@ -649,7 +641,7 @@ impl CancelTarget {
 
     /// Whether a cancel aimed at the server the client held may still reach it.
     #[inline]
-    fn cancel_pending(&self) -> bool {
+    pub fn cancel_pending(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) != 0
     }
 
@@ -691,6 +683,10 @@ impl CancelTarget {
         }
     }
 }
+
+#[path = "cancel_word.rs"]
+mod word;
+use word::{pack, queued, unpack, QUEUE_MARK};
 
 #[cfg(test)]
 #[path = "cancel_tests.rs"]

@@ -25,7 +25,9 @@ pub(super) enum Carry {
 
 /// Sends the client's first message, a complete simple Query of plain DML, with the tenant
 /// switch in front of its SQL (see `tenant::prelude::Prelude::carried`), and holds back whatever
-/// the client sends next until the server has answered it.
+/// the client sends next until the server has answered it. `already_sent`: the message went
+/// ahead of its turn (`relay::pipeline`); only its bookkeeping is done here.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn try_carry(
     client: &mut ClientConn,
     server: &mut ServerConn,
@@ -34,6 +36,7 @@ pub(super) fn try_carry(
     ctx: &ProxyContext,
     prelude: &crate::tenant::prelude::Prelude,
     leftovers: crate::tenant::prelude::Leftovers,
+    already_sent: bool,
 ) -> Result<Carry, Stop> {
     let len = match parse_header(&client.buf) {
         Ok(Some(h))
@@ -79,6 +82,12 @@ pub(super) fn try_carry(
             shift: (unlock.len() + objects.len() + rest.len()) as u32 + 2,
             failed: false,
         };
+    }
+    if already_sent {
+        t.bytes_in += len as u64;
+        client.buf.advance(len);
+        t.barrier = true;
+        return Ok(Carry::Sent(None));
     }
     // Built in a borrowed buffer, one this thread used moments ago, rather than in one kept
     // per client, whose lines went cold while the client waited in the pool's queue.

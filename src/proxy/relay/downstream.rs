@@ -86,6 +86,32 @@ fn scan_and_settle(
     Ok((forward, detour))
 }
 
+/// A write to the client failed. With a pipelined successor's message behind the
+/// transaction (`relay::pipeline`) the client counts as gone and the reply runs out unread
+/// (`n`, as if written), so that the connection reaches the successor; otherwise the
+/// transaction ends.
+#[cold]
+fn client_gone(client: &mut ClientConn, t: &Tracker, n: usize) -> Result<usize, Stop> {
+    if t.pipelined.is_none() {
+        return Err(Stop::ClientGone);
+    }
+    client.said_goodbye = true;
+    Ok(n)
+}
+
+/// [`write_client`], with [`client_gone`]'s reading of a client that is gone.
+async fn write_or_gone(
+    client: &mut ClientConn,
+    t: &Tracker,
+    bytes: &[u8],
+    session: &Session,
+) -> Result<(), Stop> {
+    match write_client(client, bytes, session).await {
+        Err(Stop::ClientGone) => client_gone(client, t, 0).map(drop),
+        other => other,
+    }
+}
+
 /// [`forward_server`]'s common case as plain code (why: `upstream::forward_client_now`):
 /// replies the client sees as they are, taken by its socket at once. `true`: what is left
 /// for [`forward_server`] is in `left` (written only then: the caller's slot for it is
@@ -109,10 +135,10 @@ pub(super) fn forward_server_now(
         0 => 0,
         // Replies to a client that said goodbye go nowhere (ClientConn::said_goodbye).
         _ if client.said_goodbye => pos,
-        _ => client
-            .stream
-            .write_now(&server.buf[..pos])
-            .map_err(|_| Stop::ClientGone)?,
+        _ => match client.stream.write_now(&server.buf[..pos]) {
+            Ok(n) => n,
+            Err(_) => client_gone(client, t, pos)?,
+        },
     };
     t.bytes_out += n as u64;
     server.buf.advance(n);
@@ -139,7 +165,7 @@ pub(super) async fn forward_server(
             None => scan_and_settle(server, t, state, session)?,
         };
         if pos > 0 {
-            write_client(client, &server.buf[..pos], session).await?;
+            write_or_gone(client, t, &server.buf[..pos], session).await?;
             t.bytes_out += pos as u64;
             server.buf.advance(pos);
         }
@@ -161,14 +187,14 @@ pub(super) async fn forward_server(
                 let msg = server.buf.split_to(len);
                 let renamed = crate::proxy::statements::rename_in_error(&msg, &state.statements);
                 t.bytes_out += renamed.len() as u64;
-                write_client(client, &renamed, session).await?;
+                write_or_gone(client, t, &renamed, session).await?;
                 continue;
             }
             Some(Detour::Shift { len, by }) => {
                 let msg = server.buf.split_to(len);
                 let shifted = shift_position(&msg, by);
                 t.bytes_out += shifted.len() as u64;
-                write_client(client, &shifted, session).await?;
+                write_or_gone(client, t, &shifted, session).await?;
                 continue;
             }
             Some(Detour::Reword { len }) => {
@@ -179,12 +205,12 @@ pub(super) async fn forward_server(
                 Some(Action::Fake(tag)) => {
                     let msg = [tag, 0, 0, 0, 4];
                     t.bytes_out += msg.len() as u64;
-                    write_client(client, &msg, session).await?;
+                    write_or_gone(client, t, &msg, session).await?;
                     continue;
                 }
                 Some(Action::FakeParsed { .. }) => {
                     t.bytes_out += 5;
-                    write_client(client, &[b'1', 0, 0, 0, 4], session).await?;
+                    write_or_gone(client, t, &[b'1', 0, 0, 0, 4], session).await?;
                     continue;
                 }
                 Some(Action::FakeComplete(tag)) => {
@@ -192,7 +218,7 @@ pub(super) async fn forward_server(
                     crate::protocol::encode::command_complete(&mut out, tag);
                     crate::protocol::encode::ready_for_query(&mut out, t.status);
                     t.bytes_out += out.len() as u64;
-                    write_client(client, &out, session).await?;
+                    write_or_gone(client, t, &out, session).await?;
                     continue;
                 }
                 _ => continue,
@@ -201,7 +227,7 @@ pub(super) async fn forward_server(
         let mut out = BytesMut::with_capacity(256);
         made_up.encode(&mut out);
         t.bytes_out += out.len() as u64;
-        write_client(client, &out, session).await?;
+        write_or_gone(client, t, &out, session).await?;
     }
 }
 
@@ -272,7 +298,8 @@ fn scan_server(buf: &[u8], t: &mut Tracker) -> Result<Scan, Stop> {
                 return done(dropped, pos, Some(Detour::Emit), prelude_done);
             }
         }
-        if pos >= buf.len() {
+        if pos >= buf.len() || t.pipelined_reply_over() {
+            // What follows this transaction's last reply is a pipelined successor's.
             break;
         }
         if t.server_remaining > 0 {

@@ -13,9 +13,11 @@ mod downstream;
 mod duplex;
 mod errors;
 mod farewell;
+mod first_send;
 mod interrupt;
 mod last_words;
 mod local;
+mod pipeline;
 mod queued;
 mod server_end;
 mod tracker;
@@ -31,9 +33,10 @@ use crate::protocol::codes;
 use deadline::CommandDeadline;
 use downstream::{forward_server, forward_server_now};
 use errors::{idle_without_sync, oversized, server_lost};
+use first_send::send_with_settings;
 use interrupt::{end_requested, interrupted, killed};
 use server_end::{abandon, give_back_idle, reset_session};
-use tracker::{Action, Expect, Tracker};
+use tracker::Tracker;
 use upstream::{forward_client, forward_client_now};
 
 use crate::protocol::framing::{frontend, parse_header};
@@ -137,8 +140,14 @@ pub(super) async fn run(
                 session.cancel.target.attach(server.key);
                 held = Some(server);
             } else {
-                match queued::checkout(client, session).await {
+                let early = pipeline::early_message(client, &state, session, ctx);
+                match queued::checkout(client, session, early).await {
                     queued::Checkout::Server(server) => held = Some(server),
+                    queued::Checkout::CancelledAhead(server) => {
+                        // Its message is on the connection: the cancel goes there.
+                        Box::pin(ctx.cancels.cancel_running(&session.cancel.target)).await;
+                        held = Some(server);
+                    }
                     queued::Checkout::Gone => break None,
                     queued::Checkout::Killed => break Some(errors::killed()),
                     queued::Checkout::Cancelled => {
@@ -194,6 +203,32 @@ pub(super) async fn run(
         PoolStats::add(&stats_pool.queries, t.queries);
         PoolStats::add(&stats_pool.bytes_from_clients, t.bytes_in);
         PoolStats::add(&stats_pool.bytes_from_server, t.bytes_out);
+        if let Some(next) = t.pipelined.take() {
+            // A successor's message waits on the connection: it goes to that successor,
+            // whatever became of this transaction (relay::pipeline).
+            let target = &session.cancel.target;
+            let ended = result.is_ok() && t.is_clean() && !t.server_unknown;
+            let settled = ended && (target.try_detach() || Box::pin(target.detach()).await);
+            if !settled && !t.replies.is_empty() {
+                // Its locks go with it; the connection closes under the successor.
+                Box::pin(ctx.cancels.cancel_running(target)).await;
+                Box::pin(target.detach()).await;
+            }
+            pipeline::hand_over(server, *next, settled, session);
+            match result {
+                Ok(()) => {
+                    lookup_retried = false;
+                    stats.transactions += 1;
+                    crate::runtime::note_transaction();
+                    PoolStats::add(&stats_pool.transactions, 1);
+                    if t.terminated {
+                        break None;
+                    }
+                    continue;
+                }
+                Err(stop) => break stop_error(stop, None, session),
+            }
+        }
         match result {
             Ok(()) => {
                 lookup_retried = false;
@@ -240,29 +275,7 @@ pub(super) async fn run(
                 // Rare paths are boxed: a client's task is as large as its largest await
                 // point, and thousands of idle clients each keep one.
                 let error = Box::pin(abandon(server, &t, session, ctx)).await;
-                break match stop {
-                    Stop::ClientGone => error,
-                    Stop::Client(e) => Some(e),
-                    Stop::ServerGone { fatal_sent: true } => None,
-                    Stop::ServerGone { fatal_sent: false } | Stop::ServerWriteFailed => {
-                        Some(server_lost())
-                    }
-                    Stop::ServerUnresponsive => Some(errors::server_unresponsive(session)),
-                    Stop::LookupLost { error, .. } => Some(error),
-                    Stop::Prelude(e) => {
-                        tracing::error!(pool = %session.pool.name, error = %e, "the server refused the tenant settings");
-                        Some(
-                            ClientError::fatal(
-                                ErrorKind::Server,
-                                codes::INTERNAL_ERROR,
-                                "launch-proxy could not apply the tenant to the server connection",
-                            )
-                            .with_detail(format!(
-                                "the server answered: {e}; none of the transaction's statements ran"
-                            )),
-                        )
-                    }
-                };
+                break stop_error(stop, error, session);
             }
         }
     };
@@ -272,6 +285,32 @@ pub(super) async fn run(
         let _ = Box::pin(abandon(server, &t, session, ctx)).await;
     }
     RelayEnd { stats, error }
+}
+
+/// The error a transaction's early stop gives its client (`gone`: what the abandoned
+/// server's end said, for a client that left).
+fn stop_error(stop: Stop, gone: Option<ClientError>, session: &Session) -> Option<ClientError> {
+    match stop {
+        Stop::ClientGone => gone,
+        Stop::Client(e) => Some(e),
+        Stop::ServerGone { fatal_sent: true } => None,
+        Stop::ServerGone { fatal_sent: false } | Stop::ServerWriteFailed => Some(server_lost()),
+        Stop::ServerUnresponsive => Some(errors::server_unresponsive(session)),
+        Stop::LookupLost { error, .. } => Some(error),
+        Stop::Prelude(e) => {
+            tracing::error!(pool = %session.pool.name, error = %e, "the server refused the tenant settings");
+            Some(
+                ClientError::fatal(
+                    ErrorKind::Server,
+                    codes::INTERNAL_ERROR,
+                    "launch-proxy could not apply the tenant to the server connection",
+                )
+                .with_detail(format!(
+                    "the server answered: {e}; none of the transaction's statements ran"
+                )),
+            )
+        }
+    }
 }
 
 /// Bytes of a client's messages read while they are held (see the transaction loop).
@@ -381,77 +420,82 @@ async fn transaction(
     // What a synchronous forward left for its async counterpart; one slot each, reused.
     let mut client_left = None;
     let mut server_left = None;
-    let checked = state.tenant_active_until > crate::clock::now_ms();
-    if let (Some(tenant), true, false) = (
-        &session.tenant,
-        ctx.settings.config.tenant.check_status,
-        checked,
-    ) {
-        use super::tenant_status::{refused, LookupError, Status};
-        let (status, until) = match ctx.tenant_status.fresh(tenant) {
-            Some(s) => s,
-            None => {
-                target.hold_cancels().await;
-                t.cancels_held = true;
-                ctx.tenant_status
-                    .refresh(tenant, server, session.server_major)
-                    .await
-                    .map_err(|e| match e {
-                        LookupError::Lost(_) => Stop::LookupLost {
-                            cancelled: target.release_cancels(),
-                            error: e.to_client_error(),
-                        },
-                        LookupError::Failed(_) => Stop::Client(e.to_client_error()),
-                    })?
+    if server.inherited.is_some() {
+        // Its first message went ahead of its turn (relay::pipeline).
+        pipeline::takeover(client, server, t, state, session, ctx).await?;
+    } else {
+        let checked = state.tenant_active_until > crate::clock::now_ms();
+        if let (Some(tenant), true, false) = (
+            &session.tenant,
+            ctx.settings.config.tenant.check_status,
+            checked,
+        ) {
+            use super::tenant_status::{refused, LookupError, Status};
+            let (status, until) = match ctx.tenant_status.fresh(tenant) {
+                Some(s) => s,
+                None => {
+                    target.hold_cancels().await;
+                    t.cancels_held = true;
+                    ctx.tenant_status
+                        .refresh(tenant, server, session.server_major)
+                        .await
+                        .map_err(|e| match e {
+                            LookupError::Lost(_) => Stop::LookupLost {
+                                cancelled: target.release_cancels(),
+                                error: e.to_client_error(),
+                            },
+                            LookupError::Failed(_) => Stop::Client(e.to_client_error()),
+                        })?
+                }
+            };
+            if let Status::Refused(s) = status {
+                return Err(Stop::Client(refused(tenant, &s)));
             }
-        };
-        if let Status::Refused(s) = status {
-            return Err(Stop::Client(refused(tenant, &s)));
+            state.tenant_active_until = until;
         }
-        state.tenant_active_until = until;
-    }
-    // A client may have left settings the proxy does not follow (SET SESSION
-    // CHARACTERISTICS, set_config, a value it cannot write again): the switch's RESET ALL
-    // runs before another client's next transaction, the same tenant's included. The
-    // client's own next transaction keeps them, as on a connection of its own.
-    let me = session.cancel.target.pid;
-    let tenant_changes = server.tenant != AppliedTenant::Applied(session.tenant);
-    let foreign_settings = server.may_hold_settings && server.settings_owner != me;
-    let tenant_needed = tenant_changes || (foreign_settings && !session_mode);
-    server.settings_owner = me;
-    if tenant_needed {
-        crate::pool::PoolStats::add(&session.pool.stats.tenant_switches, 1);
-    }
-    let mut params_sql = String::new();
-    if !tenant_needed {
-        state.params.apply_to(&mut server.params, &mut params_sql);
-    }
-    if !tenant_needed && params_sql.is_empty() {
-        // The common case, with nothing to put in front of the client's messages: its
-        // locals stay out of this future (see upstream::forward_client_now).
-        if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
-            if let Some(rest) =
-                forward_client(client, server, t, state, ctx, None, client_left.take())?
-            {
+        // A client may have left settings the proxy does not follow (SET SESSION
+        // CHARACTERISTICS, set_config, a value it cannot write again): the switch's RESET ALL
+        // runs before another client's next transaction, the same tenant's included. The
+        // client's own next transaction keeps them, as on a connection of its own.
+        let me = session.cancel.target.pid;
+        let tenant_changes = server.tenant != AppliedTenant::Applied(session.tenant);
+        let foreign_settings = server.may_hold_settings && server.settings_owner != me;
+        let tenant_needed = tenant_changes || (foreign_settings && !session_mode);
+        server.settings_owner = me;
+        if tenant_needed {
+            crate::pool::PoolStats::add(&session.pool.stats.tenant_switches, 1);
+        }
+        let mut params_sql = String::new();
+        if !tenant_needed {
+            state.params.apply_to(&mut server.params, &mut params_sql);
+        }
+        if !tenant_needed && params_sql.is_empty() {
+            // The common case, with nothing to put in front of the client's messages: its
+            // locals stay out of this future (see upstream::forward_client_now).
+            if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
+                if let Some(rest) =
+                    forward_client(client, server, t, state, ctx, None, client_left.take())?
+                {
+                    duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
+                }
+            }
+        } else {
+            let rest = send_with_settings(
+                client,
+                server,
+                t,
+                state,
+                session,
+                ctx,
+                session_mode,
+                tenant_needed,
+                !tenant_changes,
+                params_sql,
+            )
+            .await?;
+            if let Some(rest) = rest {
                 duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
             }
-        }
-    } else {
-        let rest = send_with_settings(
-            client,
-            server,
-            t,
-            state,
-            session,
-            ctx,
-            session_mode,
-            tenant_needed,
-            !tenant_changes,
-            params_sql,
-        )
-        .await?;
-        if let Some(rest) = rest {
-            duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
         }
     }
     release_held_cancels(t, session);
@@ -469,9 +513,19 @@ async fn transaction(
         // Also here, not only in the select's last branch: while the server or the client
         // streams (a large result, COPY), the reads ahead of it are always ready. Never
         // halfway through a message to the client.
-        let mid_message = t.mid_message_to_client();
+        // With a successor's message behind this transaction's, a kill waits for the
+        // transaction's end (its reply then runs out unread: relay::pipeline).
+        let mid_message = t.mid_message_to_client() || t.pipelined.is_some();
         if target.is_killed() && !mid_message {
             return Err(Stop::Client(errors::killed()));
+        }
+        if t.pipelined_reply_over() {
+            // Nothing more of this client's goes down a connection holding the successor's.
+            return if t.is_clean() {
+                Ok(())
+            } else {
+                Err(Stop::ServerGone { fatal_sent: false })
+            };
         }
         if t.resume_client {
             // The transaction status held messages waited for is known (Tracker::status_wait).
@@ -553,6 +607,8 @@ async fn transaction(
             },
             r = client.stream.read_into(&mut client.buf), if read_client => match r {
                 Ok(0) | Err(_) if client.goodbye_buffered() => client.said_goodbye = true,
+                // The reply runs out unread, and the successor gets the connection.
+                Ok(0) | Err(_) if t.pipelined.is_some() => client.said_goodbye = true,
                 Ok(0) | Err(_) => return Err(Stop::ClientGone),
                 Ok(_) => {
                     if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
@@ -571,86 +627,6 @@ async fn transaction(
             stop = interrupted(target, deadline.watched(t), mid_message, idle_end) => return Err(stop),
         }
     }
-}
-
-/// Sends the client's first messages behind what the connection must get first: the tenant
-/// switch (carried in the client's Query where it can be) and the session parameters that
-/// differ (`params_sql`; when the tenant is needed, computed here, after the switch's
-/// timeout resets). Returns what the server's socket did not take at once.
-#[allow(clippy::too_many_arguments)]
-async fn send_with_settings(
-    client: &mut ClientConn,
-    server: &mut ServerConn,
-    t: &mut Tracker,
-    state: &mut SessionState,
-    session: &Session,
-    ctx: &ProxyContext,
-    session_mode: bool,
-    tenant_needed: bool,
-    same_tenant: bool,
-    mut params_sql: String,
-) -> Result<Option<BytesMut>, Stop> {
-    // Another client of the same tenant (a switch for the settings it left) keeps the
-    // tenant's advisory locks and objects, as on a connection of the tenant's own.
-    let leftovers = crate::tenant::prelude::Leftovers {
-        advisory_locks: server.session_locks && !same_tenant,
-        objects: server.may_hold_objects && !same_tenant,
-    };
-    if tenant_needed {
-        // The tenant switch puts every parameter back to its startup value (RESET ALL) and,
-        // if a client may have made cursors or SQL-level statements, deallocates every
-        // prepared statement, the proxy's own included. Otherwise the proxy's statements
-        // stay: a statement's SQL is the same for every tenant, and the tenant is read when
-        // it runs.
-        server.params = ParamSet::default();
-        if leftovers.objects {
-            server.statements.clear();
-            server.may_hold_objects = false;
-        }
-        state.params.apply_to(&mut server.params, &mut params_sql);
-    }
-    // A plain DML Query carries the switch in its own message (tenant::prelude::Prelude::carried):
-    // no second statement list, reply and flush.
-    let mut first = None;
-    let may_carry =
-        tenant_needed && params_sql.is_empty() && !session_mode && !server.may_hold_settings;
-    if may_carry {
-        match carry::try_carry(client, server, t, state, ctx, &session.prelude, leftovers)? {
-            carry::Carry::Sent(rest) => return Ok(rest),
-            carry::Carry::Not(scanned) => first = scanned,
-        }
-    }
-    // The switch fails whole on a cancel (and ends the session): the client's cancels
-    // wait for its reply, and that of the parameters' Query after it.
-    session.cancel.target.hold_cancels().await;
-    t.cancels_held = true;
-    if tenant_needed {
-        t.push(Expect::Ready { simple: true }, Action::Prelude);
-        // Its RESET ALL commits before the client's transaction starts.
-        server.may_hold_settings = false;
-    }
-    let built;
-    // Pipelined with the client's messages: if the prelude fails, the server exits
-    // before reading them (see tenant::prelude), and the relay ends with Stop::Prelude.
-    let query = session.prelude.standalone(leftovers);
-    let prefix = match (tenant_needed, params_sql.is_empty()) {
-        (false, true) => None,
-        (true, true) => Some(&query[..]),
-        (tenant, false) => {
-            let mut q = BytesMut::with_capacity(query.len() + params_sql.len() + 40);
-            if tenant {
-                q.extend_from_slice(query);
-            }
-            // Under exit_on_error, as the switch: a value the server refuses ends the
-            // backend before the client's statements run, never beside them.
-            params_sql.insert_str(0, crate::tenant::prelude::EXIT_ON_ERROR);
-            crate::protocol::encode::query(&mut q, &params_sql);
-            t.push(Expect::Ready { simple: true }, Action::Drop);
-            built = q;
-            Some(&built[..])
-        }
-    };
-    forward_client(client, server, t, state, ctx, prefix, first)
 }
 
 /// Clears the client's command deadline when a transaction's relay ends, and a cancel

@@ -19,27 +19,46 @@ pub(super) enum Checkout {
     Killed,
     /// A CancelRequest withdrew the statement (answer with [`answer_cancelled`]).
     Cancelled,
+    /// A CancelRequest came for a statement already sent ahead of its turn
+    /// (`relay::pipeline`): the connection is the client's, and the cancel goes to it.
+    CancelledAhead(Box<ServerConn>),
     Failed(AcquireError),
 }
 
 /// Queues the client for a server connection ([`crate::pool::Pool::acquire_as`]); the
-/// server it gets is attached to its cancel key.
-pub(super) async fn checkout(client: &ClientConn, session: &Session) -> Checkout {
+/// server it gets is attached to its cancel key. `early`: its first message, ready to be
+/// sent ahead of its turn (`relay::pipeline`).
+pub(super) async fn checkout(
+    client: &ClientConn,
+    session: &Session,
+    early: Option<crate::pool::EarlyMessage>,
+) -> Checkout {
     let target = &*session.cancel.target;
     let wait = target.queue();
     let cancelled = || {
         PoolStats::add(&session.pool.stats.waits_withdrawn, 1);
         Checkout::Cancelled
     };
-    match acquire_watching(client, session, &wait).await {
-        // Killed as it was handed over: nothing is sent on it.
+    match acquire_watching(client, session, &wait, early).await {
+        // Killed as it was handed over: nothing is sent on it, unless its message went
+        // ahead, unanswered: then the connection is closed.
         Ok(Some(server)) if target.is_killed() => {
             target.leave_queue(&wait);
-            session.pool.release_unused(server);
+            if server.inherited.is_none() {
+                session.pool.release_unused(server);
+            }
             Checkout::Killed
         }
         Ok(Some(server)) if target.attach_after_queue(&wait, server.key) => {
             Checkout::Server(server)
+        }
+        Ok(Some(mut server)) if server.inherited.is_some() => {
+            target.leave_queue(&wait);
+            target.attach(server.key);
+            if let Some(inherited) = server.inherited.as_mut() {
+                inherited.cancelled_by_client = true;
+            }
+            Checkout::CancelledAhead(server)
         }
         Ok(Some(server)) => {
             // Cancelled as it was handed over: nothing was sent on it.
@@ -74,11 +93,13 @@ async fn acquire_watching(
     client: &ClientConn,
     session: &Session,
     wait: &QueuedWait,
+    early: Option<crate::pool::EarlyMessage>,
 ) -> Result<Option<Box<ServerConn>>, AcquireError> {
     let target = &*session.cancel.target;
+    let withdrawn = || target.withdrawn(wait);
     let acquire = session
         .pool
-        .acquire_as(wait.id, session.queue_key, || target.withdrawn(wait));
+        .acquire_as(wait.id, session.queue_key, withdrawn, early);
     tokio::pin!(acquire);
     let mut watching = !client.goodbye_buffered();
     loop {

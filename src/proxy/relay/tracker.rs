@@ -113,6 +113,10 @@ impl Reply {
 /// Per-session relay state; the queue's storage is reused across transactions.
 #[derive(Default)]
 pub(super) struct Tracker {
+    /// A successor whose first message went behind this transaction's
+    /// (`relay::pipeline`): the scan stops at this transaction's last ReadyForQuery, and
+    /// nothing more of this client's goes to the server.
+    pub pipelined: Option<Box<super::pipeline::Pipelined>>,
     pub replies: VecDeque<Reply>,
     /// Transaction status from the last ReadyForQuery.
     pub status: u8,
@@ -198,6 +202,7 @@ impl Tracker {
     /// destructuring names every field, so a new one cannot be forgotten here.
     pub fn start(&mut self) {
         let Tracker {
+            pipelined,
             replies,
             status,
             unsynced,
@@ -226,6 +231,7 @@ impl Tracker {
             bytes_in,
             bytes_out,
         } = self;
+        *pipelined = None;
         replies.clear();
         param_updates.clear();
         undo.clear();
@@ -287,6 +293,13 @@ impl Tracker {
     #[inline]
     pub fn mid_message_to_client(&self) -> bool {
         self.server_remaining > 0
+    }
+
+    /// A successor's message went behind this transaction's, whose replies are all in:
+    /// the server's next bytes are the successor's (`relay::pipeline`).
+    #[inline]
+    pub fn pipelined_reply_over(&self) -> bool {
+        self.pipelined.is_some() && self.replies.is_empty() && self.server_remaining == 0
     }
 
     /// The server may be handed to another client.
