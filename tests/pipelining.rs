@@ -50,7 +50,8 @@ fn start_with(pool_size: usize, tenants: usize, pipeline: bool) -> (PgServer, Pr
          max_active: 0\npipeline_queued: {pipeline}\nacquire_timeout_ms: 20000"
     );
     let config = proxy_config(&pg, &pool)
-        + &format!("tenant: {{ signing_key: \"{KEY}\", check_status: false }}\n");
+        + &format!("tenant: {{ signing_key: \"{KEY}\", check_status: false }}\n")
+        + "admin: { users: [app] }\n";
     let proxy = ProxyProcess::start(&config, &users(tenants));
     (pg, proxy)
 }
@@ -204,7 +205,12 @@ async fn cancels_reach_the_statement_of_the_client_that_sent_them() {
     let (holder, a, b) = queue_two(&proxy, (ta, insert("a2", 0.5)), (tb, insert("b2", 30.0))).await;
     holder.client.batch_execute("COMMIT").await.unwrap();
     assert!(eventually(LIMIT, || pipelined(&proxy) == 2.0).await);
-    cancel_b.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    // Once while it waits behind; again, as a client may, until it is answered (a cancel
+    // that reaches PostgreSQL before the statement starts is ignored).
+    while !b.is_finished() {
+        cancel_b.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (_, rb) = finish(b).await;
     assert_eq!(rb.unwrap_err().code(), Some(&SqlState::QUERY_CANCELED));
     let (_, ra) = finish(a).await;
@@ -215,6 +221,54 @@ async fn cancels_reach_the_statement_of_the_client_that_sent_them() {
         try_col(&holder.client, "SELECT 'serves on'").await.unwrap(),
         ["serves on"]
     );
+}
+
+/// The console kills the session ahead while its statement runs: the statement is
+/// cancelled, that client gets 57P01, and the successor its own row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_of_the_session_ahead_leaves_the_successor_its_reply() {
+    let (pg, proxy) = start(1, 2);
+    let ta = connect(&proxy, "t0", "pw").await.unwrap();
+    let tb = connect(&proxy, "t1", "pw").await.unwrap();
+    let (holder, a, b) = queue_two(&proxy, (ta, insert("a", 30.0)), (tb, insert("b", 0.0))).await;
+    holder.client.batch_execute("COMMIT").await.unwrap();
+    assert!(eventually(LIMIT, || pipelined(&proxy) == 1.0).await);
+    let console = format!(
+        "host=127.0.0.1 port={} user=app password=apppw dbname=pgbouncer",
+        proxy.port
+    );
+    let (ops, connection) = tokio_postgres::connect(&console, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let clients = ops.simple_query("SHOW CLIENTS").await.unwrap();
+    let pid = clients
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("user") == Some("t0") => {
+                r.get("pid").map(str::to_owned)
+            }
+            _ => None,
+        })
+        .expect("t0 in SHOW CLIENTS");
+    ops.simple_query(&format!("KILL_CLIENT {pid}"))
+        .await
+        .unwrap();
+    let (_, ra) = finish(a).await;
+    let e = ra.unwrap_err();
+    assert!(
+        e.code() == Some(&SqlState::ADMIN_SHUTDOWN) || e.is_closed(),
+        "the killed session: {e:?}"
+    );
+    let (tb, rb) = finish(b).await;
+    assert_eq!(rb.unwrap(), [tenant(1)]);
+    assert_eq!(
+        rows_of(&pg, "a"),
+        "0 ",
+        "the killed statement was not cancelled"
+    );
+    let sql = insert("b2", 0.0);
+    assert_eq!(try_col(&tb.client, &sql).await.unwrap(), [tenant(1)]);
 }
 
 /// The successor's client vanishes while its message waits behind: the statement ahead

@@ -221,7 +221,11 @@ pub(super) async fn run(
                     stats.transactions += 1;
                     crate::runtime::note_transaction();
                     PoolStats::add(&stats_pool.transactions, 1);
-                    if t.terminated {
+                    if target.is_killed() {
+                        break (!t.killed_told).then(errors::killed);
+                    }
+                    // Its client left while the reply ran out (not a Terminate it sent).
+                    if t.terminated || (client.said_goodbye && !client.goodbye_buffered()) {
                         break None;
                     }
                     continue;
@@ -513,11 +517,16 @@ async fn transaction(
         // Also here, not only in the select's last branch: while the server or the client
         // streams (a large result, COPY), the reads ahead of it are always ready. Never
         // halfway through a message to the client.
-        // With a successor's message behind this transaction's, a kill waits for the
-        // transaction's end (its reply then runs out unread: relay::pipeline).
-        let mid_message = t.mid_message_to_client() || t.pipelined.is_some();
+        // With a successor's message behind this transaction's, a kill cancels the
+        // statement and lets its reply run out unread (relay::pipeline), once.
+        let mid_message =
+            t.mid_message_to_client() || (t.pipelined.is_some() && client.said_goodbye);
         if target.is_killed() && !mid_message {
-            return Err(Stop::Client(errors::killed()));
+            if t.pipelined.is_none() {
+                return Err(Stop::Client(errors::killed()));
+            }
+            pipeline::kill_ahead(client, t, session, ctx);
+            continue;
         }
         if t.pipelined_reply_over() {
             // Nothing more of this client's goes down a connection holding the successor's.
@@ -624,7 +633,12 @@ async fn transaction(
             () = quiet_for, if quiet_unsynced => {
                 return Err(Stop::Client(idle_without_sync(idle_limit.unwrap_or_default())));
             }
-            stop = interrupted(target, deadline.watched(t), mid_message, idle_end) => return Err(stop),
+            stop = interrupted(target, deadline.watched(t), mid_message, idle_end) => {
+                if t.pipelined.is_some() && matches!(stop, Stop::Client(_)) && target.is_killed() {
+                    continue; // the loop's top handles it
+                }
+                return Err(stop);
+            }
         }
     }
 }

@@ -122,7 +122,9 @@ pub(super) async fn send_successor(
     ctx: &ProxyContext,
 ) -> Result<(), Stop> {
     let target = &session.cancel.target;
+    let waiting = &session.pool.stats.clients_waiting;
     if !ctx.settings.config.pool.pipeline_queued
+        || waiting.load(std::sync::atomic::Ordering::Relaxed) == 0
         || t.pipelined.is_some()
         || server.may_hold_objects
         || server.may_hold_settings
@@ -162,6 +164,46 @@ pub(super) async fn send_successor(
     }
     Ok(())
 }
+
+/// A kill of a session whose transaction has a successor behind it, at a message boundary
+/// (the caller waits for one): the client gets the kill's error at once, the statement is
+/// cancelled, and the rest of its reply runs out unread so that the connection reaches the
+/// successor. The session then ends.
+pub(super) fn kill_ahead(
+    client: &mut ClientConn,
+    t: &mut Tracker,
+    session: &Session,
+    ctx: &ProxyContext,
+) {
+    let error = super::errors::killed();
+    let bytes = crate::proxy::encode_error(&error);
+    // Best effort: a client that reads nothing gets it at the session's end instead.
+    if matches!(client.stream.write_now(&bytes), Ok(n) if n == bytes.len()) {
+        crate::metrics::count_error(error.code.as_bytes());
+        t.killed_told = true;
+    }
+    client.said_goodbye = true;
+    if t.replies.is_empty() {
+        return;
+    }
+    // PostgreSQL ignores a cancel that reaches it before it started the statement, so it
+    // goes again until the session leaves the connection (then it reaches nothing: a
+    // cancel aimed while the successor's message waited is the successor's to check).
+    let (registry, target) = (ctx.cancels.clone(), session.cancel.target.clone());
+    tokio::spawn(async move {
+        for _ in 0..KILL_CANCELS {
+            if !registry.cancel_running(&target).await {
+                return;
+            }
+            tokio::time::sleep(KILL_CANCEL_INTERVAL).await;
+        }
+    });
+}
+
+/// How often, and how far apart, a killed session's statement is cancelled (see
+/// [`kill_ahead`]).
+const KILL_CANCELS: u32 = 50;
+const KILL_CANCEL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Gives the connection to the successor whose message went behind this transaction's.
 /// `clean`: the transaction ended at its ReadyForQuery with nothing left on the connection

@@ -117,6 +117,8 @@ pub(super) struct Tracker {
     /// (`relay::pipeline`): the scan stops at this transaction's last ReadyForQuery, and
     /// nothing more of this client's goes to the server.
     pub pipelined: Option<Box<super::pipeline::Pipelined>>,
+    /// The client was told of its kill (`pipeline::kill_ahead`).
+    pub killed_told: bool,
     pub replies: VecDeque<Reply>,
     /// Transaction status from the last ReadyForQuery.
     pub status: u8,
@@ -203,6 +205,7 @@ impl Tracker {
     pub fn start(&mut self) {
         let Tracker {
             pipelined,
+            killed_told,
             replies,
             status,
             unsynced,
@@ -242,6 +245,7 @@ impl Tracker {
         (*client_remaining, *server_remaining) = (0, 0);
         (*ready_seen, *queries, *bytes_in, *bytes_out) = (0, 0, 0, 0);
         for flag in [
+            killed_told,
             unsynced,
             awaits_flush,
             copy_in,
