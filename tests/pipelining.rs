@@ -147,6 +147,34 @@ async fn a_queued_statement_runs_behind_the_running_one_under_its_own_tenant() {
     }
 }
 
+/// Sessions without a tenant pipeline too, their Query sent as it is, on a connection that
+/// carries no tenant; a tenant's session queued behind them gets the whole switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_without_a_tenant_pipeline_their_queries_as_they_are() {
+    let (pg, proxy) = start(1, 1);
+    let pa = connect(&proxy, "app", "apppw").await.unwrap();
+    let pb = connect(&proxy, "app", "apppw").await.unwrap();
+    let (holder, a, b) = queue_two(&proxy, (pa, insert("pa", 0.3)), (pb, insert("pb", 0.0))).await;
+    holder.client.batch_execute("COMMIT").await.unwrap();
+    let (pa, ra) = finish(a).await;
+    let (pb, rb) = finish(b).await;
+    assert_eq!(ra.unwrap(), [""]);
+    assert_eq!(rb.unwrap(), [""]);
+    assert_eq!(pipelined(&proxy), 1.0, "pb's Query did not go behind pa's");
+    assert_eq!(rows_of(&pg, "pb"), "1 ");
+
+    // A tenant's session behind a tenant-less one: its message carries the switch.
+    let t0 = connect(&proxy, "t0", "pw").await.unwrap();
+    let (holder, a, b) = queue_two(&proxy, (pa, insert("pa2", 0.3)), (t0, insert("t", 0.0))).await;
+    holder.client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(finish(a).await.1.unwrap(), [""]);
+    assert_eq!(finish(b).await.1.unwrap(), [tenant(0)]);
+    assert_eq!(pipelined(&proxy), 2.0);
+    // And the tenant's setting does not follow the connection to the next tenant-less one.
+    let sql = "SELECT coalesce(current_setting('app.tenant_id', true), '')";
+    assert_eq!(try_col(&pb.client, sql).await.unwrap(), [""]);
+}
+
 /// The client ahead vanishes while its statement runs: its reply runs out unread, and the
 /// successor gets its own reply; the connection serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

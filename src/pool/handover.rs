@@ -25,11 +25,14 @@ impl Successor {
     }
 }
 
-/// A queued client's first message with the tenant switch in front of it, built for a
-/// connection whose previous holder left no settings or objects behind.
+/// A queued client's first message, ready to go down a connection whose previous holder
+/// left no settings or objects behind: with the tenant switch in front of it (`carried`),
+/// or as the client sent it, for a session without a tenant on a connection that carries
+/// none.
 #[derive(Default)]
 pub struct EarlyMessage {
     pub query: bytes::BytesMut,
+    pub carried: bool,
     /// Whether the switch releases session-level advisory locks ([`Pool::session_locks`]
     /// when it was built): it fits only connections that agree.
     pub unlocks: bool,
@@ -39,16 +42,26 @@ impl Pool {
     /// The next client in turn, if it brought its first message ready for `conn` and its
     /// tenant may take one more connection. A client of `holder`'s own tenant is not taken
     /// on a connection whose advisory locks its message would release: the tenant keeps
-    /// them from one of its transactions to the next, as on a connection of its own.
+    /// them from one of its transactions to the next, as on a connection of its own. A
+    /// message without the switch fits only where `plain_fits`: the connection will carry
+    /// no tenant and nothing of its holder's when the running transaction ends.
     /// `None` while the pool is paused: then no transaction starts.
-    pub fn take_successor(&self, conn: &ServerConn, holder: TenantKey) -> Option<Successor> {
+    pub fn take_successor(
+        &self,
+        conn: &ServerConn,
+        holder: TenantKey,
+        plain_fits: bool,
+    ) -> Option<Successor> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         if st.paused {
             return None;
         }
         let locks = conn.session_locks;
-        let fits = |e: &EarlyMessage, tenant| e.unlocks == locks && !(locks && tenant == holder);
+        let fits = |e: &EarlyMessage, tenant| match e.carried {
+            true => e.unlocks == locks && !(locks && tenant == holder),
+            false => plain_fits,
+        };
         let tenants = &st.tenants;
         let waiter = st.waiters.pop_next_early(fits, |t| tenants.admits(t))?;
         let tenant_place = st.tenants.take(waiter.tenant);

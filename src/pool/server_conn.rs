@@ -77,7 +77,9 @@ pub struct Inherited {
     /// Its first message as sent (the tenant switch in front of its SQL), to send again if
     /// a cancel meant for the transaction before it cancelled it instead.
     pub query: bytes::BytesMut,
-    /// Whether that switch released session-level advisory locks (its replies to skip).
+    /// Whether it carries the tenant switch, and whether that switch released
+    /// session-level advisory locks (its replies to skip).
+    pub carried: bool,
     pub unlocks: bool,
     /// A cancel was sent for the previous transaction's statement while this message was
     /// queued behind it: it may have cancelled this one instead (see `pipeline::takeover`).

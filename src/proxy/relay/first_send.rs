@@ -64,7 +64,7 @@ pub(super) async fn send_with_settings(
         )?;
         match carried {
             carry::Carry::Sent(None) => {
-                pipeline::send_successor(server, t, session, ctx).await?;
+                pipeline::send_successor(server, t, session, ctx, false).await?;
                 return Ok(None);
             }
             carry::Carry::Sent(rest) => return Ok(rest),

@@ -476,12 +476,15 @@ async fn transaction(
         if !tenant_needed && params_sql.is_empty() {
             // The common case, with nothing to put in front of the client's messages: its
             // locals stay out of this future (see upstream::forward_client_now).
+            let plain = pipeline::plain_query_ahead(client, session, ctx);
             if forward_client_now(client, server, t, state, ctx, &mut client_left)? {
                 if let Some(rest) =
                     forward_client(client, server, t, state, ctx, None, client_left.take())?
                 {
                     duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
                 }
+            } else if plain {
+                pipeline::send_successor(server, t, session, ctx, true).await?;
             }
         } else {
             let rest = send_with_settings(

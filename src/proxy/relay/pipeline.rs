@@ -29,7 +29,7 @@
 use super::carry::{self, Carry};
 use super::tracker::Tracker;
 use super::{SessionState, Stop};
-use crate::pool::{EarlyMessage, Inherited, ServerConn, Successor};
+use crate::pool::{AppliedTenant, EarlyMessage, Inherited, ServerConn, Successor};
 use crate::protocol::fields::read_cstr;
 use crate::protocol::framing::{backend, frontend, parse_header};
 use crate::protocol::{encode, fields};
@@ -42,7 +42,9 @@ pub(super) struct Pipelined {
     next: Successor,
     /// Its message as sent, kept to send again (see [`check_foreign_cancel`]).
     query: BytesMut,
-    /// Whether that message releases advisory locks.
+    /// Whether that message carries the tenant switch, and whether the switch releases
+    /// advisory locks.
+    carried: bool,
     unlocks: bool,
     /// Cancels aimed at the running statement when the message went
     /// (`CancelTarget::cancels_aimed`): more at the end may have hit the successor.
@@ -80,7 +82,7 @@ pub(super) fn early_message(
     ctx: &ProxyContext,
 ) -> Option<EarlyMessage> {
     let config = &ctx.settings.config;
-    if !config.pool.pipeline_queued || ctx.session_mode() || session.tenant.is_none() {
+    if !config.pool.pipeline_queued || ctx.session_mode() {
         return None;
     }
     if config.tenant.check_status && state.tenant_active_until <= crate::clock::now_ms() {
@@ -102,6 +104,14 @@ pub(super) fn early_message(
     if single != Some(true) || mentions.guarded || mentions.prepared {
         return None;
     }
+    if session.tenant.is_none() {
+        // As it is: it goes only where no tenant and nothing of another client's is.
+        return Some(EarlyMessage {
+            query: BytesMut::from(&client.buf[..h.frame_len]),
+            carried: false,
+            unlocks: false,
+        });
+    }
     let unlocks = session
         .pool
         .session_locks
@@ -109,17 +119,50 @@ pub(super) fn early_message(
     let ([unlock, objects, rest], _) = session.prelude.carried(leftovers(unlocks));
     let mut query = BytesMut::new();
     encode::query_of_parts(&mut query, &[unlock, objects, rest, b"; ", sql]);
-    Some(EarlyMessage { query, unlocks })
+    Some(EarlyMessage {
+        query,
+        carried: true,
+        unlocks,
+    })
 }
 
-/// After the client's own carried Query went out whole: sends the next waiter's message
-/// behind it, if that waiter brought one and the connection holds nothing the message
-/// does not clear. The successor goes into `t` ([`hand_over`] at the transaction's end).
+/// Whether a session without a tenant sends one plain DML Query and nothing else, after
+/// which its connection will be idle, carrying no tenant: a successor's message may then
+/// go behind it ([`send_successor`] with `plain`). Looked at only while clients wait.
+pub(super) fn plain_query_ahead(
+    client: &ClientConn,
+    session: &Session,
+    ctx: &ProxyContext,
+) -> bool {
+    let waiting = &session.pool.stats.clients_waiting;
+    if !ctx.settings.config.pool.pipeline_queued
+        || waiting.load(std::sync::atomic::Ordering::Relaxed) == 0
+        || session.tenant.is_some()
+        || ctx.session_mode()
+    {
+        return false;
+    }
+    let Ok(Some(h)) = parse_header(&client.buf) else {
+        return false;
+    };
+    if h.tag != frontend::QUERY || client.buf.len() != h.frame_len {
+        return false;
+    }
+    read_cstr(&client.buf[5..h.frame_len])
+        .is_some_and(|(sql, _)| crate::tenant::shape::single_dml(sql) == Some(true))
+}
+
+/// After the client's own carried Query went out whole (or, `plain`, the Query of a
+/// session without a tenant, [`plain_query_ahead`]): sends the next waiter's message behind
+/// it, if that waiter brought one and the connection holds nothing the message does not
+/// clear. The successor goes into `t` ([`hand_over`] at the transaction's end); the
+/// client's further messages wait for a connection of their own.
 pub(super) async fn send_successor(
     server: &mut ServerConn,
     t: &mut Tracker,
     session: &Session,
     ctx: &ProxyContext,
+    plain: bool,
 ) -> Result<(), Stop> {
     let target = &session.cancel.target;
     let waiting = &session.pool.stats.clients_waiting;
@@ -133,15 +176,29 @@ pub(super) async fn send_successor(
     {
         return Ok(());
     }
-    let Some(mut next) = session.pool.take_successor(server, session.queue_key) else {
+    if plain && t.replies.len() != 1 {
+        return Ok(());
+    }
+    let plain_fits = plain && server.tenant == AppliedTenant::Applied(None);
+    let Some(mut next) = session
+        .pool
+        .take_successor(server, session.queue_key, plain_fits)
+    else {
         return Ok(());
     };
     let aimed = target.cancels_aimed();
-    let EarlyMessage { query, unlocks } = next.take_message();
-    // Committed from here: the relay's loop stops at its own ReadyForQuery.
+    let EarlyMessage {
+        query,
+        carried,
+        unlocks,
+    } = next.take_message();
+    // Committed from here: the relay's loop stops at its own ReadyForQuery, and holds
+    // whatever more the client sends.
+    t.barrier = true;
     t.pipelined = Some(Box::new(Pipelined {
         next,
         query,
+        carried,
         unlocks,
         aimed,
     }));
@@ -213,6 +270,7 @@ pub(super) fn hand_over(mut server: Box<ServerConn>, p: Pipelined, clean: bool, 
     let Pipelined {
         next,
         query,
+        carried,
         unlocks,
         aimed,
     } = p;
@@ -224,6 +282,7 @@ pub(super) fn hand_over(mut server: Box<ServerConn>, p: Pipelined, clean: bool, 
     }
     let inherited = Inherited {
         query,
+        carried,
         unlocks,
         foreign_cancel,
         cancelled_by_client: false,
@@ -251,27 +310,60 @@ pub(super) async fn takeover(
     if inherited.foreign_cancel && !inherited.cancelled_by_client {
         Box::pin(check_foreign_cancel(server, &inherited.query, session)).await?;
     }
-    crate::pool::PoolStats::add(&session.pool.stats.tenant_switches, 1);
     server.settings_owner = session.cancel.target.pid;
-    let sent = carry::try_carry(
-        client,
-        server,
-        t,
-        state,
-        ctx,
-        &session.prelude,
-        leftovers(inherited.unlocks),
-        true,
-    )?;
-    if !matches!(sent, Carry::Sent(None)) {
+    let accounted = if inherited.carried {
+        crate::pool::PoolStats::add(&session.pool.stats.tenant_switches, 1);
+        let unlocks = leftovers(inherited.unlocks);
+        let sent = carry::try_carry(
+            client,
+            server,
+            t,
+            state,
+            ctx,
+            &session.prelude,
+            unlocks,
+            true,
+        )?;
+        matches!(sent, Carry::Sent(None))
+    } else {
+        account_plain(client, server, t, state, ctx)?
+    };
+    if !accounted {
         // early_message and try_carry disagree: the message ran unaccounted for.
         tracing::error!(pool = %session.pool.name, "a pipelined message was not carried; closing the connection");
         return Err(Stop::ServerGone { fatal_sent: false });
     }
     if !inherited.foreign_cancel && !inherited.cancelled_by_client {
-        send_successor(server, t, session, ctx).await?;
+        send_successor(server, t, session, ctx, !inherited.carried).await?;
     }
     Ok(())
+}
+
+/// The bookkeeping of a plain Query sent ahead of its turn, as if forwarded now: its reply
+/// expected, its bytes taken out of the client's buffer. `false` if the scan disagrees
+/// with [`early_message`] (it is then unaccounted for).
+fn account_plain(
+    client: &mut ClientConn,
+    server: &mut ServerConn,
+    t: &mut Tracker,
+    state: &mut SessionState,
+    ctx: &ProxyContext,
+) -> Result<bool, Stop> {
+    let Ok(Some(h)) = parse_header(&client.buf) else {
+        return Ok(false);
+    };
+    let len = h.frame_len;
+    if h.tag != frontend::QUERY || client.buf.len() < len {
+        return Ok(false);
+    }
+    let scanned =
+        super::upstream::scan_client(&client.buf[..len], t, ctx, &mut state.params, server, None)?;
+    if !matches!(scanned, (at, None) if at == len) || t.replies.len() != 1 {
+        return Ok(false);
+    }
+    t.bytes_in += len as u64;
+    client.buf.advance(len);
+    Ok(true)
 }
 
 /// Reads the successor's reply up to its ReadyForQuery before any of it is forwarded: if a
