@@ -74,10 +74,20 @@ fn pipelined(proxy: &ProxyProcess) -> f64 {
 /// committed yet.
 async fn queue_two(
     proxy: &ProxyProcess,
+    a: (Conn, String),
+    b: (Conn, String),
+) -> (Conn, RunningStatement, RunningStatement) {
+    let holder = connect(proxy, "app", "apppw").await.unwrap();
+    queue_two_behind(proxy, holder, a, b).await
+}
+
+/// [`queue_two`] behind `holder`.
+async fn queue_two_behind(
+    proxy: &ProxyProcess,
+    holder: Conn,
     (ta, a_sql): (Conn, String),
     (tb, b_sql): (Conn, String),
 ) -> (Conn, RunningStatement, RunningStatement) {
-    let holder = connect(proxy, "app", "apppw").await.unwrap();
     holder
         .client
         .batch_execute("BEGIN; SELECT 1")
@@ -173,6 +183,34 @@ async fn sessions_without_a_tenant_pipeline_their_queries_as_they_are() {
     // And the tenant's setting does not follow the connection to the next tenant-less one.
     let sql = "SELECT coalesce(current_setting('app.tenant_id', true), '')";
     assert_eq!(try_col(&pb.client, sql).await.unwrap(), [""]);
+}
+
+/// Behind a transaction of its own tenant that needed no switch, a client's Query goes as
+/// it is: no switch runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_its_own_tenant_a_query_goes_without_the_switch() {
+    let (pg, proxy) = start(1, 1);
+    let holder = connect(&proxy, "t0", "pw").await.unwrap();
+    let a = connect(&proxy, "t0", "pw").await.unwrap();
+    let b = connect(&proxy, "t0", "pw").await.unwrap();
+    let switches = || {
+        metric(
+            &proxy.metrics(),
+            "launch_proxy_tenant_switches_total",
+            &[("pool", "app")],
+        )
+    };
+    // The connection carries t0 from here on.
+    assert_eq!(try_col(&holder.client, "SELECT 1").await.unwrap(), ["1"]);
+    let before = switches();
+    let (holder, a, b) =
+        queue_two_behind(&proxy, holder, (a, insert("a", 0.3)), (b, insert("b", 0.0))).await;
+    holder.client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(finish(a).await.1.unwrap(), [tenant(0)]);
+    assert_eq!(finish(b).await.1.unwrap(), [tenant(0)]);
+    assert_eq!(pipelined(&proxy), 1.0);
+    assert_eq!(switches(), before, "a switch ran for the same tenant");
+    assert_eq!(rows_of(&pg, "b"), format!("1 {}", tenant(0)));
 }
 
 /// The client ahead vanishes while its statement runs: its reply runs out unread, and the

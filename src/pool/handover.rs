@@ -16,59 +16,98 @@ pub struct Successor {
     waiter: Waiter,
     /// Its place under `max_tenant_connections`, taken when it was chosen.
     tenant_place: TenantKey,
+    form: Form,
 }
 
 impl Successor {
-    /// Its first message, to send behind the running statement (taken once).
-    pub fn take_message(&mut self) -> EarlyMessage {
-        self.waiter.early.take().unwrap_or_default()
+    /// The form of its first message that fits the connection (chosen by
+    /// [`Pool::take_successor`]), and whether it carries the tenant switch (taken once).
+    pub fn take_message(&mut self) -> (bytes::BytesMut, bool, bool) {
+        let Some(early) = self.waiter.early.take() else {
+            return Default::default();
+        };
+        let EarlyMessage {
+            raw,
+            switched,
+            unlocks,
+            ..
+        } = *early;
+        match (self.form, switched) {
+            (Form::Switched, Some(switched)) => (switched, true, unlocks),
+            _ => (raw, false, false),
+        }
     }
 }
 
-/// A queued client's first message, ready to go down a connection whose previous holder
-/// left no settings or objects behind: with the tenant switch in front of it (`carried`),
-/// or as the client sent it, for a session without a tenant on a connection that carries
-/// none.
+/// A queued client's first message, ready to go down a busy connection whose holder will
+/// leave no settings or objects behind.
 #[derive(Default)]
 pub struct EarlyMessage {
-    pub query: bytes::BytesMut,
-    pub carried: bool,
+    /// As the client sent it: for a connection that will carry the client's own tenant
+    /// (`tenant`; none for a session without one).
+    pub raw: bytes::BytesMut,
+    pub tenant: Option<crate::tenant::TenantId>,
+    /// With the whole tenant switch in front (a session with a tenant): for any connection.
+    pub switched: Option<bytes::BytesMut>,
     /// Whether the switch releases session-level advisory locks ([`Pool::session_locks`]
     /// when it was built): it fits only connections that agree.
     pub unlocks: bool,
 }
 
+/// Which form of a successor's message goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    Raw,
+    Switched,
+}
+
+/// What the connection will be when the running transaction ends, for choosing a form.
+#[derive(Clone, Copy)]
+pub struct After {
+    /// The tenant it will carry, if the transaction runs without a switch of its own and
+    /// leaves nothing a raw message would need cleared; `None` otherwise.
+    pub plain_tenant: Option<Option<crate::tenant::TenantId>>,
+    /// The running session's queue key, and whether the login takes advisory locks.
+    pub holder: TenantKey,
+    pub locks: bool,
+}
+
+impl After {
+    fn form(&self, e: &EarlyMessage, tenant: TenantKey) -> Option<Form> {
+        if self.plain_tenant == Some(e.tenant) {
+            return Some(Form::Raw);
+        }
+        // The switch releases advisory locks, which a tenant keeps from one of its
+        // transactions to the next, as on a connection of its own.
+        let fits = e.unlocks == self.locks && !(self.locks && tenant == self.holder);
+        (e.switched.is_some() && fits).then_some(Form::Switched)
+    }
+}
+
 impl Pool {
-    /// The next client in turn, if it brought its first message ready for `conn` and its
-    /// tenant may take one more connection. A client of `holder`'s own tenant is not taken
-    /// on a connection whose advisory locks its message would release: the tenant keeps
-    /// them from one of its transactions to the next, as on a connection of its own. A
-    /// message without the switch fits only where `plain_fits`: the connection will carry
-    /// no tenant and nothing of its holder's when the running transaction ends.
-    /// `None` while the pool is paused: then no transaction starts.
-    pub fn take_successor(
-        &self,
-        conn: &ServerConn,
-        holder: TenantKey,
-        plain_fits: bool,
-    ) -> Option<Successor> {
+    /// The next client in turn, if it brought its first message in a form that fits the
+    /// connection `after` the running transaction and its tenant may take one more
+    /// connection. `None` while the pool is paused: then no transaction starts.
+    pub fn take_successor(&self, after: After) -> Option<Successor> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         if st.paused {
             return None;
         }
-        let locks = conn.session_locks;
-        let fits = |e: &EarlyMessage, tenant| match e.carried {
-            true => e.unlocks == locks && !(locks && tenant == holder),
-            false => plain_fits,
-        };
         let tenants = &st.tenants;
+        let fits = |e: &EarlyMessage, tenant| after.form(e, tenant).is_some();
         let waiter = st.waiters.pop_next_early(fits, |t| tenants.admits(t))?;
+        let form = waiter
+            .early
+            .as_deref()
+            .and_then(|e| after.form(e, waiter.tenant))
+            .unwrap_or(Form::Raw);
         let tenant_place = st.tenants.take(waiter.tenant);
         PoolStats::add(&self.stats.passed_on, 1);
         Some(Successor {
             waiter,
             tenant_place,
+            form,
         })
     }
 
@@ -88,6 +127,7 @@ impl Pool {
         let Successor {
             waiter,
             tenant_place,
+            ..
         } = next;
         let mut st = self.state.lock();
         st.leave_holder(&mut conn);

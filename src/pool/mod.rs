@@ -22,7 +22,7 @@ mod waiters;
 
 pub use acquire_error::AcquireError;
 pub use connect::{send_cancel, ConnectError, ConnectTarget};
-pub use handover::{EarlyMessage, Successor};
+pub use handover::{After, EarlyMessage, Successor};
 pub use server_conn::{AppliedTenant, BackendKey, Inherited, ServerConn};
 pub use snapshot::{PoolSnapshot, ServerInfo, ServerList};
 pub use stats::{GaugeGuard, PoolStats, WAIT_BOUNDS_S};
@@ -222,7 +222,7 @@ impl Pool {
         id: u64,
         tenant: TenantKey,
         withdrawn: impl Fn() -> bool,
-        early: Option<EarlyMessage>,
+        early: Option<Box<EarlyMessage>>,
     ) -> Result<Box<ServerConn>, AcquireError> {
         let mut stale: Vec<Box<ServerConn>> = Vec::new();
         let rx = {

@@ -28,7 +28,7 @@ pub(super) struct Waiter {
     pub tenant: TenantKey,
     /// Its first message, ready to go down a busy connection behind the statement running
     /// there ([`super::Pool::take_successor`]); `None` when it cannot.
-    pub early: Option<super::EarlyMessage>,
+    pub early: Option<Box<super::EarlyMessage>>,
 }
 
 /// A tenant's key in the queue ([`tenant_key`]); 0 is the group of clients without one.

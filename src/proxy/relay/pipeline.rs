@@ -29,7 +29,7 @@
 use super::carry::{self, Carry};
 use super::tracker::Tracker;
 use super::{SessionState, Stop};
-use crate::pool::{AppliedTenant, EarlyMessage, Inherited, ServerConn, Successor};
+use crate::pool::{After, AppliedTenant, EarlyMessage, Inherited, ServerConn, Successor};
 use crate::protocol::fields::read_cstr;
 use crate::protocol::framing::{backend, frontend, parse_header};
 use crate::protocol::{encode, fields};
@@ -80,7 +80,7 @@ pub(super) fn early_message(
     state: &SessionState,
     session: &Session,
     ctx: &ProxyContext,
-) -> Option<EarlyMessage> {
+) -> Option<Box<EarlyMessage>> {
     let config = &ctx.settings.config;
     if !config.pool.pipeline_queued || ctx.session_mode() {
         return None;
@@ -104,31 +104,30 @@ pub(super) fn early_message(
     if single != Some(true) || mentions.guarded || mentions.prepared {
         return None;
     }
-    if session.tenant.is_none() {
-        // As it is: it goes only where no tenant and nothing of another client's is.
-        return Some(EarlyMessage {
-            query: BytesMut::from(&client.buf[..h.frame_len]),
-            carried: false,
-            unlocks: false,
-        });
+    let mut early = Box::new(EarlyMessage {
+        raw: BytesMut::from(&client.buf[..h.frame_len]),
+        tenant: session.tenant,
+        switched: None,
+        unlocks: false,
+    });
+    if session.tenant.is_some() {
+        let unlocks = session
+            .pool
+            .session_locks
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let ([unlock, objects, rest], _) = session.prelude.carried(leftovers(unlocks));
+        let mut switched = BytesMut::new();
+        encode::query_of_parts(&mut switched, &[unlock, objects, rest, b"; ", sql]);
+        early.switched = Some(switched);
+        early.unlocks = unlocks;
     }
-    let unlocks = session
-        .pool
-        .session_locks
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let ([unlock, objects, rest], _) = session.prelude.carried(leftovers(unlocks));
-    let mut query = BytesMut::new();
-    encode::query_of_parts(&mut query, &[unlock, objects, rest, b"; ", sql]);
-    Some(EarlyMessage {
-        query,
-        carried: true,
-        unlocks,
-    })
+    Some(early)
 }
 
-/// Whether a session without a tenant sends one plain DML Query and nothing else, after
-/// which its connection will be idle, carrying no tenant: a successor's message may then
-/// go behind it ([`send_successor`] with `plain`). Looked at only while clients wait.
+/// Whether a transaction that needs no tenant switch sends one plain DML Query and nothing
+/// else, after which its connection will be idle, carrying its tenant (or none): a
+/// successor's message may then go behind it ([`send_successor`] with `plain`). Looked at
+/// only while clients wait.
 pub(super) fn plain_query_ahead(
     client: &ClientConn,
     session: &Session,
@@ -137,7 +136,6 @@ pub(super) fn plain_query_ahead(
     let waiting = &session.pool.stats.clients_waiting;
     if !ctx.settings.config.pool.pipeline_queued
         || waiting.load(std::sync::atomic::Ordering::Relaxed) == 0
-        || session.tenant.is_some()
         || ctx.session_mode()
     {
         return false;
@@ -179,19 +177,20 @@ pub(super) async fn send_successor(
     if plain && t.replies.len() != 1 {
         return Ok(());
     }
-    let plain_fits = plain && server.tenant == AppliedTenant::Applied(None);
-    let Some(mut next) = session
-        .pool
-        .take_successor(server, session.queue_key, plain_fits)
-    else {
+    let plain_tenant = match server.tenant {
+        AppliedTenant::Applied(tenant) if plain => Some(tenant),
+        _ => None,
+    };
+    let after = After {
+        plain_tenant,
+        holder: session.queue_key,
+        locks: server.session_locks,
+    };
+    let Some(mut next) = session.pool.take_successor(after) else {
         return Ok(());
     };
     let aimed = target.cancels_aimed();
-    let EarlyMessage {
-        query,
-        carried,
-        unlocks,
-    } = next.take_message();
+    let (query, carried, unlocks) = next.take_message();
     // Committed from here: the relay's loop stops at its own ReadyForQuery, and holds
     // whatever more the client sends.
     t.barrier = true;

@@ -31,7 +31,7 @@ pub(super) enum Checkout {
 pub(super) async fn checkout(
     client: &ClientConn,
     session: &Session,
-    early: Option<crate::pool::EarlyMessage>,
+    early: Option<Box<crate::pool::EarlyMessage>>,
 ) -> Checkout {
     let target = &*session.cancel.target;
     let wait = target.queue();
@@ -93,7 +93,7 @@ async fn acquire_watching(
     client: &ClientConn,
     session: &Session,
     wait: &QueuedWait,
-    early: Option<crate::pool::EarlyMessage>,
+    early: Option<Box<crate::pool::EarlyMessage>>,
 ) -> Result<Option<Box<ServerConn>>, AcquireError> {
     let target = &*session.cancel.target;
     let withdrawn = || target.withdrawn(wait);
