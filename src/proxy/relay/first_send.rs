@@ -64,7 +64,9 @@ pub(super) async fn send_with_settings(
         )?;
         match carried {
             carry::Carry::Sent(None) => {
-                pipeline::send_successor(server, t, session, ctx, false).await?;
+                if let Some(rest) = pipeline::send_successor(server, t, session, ctx, false)? {
+                    Box::pin(pipeline::write_rest(server, rest)).await?;
+                }
                 return Ok(None);
             }
             carry::Carry::Sent(rest) => return Ok(rest),

@@ -426,7 +426,12 @@ async fn transaction(
     let mut server_left = None;
     if server.inherited.is_some() {
         // Its first message went ahead of its turn (relay::pipeline).
-        pipeline::takeover(client, server, t, state, session, ctx).await?;
+        if pipeline::must_check_foreign_cancel(server) {
+            Box::pin(pipeline::check_foreign_cancel(server, session)).await?;
+        }
+        if let Some(rest) = pipeline::takeover(client, server, t, state, session, ctx)? {
+            Box::pin(pipeline::write_rest(server, rest)).await?;
+        }
     } else {
         let checked = state.tenant_active_until > crate::clock::now_ms();
         if let (Some(tenant), true, false) = (
@@ -484,7 +489,9 @@ async fn transaction(
                     duplex::finish(client, server, t, state, session, &mut deadline, rest).await?;
                 }
             } else if plain {
-                pipeline::send_successor(server, t, session, ctx, true).await?;
+                if let Some(rest) = pipeline::send_successor(server, t, session, ctx, true)? {
+                    Box::pin(pipeline::write_rest(server, rest)).await?;
+                }
             }
         } else {
             let rest = send_with_settings(

@@ -154,14 +154,16 @@ pub(super) fn plain_query_ahead(
 /// session without a tenant, [`plain_query_ahead`]): sends the next waiter's message behind
 /// it, if that waiter brought one and the connection holds nothing the message does not
 /// clear. The successor goes into `t` ([`hand_over`] at the transaction's end); the
-/// client's further messages wait for a connection of their own.
-pub(super) async fn send_successor(
+/// client's further messages wait for a connection of their own. Returns what the socket
+/// did not take at once, for [`write_rest`] (plain code: the common case sets up no
+/// future in the client's task, whose size every idle client pays).
+pub(super) fn send_successor(
     server: &mut ServerConn,
     t: &mut Tracker,
     session: &Session,
     ctx: &ProxyContext,
     plain: bool,
-) -> Result<(), Stop> {
+) -> Result<Option<BytesMut>, Stop> {
     let target = &session.cancel.target;
     let waiting = &session.pool.stats.clients_waiting;
     if !ctx.settings.config.pool.pipeline_queued
@@ -172,10 +174,10 @@ pub(super) async fn send_successor(
         || !server.params.is_empty()
         || target.cancel_pending()
     {
-        return Ok(());
+        return Ok(None);
     }
     if plain && t.replies.len() != 1 {
-        return Ok(());
+        return Ok(None);
     }
     let plain_tenant = match server.tenant {
         AppliedTenant::Applied(tenant) if plain => Some(tenant),
@@ -187,7 +189,7 @@ pub(super) async fn send_successor(
         locks: server.session_locks,
     };
     let Some(mut next) = session.pool.take_successor(after) else {
-        return Ok(());
+        return Ok(None);
     };
     let aimed = target.cancels_aimed();
     let (query, carried, unlocks) = next.take_message();
@@ -210,15 +212,18 @@ pub(super) async fn send_successor(
         .stream
         .write_now(query)
         .map_err(|_| Stop::ServerWriteFailed)?;
-    if n < query.len() {
-        // The socket is full (rare: the running Query just went into it): the rest goes
-        // now, before anything is read, or the message would be left half-sent.
-        let rest = BytesMut::from(&query[n..]);
-        Box::pin(server.stream.write_all_bytes(&rest))
-            .await
-            .map_err(|_| Stop::ServerWriteFailed)?;
-    }
-    Ok(())
+    // The socket is full (rare: the running Query just went into it): the rest goes
+    // before anything is read, or the message would be left half-sent.
+    Ok((n < query.len()).then(|| BytesMut::from(&query[n..])))
+}
+
+/// Writes what [`send_successor`] or [`takeover`] left.
+pub(super) async fn write_rest(server: &mut ServerConn, rest: BytesMut) -> Result<(), Stop> {
+    server
+        .stream
+        .write_all_bytes(&rest)
+        .await
+        .map_err(|_| Stop::ServerWriteFailed)
 }
 
 /// A kill of a session whose transaction has a successor behind it, at a message boundary
@@ -292,23 +297,30 @@ pub(super) fn hand_over(mut server: Box<ServerConn>, p: Pipelined, clean: bool, 
     }
 }
 
+/// Whether a client that got its connection with its first message on it must first see
+/// whether a cancel meant for the statement ahead reached its own ([`check_foreign_cancel`]).
+pub(super) fn must_check_foreign_cancel(server: &ServerConn) -> bool {
+    server
+        .inherited
+        .as_ref()
+        .is_some_and(|i| i.foreign_cancel && !i.cancelled_by_client)
+}
+
 /// Starts the transaction of a client that got its connection with its first message
-/// already on it: reads past a foreign cancel first ([`check_foreign_cancel`]), then
-/// takes its Query out of its buffer as sent and notes the carried switch's reply to come.
-pub(super) async fn takeover(
+/// already on it (after [`check_foreign_cancel`] where it must): takes its Query out of
+/// its buffer as sent and notes the reply to come. Returns what a successor's message of
+/// its own left unwritten ([`send_successor`]).
+pub(super) fn takeover(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
     state: &mut SessionState,
     session: &Session,
     ctx: &ProxyContext,
-) -> Result<(), Stop> {
+) -> Result<Option<BytesMut>, Stop> {
     let Some(inherited) = server.inherited.take() else {
-        return Ok(());
+        return Ok(None);
     };
-    if inherited.foreign_cancel && !inherited.cancelled_by_client {
-        Box::pin(check_foreign_cancel(server, &inherited.query, session)).await?;
-    }
     server.settings_owner = session.cancel.target.pid;
     let accounted = if inherited.carried {
         crate::pool::PoolStats::add(&session.pool.stats.tenant_switches, 1);
@@ -332,10 +344,10 @@ pub(super) async fn takeover(
         tracing::error!(pool = %session.pool.name, "a pipelined message was not carried; closing the connection");
         return Err(Stop::ServerGone { fatal_sent: false });
     }
-    if !inherited.foreign_cancel && !inherited.cancelled_by_client {
-        send_successor(server, t, session, ctx, !inherited.carried).await?;
+    if inherited.foreign_cancel || inherited.cancelled_by_client {
+        return Ok(None);
     }
-    Ok(())
+    send_successor(server, t, session, ctx, !inherited.carried)
 }
 
 /// The bookkeeping of a plain Query sent ahead of its turn, as if forwarded now: its reply
@@ -368,9 +380,8 @@ fn account_plain(
 /// Reads the successor's reply up to its ReadyForQuery before any of it is forwarded: if a
 /// cancel meant for the statement before cancelled it (57014), the reply is dropped and
 /// the message sent again.
-async fn check_foreign_cancel(
+pub(super) async fn check_foreign_cancel(
     server: &mut ServerConn,
-    query: &[u8],
     session: &Session,
 ) -> Result<(), Stop> {
     let limit = session
@@ -400,9 +411,10 @@ async fn check_foreign_cancel(
     };
     if cancelled {
         server.buf.advance(end);
+        let query = server.inherited.as_ref().map(|i| i.query.clone());
         server
             .stream
-            .write_all_bytes(query)
+            .write_all_bytes(&query.unwrap_or_default())
             .await
             .map_err(|_| Stop::ServerWriteFailed)?;
         crate::pool::PoolStats::add(&session.pool.stats.resent, 1);
