@@ -208,12 +208,17 @@ pub(super) async fn run(
             // whatever became of this transaction (relay::pipeline).
             let target = &session.cancel.target;
             let ended = result.is_ok() && t.is_clean() && !t.server_unknown;
-            let settled = ended && (target.try_detach() || Box::pin(target.detach()).await);
-            if !settled && !t.replies.is_empty() {
-                // Its locks go with it; the connection closes under the successor.
-                Box::pin(ctx.cancels.cancel_running(target)).await;
+            let settled = if ended {
+                target.try_detach() || Box::pin(target.detach()).await
+            } else {
+                if !t.replies.is_empty() {
+                    // Its locks go with it; the connection closes under the successor.
+                    Box::pin(ctx.cancels.cancel_running(target)).await;
+                }
+                // No cancel of this client's reaches the connection from here on.
                 Box::pin(target.detach()).await;
-            }
+                false
+            };
             pipeline::hand_over(server, *next, settled, session);
             match result {
                 Ok(()) => {
