@@ -223,9 +223,7 @@ pub(super) async fn run(
             match result {
                 Ok(()) => {
                     lookup_retried = false;
-                    stats.transactions += 1;
-                    crate::runtime::note_transaction();
-                    PoolStats::add(&stats_pool.transactions, 1);
+                    count_transaction(&mut stats, stats_pool);
                     if target.is_killed() {
                         break (!t.killed_told).then(errors::killed);
                     }
@@ -241,9 +239,7 @@ pub(super) async fn run(
         match result {
             Ok(()) => {
                 lookup_retried = false;
-                stats.transactions += 1;
-                crate::runtime::note_transaction();
-                PoolStats::add(&stats_pool.transactions, 1);
+                count_transaction(&mut stats, stats_pool);
                 let settled =
                     session.cancel.target.try_detach() || session.cancel.target.detach().await;
                 if settled
@@ -294,6 +290,14 @@ pub(super) async fn run(
         let _ = Box::pin(abandon(server, &t, session, ctx)).await;
     }
     RelayEnd { stats, error }
+}
+
+/// A transaction that ended at its ReadyForQuery, counted for the client, its pool and
+/// the runtime's event coalescing.
+fn count_transaction(stats: &mut ClientStats, pool: &PoolStats) {
+    stats.transactions += 1;
+    crate::runtime::note_transaction();
+    PoolStats::add(&pool.transactions, 1);
 }
 
 /// The error a transaction's early stop gives its client (`gone`: what the abandoned
