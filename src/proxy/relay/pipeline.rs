@@ -4,10 +4,11 @@
 //! Under a full gate most transactions wait in the pool's queue, and each hand-over costs a
 //! round trip through the proxy: PostgreSQL answers, sleeps until the proxy has read the
 //! answer and sent the next client's statement, and the proxy sleeps until PostgreSQL has
-//! answered that. Here the relay that has just sent its client's carried Query also sends
-//! the next waiter's, prepared before it queued, so that PostgreSQL starts it straight from
-//! its socket; the connection goes to that waiter when the running transaction ends
-//! (docs/benchmarks.md measured a fifth less CPU per transaction on the seed workload).
+//! answered that. Here the relay that has just sent its client's carried Query (or the
+//! plain Query of a transaction that needed no switch) also sends the next waiter's,
+//! prepared before it queued, so that PostgreSQL starts it straight from its socket; the
+//! connection goes to that waiter when the running transaction ends (docs/benchmarks.md,
+//! session (7): a fifth less CPU per transaction on the seed workload).
 //!
 //! What keeps one client's reply from reaching another:
 //! - the running relay's scan stops at its own last ReadyForQuery (`Tracker::pipelined`);
@@ -69,12 +70,13 @@ const HELD_REPLY_LIMIT: usize = 256 * 1024;
 /// How long the held-back reply may take when the role has no `command_timeout_ms`.
 const HELD_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The client's first message with the tenant switch in front of it, built before it
-/// queues, if it can go down a busy connection ahead of its turn: a complete simple Query
-/// of one plain DML statement that the statement guard has nothing to check in, from a
-/// transaction-mode session with a tenant whose status is fresh and no session parameters
-/// to apply. The relay's carried switch would send exactly this on a connection that holds
-/// no other client's settings or objects ([`leftovers`]).
+/// The client's first message, built before it queues, if it can go down a busy
+/// connection ahead of its turn: a complete simple Query of one plain DML statement that
+/// the statement guard has nothing to check in, from a transaction-mode session whose
+/// tenant status is fresh and with no session parameters to apply. Two forms: as sent
+/// (for a connection that will carry the session's tenant, or none) and, for a session
+/// with a tenant, with the whole switch in front, which the relay's carried switch would
+/// send on a connection holding no other client's settings or objects ([`leftovers`]).
 pub(super) fn early_message(
     client: &ClientConn,
     state: &SessionState,
