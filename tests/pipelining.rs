@@ -183,6 +183,59 @@ async fn sessions_without_a_tenant_pipeline_their_queries_as_they_are() {
     // And the tenant's setting does not follow the connection to the next tenant-less one.
     let sql = "SELECT coalesce(current_setting('app.tenant_id', true), '')";
     assert_eq!(try_col(&pb.client, sql).await.unwrap(), [""]);
+
+    // Sessions with a parameter of their own pipeline behind one with the same value, as
+    // they are; one with another value does not, and each keeps its own.
+    let named = |digits: &str| {
+        let conn = format!(
+            "{} options='-c extra_float_digits={digits}'",
+            proxy.conn_string("app", "apppw")
+        );
+        async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            Conn {
+                client,
+                task: tokio::spawn(connection),
+            }
+        }
+    };
+    let (x1, x2) = (named("2").await, named("2").await);
+    let holder = named("2").await;
+    let (holder, a, b) = queue_two_behind(
+        &proxy,
+        holder,
+        (x1, insert("x1", 0.3)),
+        (x2, insert("x2", 0.0)),
+    )
+    .await;
+    holder.client.batch_execute("COMMIT").await.unwrap();
+    let (x1, _) = finish(a).await;
+    let (x2, _) = finish(b).await;
+    assert_eq!(
+        pipelined(&proxy),
+        3.0,
+        "the same parameters did not pipeline"
+    );
+    let (y, _) = finish(run(named("1").await, String::new())).await;
+    let holder = named("2").await;
+    let (holder, a, b) = queue_two_behind(
+        &proxy,
+        holder,
+        (x1, insert("x3", 0.3)),
+        (y, insert("y", 0.0)),
+    )
+    .await;
+    holder.client.batch_execute("COMMIT").await.unwrap();
+    let (x1, _) = finish(a).await;
+    let (y, _) = finish(b).await;
+    assert_eq!(pipelined(&proxy), 3.0, "other parameters went as they were");
+    for (c, want) in [(&x1, "2"), (&x2, "2"), (&y, "1")] {
+        let got = try_col(&c.client, "SHOW extra_float_digits").await.unwrap();
+        assert_eq!(got, [want]);
+    }
+    assert_eq!(rows_of(&pg, "y"), "1 ");
 }
 
 /// Behind a transaction of its own tenant that needed no switch, a client's Query goes as

@@ -47,6 +47,9 @@ pub struct EarlyMessage {
     /// (`tenant`; none for a session without one).
     pub raw: bytes::BytesMut,
     pub tenant: Option<crate::tenant::TenantId>,
+    /// The session parameters it runs under: the raw form needs a connection that has
+    /// exactly these.
+    pub params: crate::proxy::session_params::ParamSet,
     /// With the whole tenant switch in front (a session with a tenant): for any connection.
     pub switched: Option<bytes::BytesMut>,
     /// Whether the switch releases session-level advisory locks ([`Pool::session_locks`]
@@ -62,19 +65,20 @@ enum Form {
 }
 
 /// What the connection will be when the running transaction ends, for choosing a form.
-#[derive(Clone, Copy)]
-pub struct After {
+pub struct After<'a> {
     /// The tenant it will carry, if the transaction runs without a switch of its own and
     /// leaves nothing a raw message would need cleared; `None` otherwise.
     pub plain_tenant: Option<Option<crate::tenant::TenantId>>,
     /// The running session's queue key, and whether the login takes advisory locks.
     pub holder: TenantKey,
     pub locks: bool,
+    /// Its session parameters then (the switch resets them; the raw form needs its own).
+    pub params: &'a crate::proxy::session_params::ParamSet,
 }
 
-impl After {
+impl After<'_> {
     fn form(&self, e: &EarlyMessage, tenant: TenantKey) -> Option<Form> {
-        if self.plain_tenant == Some(e.tenant) {
+        if self.plain_tenant == Some(e.tenant) && e.params == *self.params {
             return Some(Form::Raw);
         }
         // The switch releases advisory locks, which a tenant keeps from one of its
@@ -88,7 +92,7 @@ impl Pool {
     /// The next client in turn, if it brought its first message in a form that fits the
     /// connection `after` the running transaction and its tenant may take one more
     /// connection. `None` while the pool is paused: then no transaction starts.
-    pub fn take_successor(&self, after: After) -> Option<Successor> {
+    pub fn take_successor(&self, after: After<'_>) -> Option<Successor> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         if st.paused {

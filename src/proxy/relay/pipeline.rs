@@ -90,9 +90,6 @@ pub(super) fn early_message(
     if config.tenant.check_status && state.tenant_active_until <= crate::clock::now_ms() {
         return None;
     }
-    if !state.params.is_empty() {
-        return None;
-    }
     let h = parse_header(&client.buf).ok()??;
     if h.tag != frontend::QUERY
         || client.buf.len() < h.frame_len
@@ -109,10 +106,12 @@ pub(super) fn early_message(
     let mut early = Box::new(EarlyMessage {
         raw: BytesMut::from(&client.buf[..h.frame_len]),
         tenant: session.tenant,
+        params: state.params.clone(),
         switched: None,
         unlocks: false,
     });
-    if session.tenant.is_some() {
+    // The switch resets every parameter; a session with some of its own cannot carry it.
+    if session.tenant.is_some() && state.params.is_empty() {
         let unlocks = session
             .pool
             .session_locks
@@ -173,7 +172,6 @@ pub(super) fn send_successor(
         || t.pipelined.is_some()
         || server.may_hold_objects
         || server.may_hold_settings
-        || !server.params.is_empty()
         || target.cancel_pending()
     {
         return Ok(None);
@@ -189,6 +187,7 @@ pub(super) fn send_successor(
         plain_tenant,
         holder: session.queue_key,
         locks: server.session_locks,
+        params: &server.params,
     };
     let Some(mut next) = session.pool.take_successor(after) else {
         return Ok(None);
@@ -326,6 +325,8 @@ pub(super) fn takeover(
     server.settings_owner = session.cancel.target.pid;
     let accounted = if inherited.carried {
         crate::pool::PoolStats::add(&session.pool.stats.tenant_switches, 1);
+        // Its RESET ALL puts every parameter back to the connection's startup value.
+        server.params = crate::proxy::session_params::ParamSet::default();
         let unlocks = leftovers(inherited.unlocks);
         let sent = carry::try_carry(
             client,
