@@ -87,7 +87,10 @@ pub(super) fn early_message(
     if !config.pool.pipeline_queued || ctx.session_mode() {
         return None;
     }
-    if config.tenant.check_status && state.tenant_active_until <= crate::clock::now_ms() {
+    // A tenant's status must be fresh (the successor looks nothing up); a session without
+    // a tenant has none.
+    let stale = state.tenant_active_until <= crate::clock::now_ms();
+    if config.tenant.check_status && session.tenant.is_some() && stale {
         return None;
     }
     let h = parse_header(&client.buf).ok()??;
