@@ -98,6 +98,15 @@ impl Pool {
         if st.paused {
             return None;
         }
+        // At the database cap a pool whose clients waited longer gets the connection at
+        // release (Pool::release): no successor may keep it from going back.
+        if self.db.at_cap()
+            && self
+                .db
+                .longer_wait_elsewhere(self, st.waiters.oldest_since())
+        {
+            return None;
+        }
         let tenants = &st.tenants;
         let fits = |e: &EarlyMessage, tenant| after.form(e, tenant).is_some();
         let waiter = st.waiters.pop_next_early(fits, |t| tenants.admits(t))?;
