@@ -59,12 +59,11 @@ async fn cancel_during_the_lookup(
     sum(&blocking(|| c.until(b'Z')))
 }
 
-/// The held cancel is sent once the client's statement is on its way; as any cancel, it
-/// takes effect only if PostgreSQL is running the statement when the signal lands (one
-/// that lands while the backend still reads it is ignored), so the statement is either
-/// cancelled or runs, and the session goes on either way.
-fn cancelled_or_ran(reply: &str) -> bool {
-    reply.ends_with("E[57014]Zi") || reply.ends_with("C[SELECT 1]Zi")
+/// The held cancel reached the client's statement: PostgreSQL ignores one that lands
+/// while it still reads the statement (the moment the hold ends), so it goes again until
+/// the statement's reply begins.
+fn cancelled(reply: &str) -> bool {
+    reply.ends_with("E[57014]Zi")
 }
 
 /// The connection carries the tenant already (a simple Query before): the lookup alone
@@ -76,7 +75,7 @@ async fn a_cancel_during_the_tenant_lookup_reaches_the_clients_statement() {
     assert_eq!(c.col0("SELECT 'warm'"), ["warm"]);
     let reply =
         cancel_during_the_lookup(&pg, &proxy, &mut c, &q("SELECT 'mine', pg_sleep(3)")).await;
-    assert!(cancelled_or_ran(&reply), "the statement got {reply}");
+    assert!(cancelled(&reply), "the statement got {reply}");
     assert_eq!(c.col0("SELECT 'after'"), ["after"]);
 }
 
@@ -90,7 +89,35 @@ async fn a_cancel_held_by_the_lookup_survives_the_switch_that_follows() {
     let mut c = Raw::login(proxy.port, "t1m", "t1mpw");
     let batch = [pbe("SELECT pg_sleep(3)", &[]), sync()].concat();
     let reply = cancel_during_the_lookup(&pg, &proxy, &mut c, &batch).await;
-    assert!(cancelled_or_ran(&reply), "the statement got {reply}");
+    assert!(cancelled(&reply), "the statement got {reply}");
+    assert_eq!(c.col0("SELECT 'after'"), ["after"]);
+}
+
+/// The hold ends while PostgreSQL waits for more of the client's messages (a Parse and
+/// Bind came, their Execute not yet): the cancel sent then is ignored, as any cancel of a
+/// backend between statements. It goes again until a reply begins, and the sleep the
+/// Execute starts is cancelled (before, it ran its 3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_cancel_goes_again_until_the_statement_runs() {
+    let (pg, proxy) = start("");
+    let mut c = Raw::login(proxy.port, "t1m", "t1mpw");
+    let batch = pbe("SELECT pg_sleep(3)", &[]);
+    let (parse_bind, execute) = batch.split_at(batch.len() - 10);
+    let su = pg.superuser("launch").await;
+    su.batch_execute("BEGIN; LOCK TABLE public.tenants IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    c.send(parse_bind);
+    let waiting = eventually(LIMIT, || pg.psql("launch", LOCK_WAITS) == "1").await;
+    assert!(waiting, "the lookup never waited for the lock");
+    blocking(|| send_cancel(proxy.port, c.key.0, c.key.1));
+    su.batch_execute("ROLLBACK").await.unwrap();
+    // The lookup and the switch ran, the held cancel went, and the backend waits for
+    // the Execute.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(&[execute, &sync()].concat());
+    let reply = sum(&blocking(|| c.until(b'Z')));
+    assert!(cancelled(&reply), "the statement got {reply}");
     assert_eq!(c.col0("SELECT 'after'"), ["after"]);
 }
 

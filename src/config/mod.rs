@@ -298,7 +298,7 @@ impl Default for PoolConfig {
             max_active: 8,
             max_tenant_connections: 0,
             max_tenant_clients: 0,
-            pipeline_queued: false,
+            pipeline_queued: true,
             active_stall_ms: 20,
             idle_timeout_ms: 60_000,
             server_max_uses: 7200,

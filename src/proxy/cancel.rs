@@ -14,7 +14,7 @@ use super::command_timeout::{DeadlineSlot, DeadlineTable};
 use crate::pool::{send_cancel, BackendKey};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
@@ -47,6 +47,9 @@ pub struct CancelTarget {
     /// [`HOLD_OFF`], [`HOLD_ON`] while the proxy's own statements run ahead of the
     /// client's, [`HOLD_WAITING`] once a cancel came meanwhile.
     held: AtomicU8,
+    /// A held cancel was sent and the reply to the client's statements has not begun: it
+    /// is sent again (`cancel_hold`).
+    held_unanswered: AtomicBool,
     /// An end requested from outside (the console's kills, the idle reaper).
     pub end: super::session_end::SessionEnd,
     /// The pool the client queues in, where a cancel withdraws its wait.
@@ -123,22 +126,6 @@ pub struct CancelHandle {
     pub target: Arc<CancelTarget>,
 }
 
-impl CancelHandle {
-    /// Sends the cancel that waited while the proxy's own statements ran (from a task of
-    /// its own: the relay goes on relaying the replies).
-    pub fn deliver_held(&self) {
-        // Pinned here, while the relay still holds the server: the task may run after
-        // the transaction ended, and must not find the client's next one.
-        let Some(key) = self.target.pin() else {
-            return;
-        };
-        let (registry, target) = (self.registry.clone(), self.target.clone());
-        tokio::spawn(async move {
-            registry.deliver(&target, key).await;
-        });
-    }
-}
-
 impl Drop for CancelHandle {
     fn drop(&mut self) {
         let mut targets = self.registry.targets.lock();
@@ -148,10 +135,6 @@ impl Drop for CancelHandle {
         targets.deadlines.give_back(&self.target.deadline);
     }
 }
-
-const HOLD_OFF: u8 = 0;
-const HOLD_ON: u8 = 1;
-const HOLD_WAITING: u8 = 2;
 
 fn random_u32() -> u32 {
     u32::from_ne_bytes(crate::entropy::bytes())
@@ -210,6 +193,7 @@ impl CancelRegistry {
             pool,
             waits: AtomicU32::new(0),
             held: AtomicU8::new(HOLD_OFF),
+            held_unanswered: AtomicBool::new(false),
             end: super::session_end::SessionEnd::new(crate::clock::now_ms()),
             in_flight: AtomicU32::new(0),
             aimed: AtomicU32::new(0),
@@ -528,40 +512,6 @@ impl CancelTarget {
         self.server.store(pack(key), Ordering::Release);
     }
 
-    /// The proxy is about to run statements of its own on the client's server ahead of the
-    /// client's (a tenant status lookup, the tenant switch as a Query of its own): a
-    /// client's cancel would cancel those instead (and a failed switch ends the session),
-    /// so it waits until [`CancelTarget::release_cancels`].
-    ///
-    /// A cancel that passed before the hold was set (pinned, on its way to the server) is
-    /// waited for: sent now, it would land on the proxy's statement. One that waits already
-    /// (held for the status lookup, before the switch) stays waiting.
-    pub async fn hold_cancels(&self) {
-        let _ = self
-            .held
-            .compare_exchange(HOLD_OFF, HOLD_ON, Ordering::SeqCst, Ordering::SeqCst);
-        self.settle().await;
-    }
-
-    /// The client's own statements are next on the server: whether a cancel waited
-    /// meanwhile (the caller then sends it: [`CancelHandle::deliver_held`]).
-    #[inline]
-    pub fn release_cancels(&self) -> bool {
-        self.held.load(Ordering::Relaxed) != HOLD_OFF
-            && self.held.swap(HOLD_OFF, Ordering::SeqCst) == HOLD_WAITING
-    }
-
-    /// Whether a client's cancel must wait (it is then recorded).
-    fn defer_if_held(&self) -> bool {
-        match self
-            .held
-            .compare_exchange(HOLD_ON, HOLD_WAITING, Ordering::SeqCst, Ordering::SeqCst)
-        {
-            Ok(_) => true,
-            Err(now) => now == HOLD_WAITING,
-        }
-    }
-
     /// The pool's waiter id of the client with `pid` in its wait number `wait` (never 0:
     /// pids are not).
     fn wait_id(pid: u32, wait: u32) -> u64 {
@@ -683,6 +633,10 @@ impl CancelTarget {
         }
     }
 }
+
+#[path = "cancel_hold.rs"]
+mod hold;
+use hold::HOLD_OFF;
 
 #[path = "cancel_word.rs"]
 mod word;

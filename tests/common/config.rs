@@ -20,7 +20,7 @@ pub const DEFAULT_POOL: &[(&str, &str)] = &[
     ("max_active", "8"),
     ("active_stall_ms", "20"),
     ("max_tenant_connections", "0"),
-    ("pipeline_queued", "false"),
+    ("pipeline_queued", "true"),
     ("max_tenant_clients", "0"),
     ("idle_timeout_ms", "60000"),
     ("server_max_uses", "7200"),

@@ -57,6 +57,11 @@ fn scan_and_settle(
         server.tenant = AppliedTenant::Applied(session.tenant);
     }
     super::release_held_cancels(t, session);
+    if t.held_cancel_resent && !server.buf.is_empty() {
+        // Bytes past the proxy's own replies: the client's reply began.
+        t.held_cancel_resent = false;
+        session.cancel.target.reply_began();
+    }
     for undo in t.undo.drain(..) {
         match undo {
             Undo::ServerLacks(id) => server.statements.remove(id),

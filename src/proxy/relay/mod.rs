@@ -143,11 +143,9 @@ pub(super) async fn run(
                 let early = pipeline::early_message(client, &state, session, ctx);
                 match queued::checkout(client, session, early).await {
                     queued::Checkout::Server(server) => held = Some(server),
-                    queued::Checkout::CancelledAhead(server) => {
-                        // Its message is on the connection: the cancel goes there.
-                        Box::pin(ctx.cancels.cancel_running(&session.cancel.target)).await;
-                        held = Some(server);
-                    }
+                    // Its message is on the connection: the cancel goes there, as
+                    // the transaction starts (pipeline::cancel_own).
+                    queued::Checkout::CancelledAhead(server) => held = Some(server),
                     queued::Checkout::Gone => break None,
                     queued::Checkout::Killed => break Some(errors::killed()),
                     queued::Checkout::Cancelled => {
@@ -437,6 +435,8 @@ async fn transaction(
         // Its first message went ahead of its turn (relay::pipeline).
         if pipeline::must_check_foreign_cancel(server) {
             Box::pin(pipeline::check_foreign_cancel(server, session)).await?;
+        } else if pipeline::cancelled_by_client(server) {
+            Box::pin(pipeline::cancel_own(server, session, ctx)).await?;
         }
         if let Some(rest) = pipeline::takeover(client, server, t, state, session, ctx)? {
             Box::pin(pipeline::write_rest(server, rest)).await?;
@@ -663,13 +663,15 @@ async fn transaction(
 }
 
 /// Clears the client's command deadline when a transaction's relay ends, and a cancel
-/// that waited for the proxy's own statements (the transaction ended before the client's).
+/// that waited for the proxy's own statements (the transaction ended before the client's)
+/// or is still sent again (`cancel_hold`).
 struct DisarmOnReturn<'a>(&'a super::cancel::CancelTarget);
 
 impl Drop for DisarmOnReturn<'_> {
     fn drop(&mut self) {
         self.0.disarm_command();
         self.0.release_cancels();
+        self.0.reply_began();
     }
 }
 
@@ -680,7 +682,7 @@ fn release_held_cancels(t: &mut Tracker, session: &Session) {
     if t.cancels_held && !t.replies.front().is_some_and(|r| r.action.is_dropped()) {
         t.cancels_held = false;
         if session.cancel.target.release_cancels() {
-            session.cancel.deliver_held();
+            t.held_cancel_resent = session.cancel.deliver_held();
         }
     }
 }

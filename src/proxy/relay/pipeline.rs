@@ -310,6 +310,15 @@ pub(super) fn must_check_foreign_cancel(server: &ServerConn) -> bool {
         .is_some_and(|i| i.foreign_cancel && !i.cancelled_by_client)
 }
 
+/// Whether a client's cancel came while its first message waited on the connection
+/// ([`cancel_own`]).
+pub(super) fn cancelled_by_client(server: &ServerConn) -> bool {
+    server
+        .inherited
+        .as_ref()
+        .is_some_and(|i| i.cancelled_by_client)
+}
+
 /// Starts the transaction of a client that got its connection with its first message
 /// already on it (after [`check_foreign_cancel`] where it must): takes its Query out of
 /// its buffer as sent and notes the reply to come. Returns what a successor's message of
@@ -427,6 +436,37 @@ pub(super) async fn check_foreign_cancel(
     }
     Ok(())
 }
+
+/// Cancels the statement of a client whose cancel came while its message waited on the
+/// connection, until its reply begins: PostgreSQL ignores a cancel that reaches it before
+/// it started the statement (between the statement ahead's ReadyForQuery and reading this
+/// one), and a cancel sent then would be lost. The client's reply is what ends the resends,
+/// so none reaches a later statement of its own.
+pub(super) async fn cancel_own(
+    server: &mut ServerConn,
+    session: &Session,
+    ctx: &ProxyContext,
+) -> Result<(), Stop> {
+    let mut interval = OWN_CANCEL_FIRST_INTERVAL;
+    for _ in 0..OWN_CANCELS {
+        if !server.buf.is_empty() || !ctx.cancels.cancel_running(&session.cancel.target).await {
+            return Ok(());
+        }
+        super::room_for_server_read(&mut server.buf);
+        match tokio::time::timeout(interval, server.stream.read_into(&mut server.buf)).await {
+            Err(_) => interval = OWN_CANCEL_INTERVAL,
+            Ok(Ok(n)) if n > 0 => return Ok(()),
+            Ok(_) => return Err(Stop::ServerGone { fatal_sent: false }),
+        }
+    }
+    Ok(())
+}
+
+/// How often, and how far apart, [`cancel_own`] sends a client's cancel: soon once (the
+/// window it can miss is short), then as a killed session's ([`kill_ahead`]).
+const OWN_CANCELS: u32 = KILL_CANCELS;
+const OWN_CANCEL_FIRST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+const OWN_CANCEL_INTERVAL: std::time::Duration = KILL_CANCEL_INTERVAL;
 
 /// Where the first reply in `buf` ends (after its ReadyForQuery) and whether it holds a
 /// 57014; `None` while it is incomplete.

@@ -178,6 +178,9 @@ pub(super) struct Tracker {
     /// The client's cancels wait while the proxy's own statements run ahead of its
     /// (`CancelTarget::hold_cancels`).
     pub cancels_held: bool,
+    /// A held cancel was sent; it goes again until the reply to the client's statements
+    /// begins (`CancelTarget::reply_began`).
+    pub held_cancel_resent: bool,
     pub queries: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -230,6 +233,7 @@ impl Tracker {
             unnamed_parsed,
             server_unknown,
             cancels_held,
+            held_cancel_resent,
             queries,
             bytes_in,
             bytes_out,
@@ -260,6 +264,7 @@ impl Tracker {
             unnamed_parsed,
             server_unknown,
             cancels_held,
+            held_cancel_resent,
         ] {
             *flag = false;
         }
