@@ -23,6 +23,31 @@ pub(super) enum Carry {
     Not(Option<Scanned>),
 }
 
+/// The client's first message when it is a complete simple Query within the size limit,
+/// with what carrying or pipelining it looks at first.
+pub(super) struct FirstQuery<'a> {
+    /// Its length, header included.
+    pub len: usize,
+    pub sql: &'a [u8],
+    /// `tenant::shape::single_dml`'s answer.
+    pub dml: Option<bool>,
+}
+
+impl<'a> FirstQuery<'a> {
+    pub(super) fn of(buf: &'a [u8], limit: usize) -> Option<FirstQuery<'a>> {
+        let h = parse_header(buf).ok()??;
+        if h.tag != frontend::QUERY || buf.len() < h.frame_len || h.frame_len > limit {
+            return None;
+        }
+        let (sql, _) = read_cstr(&buf[5..h.frame_len])?;
+        Some(FirstQuery {
+            len: h.frame_len,
+            sql,
+            dml: crate::tenant::shape::single_dml(sql),
+        })
+    }
+}
+
 /// Sends the client's first message, a complete simple Query of plain DML, with the tenant
 /// switch in front of its SQL (see `tenant::prelude::Prelude::carried`), and holds back whatever
 /// the client sends next until the server has answered it. `already_sent`: the message went
@@ -38,21 +63,10 @@ pub(super) fn try_carry(
     leftovers: crate::tenant::prelude::Leftovers,
     already_sent: bool,
 ) -> Result<Carry, Stop> {
-    let len = match parse_header(&client.buf) {
-        Ok(Some(h))
-            if h.tag == frontend::QUERY
-                && client.buf.len() >= h.frame_len
-                && h.frame_len <= ctx.settings.config.max_client_message_bytes =>
-        {
-            h.frame_len
-        }
-        _ => return Ok(Carry::Not(None)),
-    };
-    let body = &client.buf[5..len];
-    let Some((sql, _)) = read_cstr(body) else {
+    let limit = ctx.settings.config.max_client_message_bytes;
+    let Some(FirstQuery { len, sql, dml }) = FirstQuery::of(&client.buf, limit) else {
         return Ok(Carry::Not(None));
     };
-    let dml = crate::tenant::shape::single_dml(sql);
     if !crate::tenant::prelude::can_carry_given(sql, dml) {
         return Ok(Carry::Not(None));
     }

@@ -27,11 +27,10 @@
 //!   if it was cancelled (57014) sends its message again. A simple Query runs as one
 //!   transaction, so nothing of the cancelled one stayed.
 
-use super::carry::{self, Carry};
+use super::carry::{self, Carry, FirstQuery};
 use super::tracker::Tracker;
 use super::{SessionState, Stop};
 use crate::pool::{After, AppliedTenant, EarlyMessage, Inherited, ServerConn, Successor};
-use crate::protocol::fields::read_cstr;
 use crate::protocol::framing::{backend, frontend, parse_header};
 use crate::protocol::{encode, fields};
 use crate::proxy::{ClientConn, ProxyContext, Session};
@@ -93,21 +92,14 @@ pub(super) fn early_message(
     if config.tenant.check_status && session.tenant.is_some() && stale {
         return None;
     }
-    let h = parse_header(&client.buf).ok()??;
-    if h.tag != frontend::QUERY
-        || client.buf.len() < h.frame_len
-        || h.frame_len > config.max_client_message_bytes
-    {
-        return None;
-    }
-    let (sql, _) = read_cstr(&client.buf[5..h.frame_len])?;
-    let dml = crate::tenant::shape::single_dml(sql);
+    let limit = config.max_client_message_bytes;
+    let FirstQuery { len, sql, dml } = FirstQuery::of(&client.buf, limit)?;
     let (mentions, single) = crate::tenant::shape::inspect_given(sql, dml);
     if single != Some(true) || mentions.guarded || mentions.prepared {
         return None;
     }
     let mut early = Box::new(EarlyMessage {
-        raw: BytesMut::from(&client.buf[..h.frame_len]),
+        raw: BytesMut::from(&client.buf[..len]),
         tenant: session.tenant,
         params: state.params.clone(),
         switched: None,
@@ -144,14 +136,9 @@ pub(super) fn plain_query_ahead(
     {
         return false;
     }
-    let Ok(Some(h)) = parse_header(&client.buf) else {
-        return false;
-    };
-    if h.tag != frontend::QUERY || client.buf.len() != h.frame_len {
-        return false;
-    }
-    read_cstr(&client.buf[5..h.frame_len])
-        .is_some_and(|(sql, _)| crate::tenant::shape::single_dml(sql) == Some(true))
+    let limit = ctx.settings.config.max_client_message_bytes;
+    FirstQuery::of(&client.buf, limit)
+        .is_some_and(|q| q.len == client.buf.len() && q.dml == Some(true))
 }
 
 /// After the client's own carried Query went out whole (or, `plain`, the Query of a
