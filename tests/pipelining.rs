@@ -39,7 +39,18 @@ fn start(pool_size: usize, tenants: usize) -> (PgServer, ProxyProcess) {
 }
 
 fn start_with(pool_size: usize, tenants: usize, pipeline: bool) -> (PgServer, ProxyProcess) {
-    let pg = PgServer::start();
+    start_on(PgServer::start(), pool_size, tenants, pipeline, false)
+}
+
+/// [`start_with`] on `pg`; `check_status`: the proxy looks each tenant's status up (`pg`
+/// must then have the schema and the tenants).
+fn start_on(
+    pg: PgServer,
+    pool_size: usize,
+    tenants: usize,
+    pipeline: bool,
+    check_status: bool,
+) -> (PgServer, ProxyProcess) {
     pg.psql(
         "launch",
         "CREATE TABLE seen (id bigserial, tenant text DEFAULT current_setting('app.tenant_id'), \
@@ -50,7 +61,7 @@ fn start_with(pool_size: usize, tenants: usize, pipeline: bool) -> (PgServer, Pr
          max_active: 0\npipeline_queued: {pipeline}\nacquire_timeout_ms: 20000"
     );
     let config = proxy_config(&pg, &pool)
-        + &format!("tenant: {{ signing_key: \"{KEY}\", check_status: false }}\n")
+        + &format!("tenant: {{ signing_key: \"{KEY}\", check_status: {check_status} }}\n")
         + "admin: { users: [app] }\n";
     let proxy = ProxyProcess::start(&config, &users(tenants));
     (pg, proxy)
@@ -236,6 +247,38 @@ async fn sessions_without_a_tenant_pipeline_their_queries_as_they_are() {
         assert_eq!(got, [want]);
     }
     assert_eq!(rows_of(&pg, "y"), "1 ");
+}
+
+/// With tenant statuses looked up: a session without a tenant has no status to be fresh
+/// and pipelines (before, its message was never prepared: pgbench never pipelined), and a
+/// tenant's session pipelines once its status is fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_statuses_checked_sessions_pipeline_once_fresh() {
+    let (pg, proxy) = start_on(PgServer::with_tenant(KEY, &tenant(0)), 1, 1, true, true);
+    let pa = connect(&proxy, "app", "apppw").await.unwrap();
+    let pb = connect(&proxy, "app", "apppw").await.unwrap();
+    let (holder, a, b) = queue_two(&proxy, (pa, insert("pa", 0.3)), (pb, insert("pb", 0.0))).await;
+    holder.client.batch_execute("COMMIT").await.unwrap();
+    let (pa, ra) = finish(a).await;
+    assert_eq!(ra.unwrap(), [""]);
+    assert_eq!(finish(b).await.1.unwrap(), [""]);
+    assert_eq!(pipelined(&proxy), 1.0, "pb's Query did not go behind pa's");
+
+    let t0 = connect(&proxy, "t0", "pw").await.unwrap();
+    assert_eq!(
+        try_col(&t0.client, "SELECT 'fresh'").await.unwrap(),
+        ["fresh"]
+    );
+    let (holder, a, b) = queue_two(&proxy, (pa, insert("pa2", 0.3)), (t0, insert("t", 0.0))).await;
+    holder.client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(finish(a).await.1.unwrap(), [""]);
+    assert_eq!(finish(b).await.1.unwrap(), [tenant(0)]);
+    assert_eq!(
+        pipelined(&proxy),
+        2.0,
+        "the tenant's Query did not go behind pa's"
+    );
+    assert_eq!(rows_of(&pg, "t"), format!("1 {}", tenant(0)));
 }
 
 /// Behind a transaction of its own tenant that needed no switch, a client's Query goes as

@@ -436,7 +436,8 @@ pub(super) async fn cancel_own(
 ) -> Result<(), Stop> {
     let mut interval = OWN_CANCEL_FIRST_INTERVAL;
     for _ in 0..OWN_CANCELS {
-        if !server.buf.is_empty() || !ctx.cancels.cancel_running(&session.cancel.target).await {
+        // Sent at least once: a reply begun may be rows of a statement still running.
+        if !ctx.cancels.cancel_running(&session.cancel.target).await || !server.buf.is_empty() {
             return Ok(());
         }
         super::room_for_server_read(&mut server.buf);
