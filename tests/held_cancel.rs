@@ -41,6 +41,12 @@ async fn cancel_during_the_lookup(
     c: &mut Raw,
     statement: &[u8],
 ) -> String {
+    hold_a_cancel(pg, proxy, c, statement).await;
+    sum(&blocking(|| c.until(b'Z')))
+}
+
+/// [`cancel_during_the_lookup`] up to the unlock: the cancel is held, then the lookup runs.
+async fn hold_a_cancel(pg: &PgServer, proxy: &ProxyProcess, c: &mut Raw, statement: &[u8]) {
     let su = pg.superuser("launch").await;
     su.batch_execute("BEGIN; LOCK TABLE public.tenants IN ACCESS EXCLUSIVE MODE")
         .await
@@ -56,7 +62,6 @@ async fn cancel_during_the_lookup(
         "the lookup was cancelled"
     );
     su.batch_execute("ROLLBACK").await.unwrap();
-    sum(&blocking(|| c.until(b'Z')))
 }
 
 /// The held cancel reached the client's statement: PostgreSQL ignores one that lands
@@ -103,15 +108,7 @@ async fn a_held_cancel_goes_again_until_the_statement_runs() {
     let mut c = Raw::login(proxy.port, "t1m", "t1mpw");
     let batch = pbe("SELECT pg_sleep(3)", &[]);
     let (parse_bind, execute) = batch.split_at(batch.len() - 10);
-    let su = pg.superuser("launch").await;
-    su.batch_execute("BEGIN; LOCK TABLE public.tenants IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    c.send(parse_bind);
-    let waiting = eventually(LIMIT, || pg.psql("launch", LOCK_WAITS) == "1").await;
-    assert!(waiting, "the lookup never waited for the lock");
-    blocking(|| send_cancel(proxy.port, c.key.0, c.key.1));
-    su.batch_execute("ROLLBACK").await.unwrap();
+    hold_a_cancel(&pg, &proxy, &mut c, parse_bind).await;
     // The lookup and the switch ran, the held cancel went, and the backend waits for
     // the Execute.
     tokio::time::sleep(Duration::from_millis(300)).await;
