@@ -47,9 +47,9 @@ pub struct CancelTarget {
     /// [`HOLD_OFF`], [`HOLD_ON`] while the proxy's own statements run ahead of the
     /// client's, [`HOLD_WAITING`] once a cancel came meanwhile.
     held: AtomicU8,
-    /// A held cancel was sent and the reply to the client's statements has not begun: it
+    /// A late cancel was sent and the reply to the client's statements has not begun: it
     /// is sent again (`cancel_hold`).
-    held_unanswered: AtomicBool,
+    cancel_unanswered: AtomicBool,
     /// An end requested from outside (the console's kills, the idle reaper).
     pub end: super::session_end::SessionEnd,
     /// The pool the client queues in, where a cancel withdraws its wait.
@@ -193,7 +193,7 @@ impl CancelRegistry {
             pool,
             waits: AtomicU32::new(0),
             held: AtomicU8::new(HOLD_OFF),
-            held_unanswered: AtomicBool::new(false),
+            cancel_unanswered: AtomicBool::new(false),
             end: super::session_end::SessionEnd::new(crate::clock::now_ms()),
             in_flight: AtomicU32::new(0),
             aimed: AtomicU32::new(0),
@@ -355,7 +355,7 @@ impl CancelRegistry {
         loop {
             if let Some(key) = target.pin() {
                 if target.defer_if_held() {
-                    // Sent once the client's own statements are next (deliver_held).
+                    // Sent once the client's own statements are next (cancel_until_reply).
                     target.cancel_settled();
                     return true;
                 }

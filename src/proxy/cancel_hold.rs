@@ -1,13 +1,14 @@
 //! Holding a client's cancels while the proxy's own statements run ahead of its (a tenant
-//! status lookup, the tenant switch as a Query of its own), and delivering the one that
-//! came meanwhile.
+//! status lookup, the tenant switch as a Query of its own), and delivering a cancel the
+//! proxy sends late: the one held meanwhile, and that of a client whose statement waited
+//! behind another's on its connection (`relay::pipeline`).
 //!
-//! A held cancel is sent when the reply to the proxy's statements arrives, which is the
-//! moment PostgreSQL moves on to the client's statement: if the cancel reaches it before
-//! it started that statement (it was reading it, or the scheduler had not run it yet on a
-//! busy host), PostgreSQL ignores it, and the statement would run to its end. So it goes
-//! again until the reply to the client's statements begins or the client leaves the
-//! server, whichever comes first; never into a later transaction.
+//! Both are sent at the moment PostgreSQL moves on to the client's statement (the reply
+//! to what ran before it has just arrived): if the cancel reaches it before it started
+//! that statement (it was reading it, or the scheduler had not run it yet on a busy host),
+//! PostgreSQL ignores it, and the statement would run to its end. So it goes again until
+//! the reply to the client's statements begins or the client leaves the server, whichever
+//! comes first; never into a later transaction.
 
 use super::word::pack;
 use super::{CancelHandle, CancelTarget};
@@ -19,24 +20,24 @@ pub(super) const HOLD_OFF: u8 = 0;
 const HOLD_ON: u8 = 1;
 const HOLD_WAITING: u8 = 2;
 
-/// How often, and how far apart, a held cancel goes again (see the module's doc): soon
+/// How often, and how far apart, a late cancel goes again (see the module's doc): soon
 /// once (the window it can miss is short), then every 100 ms for up to 5 s.
 const HELD_RESENDS: u32 = 50;
 const FIRST_RESEND: Duration = Duration::from_millis(10);
 const RESEND_INTERVAL: Duration = Duration::from_millis(100);
 
 impl CancelHandle {
-    /// Sends the cancel that waited while the proxy's own statements ran (from a task of
-    /// its own: the relay goes on relaying the replies), again until the relay says the
-    /// reply began ([`CancelTarget::reply_began`]). Returns whether it was sent: the
-    /// relay then watches for that reply.
-    pub fn deliver_held(&self) -> bool {
+    /// Sends a late cancel to the server the client runs on (from a task of its own: the
+    /// relay goes on relaying the replies), again until the relay says the reply began
+    /// ([`CancelTarget::reply_began`]). Returns whether it was sent: the relay then
+    /// watches for that reply.
+    pub fn cancel_until_reply(&self) -> bool {
         // Pinned here, while the relay still holds the server: the task may run after
         // the transaction ended, and must not find the client's next one.
         let Some(key) = self.target.pin() else {
             return false;
         };
-        self.target.held_unanswered.store(true, Ordering::SeqCst);
+        self.target.cancel_unanswered.store(true, Ordering::SeqCst);
         let (registry, target) = (self.registry.clone(), self.target.clone());
         tokio::spawn(async move {
             registry.deliver(&target, key).await;
@@ -70,7 +71,7 @@ impl CancelTarget {
     }
 
     /// The client's own statements are next on the server: whether a cancel waited
-    /// meanwhile (the caller then sends it: [`CancelHandle::deliver_held`]).
+    /// meanwhile (the caller then sends it: [`CancelHandle::cancel_until_reply`]).
     #[inline]
     pub fn release_cancels(&self) -> bool {
         self.held.load(Ordering::Relaxed) != HOLD_OFF
@@ -88,22 +89,22 @@ impl CancelTarget {
         }
     }
 
-    /// The reply to the client's statements began, or its transaction ended: a held
+    /// The reply to the client's statements began, or its transaction ended: a late
     /// cancel is not sent again.
     #[inline]
     pub fn reply_began(&self) {
-        if self.held_unanswered.load(Ordering::Relaxed) {
-            self.held_unanswered.store(false, Ordering::SeqCst);
+        if self.cancel_unanswered.load(Ordering::Relaxed) {
+            self.cancel_unanswered.store(false, Ordering::SeqCst);
         }
     }
 
-    /// Pins `key` for one more send of a held cancel, if the client still runs on that
+    /// Pins `key` for one more send of a late cancel, if the client still runs on that
     /// server and its reply has not begun. The same handshake as `pin`: the relay clears
     /// the word, then reads `in_flight`; this raises `in_flight`, then reads the word.
     fn pin_unanswered(&self, key: BackendKey) -> bool {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let same = self.server.load(Ordering::SeqCst) == pack(key)
-            && self.held_unanswered.load(Ordering::SeqCst);
+            && self.cancel_unanswered.load(Ordering::SeqCst);
         if same {
             self.aimed.fetch_add(1, Ordering::SeqCst);
         } else {

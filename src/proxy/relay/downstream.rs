@@ -57,9 +57,9 @@ fn scan_and_settle(
         server.tenant = AppliedTenant::Applied(session.tenant);
     }
     super::release_held_cancels(t, session);
-    if t.held_cancel_resent && !server.buf.is_empty() {
+    if t.cancel_resent && !server.buf.is_empty() {
         // Bytes past the proxy's own replies: the client's reply began.
-        t.held_cancel_resent = false;
+        t.cancel_resent = false;
         session.cancel.target.reply_began();
     }
     for undo in t.undo.drain(..) {

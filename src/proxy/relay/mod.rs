@@ -144,7 +144,7 @@ pub(super) async fn run(
                 match queued::checkout(client, session, early).await {
                     queued::Checkout::Server(server) => held = Some(server),
                     // Its message is on the connection: the cancel goes there, as
-                    // the transaction starts (pipeline::cancel_own).
+                    // the transaction starts.
                     queued::Checkout::CancelledAhead(server) => held = Some(server),
                     queued::Checkout::Gone => break None,
                     queued::Checkout::Killed => break Some(errors::killed()),
@@ -436,7 +436,7 @@ async fn transaction(
         if pipeline::must_check_foreign_cancel(server) {
             Box::pin(pipeline::check_foreign_cancel(server, session)).await?;
         } else if pipeline::cancelled_by_client(server) {
-            Box::pin(pipeline::cancel_own(server, session, ctx)).await?;
+            t.cancel_resent = session.cancel.cancel_until_reply();
         }
         if let Some(rest) = pipeline::takeover(client, server, t, state, session, ctx)? {
             Box::pin(pipeline::write_rest(server, rest)).await?;
@@ -682,7 +682,7 @@ fn release_held_cancels(t: &mut Tracker, session: &Session) {
     if t.cancels_held && !t.replies.front().is_some_and(|r| r.action.is_dropped()) {
         t.cancels_held = false;
         if session.cancel.target.release_cancels() {
-            t.held_cancel_resent = session.cancel.deliver_held();
+            t.cancel_resent = session.cancel.cancel_until_reply();
         }
     }
 }

@@ -31,7 +31,7 @@ use super::carry::{self, Carry, FirstQuery};
 use super::tracker::Tracker;
 use super::{SessionState, Stop};
 use crate::pool::{After, AppliedTenant, EarlyMessage, Inherited, ServerConn, Successor};
-use crate::protocol::framing::{backend, frontend, parse_header};
+use crate::protocol::framing::{backend, parse_header};
 use crate::protocol::{encode, fields};
 use crate::proxy::{ClientConn, ProxyContext, Session};
 use crate::tenant::prelude::Leftovers;
@@ -297,8 +297,8 @@ pub(super) fn must_check_foreign_cancel(server: &ServerConn) -> bool {
         .is_some_and(|i| i.foreign_cancel && !i.cancelled_by_client)
 }
 
-/// Whether a client's cancel came while its first message waited on the connection
-/// ([`cancel_own`]).
+/// Whether a client's cancel came while its first message waited on the connection: it
+/// goes there as the transaction starts (`CancelHandle::cancel_until_reply`).
 pub(super) fn cancelled_by_client(server: &ServerConn) -> bool {
     server
         .inherited
@@ -362,15 +362,12 @@ fn account_plain(
     state: &mut SessionState,
     ctx: &ProxyContext,
 ) -> Result<bool, Stop> {
-    let Ok(Some(h)) = parse_header(&client.buf) else {
+    let limit = ctx.settings.config.max_client_message_bytes;
+    let Some(FirstQuery { len, dml, .. }) = FirstQuery::of(&client.buf, limit) else {
         return Ok(false);
     };
-    let len = h.frame_len;
-    if h.tag != frontend::QUERY || client.buf.len() < len {
-        return Ok(false);
-    }
-    let scanned =
-        super::upstream::scan_client(&client.buf[..len], t, ctx, &mut state.params, server, None)?;
+    let buf = &client.buf[..len];
+    let scanned = super::upstream::scan_client(buf, t, ctx, &mut state.params, server, Some(dml))?;
     if !matches!(scanned, (at, None) if at == len) || t.replies.len() != 1 {
         return Ok(false);
     }
@@ -423,38 +420,6 @@ pub(super) async fn check_foreign_cancel(
     }
     Ok(())
 }
-
-/// Cancels the statement of a client whose cancel came while its message waited on the
-/// connection, until its reply begins: PostgreSQL ignores a cancel that reaches it before
-/// it started the statement (between the statement ahead's ReadyForQuery and reading this
-/// one), and a cancel sent then would be lost. The client's reply is what ends the resends,
-/// so none reaches a later statement of its own.
-pub(super) async fn cancel_own(
-    server: &mut ServerConn,
-    session: &Session,
-    ctx: &ProxyContext,
-) -> Result<(), Stop> {
-    let mut interval = OWN_CANCEL_FIRST_INTERVAL;
-    for _ in 0..OWN_CANCELS {
-        // Sent at least once: a reply begun may be rows of a statement still running.
-        if !ctx.cancels.cancel_running(&session.cancel.target).await || !server.buf.is_empty() {
-            return Ok(());
-        }
-        super::room_for_server_read(&mut server.buf);
-        match tokio::time::timeout(interval, server.stream.read_into(&mut server.buf)).await {
-            Err(_) => interval = OWN_CANCEL_INTERVAL,
-            Ok(Ok(n)) if n > 0 => return Ok(()),
-            Ok(_) => return Err(Stop::ServerGone { fatal_sent: false }),
-        }
-    }
-    Ok(())
-}
-
-/// How often, and how far apart, [`cancel_own`] sends a client's cancel: soon once (the
-/// window it can miss is short), then as a killed session's ([`kill_ahead`]).
-const OWN_CANCELS: u32 = KILL_CANCELS;
-const OWN_CANCEL_FIRST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-const OWN_CANCEL_INTERVAL: std::time::Duration = KILL_CANCEL_INTERVAL;
 
 /// Where the first reply in `buf` ends (after its ReadyForQuery) and whether it holds a
 /// 57014; `None` while it is incomplete.

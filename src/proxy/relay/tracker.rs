@@ -178,9 +178,9 @@ pub(super) struct Tracker {
     /// The client's cancels wait while the proxy's own statements run ahead of its
     /// (`CancelTarget::hold_cancels`).
     pub cancels_held: bool,
-    /// A held cancel was sent; it goes again until the reply to the client's statements
-    /// begins (`CancelTarget::reply_began`).
-    pub held_cancel_resent: bool,
+    /// A late cancel was sent (held, or a pipelined statement's own); it goes again until
+    /// the reply to the client's statements begins (`CancelTarget::reply_began`).
+    pub cancel_resent: bool,
     pub queries: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -233,7 +233,7 @@ impl Tracker {
             unnamed_parsed,
             server_unknown,
             cancels_held,
-            held_cancel_resent,
+            cancel_resent,
             queries,
             bytes_in,
             bytes_out,
@@ -264,7 +264,7 @@ impl Tracker {
             unnamed_parsed,
             server_unknown,
             cancels_held,
-            held_cancel_resent,
+            cancel_resent,
         ] {
             *flag = false;
         }
