@@ -48,11 +48,24 @@ impl<'a> FirstQuery<'a> {
     }
 }
 
+/// How the reply to a Query carried behind `prelude`'s switch is read: the switch's own
+/// replies skipped, error positions shifted back by the switch's length and its `; `.
+pub(super) fn carried_action(
+    prelude: &crate::tenant::prelude::Prelude,
+    leftovers: crate::tenant::prelude::Leftovers,
+) -> Action {
+    let ([unlock, objects, rest], skip) = prelude.carried(leftovers);
+    Action::Carried {
+        skip,
+        of: skip,
+        shift: (unlock.len() + objects.len() + rest.len()) as u32 + 2,
+        failed: false,
+    }
+}
+
 /// Sends the client's first message, a complete simple Query of plain DML, with the tenant
 /// switch in front of its SQL (see `tenant::prelude::Prelude::carried`), and holds back whatever
-/// the client sends next until the server has answered it. `already_sent`: the message went
-/// ahead of its turn (`relay::pipeline`); only its bookkeeping is done here.
-#[allow(clippy::too_many_arguments)]
+/// the client sends next until the server has answered it.
 pub(super) fn try_carry(
     client: &mut ClientConn,
     server: &mut ServerConn,
@@ -61,7 +74,6 @@ pub(super) fn try_carry(
     ctx: &ProxyContext,
     prelude: &crate::tenant::prelude::Prelude,
     leftovers: crate::tenant::prelude::Leftovers,
-    already_sent: bool,
 ) -> Result<Carry, Stop> {
     let limit = ctx.settings.config.max_client_message_bytes;
     let Some(FirstQuery { len, sql, dml }) = FirstQuery::of(&client.buf, limit) else {
@@ -88,20 +100,9 @@ pub(super) fn try_carry(
         // Refused by the guard: it fails on the server after the ordinary prelude.
         return Ok(Carry::Not(Some(scanned)));
     }
-    let ([unlock, objects, rest], skip) = prelude.carried(leftovers);
+    let ([unlock, objects, rest], _) = prelude.carried(leftovers);
     if let Some(r) = t.replies.back_mut() {
-        r.action = Action::Carried {
-            skip,
-            of: skip,
-            shift: (unlock.len() + objects.len() + rest.len()) as u32 + 2,
-            failed: false,
-        };
-    }
-    if already_sent {
-        t.bytes_in += len as u64;
-        client.buf.advance(len);
-        t.barrier = true;
-        return Ok(Carry::Sent(None));
+        r.action = carried_action(prelude, leftovers);
     }
     // Built in a borrowed buffer, one this thread used moments ago, rather than in one kept
     // per client, whose lines went cold while the client waited in the pool's queue.

@@ -52,16 +52,7 @@ pub(super) async fn send_with_settings(
     let may_carry =
         tenant_needed && params_sql.is_empty() && !session_mode && !server.may_hold_settings;
     if may_carry {
-        let carried = carry::try_carry(
-            client,
-            server,
-            t,
-            state,
-            ctx,
-            &session.prelude,
-            leftovers,
-            false,
-        )?;
+        let carried = carry::try_carry(client, server, t, state, ctx, &session.prelude, leftovers)?;
         match carried {
             carry::Carry::Sent(None) => {
                 if let Some(rest) = pipeline::send_successor(server, t, session, ctx, false)? {

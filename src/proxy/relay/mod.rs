@@ -438,7 +438,7 @@ async fn transaction(
         } else if pipeline::cancelled_by_client(server) {
             t.cancel_resent = session.cancel.cancel_until_reply();
         }
-        if let Some(rest) = pipeline::takeover(client, server, t, state, session, ctx)? {
+        if let Some(rest) = pipeline::takeover(client, server, t, session, ctx)? {
             Box::pin(pipeline::write_rest(server, rest)).await?;
         }
     } else {

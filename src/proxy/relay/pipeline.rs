@@ -27,8 +27,9 @@
 //!   if it was cancelled (57014) sends its message again. A simple Query runs as one
 //!   transaction, so nothing of the cancelled one stayed.
 
-use super::carry::{self, Carry, FirstQuery};
+use super::carry::{self, FirstQuery};
 use super::tracker::Tracker;
+use super::tracker::{Action, Expect};
 use super::{SessionState, Stop};
 use crate::pool::{After, AppliedTenant, EarlyMessage, Inherited, ServerConn, Successor};
 use crate::protocol::framing::{backend, parse_header};
@@ -314,7 +315,6 @@ pub(super) fn takeover(
     client: &mut ClientConn,
     server: &mut ServerConn,
     t: &mut Tracker,
-    state: &mut SessionState,
     session: &Session,
     ctx: &ProxyContext,
 ) -> Result<Option<BytesMut>, Stop> {
@@ -322,28 +322,17 @@ pub(super) fn takeover(
         return Ok(None);
     };
     server.settings_owner = session.cancel.target.pid;
-    let accounted = if inherited.carried {
+    let action = if inherited.carried {
         crate::pool::PoolStats::add(&session.pool.stats.tenant_switches, 1);
         // Its RESET ALL puts every parameter back to the connection's startup value.
         server.params = crate::proxy::session_params::ParamSet::default();
-        let unlocks = leftovers(inherited.unlocks);
-        let sent = carry::try_carry(
-            client,
-            server,
-            t,
-            state,
-            ctx,
-            &session.prelude,
-            unlocks,
-            true,
-        )?;
-        matches!(sent, Carry::Sent(None))
+        carry::carried_action(&session.prelude, leftovers(inherited.unlocks))
     } else {
-        account_plain(client, server, t, state, ctx)?
+        Action::Pass
     };
-    if !accounted {
-        // early_message and try_carry disagree: the message ran unaccounted for.
-        tracing::error!(pool = %session.pool.name, "a pipelined message was not carried; closing the connection");
+    if !account_sent(client, t, &inherited, action) {
+        // The client's buffer no longer holds what went: the message ran unaccounted for.
+        tracing::error!(pool = %session.pool.name, "a pipelined message is not the client's; closing the connection");
         return Err(Stop::ServerGone { fatal_sent: false });
     }
     if inherited.foreign_cancel || inherited.cancelled_by_client {
@@ -352,28 +341,41 @@ pub(super) fn takeover(
     send_successor(server, t, session, ctx, !inherited.carried)
 }
 
-/// The bookkeeping of a plain Query sent ahead of its turn, as if forwarded now: its reply
-/// expected, its bytes taken out of the client's buffer. `false` if the scan disagrees
-/// with [`early_message`] (it is then unaccounted for).
-fn account_plain(
+/// The bookkeeping of a Query sent ahead of its turn, as if it were forwarded now: its
+/// reply expected, read by `action`, and its bytes taken out of the client's buffer.
+/// [`early_message`] looked at its SQL before it queued (one plain DML statement, nothing
+/// for the statement guard, no SQL-level statements), so nothing else of
+/// `upstream::scan_client` applies and the SQL is not scanned again: only checked to be the
+/// very message that went. `false` if it is not.
+fn account_sent(
     client: &mut ClientConn,
-    server: &mut ServerConn,
     t: &mut Tracker,
-    state: &mut SessionState,
-    ctx: &ProxyContext,
-) -> Result<bool, Stop> {
-    let limit = ctx.settings.config.max_client_message_bytes;
-    let Some(FirstQuery { len, dml, .. }) = FirstQuery::of(&client.buf, limit) else {
-        return Ok(false);
+    sent: &Inherited,
+    action: Action,
+) -> bool {
+    let Ok(Some(h)) = parse_header(&client.buf) else {
+        return false;
     };
-    let buf = &client.buf[..len];
-    let scanned = super::upstream::scan_client(buf, t, ctx, &mut state.params, server, Some(dml))?;
-    if !matches!(scanned, (at, None) if at == len) || t.replies.len() != 1 {
-        return Ok(false);
+    let len = h.frame_len;
+    if h.tag != crate::protocol::framing::frontend::QUERY || client.buf.len() < len {
+        return false;
     }
+    // The carried form ends with the client's SQL and its terminator, after the switch.
+    let same = if sent.carried {
+        sent.query.ends_with(&client.buf[5..len])
+    } else {
+        sent.query[..] == client.buf[..len]
+    };
+    if !same {
+        return false;
+    }
+    t.queries += 1;
+    t.push(Expect::Ready { simple: true }, action);
     t.bytes_in += len as u64;
     client.buf.advance(len);
-    Ok(true)
+    // As `carry::try_carry`: the client's next messages wait for the carried one's answer.
+    t.barrier |= sent.carried;
+    true
 }
 
 /// Reads the successor's reply up to its ReadyForQuery before any of it is forwarded: if a
