@@ -147,6 +147,14 @@ async fn a_queued_statement_runs_behind_the_running_one_under_its_own_tenant() {
     let (pg, proxy) = start(1, 2);
     let ta = connect(&proxy, "t0", "pw").await.unwrap();
     let tb = connect(&proxy, "t1", "pw").await.unwrap();
+    let waits = || {
+        metric(
+            &proxy.metrics(),
+            "launch_proxy_pool_wait_seconds_count",
+            &[("pool", "app")],
+        )
+    };
+    let waits_before = waits();
     let (holder, a, b) = queue_two(&proxy, (ta, insert("a", 0.3)), (tb, insert("b", 0.0))).await;
     holder.client.batch_execute("COMMIT").await.unwrap();
     let (ta, ra) = finish(a).await;
@@ -158,6 +166,9 @@ async fn a_queued_statement_runs_behind_the_running_one_under_its_own_tenant() {
         1.0,
         "tb's message did not go behind ta's"
     );
+    // One checkout-wait sample per checkout (the holder's, ta's and tb's), the pipelined
+    // one included.
+    assert_eq!(waits() - waits_before, 3.0, "checkout waits recorded");
     assert_eq!(rows_of(&pg, "a"), format!("1 {}", tenant(0)));
     assert_eq!(rows_of(&pg, "b"), format!("1 {}", tenant(1)));
     // The connection is clean for whoever comes next, either tenant.

@@ -146,7 +146,8 @@ impl Pool {
         st.leave_holder(&mut conn);
         conn.slot.ticket = st.gate.enter();
         conn.slot.tenant = tenant_place;
-        self.stats.wait.record(waiter.since.elapsed());
+        // Its wait is recorded where it ends, in the successor's `Pool::acquire_as`, as for
+        // any queued checkout.
         match waiter.tx.send(Some(conn)) {
             Ok(()) => Ok(()),
             Err(back) => {
