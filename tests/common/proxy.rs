@@ -366,17 +366,30 @@ impl Drop for ProxyProcess {
                 "was running".to_owned()
             }
         };
+        let log = self.dir.join("proxy.log");
         if thread::panicking() {
             eprintln!(
                 "--- launch-proxy log tail (port {}, pid {}, {}; the process {state}) ---\n{}",
                 self.port,
                 self.child.id(),
                 self.dir.display(),
-                tail_file(&self.dir.join("proxy.log"), 80)
+                tail_file(&log, 80)
             );
         }
-        if !keep_dirs() {
+        // A panic in one of the proxy's tasks ends only that client's session, which a test
+        // may not notice; the suite's build has the proxy's debug assertions on
+        // (Cargo.toml, profile.ci), so a broken invariant must fail the test that broke it.
+        let panicked = !thread::panicking()
+            && fs::read_to_string(&log).is_ok_and(|text| text.contains("panicked at"));
+        if !keep_dirs() && !panicked {
             let _ = fs::remove_dir_all(&self.dir);
+        }
+        if panicked {
+            panic!(
+                "launch-proxy panicked during the test (log kept in {}):\n{}",
+                self.dir.display(),
+                tail_file(&log, 80)
+            );
         }
     }
 }
