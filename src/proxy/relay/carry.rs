@@ -48,13 +48,10 @@ impl<'a> FirstQuery<'a> {
     }
 }
 
-/// How the reply to a Query carried behind `prelude`'s switch is read: the switch's own
-/// replies skipped, error positions shifted back by the switch's length and its `; `.
-pub(super) fn carried_action(
-    prelude: &crate::tenant::prelude::Prelude,
-    leftovers: crate::tenant::prelude::Leftovers,
-) -> Action {
-    let ([unlock, objects, rest], skip) = prelude.carried(leftovers);
+/// How the reply to a Query carried behind a switch is read (`Prelude::carried`'s parts
+/// and reply count): the switch's own replies skipped, error positions shifted back by the
+/// switch's length and its `; `.
+pub(super) fn carried_action([unlock, objects, rest]: [&[u8]; 3], skip: u8) -> Action {
     Action::Carried {
         skip,
         of: skip,
@@ -100,10 +97,11 @@ pub(super) fn try_carry(
         // Refused by the guard: it fails on the server after the ordinary prelude.
         return Ok(Carry::Not(Some(scanned)));
     }
-    let ([unlock, objects, rest], _) = prelude.carried(leftovers);
+    let (parts, skip) = prelude.carried(leftovers);
     if let Some(r) = t.replies.back_mut() {
-        r.action = carried_action(prelude, leftovers);
+        r.action = carried_action(parts, skip);
     }
+    let [unlock, objects, rest] = parts;
     // Built in a borrowed buffer, one this thread used moments ago, rather than in one kept
     // per client, whose lines went cold while the client waited in the pool's queue.
     let mut out = spare_buffers::take();

@@ -28,11 +28,10 @@
 //!   transaction, so nothing of the cancelled one stayed.
 
 use super::carry::{self, FirstQuery};
-use super::tracker::Tracker;
-use super::tracker::{Action, Expect};
+use super::tracker::{Action, Expect, Tracker};
 use super::{SessionState, Stop};
 use crate::pool::{After, AppliedTenant, EarlyMessage, Inherited, ServerConn, Successor};
-use crate::protocol::framing::{backend, parse_header};
+use crate::protocol::framing::{backend, frontend, parse_header};
 use crate::protocol::{encode, fields};
 use crate::proxy::{ClientConn, ProxyContext, Session};
 use crate::tenant::prelude::Leftovers;
@@ -326,7 +325,8 @@ pub(super) fn takeover(
         crate::pool::PoolStats::add(&session.pool.stats.tenant_switches, 1);
         // Its RESET ALL puts every parameter back to the connection's startup value.
         server.params = crate::proxy::session_params::ParamSet::default();
-        carry::carried_action(&session.prelude, leftovers(inherited.unlocks))
+        let (parts, skip) = session.prelude.carried(leftovers(inherited.unlocks));
+        carry::carried_action(parts, skip)
     } else {
         Action::Pass
     };
@@ -357,7 +357,7 @@ fn account_sent(
         return false;
     };
     let len = h.frame_len;
-    if h.tag != crate::protocol::framing::frontend::QUERY || client.buf.len() < len {
+    if h.tag != frontend::QUERY || client.buf.len() < len {
         return false;
     }
     // The carried form ends with the client's SQL and its terminator, after the switch.
